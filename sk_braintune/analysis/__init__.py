@@ -1,0 +1,58 @@
+"""Analyses of the paper: low-level residualisation, semantic probes, semantic preference, ROI
+statistics and figures.
+
+- :class:`Residualizer`, :func:`low_level_impact`, :func:`low_level_comparison`
+  (``analysis.residualize``): regress low-level features out of model features; impact in %.
+- :class:`SemanticProbe`, :func:`probe_layers`, :func:`pooled_layer_features`
+  (``analysis.probe``): linear probes on frozen per-layer features.
+- :func:`semantic_preference`, :func:`word_representations` (``analysis.preference``).
+- :func:`roi_summary`, :func:`participant_roi_table`, :func:`compare_models`,
+  :func:`load_roi_table` (``analysis.roi``).
+- plotting functions in ``analysis.figures`` (matplotlib object API, return the figure).
+
+Names are imported lazily, so importing this package loads neither torch nor scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY_EXPORTS = {
+    "Residualizer": "residualize",
+    "low_level_impact": "residualize",
+    "low_level_comparison": "residualize",
+    "SemanticProbe": "probe",
+    "probe_layers": "probe",
+    "pooled_layer_features": "probe",
+    "semantic_preference": "preference",
+    "word_representations": "preference",
+    "near_homophone_pairs": "preference",
+    "phone_edit_distance": "preference",
+    "roi_summary": "roi",
+    "participant_roi_table": "roi",
+    "compare_models": "roi",
+    "load_roi_table": "roi",
+    "plot_layer_alignment": "figures",
+    "plot_roi_scores": "figures",
+    "plot_low_level_impact": "figures",
+    "plot_probe_scores": "figures",
+    "plot_semantic_preference": "figures",
+    "plot_training_curves": "figures",
+    "plot_surface_scores": "figures",
+}
+
+__all__ = sorted(_LAZY_EXPORTS)
+
+
+def __getattr__(name):
+    try:
+        module_name = _LAZY_EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -1,0 +1,328 @@
+"""Regress low-level speech features out of model features; the low-level impact on alignment.
+
+The paper's control (after Oota et al.): a speech model's features ``M`` are predicted from
+low-level features ``L`` (power spectrum, phonemes, diphones, triphones, articulation) with a
+cross-validated ridge that picks one penalty per feature dimension; the residuals ``M - L W``
+replace ``M`` in the encoding model. The ridge is fitted on training stories and applied out of
+sample to the test story. The *low-level impact* is ``(A - A_resid) / A`` in percent, where
+``A`` is the brain alignment of the raw features and ``A_resid`` that of the residuals.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils import Bunch
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["Residualizer", "low_level_impact", "low_level_comparison"]
+
+
+def _ridge(alphas, cv):
+    """Per-target cross-validated ridge: RidgeEncoder, or sklearn's RidgeCV (LOO) without it."""
+    try:
+        from ..encoding import RidgeEncoder
+    except ImportError:  # pragma: no cover - only while encoding is missing
+        from sklearn.linear_model import RidgeCV
+
+        grid = np.logspace(-3, 5, 17) if alphas is None else np.asarray(alphas, dtype=float)
+        return RidgeCV(alphas=grid, alpha_per_target=True)
+    if alphas is None:
+        return RidgeEncoder(cv=cv)
+    return RidgeEncoder(alphas=alphas, cv=cv)
+
+
+def _fit_ridge(ridge, X, y, groups):
+    try:
+        return ridge.fit(X, y, groups=groups)
+    except TypeError:  # RidgeCV fallback takes no groups
+        return ridge.fit(X, y)
+
+
+class Residualizer(TransformerMixin, BaseEstimator):
+    """Remove from model features what a ridge regression on low-level features predicts.
+
+    ``X`` holds the model features and the low-level features side by side, one row per TR;
+    ``lowlevel`` says which columns are low-level. ``fit`` learns, on the training rows, a ridge
+    from the low-level columns to every model column with one penalty per model column
+    (story-grouped inner CV when ``groups`` are given). ``transform`` returns the model columns
+    minus their prediction from the low-level columns, so applying a fitted residualiser to a
+    test story is out of sample.
+
+    Parameters
+    ----------
+    lowlevel : int, slice, array-like of int or bool, default=None
+        Low-level columns of ``X``: an int ``k`` means the last ``k`` columns; otherwise column
+        indices or a boolean mask. Required.
+    alphas : array-like of float, optional
+        Penalty grid in scikit-learn's units (λ on ‖w‖²); the ridge's default grid when None.
+    cv : int or CV splitter, default=5
+        Inner CV of the ridge (story-grouped when ``groups`` reach ``fit``).
+
+    Attributes
+    ----------
+    ridge_ : estimator
+        Fitted per-target ridge (:class:`sk_braintune.encoding.RidgeEncoder`).
+    lowlevel_mask_ : ndarray of shape (n_features_in_,), bool
+        True for the low-level columns.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_braintune.analysis.residualize import Residualizer
+    >>> rng = np.random.default_rng(0)
+    >>> L = rng.normal(size=(200, 3)); M = L @ rng.normal(size=(3, 5))
+    >>> res = Residualizer(lowlevel=3, alphas=[1e-6]).fit(np.hstack([M, L]))
+    >>> bool(np.abs(res.transform(np.hstack([M, L]))).max() < 1e-3)
+    True
+    """
+
+    def __init__(self, lowlevel=None, alphas=None, cv=5):
+        self.lowlevel = lowlevel
+        self.alphas = alphas
+        self.cv = cv
+
+    def _mask(self, n_features):
+        if self.lowlevel is None:
+            raise ValueError("Residualizer needs `lowlevel`: the number of trailing low-level "
+                             "columns of X, or their indices / boolean mask.")
+        if isinstance(self.lowlevel, numbers.Integral) and not isinstance(self.lowlevel, bool):
+            k = int(self.lowlevel)
+            if not 0 < k < n_features:
+                raise ValueError(f"lowlevel={k} must be between 1 and n_features - 1 = "
+                                 f"{n_features - 1}: X holds model features and low-level "
+                                 "features side by side.")
+            mask = np.zeros(n_features, dtype=bool)
+            mask[n_features - k:] = True
+            return mask
+        index = np.arange(n_features)[self.lowlevel] if isinstance(self.lowlevel, slice) \
+            else np.asarray(self.lowlevel)
+        mask = np.zeros(n_features, dtype=bool)
+        if index.dtype == bool:
+            if index.shape != (n_features,):
+                raise ValueError(f"a boolean lowlevel mask needs {n_features} entries, got "
+                                 f"{index.shape}")
+            mask = index.copy()
+        else:
+            mask[index.astype(int)] = True
+        if mask.all() or not mask.any():
+            raise ValueError("lowlevel must select some, but not all, columns of X.")
+        return mask
+
+    def fit(self, X, y=None, groups=None):
+        """Fit the ridge from low-level columns to model columns.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trs, n_model + n_lowlevel)
+            Training rows (training stories).
+        y : None
+            Ignored.
+        groups : array-like of shape (n_trs,), optional
+            Story of each row, for story-grouped inner CV.
+
+        Returns
+        -------
+        self : Residualizer
+        """
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        if X.shape[0] < 2:
+            raise ValueError(f"Residualizer needs at least 2 samples, got n_samples = {X.shape[0]}")
+        if X.shape[1] == 1:
+            raise ValueError("Residualizer got 1 feature(s): X must hold model features and "
+                             "low-level features side by side.")
+        self.lowlevel_mask_ = self._mask(X.shape[1])
+        low, model = X[:, self.lowlevel_mask_], X[:, ~self.lowlevel_mask_]
+        cv = self.cv
+        if groups is None and isinstance(cv, numbers.Integral):
+            # without stories, contiguous folds (never shuffled TRs: autocorrelation leaks)
+            from sklearn.model_selection import KFold
+            cv = KFold(min(int(cv), len(X)))
+        self.ridge_ = _fit_ridge(_ridge(self.alphas, cv), low, model, groups)
+        return self
+
+    def transform(self, X):
+        """Model columns minus their prediction from the low-level columns.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_trs, n_model + n_lowlevel)
+
+        Returns
+        -------
+        residuals : ndarray of shape (n_trs, n_model)
+        """
+        check_is_fitted(self, "ridge_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        low, model = X[:, self.lowlevel_mask_], X[:, ~self.lowlevel_mask_]
+        predicted = np.asarray(self.ridge_.predict(low)).reshape(model.shape)
+        return (model - predicted).astype(X.dtype, copy=False)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the model columns (the residualised outputs).
+
+        Returns
+        -------
+        names : ndarray of str
+        """
+        check_is_fitted(self, "ridge_")
+        if input_features is None:
+            input_features = getattr(self, "feature_names_in_",
+                                     [f"x{i}" for i in range(self.n_features_in_)])
+        return np.asarray(input_features, dtype=object)[~self.lowlevel_mask_]
+
+
+def low_level_impact(A, A_resid, voxel_labels=None, rois=None):
+    """Low-level impact ``(A - A_resid) / A`` in percent.
+
+    Parameters
+    ----------
+    A : array-like of shape (n_voxels,) or scalar
+        Alignment (e.g. noise-ceiling-normalised r) with the raw features.
+    A_resid : array-like of shape (n_voxels,) or scalar
+        Alignment after residualising the low-level features.
+    voxel_labels : array-like of shape (n_voxels,), optional
+        ROI or voxel kind per voxel. When given, ``A`` and ``A_resid`` are averaged per ROI
+        (NaN voxels left out) and the impact is computed from the ROI means.
+    rois : dict of str to list of str, optional
+        Groups of labels (see :func:`sk_braintune.analysis.roi.roi_summary`).
+
+    Returns
+    -------
+    impact : ndarray or pandas.DataFrame
+        Element-wise impact without labels; otherwise a DataFrame indexed by ROI with columns
+        ``A``, ``A_resid``, ``impact_percent``, ``n_voxels``.
+    """
+    if voxel_labels is None:
+        A = np.asarray(A, dtype=np.float64)
+        A_resid = np.asarray(A_resid, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 100.0 * (A - A_resid) / A
+    from .roi import roi_summary
+
+    raw = roi_summary(A, voxel_labels, rois=rois)
+    resid = roi_summary(A_resid, voxel_labels, rois=rois)
+    table = raw.rename(columns={"mean": "A"})[["A", "n_voxels"]]
+    table.insert(1, "A_resid", resid["mean"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table.insert(2, "impact_percent", 100.0 * (table["A"] - table["A_resid"]) / table["A"])
+    return table
+
+
+def _zscore(X):
+    X = np.asarray(X, dtype=np.float64)
+    std = X.std(axis=0)
+    return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def _delay(X, delays):
+    """FIR delays of one story, zero-filled at its start: (n_trs, d * len(delays))."""
+    if not delays:
+        return X
+    out = np.zeros((X.shape[0], X.shape[1] * len(delays)), dtype=X.dtype)
+    for j, d in enumerate(delays):
+        block = out[:, j * X.shape[1]:(j + 1) * X.shape[1]]
+        if d > 0:
+            block[d:] = X[:-d] if d < len(X) else 0
+        elif d < 0:
+            block[:d] = X[-d:]
+        else:
+            block[:] = X
+    return out
+
+
+def _stack(per_story, stories):
+    return np.concatenate([per_story[s] for s in stories], axis=0)
+
+
+def _as_story_dict(value, name):
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+        # several low-level spaces: join their columns per story
+        return {s: np.hstack([np.asarray(v[s], dtype=np.float64) for v in value])
+                for s in value[0]}
+    raise TypeError(f"{name} must be a dict story -> (n_trs, d) array (or a list of such dicts)")
+
+
+def low_level_comparison(features, lowlevel, responses, train_stories, test_stories, *,
+                         delays=(1, 2, 3, 4), encoder=None, alphas=None, cv=5,
+                         noise_ceiling=None, voxel_labels=None, rois=None, min_ceiling=0.05):
+    """Encoding model on raw features vs. refit on low-level residuals, on held-out stories.
+
+    Per story, model and low-level features are z-scored; a :class:`Residualizer` is fitted on
+    the training stories and applied to every story; both feature sets get FIR delays per story
+    (no leakage across stories); an encoder is fitted on the training stories for each and
+    scored per voxel on the test stories.
+
+    Parameters
+    ----------
+    features : dict of str to ndarray of shape (n_trs, d_model)
+        Model features per story (one layer, or several joined).
+    lowlevel : dict of str to ndarray of shape (n_trs, d_low), or list of such dicts
+        Low-level features per story (a list is joined column-wise, e.g. phonemes + powspec).
+    responses : dict of str to ndarray of shape (n_trs, n_voxels)
+    train_stories, test_stories : list of str
+    delays : tuple of int, default=(1, 2, 3, 4)
+        FIR delays in TRs (empty for none).
+    encoder : regressor, optional
+        Encoding model, cloned twice; a :class:`sk_braintune.encoding.RidgeEncoder` by default.
+        Receives ``groups`` in ``fit`` when it accepts them.
+    alphas, cv :
+        Passed to the :class:`Residualizer`.
+    noise_ceiling : ndarray of shape (n_voxels,), optional
+        cc_max per voxel; when given, alignments are r / cc_max with voxels of
+        ``cc_max <= min_ceiling`` excluded (NaN) from ROI means.
+    voxel_labels : ndarray of shape (n_voxels,), optional
+        ROI / kind per voxel; the impact table is per ROI (one row ``"all"`` without labels).
+    rois : dict of str to list of str, optional
+        Label groups, see :func:`sk_braintune.analysis.roi.roi_summary`.
+    min_ceiling : float, default=0.05
+
+    Returns
+    -------
+    result : sklearn.utils.Bunch
+        ``r_raw``, ``r_resid`` (ndarray (n_voxels,), Pearson r on the test stories),
+        ``alignment_raw``, ``alignment_resid`` (normalised when ``noise_ceiling`` is given),
+        ``impact`` (DataFrame per ROI: ``A``, ``A_resid``, ``impact_percent``, ``n_voxels``),
+        ``residualizer`` (fitted).
+    """
+    from ..metrics import correlation_score, normalized_correlation
+
+    lowlevel = _as_story_dict(lowlevel, "lowlevel")
+    stories = list(train_stories) + list(test_stories)
+    for s in stories:
+        if len(features[s]) != len(lowlevel[s]) or len(features[s]) != len(responses[s]):
+            raise ValueError(f"story {s!r}: features ({len(features[s])}), low-level features "
+                             f"({len(lowlevel[s])}) and responses ({len(responses[s])}) must have "
+                             "one row per TR each")
+    model_z = {s: _zscore(features[s]) for s in stories}
+    low_z = {s: _zscore(lowlevel[s]) for s in stories}
+    d_low = next(iter(low_z.values())).shape[1]
+    groups = np.concatenate([[s] * len(features[s]) for s in train_stories])
+    residualizer = Residualizer(lowlevel=d_low, alphas=alphas, cv=cv).fit(
+        np.hstack([_stack(model_z, train_stories), _stack(low_z, train_stories)]), groups=groups)
+    resid = {s: residualizer.transform(np.hstack([model_z[s], low_z[s]])) for s in stories}
+
+    if encoder is None:
+        encoder = _ridge(None, cv)
+    y_train = _stack(responses, train_stories)
+    y_test = _stack(responses, test_stories)
+    scores = {}
+    for name, feats in (("raw", model_z), ("resid", resid)):
+        delayed = {s: _delay(np.asarray(feats[s], dtype=np.float32), tuple(delays)) for s in stories}
+        model = _fit_ridge(clone(encoder), _stack(delayed, train_stories), y_train, groups)
+        scores[name] = correlation_score(y_test, np.asarray(model.predict(_stack(delayed, test_stories))),
+                                         multioutput="raw_values")
+    align_raw, align_resid = scores["raw"], scores["resid"]
+    if noise_ceiling is not None:
+        align_raw = normalized_correlation(align_raw, noise_ceiling, min_ceiling)
+        align_resid = normalized_correlation(align_resid, noise_ceiling, min_ceiling)
+    labels = (np.asarray(voxel_labels) if voxel_labels is not None
+              else np.full(len(align_raw), "all", dtype=object))
+    impact = low_level_impact(align_raw, align_resid, labels, rois=rois)
+    return Bunch(r_raw=scores["raw"], r_resid=scores["resid"], alignment_raw=align_raw,
+                 alignment_resid=align_resid, impact=impact, residualizer=residualizer)

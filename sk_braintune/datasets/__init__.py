@@ -1,0 +1,54 @@
+"""Datasets: the LeBel et al. (2023) loader, the built-in simulated story experiment, probe data.
+
+Every loader returns a :class:`sklearn.utils.Bunch` following one contract (``stories``,
+``sample_rate``, ``audio``, ``tr``, ``tr_times``, ``responses``, ``repeats``, ``noise_ceiling``,
+``words``, ``phones``, ``split``, ``voxel_labels``, ...); :func:`windows_from_dataset` turns it
+into ``(X_windows, y, groups)``.
+
+Names are imported lazily (PEP 562), so importing this subpackage loads neither SciPy, h5py,
+pandas nor scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# public name -> module that defines it (relative to this package unless absolute)
+_LAZY_EXPORTS = {
+    "load_lebel2023": ".lebel2023",
+    "lebel2023_tr_times": ".lebel2023",
+    "lebel2023_paths": ".lebel2023",
+    "LEBEL2023_TRIM": ".lebel2023",
+    "TEST_STORY": ".lebel2023",
+    "TEST_STORY_EXTRA_TRIM": ".lebel2023",
+    "NaNVoxelWarning": ".lebel2023",
+    "read_textgrid": ".textgrid",
+    "words_and_phones": ".textgrid",
+    "drop_silences": ".textgrid",
+    "strip_stress": ".textgrid",
+    "SILENCE_LABELS": ".textgrid",
+    "load_audio": ".audio",
+    "to_mono_16k": ".audio",
+    "make_story_dataset": ".story",
+    "make_intent_dataset": ".intents",
+    "make_word_pairs": ".word_pairs",
+    "windows_from_dataset": "sk_braintune.windows",
+}
+
+__all__ = sorted(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str):
+    try:
+        module_name = _LAZY_EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    module = importlib.import_module(module_name, __name__ if module_name.startswith(".")
+                                     else None)
+    value = getattr(module, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -1,0 +1,173 @@
+"""On-disk cache of extracted features.
+
+Extraction is by far the slowest step of an encoding analysis, and a grid search over ridge
+parameters would otherwise re-run the speech model on every fold and candidate. Entries are keyed
+by everything that decides the numbers (model fingerprint, layers, pooling, ... and a hash of the
+audio content), so a changed model or input can never be served stale features.
+
+File format: an 8-byte magic, a 32-byte BLAKE2b digest of the payload, then the payload (an
+``.npz`` archive). Writes are atomic (temporary file, then rename). A truncated or corrupt entry
+fails the digest check, is reported with a warning, deleted, and recomputed by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import atomic_write_bytes
+
+__all__ = ["FeatureCache", "hash_arrays", "hash_windows"]
+
+_MAGIC = b"SKBTFC01"
+_DIGEST_SIZE = 32
+
+
+def _digest(data):
+    return hashlib.blake2b(data, digest_size=_DIGEST_SIZE).digest()
+
+
+def hash_arrays(*arrays):
+    """Content hash of arrays (dtype, shape and bytes).
+
+    Parameters
+    ----------
+    *arrays : array-like
+
+    Returns
+    -------
+    digest : str
+        Hex digest.
+    """
+    h = hashlib.blake2b(digest_size=20)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+    return h.hexdigest()
+
+
+def hash_windows(windows):
+    """Content hash of an :class:`~sk_braintune.windows.AudioWindows` without materialising it.
+
+    Hashes each used story's stored waveform once, plus the window ends and length.
+
+    Parameters
+    ----------
+    windows : AudioWindows
+
+    Returns
+    -------
+    digest : str
+    """
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{windows.window_samples}/{windows.sample_rate}".encode())
+    for story in sorted(set(windows.stories)):
+        h.update(hash_arrays(windows.waveforms[story]).encode())
+    h.update(hash_arrays(windows.ends).encode())
+    h.update(json.dumps([str(s) for s in windows.stories]).encode())
+    return h.hexdigest()
+
+
+def key_of(**parts):
+    """Stable hash of a dict of JSON-serialisable key parts.
+
+    Parameters
+    ----------
+    **parts
+        Values that decide the cached numbers.
+
+    Returns
+    -------
+    key : str
+    """
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+class FeatureCache:
+    """A directory of checksummed ``.npz`` entries.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created on first write.
+
+    Examples
+    --------
+    >>> cache = FeatureCache(tmp_path)  # doctest: +SKIP
+    >>> cache.put("abc", features=np.zeros((2, 3)))  # doctest: +SKIP
+    >>> cache.get("abc")["features"].shape  # doctest: +SKIP
+    (2, 3)
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def path(self, key):
+        """File of the entry ``key``.
+
+        Parameters
+        ----------
+        key : str
+
+        Returns
+        -------
+        path : pathlib.Path
+        """
+        return self.directory / f"{key}.npz"
+
+    def get(self, key):
+        """Read an entry.
+
+        Parameters
+        ----------
+        key : str
+
+        Returns
+        -------
+        arrays : dict of str to ndarray, or None
+            None when the entry is missing or corrupt (a corrupt entry is deleted, with a
+            warning).
+        """
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        header = len(_MAGIC) + _DIGEST_SIZE
+        problem = None
+        if len(data) < header or data[:len(_MAGIC)] != _MAGIC:
+            problem = "bad header (truncated or not a cache file)"
+        elif _digest(data[header:]) != data[len(_MAGIC):header]:
+            problem = "checksum mismatch (truncated or corrupted)"
+        else:
+            try:
+                with np.load(io.BytesIO(data[header:]), allow_pickle=False) as npz:
+                    return {name: npz[name] for name in npz.files}
+            except Exception as exc:  # noqa: BLE001 - any unreadable payload is a corrupt entry
+                problem = f"unreadable payload ({exc})"
+        warnings.warn(f"Feature cache entry {path} is corrupt: {problem}; deleting it and "
+                      "recomputing.", UserWarning, stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
+
+    def put(self, key, **arrays):
+        """Write an entry atomically.
+
+        Parameters
+        ----------
+        key : str
+        **arrays : ndarray
+            Arrays to store (no object arrays).
+        """
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        payload = buffer.getvalue()
+        atomic_write_bytes(self.path(key), _MAGIC + _digest(payload) + payload)

@@ -1,0 +1,448 @@
+"""Speech-model features per TR: :class:`SpeechFeatureExtractor`.
+
+Each sample is one causal audio window ending at the end of one fMRI volume (see
+:mod:`sk_braintune.windows`); the extractor runs a speech model on the windows in batches and
+pools each selected layer's frames into one vector per window.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import os
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..windows import AudioWindows
+from .cache import FeatureCache, hash_arrays, key_of
+
+__all__ = ["SpeechFeatureExtractor", "pooled_features"]
+
+POOLINGS = ("mean", "last", "last_tr_mean")
+SAMPLE_RATE = 16_000
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _torch_dtype(dtype):
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES} or a torch.dtype, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def frame_step_samples(backbone, n_samples):
+    """Audio samples per output frame of ``backbone`` (320 for all supported families).
+
+    Parameters
+    ----------
+    backbone : AudioBackbone
+    n_samples : int
+        Window length, used for generic models.
+
+    Returns
+    -------
+    step : float
+    """
+    if backbone.family == "whisper":
+        return float(2 * backbone.preprocessing["hop_length"])
+    stride = getattr(backbone.config, "conv_stride", None)
+    if stride is not None:
+        return float(np.prod(stride))
+    return n_samples / backbone.frame_count(n_samples)
+
+
+def _pool(hidden, mask, pooling, n_tr_frames):
+    """Pool (B, F, D) frames over the real frames in ``mask`` (B, F) -> (B, D)."""
+    import torch
+
+    real = mask.sum(dim=1)  # real frames form a prefix of the sequence
+    if pooling == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), real - 1]
+    if pooling == "last_tr_mean":
+        frame = torch.arange(mask.shape[1], device=mask.device)[None]
+        mask = mask & (frame >= (real - n_tr_frames).clamp(min=0)[:, None])
+    weights = mask.to(hidden.dtype)[..., None]
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16, tr=2.0045,
+                    progress=False, description="features"):
+    """Run ``backbone`` on windows in batches and pool the chosen layers.
+
+    This is the one batched forward path shared by :class:`SpeechFeatureExtractor` and the
+    story-level protocol (:mod:`sk_braintune.features.protocol`).
+
+    Parameters
+    ----------
+    backbone : AudioBackbone
+        In eval mode, on its device.
+    windows : AudioWindows or ndarray of shape (n_windows, n_samples)
+    layers : sequence of int
+        Indices into ``hidden_states`` (0 = input embeddings).
+    pooling : {"mean", "last", "last_tr_mean"}, default="mean"
+        Over the frames that hold real audio: all of them, the last one, or those of the final
+        ``tr`` seconds of the window.
+    batch_size : int, default=16
+    tr : float, default=2.0045
+        Seconds pooled by ``"last_tr_mean"``.
+    progress : bool, default=False
+        Show a progress bar.
+    description : str, default="features"
+        Progress bar label.
+
+    Returns
+    -------
+    features : ndarray of shape (n_windows, len(layers) * hidden_size), float32
+        Layer blocks in the order of ``layers``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    n, n_samples = windows.shape
+    layers = [int(k) for k in layers]
+    out = np.empty((n, len(layers) * backbone.hidden_size), dtype=np.float32)
+    if n == 0:
+        return out
+    n_tr_frames = max(1, int(round(tr * SAMPLE_RATE / frame_step_samples(backbone, n_samples))))
+    device = next(backbone.parameters()).device
+    lazy = isinstance(windows, AudioWindows)
+    starts = range(0, n, batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc=description, unit="batch", disable=not progress,
+                          leave=False):
+            stop = min(start + batch_size, n)
+            if lazy:
+                batch = np.stack([windows[i] for i in range(start, stop)])
+            else:
+                # a copy: read-only inputs (memmaps) cannot back a torch tensor
+                batch = np.array(windows[start:stop], dtype=np.float32, copy=True)
+            x = torch.from_numpy(batch).to(device, non_blocking=True)
+            hidden, mask = backbone.hidden_states_at(x, layers)
+            pooled = torch.cat([_pool(h, mask, pooling, n_tr_frames) for h in hidden], dim=1)
+            out[start:stop] = pooled.float().cpu().numpy()
+    return out
+
+
+def resolve_backbone(model, *, device="auto", dtype="float32"):
+    """Turn the ``model`` parameter into a backbone on ``device`` in ``dtype``.
+
+    Parameters
+    ----------
+    model : str, os.PathLike, AudioBackbone, or fitted estimator with ``backbone_``
+        A Hugging Face name or local directory, or a fitted ``BrainTuner`` (usually wrapped in
+        ``sklearn.frozen.FrozenEstimator``); its backbone is copied, never modified.
+    device : str, default="auto"
+    dtype : {"float32", "float16", "bfloat16"} or torch.dtype, default="float32"
+
+    Returns
+    -------
+    backbone : AudioBackbone
+        In eval mode.
+    """
+    from .._utils import resolve_device
+    from ..models.backbone import AudioBackbone, load_backbone
+
+    device = resolve_device(device)
+    torch_dtype = _torch_dtype(dtype)
+    if device.type == "cpu" and str(torch_dtype) != "torch.float32":
+        raise ValueError(
+            f"dtype={dtype!r} on the CPU: half precision is emulated and very slow there; use "
+            "dtype='float32' on the CPU (half precision is for GPUs).")
+    if model is None:
+        raise ValueError(
+            "SpeechFeatureExtractor needs a model: a Hugging Face model name, a local model "
+            "directory, or a fitted BrainTuner wrapped in sklearn.frozen.FrozenEstimator.")
+    if isinstance(model, (str, os.PathLike)):
+        backbone = load_backbone(model, device=device)
+    elif isinstance(model, AudioBackbone):
+        backbone = copy.deepcopy(model)
+    else:
+        inner = getattr(model, "estimator", model)  # FrozenEstimator(tuner).estimator
+        backbone = getattr(inner, "backbone_", None)
+        if backbone is None:
+            if hasattr(inner, "fit"):
+                raise NotFittedError(
+                    f"The {type(inner).__name__} given as model is not fitted: fit it first, "
+                    "then pass sklearn.frozen.FrozenEstimator(fitted_tuner) as model (a bare "
+                    "fitted estimator would be re-fitted or lost by sklearn.clone).")
+            raise TypeError(
+                f"model must be a model name, a directory, or a fitted estimator with a "
+                f"backbone_ attribute; got {type(model).__name__}.")
+        if not isinstance(backbone, AudioBackbone):
+            raise TypeError(f"{type(inner).__name__}.backbone_ is not an AudioBackbone.")
+        backbone = copy.deepcopy(backbone)
+    return backbone.to(device=device, dtype=torch_dtype).eval()
+
+
+def resolve_layers(layers, num_hidden_layers):
+    """Normalise the ``layers`` parameter to a tuple of ``hidden_states`` indices.
+
+    Parameters
+    ----------
+    layers : "all", int or sequence of int
+        Negative indices count from the end (-1 = last block).
+    num_hidden_layers : int
+
+    Returns
+    -------
+    layers : tuple of int
+    """
+    n_states = num_hidden_layers + 1
+    if isinstance(layers, str):
+        if layers != "all":
+            raise ValueError(f"layers must be 'all', an int or a tuple of ints, got {layers!r}")
+        return tuple(range(n_states))
+    if isinstance(layers, numbers.Integral):
+        layers = (layers,)
+    try:
+        layers = tuple(int(k) for k in layers)
+    except TypeError:
+        raise ValueError(f"layers must be 'all', an int or a tuple of ints, got {layers!r}")
+    if not layers:
+        raise ValueError("layers must not be empty")
+    bad = [k for k in layers if not -n_states <= k < n_states]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has hidden_states indices 0.."
+                         f"{num_hidden_layers} (0 = input embeddings).")
+    return tuple(k % n_states for k in layers)
+
+
+class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
+    """Pooled per-layer activations of a speech model, one row per audio window (TR).
+
+    Parameters
+    ----------
+    model : str, os.PathLike or FrozenEstimator, default=None
+        A Hugging Face model name or local directory (loaded in :meth:`fit`, never at
+        construction; works offline for local directories), or a fitted
+        :class:`~sk_braintune.BrainTuner` wrapped in ``sklearn.frozen.FrozenEstimator`` to
+        extract features of the tuned backbone (a bare fitted estimator as a parameter would be
+        re-fitted or lost by ``clone``; an unfitted one is an error). Supported: wav2vec2,
+        HuBERT, WavLM, Whisper encoders and any Hugging Face audio encoder that returns
+        ``hidden_states``.
+    layers : "all", int or tuple of int, default="all"
+        Indices into the model's ``hidden_states``: 0 = input embeddings (input of the first
+        transformer block), k = output of block k; negative indices count from the end.
+    pooling : {"mean", "last", "last_tr_mean"}, default="mean"
+        How frames become one vector, over frames holding real audio only (never Whisper's
+        padding): ``"mean"`` of all frames, the ``"last"`` frame, or the mean of the frames in
+        the window's final TR span (``"last_tr_mean"``, the newest ``tr`` seconds).
+    batch_size : int, default=16
+        Windows per forward pass.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when present, else the CPU.
+    dtype : {"float32", "float16", "bfloat16"}, default="float32"
+        Model precision; half precision only on GPUs. Features are returned as float32.
+    tr : float, default=2.0045
+        Repetition time in seconds, the span pooled by ``"last_tr_mean"``.
+    cache_dir : str or os.PathLike, default=None
+        Directory of an on-disk feature cache keyed by the model's weights, ``layers``,
+        ``pooling`` and the audio content, so that e.g. a grid search over ridge parameters
+        never re-extracts. For :class:`~sk_braintune.AudioWindows` entries are per story, so CV
+        folds that reuse a story reuse its features.
+    verbose : bool, default=False
+        Progress bar (also shown without ``verbose`` for inputs of 100 batches or more).
+
+    Attributes
+    ----------
+    backbone_ : AudioBackbone
+        The loaded model (eval mode).
+    layers_ : tuple of int
+        Resolved layer indices.
+    hidden_size_ : int
+        Units per layer.
+    n_features_in_ : int
+        Window length in samples.
+    n_features_out_ : int
+        ``len(layers_) * hidden_size_``.
+    fingerprint_ : str or None
+        Hash of the model's weights (only computed when ``cache_dir`` is set).
+
+    Notes
+    -----
+    ``X`` is an :class:`~sk_braintune.AudioWindows`, a 2-D float array ``(n_windows,
+    n_samples)`` or a list of equal-length 1-D arrays of 16 kHz audio. Whisper windows longer
+    than 30 s are an error; shorter ones are fed with a sliced position table (see
+    :mod:`sk_braintune.models.backbone`).
+
+    Examples
+    --------
+    >>> from sk_braintune import SpeechFeatureExtractor, make_windows  # doctest: +SKIP
+    >>> X = make_windows(audio, tr_times, window=10.0)  # doctest: +SKIP
+    >>> features = SpeechFeatureExtractor("openai/whisper-tiny.en", layers=(2, 4)).fit_transform(X)  # doctest: +SKIP
+    """
+
+    def __init__(self, model=None, layers="all", pooling="mean", batch_size=16, device="auto",
+                 dtype="float32", tr=2.0045, cache_dir=None, verbose=False):
+        self.model = model
+        self.layers = layers
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.tr = tr
+        self.cache_dir = cache_dir
+        self.verbose = verbose
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_params(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.tr, numbers.Real) or not self.tr > 0:
+            raise ValueError(f"tr must be a positive number of seconds, got {self.tr!r}")
+
+    def _validate_X(self, X, reset):
+        if isinstance(X, AudioWindows):
+            if X.sample_rate != SAMPLE_RATE:
+                raise ValueError(f"Audio must be 16 kHz, got {X.sample_rate} Hz.")
+            if reset:
+                self.n_features_in_ = X.shape[1]
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has windows of {X.shape[1]} samples, but {type(self).__name__} was "
+                    f"fitted on {self.n_features_in_}-sample windows.")
+            return X
+        if isinstance(X, (list, tuple)) and X and all(np.ndim(x) == 1 for x in X):
+            lengths = {len(x) for x in X}
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"All windows must have the same number of samples, got lengths "
+                    f"{sorted(lengths)[:5]}; cut them with sk_braintune.make_windows.")
+        return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+
+    def _check_window_length(self, n_samples):
+        limit = self.backbone_.max_samples
+        if limit is not None and n_samples > limit:
+            raise ValueError(
+                f"Windows of {n_samples / SAMPLE_RATE:g} s are longer than the "
+                f"{limit / SAMPLE_RATE:g} s the Whisper encoder accepts; use shorter windows.")
+        if self.backbone_.family in ("wav2vec2", "hubert", "wavlm"):
+            self.backbone_.frame_count(n_samples)  # raises for windows too short for the CNN
+
+    # -- estimator API ----------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Load the model and check the windows.
+
+        Parameters
+        ----------
+        X : AudioWindows, ndarray of shape (n_windows, n_samples) or list of 1-D arrays
+            16 kHz audio windows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : SpeechFeatureExtractor
+        """
+        self._check_params()
+        X = self._validate_X(X, reset=True)
+        backbone = resolve_backbone(self.model, device=self.device, dtype=self.dtype)
+        self.backbone_ = backbone
+        self.layers_ = resolve_layers(self.layers, backbone.num_hidden_layers)
+        self.hidden_size_ = backbone.hidden_size
+        self.n_features_out_ = len(self.layers_) * self.hidden_size_
+        self._check_window_length(X.shape[1])
+        self.fingerprint_ = backbone.fingerprint() if self.cache_dir is not None else None
+        return self
+
+    def transform(self, X):
+        """Pooled features of every window.
+
+        Parameters
+        ----------
+        X : AudioWindows, ndarray of shape (n_windows, n_samples) or list of 1-D arrays
+
+        Returns
+        -------
+        features : ndarray of shape (n_windows, len(layers_) * hidden_size_), float32
+            Column blocks per layer in the order of ``layers_``.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        self._check_window_length(X.shape[1])
+        if self.cache_dir is None:
+            return self._extract(X)
+        return self._extract_cached(X)
+
+    def _extract(self, X):
+        n_batches = -(-X.shape[0] // self.batch_size)
+        return pooled_features(self.backbone_, X, self.layers_, self.pooling,
+                               batch_size=self.batch_size, tr=self.tr,
+                               progress=bool(self.verbose) or n_batches >= 100)
+
+    def _cache_key(self):
+        return key_of(model=self.fingerprint_, layers=list(self.layers_), pooling=self.pooling,
+                      tr=float(self.tr) if self.pooling == "last_tr_mean" else None,
+                      dtype=str(self.backbone_.encoder.dtype),
+                      whisper_input=self.backbone_.whisper_input)
+
+    def _extract_cached(self, X):
+        cache = FeatureCache(self.cache_dir)
+        model_key = self._cache_key()
+        if not isinstance(X, AudioWindows):
+            key = key_of(model=model_key, data=hash_arrays(X))
+            entry = cache.get(key)
+            if entry is not None and entry["features"].shape == (X.shape[0],
+                                                                  self.n_features_out_):
+                return entry["features"]
+            features = self._extract(X)
+            cache.put(key, features=features)
+            return features
+        # one entry per story: CV folds made of whole stories share them
+        out = np.empty((X.shape[0], self.n_features_out_), dtype=np.float32)
+        stories = list(dict.fromkeys(X.stories))
+        for story in stories:
+            rows = np.flatnonzero(X.stories == story)
+            key = key_of(model=model_key, audio=hash_arrays(X.waveforms[story]),
+                         window=X.window_samples)
+            entry = cache.get(key)
+            if entry is None:
+                known_ends = np.empty(0, dtype=np.int64)
+                known = np.empty((0, self.n_features_out_), dtype=np.float32)
+            else:
+                known_ends, known = entry["ends"], entry["features"]
+            wanted = np.unique(X.ends[rows])
+            missing = wanted[~np.isin(wanted, known_ends)]
+            if missing.size:
+                first_row = {int(e): r for r, e in zip(rows[::-1], X.ends[rows][::-1])}
+                new = self._extract(X[np.array([first_row[int(e)] for e in missing])])
+                known_ends = np.concatenate([known_ends, missing])
+                known = np.concatenate([known, new])
+                order = np.argsort(known_ends, kind="stable")
+                known_ends, known = known_ends[order], known[order]
+                cache.put(key, ends=known_ends, features=known)
+            out[rows] = known[np.searchsorted(known_ends, X.ends[rows])]
+        return out
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``layerLL_UUUU`` per layer and unit, e.g. ``layer07_0042``.
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        names : ndarray of shape (n_features_out_,), dtype object
+        """
+        check_is_fitted(self)
+        layer_width = max(2, len(str(self.backbone_.num_hidden_layers)))
+        unit_width = max(4, len(str(self.hidden_size_ - 1)))
+        return np.asarray([f"layer{k:0{layer_width}d}_{u:0{unit_width}d}"
+                           for k in self.layers_ for u in range(self.hidden_size_)],
+                          dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.input_tags.two_d_array = True
+        return tags

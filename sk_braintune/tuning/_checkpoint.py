@@ -1,0 +1,81 @@
+"""Atomic per-epoch checkpoints and the fingerprints that decide whether one may be resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import atomic_write_bytes
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def data_fingerprint(X, y, groups):
+    """Hash of the training data: windows (their samples), targets and story labels.
+
+    For an :class:`~sk_braintune.windows.AudioWindows` the stored waveforms and window ends are
+    hashed (cheap), for arrays their bytes.
+
+    Returns
+    -------
+    digest : str
+    """
+    h = hashlib.blake2b(digest_size=16)
+    if hasattr(X, "waveforms") and hasattr(X, "ends"):
+        h.update(repr((X.shape, X.window_samples)).encode())
+        for story in sorted(X.waveforms):
+            h.update(str(story).encode())
+            h.update(np.ascontiguousarray(X.waveforms[story]).tobytes())
+        h.update(np.asarray(X.ends).tobytes())
+        h.update("\0".join(map(str, X.stories)).encode())
+    else:
+        X = np.ascontiguousarray(X)
+        h.update(repr((X.shape, str(X.dtype))).encode())
+        h.update(X.tobytes())
+    y = np.ascontiguousarray(y)
+    h.update(repr((y.shape, str(y.dtype))).encode())
+    h.update(y.tobytes())
+    if groups is not None:
+        h.update("\0".join(map(str, np.asarray(groups).tolist())).encode())
+    return h.hexdigest()
+
+
+def config_fingerprint(params, backbone_fingerprint):
+    """Hash of the estimator's parameters that shape training, plus the initial backbone's hash."""
+    text = json.dumps({k: repr(v) for k, v in sorted(params.items())}, sort_keys=True)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(text.encode())
+    h.update(str(backbone_fingerprint).encode())
+    return h.hexdigest()
+
+
+def save_checkpoint(directory, state):
+    """Write ``state`` to ``directory/checkpoint.pt`` atomically (temporary file, then rename).
+
+    A crash mid-write leaves the previous checkpoint intact.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+    atomic_write_bytes(Path(directory) / CHECKPOINT_NAME, buffer.getvalue())
+
+
+def load_checkpoint(directory):
+    """Load ``directory/checkpoint.pt`` onto the CPU, or return None when there is none."""
+    import torch
+
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    # our own file (contains numpy RNG states and history): full unpickling is needed
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} was written by an incompatible version of sk_braintune; "
+                         "delete it or use another checkpoint_dir.")
+    return state

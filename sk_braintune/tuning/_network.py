@@ -1,0 +1,188 @@
+"""The trainable network of a BrainTuner: backbone parts, pooling and linear head.
+
+Two equivalent forward paths:
+
+- *full*: waveforms -> ``backbone.forward`` -> pooled last hidden state -> head;
+- *cached*: frozen lower layers computed once (``backbone.hidden_at(x, start)`` under
+  ``torch.inference_mode``), then ``backbone.forward_from(hidden, start, frame_mask)`` -> pooled ->
+  head for every training step. Only the top layers run forward and backward each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._training import pool
+
+# the frozen-layer cache is stored as float16 beyond this size (float32 below)
+CACHE_FLOAT32_LIMIT_BYTES = 4 * 1024 ** 3
+
+
+def make_head(in_features, n_targets, seed):
+    """Linear head, initialised like ``torch.nn.Linear`` but from a private generator.
+
+    Weight ~ U(-1/sqrt(D), 1/sqrt(D)), bias 0; the global torch RNG is not used.
+    """
+    import torch
+
+    head = torch.nn.Linear(in_features, n_targets)
+    generator = torch.Generator().manual_seed(int(seed))
+    bound = 1.0 / math.sqrt(in_features)
+    with torch.no_grad():
+        head.weight.copy_(torch.rand(head.weight.shape, generator=generator) * 2 * bound - bound)
+        head.bias.zero_()
+    return head
+
+
+def forward_full(backbone, head, waveforms, pooling):
+    """Predictions from waveforms, shape (B, K); also returns the pooled features (B, D)."""
+    out = backbone(waveforms, output_hidden_states=False)
+    pooled = pool(out.last_hidden_state, out.frame_mask, pooling)
+    return head(pooled), pooled
+
+
+def forward_cached(backbone, head, hidden, frame_mask, start_layer, pooling):
+    """Predictions from cached hidden states of layer ``start_layer``, shape (B, K)."""
+    last = backbone.forward_from(hidden, start_layer, frame_mask)
+    pooled = pool(last, frame_mask, pooling)
+    return head(pooled), pooled
+
+
+def parameters_after(backbone, start_layer, n_samples):
+    """Names of the backbone parameters to train above ``hidden_states[start_layer]``.
+
+    Found by one tiny forward/backward through each half: the parameters that
+    ``forward_from(., start_layer, .)`` uses (top blocks, a final layer norm of
+    stable-layer-norm models and Whisper, ...), minus any that ``hidden_at(., start_layer)`` also
+    uses (e.g. WavLM's relative position embedding, shared by all blocks), which must stay frozen
+    so that cached lower layers remain valid. Works for any family.
+    """
+    import torch
+
+    params = dict(backbone.named_parameters())
+    saved = {name: p.requires_grad for name, p in params.items()}
+    was_training = backbone.training
+    backbone.eval()
+
+    def used_by(run):
+        for p in params.values():
+            p.grad = None
+        run().float().sum().backward()
+        return {name for name, p in params.items() if p.grad is not None}
+
+    try:
+        for p in params.values():
+            p.requires_grad_(True)
+        x = torch.zeros(1, n_samples, device=next(backbone.parameters()).device)
+        below = used_by(lambda: backbone.hidden_at(x, start_layer)[0])
+        with torch.no_grad():
+            hidden, mask = backbone.hidden_at(x, start_layer)
+        hidden = hidden.detach().float().requires_grad_(True)
+        above = used_by(lambda: backbone.forward_from(hidden, start_layer, mask))
+    finally:
+        for name, p in params.items():
+            p.grad = None
+            p.requires_grad_(saved[name])
+        backbone.train(was_training)
+    return above - below
+
+
+def cache_hidden(backbone, windows_fn, n_windows, start_layer, batch_size, device, autocast,
+                 progress):
+    """Compute ``hidden_at(x, start_layer)`` for every window, stored on the CPU.
+
+    Parameters
+    ----------
+    windows_fn : callable
+        ``windows_fn(index) -> ndarray (len(index), n_samples) float32``.
+    autocast : context manager factory
+        Autocast for the device (bf16 on CUDA) or a null context.
+    progress : callable
+        ``progress(iterable, desc, total) -> iterable`` (a tqdm wrapper).
+
+    Returns
+    -------
+    hidden : torch.Tensor of shape (n_windows, F, D), float32 (float16 when large)
+    frame_mask : torch.Tensor of shape (n_windows, F), bool
+    """
+    import torch
+
+    was_training = backbone.training
+    backbone.eval()
+    hidden_store = mask_store = None
+    starts = range(0, n_windows, batch_size)
+    try:
+        with torch.inference_mode():
+            for start in progress(starts, "caching frozen layers", len(starts)):
+                index = np.arange(start, min(start + batch_size, n_windows))
+                x = torch.from_numpy(windows_fn(index)).to(device)
+                with autocast():
+                    hidden, mask = backbone.hidden_at(x, start_layer)
+                if hidden_store is None:
+                    n_bytes = n_windows * hidden.shape[1] * hidden.shape[2] * 4
+                    dtype = torch.float32 if n_bytes <= CACHE_FLOAT32_LIMIT_BYTES else torch.float16
+                    hidden_store = torch.empty((n_windows, *hidden.shape[1:]), dtype=dtype,
+                                               pin_memory=device.type == "cuda")
+                    mask_store = torch.empty((n_windows, mask.shape[1]), dtype=torch.bool)
+                hidden_store[index[0]:index[-1] + 1] = hidden.to("cpu", hidden_store.dtype)
+                mask_store[index[0]:index[-1] + 1] = mask.to("cpu")
+    finally:
+        backbone.train(was_training)
+    return hidden_store, mask_store
+
+
+def apply_lora(backbone, rank, alpha, trainable_names):
+    """Inject LoRA adapters (peft) into the attention projections of the trainable blocks.
+
+    Parameters
+    ----------
+    backbone : AudioBackbone
+    rank : int
+    alpha : float or None
+        LoRA scaling numerator; ``2 * rank`` when None.
+    trainable_names : set of str or None
+        Backbone parameter names allowed to adapt (None: all blocks).
+
+    Returns
+    -------
+    n_adapted : int
+        Number of linear layers that received an adapter.
+    """
+    from .._utils import require
+
+    peft = require("peft", "LoRA")
+    import torch
+
+    suffixes = ("q_proj", "k_proj", "v_proj", "out_proj")
+    prefix = "encoder."
+    targets = []
+    for name, module in backbone.named_modules():
+        if not (isinstance(module, torch.nn.Linear) and name.split(".")[-1] in suffixes):
+            continue
+        if trainable_names is not None and f"{name}.weight" not in trainable_names:
+            continue
+        if not name.startswith(prefix):
+            continue
+        targets.append(name[len(prefix):])
+    if not targets:
+        raise ValueError("lora_rank: found no attention projections (q/k/v/out_proj) to adapt in "
+                         "the trainable layers of this backbone.")
+    config = peft.LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank),
+                             lora_dropout=0.0, target_modules=targets, bias="none")
+    peft.inject_adapter_in_model(config, backbone.encoder)
+    for name, p in backbone.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return len(targets)
+
+
+def merge_lora(backbone):
+    """Fold LoRA adapters into their base weights and put the plain layers back."""
+    from peft.tuners.lora import LoraLayer
+
+    for parent in list(backbone.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoraLayer):
+                child.merge()
+                setattr(parent, child_name, child.get_base_layer())

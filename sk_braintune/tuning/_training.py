@@ -1,0 +1,314 @@
+"""Training machinery of :class:`~sk_braintune.tuning.BrainTuner`, kept free of estimator logic.
+
+Learning-rate schedule, optimiser parameter groups, losses, pooling, streamed correlation sums,
+early stopping and the story-level validation split. torch is imported inside the functions that
+need it so that this module can be imported cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+LOSSES = ("mse", "correlation", "cosine_mse")
+POOLINGS = ("mean", "last")
+
+
+# -- learning-rate schedule ----------------------------------------------------------------------
+def n_warmup_steps(total_steps, warmup_fraction=0.1):
+    """Optimiser steps of linear warm-up: ``max(1, round(warmup_fraction * total_steps))``.
+
+    Parameters
+    ----------
+    total_steps : int
+    warmup_fraction : float, default=0.1
+
+    Returns
+    -------
+    n_warmup : int
+    """
+    if warmup_fraction <= 0:
+        return 0
+    return max(1, int(round(warmup_fraction * total_steps)))
+
+
+def lr_factor(step, total_steps, warmup_steps):
+    """Multiplier of the base learning rate used by optimiser step ``step`` (0-based).
+
+    Linear warm-up over the first ``warmup_steps`` steps, then linear decay that reaches 0 after
+    the last step::
+
+        factor(s) = (s + 1) / W                 for s < W
+        factor(s) = (T - s) / (T - W)           for W <= s < T
+
+    so that the first step already learns (unlike a schedule starting at 0), the peak (1.0) is
+    reached at the end of warm-up, and the last step uses ``1 / (T - W)``.
+
+    Parameters
+    ----------
+    step : int
+        Index of the optimiser step, ``0 <= step``.
+    total_steps : int
+        ``T``, total optimiser steps of the run.
+    warmup_steps : int
+        ``W``.
+
+    Returns
+    -------
+    factor : float
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step >= total_steps:
+        return 0.0
+    return (total_steps - step) / max(1, total_steps - warmup_steps)
+
+
+def set_learning_rates(optimizer, base_lrs, factor):
+    """Set every parameter group's lr to ``base_lr * factor``."""
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+
+
+def make_optimizer(backbone_params, head_params, lr_backbone, lr_head, weight_decay=0.0):
+    """Adam with two parameter groups: backbone (``lr_backbone``) then head (``lr_head``).
+
+    Parameters
+    ----------
+    backbone_params, head_params : list of torch.nn.Parameter
+        Trainable parameters; an empty backbone list gives a group with no parameters (kept so that
+        group 0 is always the backbone's).
+    lr_backbone, lr_head : float
+    weight_decay : float, default=0.0
+
+    Returns
+    -------
+    optimizer : torch.optim.Adam
+    base_lrs : list of float
+    """
+    import torch
+
+    groups = [
+        {"params": list(backbone_params), "lr": lr_backbone, "name": "backbone"},
+        {"params": list(head_params), "lr": lr_head, "name": "head"},
+    ]
+    optimizer = torch.optim.Adam(groups, lr=lr_head, weight_decay=weight_decay)
+    return optimizer, [lr_backbone, lr_head]
+
+
+# -- pooling and losses --------------------------------------------------------------------------
+def pool(hidden, frame_mask, pooling="mean"):
+    """Pool frames into one vector per window, over real frames only.
+
+    Parameters
+    ----------
+    hidden : torch.Tensor of shape (B, F, D)
+    frame_mask : torch.Tensor of shape (B, F), bool
+        True for frames holding real audio.
+    pooling : {"mean", "last"}
+        Mean over real frames, or the last real frame.
+
+    Returns
+    -------
+    pooled : torch.Tensor of shape (B, D)
+    """
+    import torch
+
+    mask = frame_mask.to(hidden.device)
+    if pooling == "mean":
+        weights = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = torch.where(mask, positions, torch.zeros_like(positions)).amax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def compute_loss(pred, target, loss="mse"):
+    """Training loss of a batch.
+
+    Parameters
+    ----------
+    pred, target : torch.Tensor of shape (B, K)
+    loss : {"mse", "correlation", "cosine_mse"}
+        ``"mse"``: mean squared error over samples and targets. ``"correlation"``: 1 minus the
+        mean over targets of the Pearson r across the batch's samples (needs B >= 2).
+        ``"cosine_mse"``: MSE plus the mean over samples of 1 minus the cosine similarity between
+        predicted and true target vectors (a pattern-shape term).
+
+    Returns
+    -------
+    value : torch.Tensor, scalar (float32)
+    """
+    import torch
+
+    pred = pred.float()
+    target = target.float()
+    if loss == "mse":
+        return torch.mean((pred - target) ** 2)
+    if loss == "correlation":
+        pc = pred - pred.mean(0, keepdim=True)
+        tc = target - target.mean(0, keepdim=True)
+        r = (pc * tc).sum(0) / (pc.norm(dim=0) * tc.norm(dim=0)).clamp_min(1e-8)
+        return 1.0 - r.mean()
+    if loss == "cosine_mse":
+        cos = torch.nn.functional.cosine_similarity(pred, target, dim=1, eps=1e-8)
+        return torch.mean((pred - target) ** 2) + torch.mean(1.0 - cos)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+class CorrelationSums:
+    """Streamed per-target Pearson correlation: float64 sums updated batch by batch on the CPU.
+
+    Parameters
+    ----------
+    n_targets : int
+    """
+
+    def __init__(self, n_targets):
+        self.n = 0
+        shape = (n_targets,)
+        self.sx, self.sy = np.zeros(shape), np.zeros(shape)
+        self.sxx, self.syy, self.sxy = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+
+    def update(self, pred, target):
+        """Add a batch (arrays of shape (B, K); torch tensors are moved to the CPU)."""
+        pred = _to_numpy64(pred)
+        target = _to_numpy64(target)
+        self.n += pred.shape[0]
+        self.sx += pred.sum(0)
+        self.sy += target.sum(0)
+        self.sxx += (pred * pred).sum(0)
+        self.syy += (target * target).sum(0)
+        self.sxy += (pred * target).sum(0)
+
+    def correlations(self):
+        """Pearson r per target, shape (K,); 0 where either side is constant."""
+        n = self.n
+        cov = n * self.sxy - self.sx * self.sy
+        var_x = n * self.sxx - self.sx ** 2
+        var_y = n * self.syy - self.sy ** 2
+        denom = np.sqrt(np.clip(var_x, 0, None) * np.clip(var_y, 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(denom > 1e-12 * max(n, 1) ** 2, cov / denom, 0.0)
+        return r
+
+
+def _to_numpy64(a):
+    if hasattr(a, "detach"):
+        a = a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def pearson_per_target(y_true, y_pred):
+    """Pearson r per column, shape (K,), 0 for constant columns (computed in float64)."""
+    sums = CorrelationSums(np.asarray(y_true).reshape(len(y_true), -1).shape[1])
+    sums.update(np.asarray(y_pred).reshape(len(y_pred), -1),
+                np.asarray(y_true).reshape(len(y_true), -1))
+    return sums.correlations()
+
+
+# -- early stopping ------------------------------------------------------------------------------
+class EarlyStopping:
+    """Track the best validation loss; stop after ``patience`` epochs without improvement.
+
+    Parameters
+    ----------
+    patience : int or None
+        Epochs without improvement before stopping; ``None`` never stops early (the best epoch is
+        still restored).
+    min_delta : float, default=0.0
+        Improvement smaller than this does not count.
+    """
+
+    def __init__(self, patience, min_delta=0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.best_state = None
+
+    def step(self, epoch, loss, state_fn):
+        """Record an epoch; returns True when training should stop.
+
+        ``state_fn()`` is called (and its result kept) only when the epoch is a new best.
+        """
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss = float(loss)
+            self.best_epoch = int(epoch)
+            self.bad_epochs = 0
+            self.best_state = state_fn()
+        else:
+            self.bad_epochs += 1
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def state_dict(self):
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        self.best_loss = state["best_loss"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+        self.best_state = state["best_state"]
+
+
+# -- validation split ----------------------------------------------------------------------------
+def validation_split(n_samples, groups, validation, rng, X=None, y=None):
+    """Split sample indices into training and validation, holding out whole stories.
+
+    Parameters
+    ----------
+    n_samples : int
+    groups : ndarray of shape (n_samples,) or None
+        Story of each sample.
+    validation : None, float in (0, 1) or CV splitter
+        ``None`` or ``0``: no validation. A float: that fraction of the stories (at least one,
+        at most all but one) is drawn at random and held out; without ``groups`` (or with a single
+        story) the last ``fraction`` of the samples is held out as one contiguous block, since
+        random TRs would leak through autocorrelation. A splitter (anything with ``split``, e.g.
+        ``GroupShuffleSplit``): its first ``(train, test)`` split is used.
+    rng : numpy.random.RandomState
+        Draws the held-out stories.
+    X, y : optional
+        Passed to a splitter's ``split``.
+
+    Returns
+    -------
+    train_index, valid_index : ndarray of int64
+        ``valid_index`` is empty when there is no validation.
+    """
+    everything = np.arange(n_samples)
+    empty = np.zeros(0, dtype=np.int64)
+    if validation is None or (isinstance(validation, numbers.Real) and validation == 0):
+        return everything, empty
+    if hasattr(validation, "split"):
+        X_split = np.zeros((n_samples, 1)) if X is None else X
+        train, valid = next(iter(validation.split(X_split, y, groups)))
+        return np.asarray(train, dtype=np.int64), np.asarray(valid, dtype=np.int64)
+    if not (isinstance(validation, numbers.Real) and 0 < validation < 1):
+        raise ValueError(
+            f"validation must be None, a fraction in (0, 1) of the stories, or a CV splitter "
+            f"with a split method; got {validation!r}"
+        )
+    if groups is not None:
+        stories = np.array(list(dict.fromkeys(np.asarray(groups).tolist())), dtype=object)
+        if len(stories) >= 2:
+            n_valid = min(len(stories) - 1, max(1, int(round(validation * len(stories)))))
+            held_out = stories[rng.permutation(len(stories))[:n_valid]]
+            is_valid = np.isin(np.asarray(groups, dtype=object), held_out)
+            return everything[~is_valid], everything[is_valid]
+        warnings.warn(
+            "validation: only one story in groups, holding out its last "
+            f"{validation:.0%} of TRs as one contiguous block instead of whole stories.",
+            UserWarning, stacklevel=3,
+        )
+    n_valid = int(math.floor(validation * n_samples))
+    if n_valid < 1 or n_samples - n_valid < 1:
+        return everything, empty
+    return everything[:-n_valid], everything[-n_valid:]
