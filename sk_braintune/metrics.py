@@ -23,15 +23,21 @@ __all__ = [
 ]
 
 
-def _column_correlations(y_true, y_pred):
-    """Pearson r per column of two (n_samples, n_targets) float arrays; 0 for constant columns."""
+def _column_correlations(y_true, y_pred, sample_weight=None):
+    """Pearson r per column of two (n_samples, n_targets) arrays; 0 for constant columns."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
-    true_centred = y_true - y_true.mean(axis=0)
-    pred_centred = y_pred - y_pred.mean(axis=0)
-    covariance = np.einsum("ij,ij->j", true_centred, pred_centred)
-    norms = np.sqrt(np.einsum("ij,ij->j", true_centred, true_centred)
-                    * np.einsum("ij,ij->j", pred_centred, pred_centred))
+    if sample_weight is None:
+        weights = np.full(len(y_true), 1.0 / len(y_true))
+    else:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape != (len(y_true),) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError("sample_weight must be non-negative, one per sample, not all 0.")
+        weights = weights / weights.sum()
+    true_centred = y_true - weights @ y_true
+    pred_centred = y_pred - weights @ y_pred
+    covariance = weights @ (true_centred * pred_centred)
+    norms = np.sqrt((weights @ true_centred ** 2) * (weights @ pred_centred ** 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         r = covariance / norms
     # A constant prediction or response carries no linear information: count it as r = 0,
@@ -39,7 +45,7 @@ def _column_correlations(y_true, y_pred):
     return np.where(norms > 0, r, 0.0)
 
 
-def correlation_score(y_true, y_pred, multioutput="uniform_average"):
+def correlation_score(y_true, y_pred, multioutput="uniform_average", sample_weight=None):
     """Pearson correlation between true and predicted responses, per target (voxel).
 
     Parameters
@@ -52,6 +58,8 @@ def correlation_score(y_true, y_pred, multioutput="uniform_average"):
             default="uniform_average"
         ``"raw_values"`` returns one r per target; ``"uniform_average"`` their mean; an array
         gives weights for a weighted mean.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weights of the samples (weighted means and covariances).
 
     Returns
     -------
@@ -75,7 +83,8 @@ def correlation_score(y_true, y_pred, multioutput="uniform_average"):
     if y_true.shape[0] < 2:
         raise ValueError("correlation_score needs at least 2 samples.")
     one_dim = y_true.ndim == 1
-    r = _column_correlations(y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1))
+    r = _column_correlations(y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1),
+                             sample_weight)
     if isinstance(multioutput, str):
         if multioutput == "raw_values":
             return float(r[0]) if one_dim else r

@@ -159,6 +159,8 @@ class AudioWindows:
                 key = key[0]
             else:
                 return self.to_array()[key]
+        if isinstance(key, np.ndarray) and key.ndim == 0 and np.issubdtype(key.dtype, np.integer):
+            key = int(key)
         if isinstance(key, numbers.Integral):
             n = len(self)
             if not -n <= key < n:

@@ -351,3 +351,25 @@ def test_miniature_is_fast_and_deterministic(tmp_path):
         assert ((first / "stimuli" / f"{story}.wav").read_bytes()
                 == (second / "stimuli" / f"{story}.wav").read_bytes())
     assert elapsed < 5.0  # generous: the machine is shared; typically ~0.2 s
+
+
+def test_subpackages_import_cheaply_and_exports_resolve():
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = ("import sys, sk_braintune.datasets, sk_braintune.testing; print(','.join(m for m in "
+            "('scipy', 'sklearn', 'h5py', 'pandas', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    import sk_braintune.datasets as datasets
+
+    for name in datasets.__all__:
+        module = datasets._LAZY_EXPORTS[name]
+        if module.startswith(".") and importlib.util.find_spec(
+                "sk_braintune.datasets" + module) is None:
+            continue  # written by another part of the project
+        assert getattr(datasets, name) is not None
+    assert "load_lebel2023" in dir(datasets)
+    with pytest.raises(AttributeError):
+        datasets.no_such_loader

@@ -53,10 +53,10 @@ def test_noise_ceiling_formula_and_degenerate_voxels():
     rng = np.random.default_rng(2)
     repeats = rng.standard_normal((3, 30, 3))
     repeats[:, :, 2] = 1.0  # constant voxel: undefined -> 0
-    z = (repeats - repeats.mean(1, keepdims=True)) / repeats.std(1, keepdims=True)
-    y = z.mean(0)
-    sp = (3 * y.var(0, ddof=1) - 1) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
+        z = (repeats - repeats.mean(1, keepdims=True)) / repeats.std(1, keepdims=True)
+        y = z.mean(0)
+        sp = (3 * y.var(0, ddof=1) - 1) / 2
         expected = np.nan_to_num(1 / np.sqrt(1 + (1 / sp - 1) / 3))
     result = noise_ceiling(repeats)
     np.testing.assert_allclose(result, expected)

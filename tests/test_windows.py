@@ -37,7 +37,7 @@ def test_window_ends_hand_computed():
     # (t_mid + TR / 2) * 16000, rounded, never truncated to whole seconds
     np.testing.assert_array_equal(
         window_end_samples([11.0, 13.0, 0.123456, 5.5], TR),
-        [192036, 224036, 17975, 104036])
+        [192036, 224036, 18011, 104036])  # 0.123456 s -> 18011.296
     assert window_end_samples([3.7], 2.0)[0] == 75200  # 4.7 s, not 4 s
     assert window_end_samples([1.0], 2.0, sample_rate=8000)[0] == 16000
 

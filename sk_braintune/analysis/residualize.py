@@ -20,25 +20,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = ["Residualizer", "low_level_impact", "low_level_comparison"]
 
 
-def _ridge(alphas, cv):
-    """Per-target cross-validated ridge: RidgeEncoder, or sklearn's RidgeCV (LOO) without it."""
-    try:
-        from ..encoding import RidgeEncoder
-    except ImportError:  # pragma: no cover - only while encoding is missing
-        from sklearn.linear_model import RidgeCV
+def _ridge(alphas, cv, dtype="float64"):
+    """Per-target cross-validated ridge (one penalty per output column)."""
+    from ..encoding import RidgeEncoder
 
-        grid = np.logspace(-3, 5, 17) if alphas is None else np.asarray(alphas, dtype=float)
-        return RidgeCV(alphas=grid, alpha_per_target=True)
-    if alphas is None:
-        return RidgeEncoder(cv=cv)
-    return RidgeEncoder(alphas=alphas, cv=cv)
-
-
-def _fit_ridge(ridge, X, y, groups):
-    try:
-        return ridge.fit(X, y, groups=groups)
-    except TypeError:  # RidgeCV fallback takes no groups
-        return ridge.fit(X, y)
+    return RidgeEncoder(alphas="default" if alphas is None else alphas, cv=cv, dtype=dtype)
 
 
 class Residualizer(TransformerMixin, BaseEstimator):
@@ -141,7 +127,7 @@ class Residualizer(TransformerMixin, BaseEstimator):
             # without stories, contiguous folds (never shuffled TRs: autocorrelation leaks)
             from sklearn.model_selection import KFold
             cv = KFold(min(int(cv), len(X)))
-        self.ridge_ = _fit_ridge(_ridge(self.alphas, cv), low, model, groups)
+        self.ridge_ = _ridge(self.alphas, cv).fit(low, model, groups=groups)
         return self
 
     def transform(self, X):
@@ -220,18 +206,18 @@ def _zscore(X):
 
 def _delay(X, delays):
     """FIR delays of one story, zero-filled at its start: (n_trs, d * len(delays))."""
-    if not delays:
-        return X
-    out = np.zeros((X.shape[0], X.shape[1] * len(delays)), dtype=X.dtype)
-    for j, d in enumerate(delays):
-        block = out[:, j * X.shape[1]:(j + 1) * X.shape[1]]
-        if d > 0:
-            block[d:] = X[:-d] if d < len(X) else 0
-        elif d < 0:
-            block[:d] = X[-d:]
-        else:
-            block[:] = X
-    return out
+    from ..encoding import FIRDelayer
+
+    return FIRDelayer(delays=tuple(delays)).fit_transform(X) if len(delays) else X
+
+
+def _fit_encoder(encoder, X, y, groups):
+    """Fit with story groups when the encoder's fit accepts them."""
+    import inspect
+
+    if "groups" in inspect.signature(encoder.fit).parameters:
+        return encoder.fit(X, y, groups=groups)
+    return encoder.fit(X, y)
 
 
 def _stack(per_story, stories):
@@ -308,13 +294,13 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
     resid = {s: residualizer.transform(np.hstack([model_z[s], low_z[s]])) for s in stories}
 
     if encoder is None:
-        encoder = _ridge(None, cv)
+        encoder = _ridge(None, cv, dtype="float32")
     y_train = _stack(responses, train_stories)
     y_test = _stack(responses, test_stories)
     scores = {}
     for name, feats in (("raw", model_z), ("resid", resid)):
         delayed = {s: _delay(np.asarray(feats[s], dtype=np.float32), tuple(delays)) for s in stories}
-        model = _fit_ridge(clone(encoder), _stack(delayed, train_stories), y_train, groups)
+        model = _fit_encoder(clone(encoder), _stack(delayed, train_stories), y_train, groups)
         scores[name] = correlation_score(y_test, np.asarray(model.predict(_stack(delayed, test_stories))),
                                          multioutput="raw_values")
     align_raw, align_resid = scores["raw"], scores["resid"]

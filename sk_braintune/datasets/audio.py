@@ -1,8 +1,6 @@
 """Read WAV files and bring audio to the format of every speech model: mono float32 at 16 kHz.
 
-What is converted and what is refused
--------------------------------------
-Converted (silently, because each has a single correct meaning):
+**Converted** (silently, because each has a single correct meaning):
 
 * integer PCM to float in [-1, 1]: signed ints are divided by ``2 ** (bits - 1)`` (int16 by
   32768; 24-bit WAV, which SciPy reads as left-justified int32, by ``2 ** 31``), unsigned 8-bit
@@ -14,7 +12,7 @@ Converted (silently, because each has a single correct meaning):
 * float64 to float32. Float audio is kept as it is (not clipped or rescaled), also when it
   exceeds [-1, 1]: speech models normalise their input themselves.
 
-Refused (``ValueError`` / ``TypeError``), because guessing would silently give wrong data:
+**Refused** (``ValueError`` / ``TypeError``), because guessing would silently give wrong data:
 empty audio, NaN or infinite samples, complex or non-numeric arrays, arrays with more than two
 dimensions, non-positive or non-integer sample rates.
 """

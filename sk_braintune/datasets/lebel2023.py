@@ -10,9 +10,7 @@ Layout read from a local copy (``root`` is the dataset folder, or a folder holdi
     root/derivative/TextGrids/<story>.TextGrid             tier 0 phones (ARPAbet), tier 1 words
     root/derivative/respdict.json                          story -> number of TRs (n)
 
-TR times (the community convention)
------------------------------------
-The release has no trigger files. HuthLab's loaders (reused by the brain-tuning paper) simulate
+**TR times (the community convention).** The release has no trigger files. HuthLab's loaders (reused by the brain-tuning paper) simulate
 them: ``n - 5`` triggers every ``trigger_tr = 2.0`` s, the sound starting 10 s after the first,
 so trigger times relative to the sound are ``arange(n - 5) * 2.0 - 10.0``; TR (mid-volume) times
 are those plus ``trigger_tr / 2``. Features sampled at these times are trimmed ``[10:-5]``, which
@@ -391,7 +389,6 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         data, story_repeats = _align_rows(story, path, data, story_repeats,
                                           int(respdict[story]), extra)
         times = lebel2023_tr_times(respdict[story], trigger_tr=trigger_tr, extra_trim=extra)
-        assert len(times) == len(data)  # guaranteed by _align_rows
 
         paths = lebel2023_paths(root, subject, story)
         if not paths["audio"].is_file():

@@ -5,9 +5,7 @@ Praat writes TextGrids as text in a *long* format (``xmin = 0``, ``intervals [1]
 Both formats hold the same sequence of values once keys, ``[index]`` labels and ``<exists>``
 flags are skipped, so one token reader serves both.
 
-Silence and non-speech labels
------------------------------
-Forced aligners mark pauses with ``"sp"``, ``"sil"``, ``"{SL}"`` or an empty label, and
+**Silence and non-speech labels.** Forced aligners mark pauses with ``"sp"``, ``"sil"``, ``"{SL}"`` or an empty label, and
 non-speech sounds with ``{BR}`` (breath), ``{LG}`` (laughter), ``{LS}`` (lip smack), ``{NS}``
 (noise), ``{CG}`` (cough). :data:`SILENCE_LABELS` lists them all (compared lower-cased, without
 surrounding white space); :func:`drop_silences` removes them, as HuthLab's loaders do before
@@ -45,7 +43,7 @@ _TOKEN = re.compile(
 )
 
 
-def _decode(raw, path):
+def _decode(raw):
     for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                           (codecs.BOM_UTF16_BE, "utf-16")):
         if raw.startswith(bom):
@@ -112,9 +110,9 @@ def read_textgrid(path, *, keep_text_tiers=False):
     if raw.startswith(b"ooBinaryFile"):
         raise ValueError(f"{path} is a binary TextGrid; save it as text from Praat "
                          "(Save as text file / short text file).")
-    values = _values(_decode(raw, path))
-    if len(values) < 2 or values[0] != "ooTextFile" and not str(values[0]).startswith(
-            "ooTextFile") or values[1] != "TextGrid":
+    values = _values(_decode(raw))
+    if (len(values) < 2 or not str(values[0]).startswith("ooTextFile")
+            or values[1] != "TextGrid"):
         raise ValueError(f"{path} is not a Praat TextGrid text file (expected a header "
                          'File type = "ooTextFile" / Object class = "TextGrid").')
     position = 2
@@ -195,10 +193,13 @@ def strip_stress(labels):
     Parameters
     ----------
     labels : str or sequence of str or pandas.Series
+        ARPAbet phone label(s), e.g. ``"AH0"``.
 
     Returns
     -------
-    stripped : same type as ``labels`` (str, list or Series)
+    stripped : str or list of str or pandas.Series
+        The labels without their final stress digit, in the type of ``labels`` (a sequence
+        gives a list).
     """
     pattern = re.compile(r"(?<=[A-Za-z])[012]$")
     if isinstance(labels, str):

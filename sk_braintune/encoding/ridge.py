@@ -241,7 +241,8 @@ class RidgeEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
         feature_means = X.mean(axis=0, dtype=np.float64)
         # Centring over all samples first keeps the fold-wise centring free of cancellation
         # (shifting X by a constant changes no fold's centred problem).
-        features = ops.asarray(X - feature_means.astype(X.dtype))
+        features = ops.copy_in(X)
+        features -= ops.asarray(feature_means)
         gram = features @ features.T if solver == "dual" else None
         budget = int(self.working_memory * 2 ** 20)
 
@@ -293,34 +294,40 @@ class RidgeEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         return X @ self.coef_.T + self.intercept_
 
-    def score_voxels(self, X, y):
+    def score_voxels(self, X, y, sample_weight=None):
         """Pearson correlation between predicted and measured responses, per target.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the correlation.
 
         Returns
         -------
         r : ndarray of shape (n_targets,) (float for 1-D ``y``)
             Targets with constant responses or predictions get 0.
         """
-        return correlation_score(y, self.predict(X), multioutput="raw_values")
+        return correlation_score(y, self.predict(X), multioutput="raw_values",
+                                 sample_weight=sample_weight)
 
-    def score(self, X, y):
+    def score(self, X, y, sample_weight=None):
         """Mean Pearson correlation over targets (not R^2).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the correlation.
 
         Returns
         -------
         score : float
         """
-        return correlation_score(y, self.predict(X), multioutput="uniform_average")
+        return correlation_score(y, self.predict(X), multioutput="uniform_average",
+                                 sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -238,29 +238,9 @@ def _ngrams(labels, onsets, offsets, runs, n):
 
 
 def _lanczos(data, old_times, new_times, window=3, normalize=False):
-    """Lanczos resampling; uses :func:`sk_braintune.features.lanczos.lanczos_resample`."""
-    try:
-        from .lanczos import lanczos_resample
-    except ImportError:  # pragma: no cover - only while the shared module is missing
-        return _lanczos_reference(data, old_times, new_times, window, normalize)
+    from .lanczos import lanczos_resample
+
     return lanczos_resample(data, old_times, new_times, window=window, normalize=normalize)
-
-
-def _lanczos_reference(data, old_times, new_times, window=3, normalize=False):
-    """HuthLab ``lanczosinterp2D`` (fallback used only if ``features.lanczos`` is unavailable)."""
-    data = np.asarray(data, dtype=np.float64)
-    new_times = np.asarray(new_times, dtype=np.float64)
-    old_times = np.asarray(old_times, dtype=np.float64)
-    cutoff = 1.0 / np.mean(np.diff(new_times))
-    u = (new_times[:, None] - old_times[None, :]) * cutoff
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = window * np.sin(np.pi * u) * np.sin(np.pi * u / window) / (np.pi ** 2 * u ** 2)
-    w[u == 0] = 1.0
-    w[np.abs(u) > window] = 0.0
-    if normalize:
-        s = w.sum(axis=1, keepdims=True)
-        w = np.divide(w, s, out=np.zeros_like(w), where=s != 0)
-    return w @ data
 
 
 def _resample_events(values, times, tr_times, tr, resample, window):

@@ -271,6 +271,31 @@ def _align_words(spans, word_events, duration):
     return onsets, offsets
 
 
+def _spread_instant_phones(phones):
+    """Give zero-length phones half of a neighbour's span.
+
+    espeak reports some phones blended into a neighbour (postvocalic /l/ in "silver") at the
+    same audio position as the next phone; they are real phones, so they keep a share of time.
+    """
+    onset = phones["onset"].to_numpy(dtype=float).copy()
+    offset = phones["offset"].to_numpy(dtype=float).copy()
+    keep = np.ones(len(onset), dtype=bool)
+    for i in range(len(onset)):
+        if offset[i] > onset[i]:
+            continue
+        if i > 0 and abs(offset[i - 1] - onset[i]) < 1e-9 and offset[i - 1] > onset[i - 1]:
+            middle = (onset[i - 1] + offset[i - 1]) / 2
+            offset[i - 1], onset[i], offset[i] = middle, middle, offset[i - 1]
+        elif i + 1 < len(onset) and abs(onset[i + 1] - offset[i]) < 1e-9 \
+                and offset[i + 1] > onset[i + 1]:
+            middle = (onset[i + 1] + offset[i + 1]) / 2
+            offset[i], onset[i + 1] = middle, middle
+        else:
+            keep[i] = False
+    out = phones.assign(onset=onset, offset=offset)
+    return out[keep].reset_index(drop=True)
+
+
 def _trim_pause_tails(onsets, offsets, phones):
     """End each word at the end of its last phone, so pauses are not counted as speech."""
     if phones.empty:
@@ -351,8 +376,8 @@ def synthesize(text, *, voice="en-us", rate=175, pitch=50):
     phones = pd.DataFrame(phone_rows, columns=["onset", "offset", "label"])
     phones["label"] = phones["label"].str.replace("'", "", regex=False).str.replace(
         ",", "", regex=False)
-    phones = phones[~phones["label"].isin(_NON_PHONES) & (phones["offset"] > phones["onset"])]
-    phones = phones.reset_index(drop=True)
+    phones = phones[~phones["label"].isin(_NON_PHONES)].reset_index(drop=True)
+    phones = _spread_instant_phones(phones)
 
     onsets, offsets = _align_words(spans, word_events, duration)
     offsets = _trim_pause_tails(onsets, offsets, phones)

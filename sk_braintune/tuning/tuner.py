@@ -337,6 +337,9 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         from .._utils import resolve_device
 
         self._check_params()
+        if y is None:
+            raise ValueError("BrainTuner requires y to be passed, but the target y is None; "
+                             "pass the (n_trs, n_targets) responses.")
         X, y = self._check_X(X, reset=True, y=y)
         y = np.asarray(y)
         if y.dtype not in (np.float32, np.float64):

@@ -1,0 +1,158 @@
+"""Semantic preference: do a model's layers place synonyms closer than near-homophones?
+
+Per layer, the mean cosine similarity of synonym word pairs minus that of near-homophone pairs
+(words that sound alike but mean different things). Word representations come from each word's
+own audio, mean-pooled over its real frames (:func:`word_representations`). A positive value
+means the layer groups words by meaning more than by sound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["phone_edit_distance", "near_homophone_pairs", "word_representations",
+           "semantic_preference"]
+
+
+def phone_edit_distance(a, b):
+    """Levenshtein distance between two phone sequences, divided by the longer length.
+
+    Parameters
+    ----------
+    a, b : sequence of str
+        Phone symbols (a string is taken as one symbol per character).
+
+    Returns
+    -------
+    distance : float
+        In [0, 1]; 0 for identical sequences (and for two empty ones).
+    """
+    a, b = list(a), list(b)
+    if not a and not b:
+        return 0.0
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        current = [i]
+        for j, y in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1] / max(len(a), len(b))
+
+
+def near_homophone_pairs(phones, max_distance=0.4, exclude=(), include_identical=False):
+    """Word pairs whose phone strings are close: normalised edit distance below ``max_distance``.
+
+    Parameters
+    ----------
+    phones : dict of str to sequence of str
+        Phone sequence per word (e.g. from espeak-ng).
+    max_distance : float, default=0.4
+        Pairs with ``phone_edit_distance < max_distance`` qualify.
+    exclude : iterable of (str, str), default=()
+        Pairs to leave out in either order (the synonym pairs).
+    include_identical : bool, default=False
+        Keep pairs with identical phones (true homophones such as "sea"/"see"); left out by
+        default because synthesised speech makes their audio identical.
+
+    Returns
+    -------
+    pairs : list of (str, str, float)
+        ``(word_a, word_b, distance)`` with ``word_a < word_b``, sorted by distance then words.
+    """
+    excluded = {frozenset(p) for p in exclude}
+    words = sorted(phones)
+    pairs = []
+    for i, a in enumerate(words):
+        for b in words[i + 1:]:
+            if frozenset((a, b)) in excluded:
+                continue
+            d = phone_edit_distance(phones[a], phones[b])
+            if d < max_distance and (include_identical or d > 0):
+                pairs.append((a, b, d))
+    return sorted(pairs, key=lambda p: (p[2], p[0], p[1]))
+
+
+def word_representations(source, word_pairs, *, batch_size=32, device="auto", verbose=False):
+    """Per-layer representation of each word from its own audio (mean over voices).
+
+    Parameters
+    ----------
+    source : str, AudioBackbone or fitted estimator
+        Speech model (see :func:`sk_braintune.analysis.probe.resolve_backbone`): a name/path,
+        a fitted ``SpeechFeatureExtractor``, or a ``FrozenEstimator`` around a fitted
+        ``BrainTuner``.
+    word_pairs : sklearn.utils.Bunch
+        From :func:`sk_braintune.datasets.make_word_pairs` (``audio``, ``audio_word``).
+    batch_size, device, verbose :
+        See :func:`sk_braintune.analysis.probe.pooled_layer_features`.
+
+    Returns
+    -------
+    representations : dict of str to ndarray of shape (n_layers, dim)
+    """
+    from .probe import pooled_layer_features
+
+    feats = pooled_layer_features(source, word_pairs.audio, batch_size=batch_size, device=device,
+                                  verbose=verbose)
+    owners = np.asarray(word_pairs.audio_word)
+    return {w: feats[owners == w].mean(axis=0) for w in dict.fromkeys(owners)}
+
+
+def _lookup(features, words):
+    """(n_words, n_layers, dim) array of the given words."""
+    if callable(features) and not isinstance(features, dict):
+        out = np.asarray(features(list(words)), dtype=np.float64)
+    else:
+        missing = [w for w in words if w not in features]
+        if missing:
+            raise KeyError(f"no representation for words {missing[:10]}")
+        out = np.stack([np.asarray(features[w], dtype=np.float64) for w in words])
+    if out.ndim == 2:
+        out = out[:, None, :]
+    if out.ndim != 3:
+        raise ValueError("word representations must be (dim,) or (n_layers, dim) per word")
+    return out
+
+
+def _pair_cosines(features, pairs):
+    """Cosine similarity of each pair per layer: (n_pairs, n_layers)."""
+    pairs = [(p[0], p[1]) for p in pairs]
+    if not pairs:
+        raise ValueError("no pairs given")
+    a = _lookup(features, [p[0] for p in pairs])
+    b = _lookup(features, [p[1] for p in pairs])
+    norms = np.linalg.norm(a, axis=2) * np.linalg.norm(b, axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norms > 0, np.einsum("pld,pld->pl", a, b) / norms, 0.0)
+
+
+def semantic_preference(features, synonym_pairs, homophone_pairs):
+    """Per layer: mean cosine similarity of synonyms minus that of near-homophones.
+
+    Parameters
+    ----------
+    features : dict of str to ndarray of shape (n_layers, dim) or (dim,), or callable
+        Word representations (e.g. :func:`word_representations`), or a function mapping a list
+        of words to an array of shape (n_words, n_layers, dim).
+    synonym_pairs : sequence of (str, str)
+    homophone_pairs : sequence of (str, str) or (str, str, float)
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per layer (index ``layer``), columns ``synonym_similarity``,
+        ``homophone_similarity``, ``preference`` (their difference) and ``sem`` (standard error
+        of the difference, pairs treated as independent).
+    """
+    import pandas as pd
+
+    syn = _pair_cosines(features, synonym_pairs)
+    hom = _pair_cosines(features, homophone_pairs)
+    sem = np.sqrt(syn.var(axis=0, ddof=1) / len(syn) + hom.var(axis=0, ddof=1) / len(hom)) \
+        if len(syn) > 1 and len(hom) > 1 else np.full(syn.shape[1], np.nan)
+    table = pd.DataFrame({"synonym_similarity": syn.mean(axis=0),
+                          "homophone_similarity": hom.mean(axis=0)})
+    table["preference"] = table["synonym_similarity"] - table["homophone_similarity"]
+    table["sem"] = sem
+    table.index.name = "layer"
+    return table

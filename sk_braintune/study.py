@@ -1,0 +1,696 @@
+"""The brain-tuning study behind ``sk-braintune demo | tune | evaluate | dataset``.
+
+``run_demo`` runs the whole study on the built-in story dataset: brain-tune Whisper tiny.en on
+the training stories, tune a random-fMRI control the same way, then compare pretrained,
+brain-tuned and control models on the held-out story (layer-wise, noise-ceiling-normalised
+alignment per voxel kind), low-level impact, a semantic probe and semantic preference. The
+stage functions are public so that scripts (``benchmarks/study_braintuning.py``) can repeat the
+study over seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StudyInputError", "StudySettings", "run_demo", "run_tune", "run_evaluate",
+           "run_dataset_summary", "run_braintuning_study", "format_results_table"]
+
+MODEL_NAMES = ("pretrained", "brain-tuned", "random-fMRI")
+
+
+class StudyInputError(ValueError):
+    """A user-facing input problem (wrong path, missing participant, bad option)."""
+
+
+# -- settings -------------------------------------------------------------------------------
+
+def demo_settings(quick=False, epochs=None):
+    """Sizes and hyperparameters of the demo study.
+
+    Parameters
+    ----------
+    quick : bool, default=False
+        A smaller run (a couple of minutes) for smoke tests.
+    epochs : int, optional
+        Override the number of tuning epochs.
+
+    Returns
+    -------
+    settings : dict
+    """
+    settings = {
+        "dataset": {"n_train_stories": None, "max_words": None},
+        "window": 8.0,
+        "min_ceiling": 0.4,
+        "tuner": {"trainable_layers": 1, "max_epochs": 8, "batch_size": 32,
+                  "lr_backbone": 2e-4, "lr_head": 1e-3, "patience": 3, "pooling": "mean"},
+        "probe": {"max_per_intent": None},
+        "ridge_cv": 5,
+    }
+    if quick:
+        settings["dataset"] = {"n_train_stories": 3, "max_words": 120}
+        settings["window"] = 4.0
+        settings["tuner"].update(max_epochs=2, patience=None)
+        settings["probe"] = {"max_per_intent": 12}
+        settings["ridge_cv"] = 3
+    if epochs is not None:
+        settings["tuner"]["max_epochs"] = int(epochs)
+    return settings
+
+
+StudySettings = demo_settings
+
+
+# -- progress reporting ---------------------------------------------------------------------
+
+class _Stages:
+    """Prints each stage's name and wall time; keeps the times for the results file."""
+
+    def __init__(self, quiet=False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.times = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        self._print(f"[{self._elapsed()}] {name} ...")
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - t0
+        self._print(f"[{self._elapsed()}] {name}: done in {self.times[name]:.1f} s")
+
+    def _elapsed(self):
+        seconds = int(time.perf_counter() - self._start)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    def _print(self, message):
+        print(message, file=self.stream, flush=True)
+
+
+def _set_seed_free_threads(config):
+    import torch
+
+    threads = config.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+# -- dataset summary (also the first stage of the demo) ---------------------------------------
+
+def dataset_summary(dataset):
+    """One-paragraph text summary of a dataset bunch.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        Dataset following the contract of :mod:`sk_braintune.datasets`.
+
+    Returns
+    -------
+    text : str
+    """
+    lines = []
+    n_trs = {s: len(dataset.responses[s]) for s in dataset.stories}
+    seconds = {s: len(dataset.audio[s]) / dataset.sample_rate for s in dataset.stories}
+    for split in ("train", "validation", "test"):
+        stories = list(dataset.split.get(split, []))
+        if stories:
+            lines.append(f"  {split:<10} {len(stories):>2} stories, "
+                         f"{sum(n_trs[s] for s in stories):>5} TRs, "
+                         f"{sum(seconds[s] for s in stories) / 60:5.1f} min of audio")
+    labels, counts = np.unique(np.asarray(dataset.voxel_labels), return_counts=True)
+    nc = np.asarray(dataset.noise_ceiling)
+    lines.append(f"  voxels     {nc.size} (" + ", ".join(
+        f"{label}: {count}" for label, count in zip(labels, counts)) + ")")
+    for label in labels:
+        values = nc[np.asarray(dataset.voxel_labels) == label]
+        lines.append(f"  noise ceiling {label:<9} median {np.median(values):.2f} "
+                     f"[{values.min():.2f}, {values.max():.2f}], "
+                     f"{np.mean(values > 0.4) * 100:.0f}% > 0.4")
+    repeats = {s: np.asarray(r).shape[0] for s, r in getattr(dataset, "repeats", {}).items()}
+    if repeats:
+        lines.append("  repeats    " + ", ".join(f"{s}: {n}" for s, n in repeats.items()))
+    lines.append(f"  TR {dataset.tr} s, audio {dataset.sample_rate} Hz")
+    return "\n".join(lines)
+
+
+def run_dataset_summary(config):
+    """``sk-braintune dataset``: generate (or load from the cache) and summarise the dataset.
+
+    Parameters
+    ----------
+    config : dict
+        Resolved command-line configuration.
+    """
+    from .datasets import make_story_dataset
+
+    data = make_story_dataset(random_state=config.get("seed", 0),
+                              verbose=not config.get("quiet"))
+    print("Built-in story dataset")
+    print(dataset_summary(data))
+
+
+# -- feature extraction helpers -------------------------------------------------------------
+
+def _extract(source, windows, *, batch_size=16, device="auto", verbose=False):
+    """Per-layer mean-pooled features of ``windows`` from a model path or a fitted tuner."""
+    from sklearn.frozen import FrozenEstimator
+
+    from .features import SpeechFeatureExtractor
+
+    model = source if isinstance(source, str) else FrozenEstimator(source)
+    extractor = SpeechFeatureExtractor(model=model, layers="all", pooling="mean",
+                                       batch_size=batch_size, device=device, verbose=verbose)
+    features = extractor.fit_transform(windows)
+    return features, extractor.backbone_.num_hidden_layers + 1
+
+
+def _per_layer(features, n_layers):
+    n, total = features.shape
+    return features.reshape(n, n_layers, total // n_layers)
+
+
+# -- the study ----------------------------------------------------------------------------------
+
+def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
+                          output=None, figures=True):
+    """Run the whole study once and return its results.
+
+    Parameters
+    ----------
+    settings : dict
+        From :func:`demo_settings`.
+    seed : int, default=0
+        Seeds the dataset, the tuning and the probes.
+    device : str, default="auto"
+    verbose : bool, default=True
+        Progress bars.
+    stages : callable, optional
+        Stage timer (prints stage names and times).
+    output : str or pathlib.Path, optional
+        Where figures go (none when None).
+    figures : bool, default=True
+
+    Returns
+    -------
+    results : dict
+        JSON-serialisable: ``table`` (rows per model), ``layers`` (per model, per voxel kind,
+        per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``.
+    """
+    from .datasets import make_story_dataset
+    from .models import load_whisper_tiny_en
+    from .tuning import BrainTuner
+    from .tuning.controls import block_permuted_targets
+    from .windows import windows_from_dataset
+
+    stages = stages or _Stages(quiet=not verbose)
+    results = {"settings": settings, "seed": seed, "models": list(MODEL_NAMES)}
+
+    with stages("dataset: espeak-ng stories, simulated responses"):
+        data = make_story_dataset(random_state=seed, verbose=verbose, **{
+            k: v for k, v in settings["dataset"].items() if v is not None})
+    print(dataset_summary(data), flush=True)
+    train, valid, test = (list(data.split[k]) for k in ("train", "validation", "test"))
+
+    with stages("pretrained model: Whisper tiny.en (converted once, then cached)"):
+        model_path = load_whisper_tiny_en()
+
+    window = settings["window"]
+    fit_stories = train + valid
+    X_fit, y_fit, g_fit = windows_from_dataset(data, fit_stories, window=window)
+    X_all, y_all, g_all = windows_from_dataset(data, fit_stories + test, window=window)
+    selected = np.flatnonzero(np.asarray(data.noise_ceiling) > settings["min_ceiling"])
+    results["n_tuning_targets"] = int(selected.size)
+    validation = _story_split(g_fit, valid)
+
+    tuner_params = dict(settings["tuner"], validation=validation, device=device,
+                        random_state=seed, verbose=verbose)
+    tuners = {}
+    with stages(f"brain-tuning on {len(fit_stories)} stories, {selected.size} voxels "
+                f"with noise ceiling > {settings['min_ceiling']}"):
+        tuners["brain-tuned"] = BrainTuner(model_path, **tuner_params).fit(
+            X_fit, y_fit[:, selected], groups=g_fit)
+    with stages("random-fMRI control: tuning on 15-TR block-permuted responses"):
+        y_random = block_permuted_targets(y_fit[:, selected], block_size=15, min_distance=10,
+                                          groups=g_fit, random_state=seed)
+        tuners["random-fMRI"] = BrainTuner(model_path, **tuner_params).fit(
+            X_fit, y_random, groups=g_fit)
+    results["history"] = {name: t.history_ for name, t in tuners.items()}
+    results["best_epoch"] = {name: int(t.best_epoch_) for name, t in tuners.items()}
+
+    sources = {"pretrained": model_path, **tuners}
+    features = {}
+    with stages(f"features: every layer, {len(X_all)} windows of {window:g} s, 3 models"):
+        for name, source in sources.items():
+            features[name], n_layers = _extract(source, X_all, device=device, verbose=verbose)
+
+    labels = np.asarray(data.voxel_labels)
+    nc = np.asarray(data.noise_ceiling)
+    layers = {}
+    with stages("alignment: voxelwise ridge per layer, scored on the held-out story"):
+        for name in MODEL_NAMES:
+            layers[name] = _alignment(features[name], n_layers, y_all, g_all, train + valid,
+                                      test, nc, labels, cv=settings["ridge_cv"])
+    results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
+                         for name, t in layers.items()}
+
+    with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
+                "regressed out"):
+        impact = _low_level_impacts(data, features, n_layers, g_all, train + valid, test,
+                                    nc, labels, cv=settings["ridge_cv"])
+    results["low_level_impact"] = impact
+
+    with stages("semantic probe: spoken intents, split by paraphrase"):
+        probe = _probe_scores(sources, settings, seed=seed, device=device, verbose=verbose)
+    results["probe"] = probe
+
+    with stages("semantic preference: synonyms vs near-homophones"):
+        preference = _preference_scores(sources, device=device, verbose=verbose)
+    results["semantic_preference"] = preference
+
+    results["table"] = _results_rows(results, n_layers)
+    if figures and output is not None:
+        with stages("figures"):
+            results["figures"] = _write_figures(results, tuners, Path(output))
+    results["stage_seconds"] = dict(stages.times)
+    return results
+
+
+def _story_split(groups, validation_stories):
+    from sklearn.model_selection import PredefinedSplit
+
+    test_fold = np.where(np.isin(groups, validation_stories), 0, -1)
+    return PredefinedSplit(test_fold)
+
+
+def _alignment(features, n_layers, responses, groups, train, test, noise_ceiling, labels, cv):
+    from .evaluation import layerwise_alignment
+
+    return layerwise_alignment(features, n_layers, responses, groups, train, test,
+                               noise_ceiling=noise_ceiling, voxel_labels=labels, cv=cv)
+
+
+def _by_story(matrix, groups):
+    groups = np.asarray(groups)
+    return {s: matrix[groups == s] for s in dict.fromkeys(groups)}
+
+
+def _low_level_impacts(data, features, n_layers, groups, train, test, noise_ceiling, labels,
+                       cv):
+    from .analysis import low_level_comparison
+    from .features.lowlevel import lowlevel_features
+
+    stories = train + test
+    lowlevel = [lowlevel_features(data, kind, stories, fit_stories=train)
+                for kind in ("powspec", "phoneme", "diphone", "articulation")]
+    responses = {s: np.asarray(data.responses[s]) for s in stories}
+    out = {}
+    for name, feats in features.items():
+        last = _per_layer(feats, n_layers)[:, -1]
+        comparison = low_level_comparison(
+            _by_story(last, groups), lowlevel, responses, train, test, cv=cv,
+            noise_ceiling=noise_ceiling, voxel_labels=labels)
+        table = comparison.impact
+        out[name] = {str(row["roi"] if "roi" in table else idx): {
+            "A": float(row["A"]), "A_resid": float(row["A_resid"]),
+            "impact_percent": float(row["impact_percent"])}
+            for idx, row in table.iterrows()}
+    return out
+
+
+def _probe_scores(sources, settings, *, seed, device, verbose):
+    from .analysis import pooled_layer_features, probe_layers
+    from .datasets import make_intent_dataset
+
+    intents = make_intent_dataset(random_state=seed, **{
+        k: v for k, v in settings["probe"].items() if v is not None})
+    train = np.asarray(intents.split["train"])
+    test = np.asarray(intents.split["test"])
+    y = np.asarray(intents.target)
+    out = {}
+    for name, source in sources.items():
+        feats = pooled_layer_features(source, intents.audio, device=device, verbose=verbose)
+        table = probe_layers(feats[train], y[train], feats[test], y[test],
+                             groups=np.asarray(intents.groups)[train], random_state=seed)
+        out[name] = {str(row["layer"]): float(row["score"]) for _, row in table.iterrows()}
+    return out
+
+
+def _preference_scores(sources, *, device, verbose):
+    from .analysis import semantic_preference
+    from .datasets import make_word_pairs
+
+    pairs = make_word_pairs()
+    out = {}
+    for name, source in sources.items():
+        scores = semantic_preference(source, pairs, device=device)
+        out[name] = [float(v) for v in np.asarray(scores)]
+    return out
+
+
+def _results_rows(results, n_layers):
+    rows = []
+    for name in MODEL_NAMES:
+        layer_roi = results["layers"][name]
+        probe = results["probe"][name]
+        row = {"model": name}
+        for roi in ("semantic", "auditory", "mixed"):
+            if roi in layer_roi:
+                values = np.asarray(layer_roi[roi])
+                row[f"{roi}_last"] = float(values[-1])
+                row[f"{roi}_best"] = float(np.nanmax(values))
+        impact = results["low_level_impact"][name]
+        for roi in ("semantic", "auditory"):
+            if roi in impact:
+                row[f"impact_{roi}_%"] = impact[roi]["impact_percent"]
+        numeric = {k: v for k, v in probe.items() if k != "weighted"}
+        row["probe_last"] = numeric[str(n_layers - 1)]
+        row["probe_best"] = max(numeric.values())
+        row["probe_weighted"] = probe.get("weighted", float("nan"))
+        row["preference_last"] = results["semantic_preference"][name][-1]
+        rows.append(row)
+    return rows
+
+
+def format_results_table(rows):
+    """Render the results rows as a fixed-width text table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From ``run_braintuning_study(...)["table"]``.
+
+    Returns
+    -------
+    text : str
+    """
+    columns = [c for c in rows[0] if c != "model"]
+    header = f"{'model':<13}" + "".join(f"{c:>17}" for c in columns)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(f"{row['model']:<13}" + "".join(
+            f"{row[c]:>17.3f}" if isinstance(row[c], float) else f"{row[c]!s:>17}"
+            for c in columns))
+    return "\n".join(lines)
+
+
+def _write_figures(results, tuners, output):
+    from .analysis import figures as fig
+
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(figure, name):
+        path = output / name
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        written.append(str(path))
+
+    for roi in ("semantic", "auditory"):
+        save(fig.plot_layer_alignment({m: results["layers"][m][roi] for m in MODEL_NAMES},
+                                      title=f"{roi} voxels"), f"alignment_{roi}.png")
+    save(fig.plot_low_level_impact(results["low_level_impact"]), "low_level_impact.png")
+    save(fig.plot_probe_scores(results["probe"]), "probe_scores.png")
+    save(fig.plot_semantic_preference(results["semantic_preference"]),
+         "semantic_preference.png")
+    for name, tuner in tuners.items():
+        save(fig.plot_training_curves(tuner.history_, title=name),
+             f"training_{name.replace(' ', '_')}.png")
+    return written
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def write_results(results, output):
+    """Write ``results.json`` and ``results.csv`` (the table) into ``output``.
+
+    Parameters
+    ----------
+    results : dict
+    output : str or pathlib.Path
+
+    Returns
+    -------
+    paths : list of str
+    """
+    import csv
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    json_path = output / "results.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=_json_default, allow_nan=True))
+    os.replace(tmp, json_path)
+    csv_path = output / "results.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results["table"][0]))
+        writer.writeheader()
+        writer.writerows(results["table"])
+    return [str(json_path), str(csv_path)]
+
+
+def save_config(config, output):
+    """Write the resolved configuration as ``config.toml`` so the run can be repeated.
+
+    Parameters
+    ----------
+    config : dict
+    output : str or pathlib.Path
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for key, value in sorted(config.items()):
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, (list, tuple)):
+            text = "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+        else:
+            text = json.dumps(str(value))
+        lines.append(f"{key} = {text}")
+    path = output / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _peak_memory_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_demo(config):
+    """``sk-braintune demo``: the full study on the built-in story dataset.
+
+    Parameters
+    ----------
+    config : dict
+        Resolved command-line configuration (``output``, ``quick``, ``seed``, ``device``,
+        ``epochs``, ``quiet``, ``no_figures``).
+
+    Returns
+    -------
+    results : dict
+    """
+    _set_seed_free_threads(config)
+    output = Path(config.get("output") or "sk_braintune_results")
+    settings = demo_settings(quick=bool(config.get("quick")), epochs=config.get("epochs"))
+    verbose = not config.get("quiet")
+    stages = _Stages()
+    print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "
+          f"({'quick' if config.get('quick') else 'full'} run), results in {output}/",
+          flush=True)
+    results = run_braintuning_study(settings, seed=int(config.get("seed", 0)),
+                                    device=config.get("device", "auto"), verbose=verbose,
+                                    stages=stages, output=output,
+                                    figures=not config.get("no_figures"))
+    results["peak_memory_mib"] = _peak_memory_mib()
+    results["wall_seconds"] = sum(stages.times.values())
+    paths = write_results(results, output)
+    save_config(config, output)
+    print()
+    print("Held-out story, noise-ceiling-normalised r (last layer / best layer), low-level "
+          "impact (%), intent-probe accuracy, semantic preference (last layer):")
+    print(format_results_table(results["table"]))
+    print()
+    print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
+          f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"
+          + (f" and {len(results.get('figures', []))} figures" if results.get("figures") else ""))
+    return results
+
+
+# -- real data ----------------------------------------------------------------------------------
+
+def _load_real(config):
+    from .datasets import load_lebel2023
+
+    root = config.get("root")
+    if not root:
+        raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
+    if not Path(root).is_dir():
+        raise StudyInputError(f"data root {root} does not exist or is not a directory")
+    subject = config.get("subject")
+    if not subject:
+        raise StudyInputError("--subject is required, e.g. --subject UTS03")
+    model = config.get("model")
+    if not model:
+        raise StudyInputError("--model is required: a Hugging Face model name or local path")
+    if (model.startswith((".", "/", "~")) or os.sep in model.rstrip(os.sep)
+            and not Path(model).expanduser().exists() and len(model.split("/")) != 2):
+        raise StudyInputError(f"model path {model} does not exist")
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise StudyInputError(f"model path {model} does not exist")
+    try:
+        data = load_lebel2023(root, subject, stories=config.get("stories"),
+                              verbose=not config.get("quiet"))
+    except (FileNotFoundError, ValueError) as exc:
+        raise StudyInputError(str(exc)) from exc
+    return data
+
+
+def run_tune(config):
+    """``sk-braintune tune``: brain-tune a model on one ds003020 participant.
+
+    Parameters
+    ----------
+    config : dict
+        Resolved configuration (``root``, ``subject``, ``model``, ``output``, ``epochs``,
+        ``lr_backbone``, ``lr_head``, ``window``, ``batch_size``, ``min_ceiling``, ``seed``,
+        ``device``).
+
+    Returns
+    -------
+    tuner : BrainTuner
+    """
+    from .tuning import BrainTuner
+    from .windows import windows_from_dataset
+
+    data = _load_real(config)
+    output = Path(config.get("output") or "sk_braintune_results")
+    stages = _Stages()
+    train = list(data.split["train"])
+    valid = list(data.split["validation"])
+    X, y, groups = windows_from_dataset(data, train + valid,
+                                        window=float(config.get("window") or 10.0))
+    min_ceiling = float(config.get("min_ceiling") or 0.4)
+    selected = np.flatnonzero(np.asarray(data.noise_ceiling) > min_ceiling)
+    if selected.size == 0:
+        raise StudyInputError(f"no voxel has a noise ceiling above {min_ceiling}; lower "
+                              "--min-ceiling")
+    params = {"max_epochs": int(config.get("epochs") or 30),
+              "lr_backbone": float(config.get("lr_backbone") or 5e-5),
+              "lr_head": float(config.get("lr_head") or 1e-4),
+              "batch_size": int(config.get("batch_size") or 128),
+              "validation": _story_split(groups, valid) if valid else 0.1,
+              "device": config.get("device", "auto"),
+              "random_state": int(config.get("seed", 0)),
+              "verbose": not config.get("quiet"),
+              "checkpoint_dir": str(output / "checkpoints")}
+    with stages(f"brain-tuning {config['model']} on {len(train + valid)} stories, "
+                f"{selected.size} voxels"):
+        try:
+            tuner = BrainTuner(config["model"], **params).fit(X, y[:, selected], groups=groups)
+        except OSError as exc:
+            raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
+    tuner.save_pretrained(output / "backbone")
+    np.save(output / "selected_voxels.npy", selected)
+    (output / "history.json").write_text(json.dumps(tuner.history_, indent=2,
+                                                    default=_json_default))
+    save_config(config, output)
+    from .analysis import figures as fig
+
+    fig.plot_training_curves(tuner.history_, title=config["subject"]).savefig(
+        output / "training_curves.png", dpi=120, bbox_inches="tight")
+    print(f"tuned backbone in {output / 'backbone'}; best epoch {tuner.best_epoch_}; "
+          f"history and training curves in {output}")
+    return tuner
+
+
+def run_evaluate(config):
+    """``sk-braintune evaluate``: layer-wise alignment and low-level impact on ds003020.
+
+    Parameters
+    ----------
+    config : dict
+        Resolved configuration (``root``, ``subject``, ``model``, ``output``, ``layers``,
+        ``window``, ``batch_size``, ``device``).
+
+    Returns
+    -------
+    results : dict
+    """
+    from .features.lowlevel import lowlevel_features
+    from .windows import windows_from_dataset
+
+    data = _load_real(config)
+    output = Path(config.get("output") or "sk_braintune_results")
+    stages = _Stages()
+    train = list(data.split["train"]) + list(data.split["validation"])
+    test = list(data.split["test"])
+    if not test:
+        raise StudyInputError("no test story among the loaded stories (the paper's is "
+                              "wheretheressmoke)")
+    X, y, groups = windows_from_dataset(data, train + test,
+                                        window=float(config.get("window") or 16.0))
+    with stages(f"features of {config['model']} on {len(X)} windows"):
+        try:
+            feats, n_layers = _extract(config["model"], X,
+                                       batch_size=int(config.get("batch_size") or 16),
+                                       device=config.get("device", "auto"),
+                                       verbose=not config.get("quiet"))
+        except OSError as exc:
+            raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
+    labels = np.asarray(data.voxel_labels)
+    nc = np.asarray(data.noise_ceiling)
+    with stages("alignment per layer"):
+        table = _alignment(feats, n_layers, y, groups, train, test, nc, labels,
+                           cv=min(5, len(train)))
+    with stages("low-level impact (last layer)"):
+        from .analysis import low_level_comparison
+
+        lowlevel = [lowlevel_features(data, kind, train + test, fit_stories=train)
+                    for kind in ("powspec", "phoneme", "articulation")]
+        last = _per_layer(feats, n_layers)[:, -1]
+        comparison = low_level_comparison(
+            _by_story(last, groups), lowlevel, {s: data.responses[s] for s in train + test},
+            train, test, cv=min(5, len(train)), noise_ceiling=nc, voxel_labels=labels)
+    results = {"layers": {roi: v.tolist() for roi, v in table["roi"].items()},
+               "low_level_impact": comparison.impact.to_dict(orient="records"),
+               "stage_seconds": stages.times}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "evaluation.json").write_text(json.dumps(results, indent=2,
+                                                       default=_json_default))
+    np.save(output / "normalized_r_per_layer.npy", table["voxels"])
+    save_config(config, output)
+    from .analysis import figures as fig
+
+    fig.plot_layer_alignment({config["model"]: v for roi, v in table["roi"].items()
+                              if roi == sorted(table["roi"])[0]}).savefig(
+        output / "alignment.png", dpi=120, bbox_inches="tight")
+    for roi, values in table["roi"].items():
+        print(f"{roi:<14}" + " ".join(f"{v:6.3f}" for v in values))
+    print(f"results in {output}")
+    return results
