@@ -126,3 +126,13 @@ def test_cross_val_voxel_scores_routes_groups():
             groups=True)
         scores = cross_val_voxel_scores(model, X, Y, groups, cv=2)
     assert scores.shape == (2, 5) and np.all(scores > 0.3)
+
+
+def test_weighted_correlation_equals_repeated_samples():
+    rng = np.random.default_rng(3)
+    y_true, y_pred = rng.standard_normal((10, 3)), rng.standard_normal((10, 3))
+    counts = rng.integers(0, 4, 10)
+    repeated = np.repeat(np.arange(10), counts)
+    np.testing.assert_allclose(
+        correlation_score(y_true, y_pred, "raw_values", sample_weight=counts),
+        correlation_score(y_true[repeated], y_pred[repeated], "raw_values"))

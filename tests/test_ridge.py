@@ -175,3 +175,19 @@ def test_pipeline_grid_search_with_routed_groups():
     assert search.best_score_ > 0.8
     assert search.best_estimator_[-1].n_splits_ == n_stories
 
+
+
+def test_direct_order_with_many_targets_matches_brute_force():
+    # few held-out rows x alphas and many targets: the "direct" stacked order is chosen
+    from sk_braintune.encoding._solvers import _batch_flops
+
+    assert _batch_flops(60, 20, 59, 3, 300)[1] == "direct"
+    X, Y, groups = _data(80, 100, n_targets=300, seed=7)
+    alphas = np.array([1.0, 100.0, 1e4])
+    big = RidgeEncoder(alphas=alphas, cv=4).fit(X, Y, groups=groups)
+    small = RidgeEncoder(alphas=alphas, cv=4, working_memory=0.02).fit(X, Y, groups=groups)
+    splits = list(GroupKFold(4).split(X, Y, groups))
+    expected = _brute_force_scores(X, Y, splits, alphas, "correlation")
+    np.testing.assert_allclose(big.cv_scores_, expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(small.cv_scores_, big.cv_scores_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(big.best_alphas_, alphas[expected.argmax(0)])

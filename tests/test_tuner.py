@@ -374,3 +374,37 @@ def test_feature_extractor_accepts_frozen_tuner(models, toy):
                                                         pooling="mean")
     features = extractor.fit_transform(X[:6])
     np.testing.assert_allclose(features, est.transform(X[:6]), rtol=1e-4, atol=1e-5)
+
+
+def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp_path,
+                                                                 monkeypatch):
+    X, y, groups = toy
+    seen = []
+
+    def interrupt(tuner, epoch, history):
+        seen.append(list(tuner.validation_groups_))
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner_module, "_epoch_end_hook", interrupt)
+    params = dict(max_epochs=2, validation=0.25, trainable_layers=0, batch_size=16,
+                  checkpoint_dir=str(tmp_path / "ckpt"), random_state=None)
+    with pytest.raises(KeyboardInterrupt):
+        BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
+    resumed = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
+    assert seen[0] == seen[1] == list(resumed.validation_groups_)
+    assert len(resumed.history_) == 2
+
+
+def test_frozen_cache_is_reused_by_the_next_fit(models, toy, monkeypatch):
+    X, y, groups = toy
+    params = dict(max_epochs=1, trainable_layers=1, **FAST)
+    _network.clear_frozen_cache()
+    fresh = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
+    calls = []
+    monkeypatch.setattr(_network, "cache_hidden",
+                        lambda *a, **k: calls.append(1) or pytest.fail("cache recomputed"))
+    reused = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
+    assert not calls
+    np.testing.assert_array_equal(reused.predict(X[:8]), fresh.predict(X[:8]))
+    _network.clear_frozen_cache()

@@ -77,12 +77,13 @@ def _audio_items(audio):
 
 
 def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device="auto",
-                          verbose=False):
+                          exact=True, verbose=False):
     """Mean-pooled hidden states of every layer for each audio clip.
 
-    Clips of different lengths (e.g. single words) are sorted by length and batched with right
-    zero-padding; each clip is pooled over its own real frames only
-    (``frame_count(len(clip))``, intersected with the backbone's ``frame_mask``).
+    Clips of different lengths (e.g. single words) are never padded together: only clips of the
+    same length share a batch, so each clip's features are those of the clip alone. Each clip
+    is pooled over its real frames (the backbone's ``frame_mask``, e.g. Whisper's non-padding
+    frames). Pass clips unpadded (``bunch.audio``, not a zero-padded matrix).
 
     Parameters
     ----------
@@ -95,6 +96,12 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
     batch_size : int, default=16
     device : str, default="auto"
         CUDA when present.
+    exact : bool, default=True
+        True: only clips of equal length share a batch (features independent of the batch).
+        False: clips sorted by length are batched with right zero-padding and each is pooled
+        over its own ``frame_count(len(clip))`` frames: much faster for many clips of distinct
+        lengths, but the padding is seen by waveform normalisation and attention, so features
+        differ slightly from those of the clip alone.
     verbose : bool, default=False
         Progress bar.
 
@@ -112,26 +119,35 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
     items, _ = _audio_items(audio)
     layer_index = (list(range(backbone.num_hidden_layers + 1)) if isinstance(layers, str)
                    else [int(k) for k in layers])
-    order = np.argsort([len(a) for a in items], kind="stable")
+    # Only clips of equal length share a batch: zero-padding would change the features (waveform
+    # normalisation and attention see the padding), so pooled features of a clip never depend on
+    # the other clips.
+    lengths = np.array([len(a) for a in items])
+    batches = []
+    if exact:
+        for n in np.unique(lengths):
+            same = np.flatnonzero(lengths == n)
+            batches.extend(same[i:i + batch_size] for i in range(0, len(same), batch_size))
+    else:
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     out = np.zeros((len(items), len(layer_index), backbone.hidden_size), dtype=np.float32)
     was_training = backbone.training
     original_device = next(backbone.parameters()).device
     backbone.eval().to(device)
     try:
         with torch.inference_mode():
-            for start in tqdm(range(0, len(items), batch_size), disable=not verbose,
-                              desc="pooled features"):
-                index = order[start:start + batch_size]
-                lengths = [len(items[i]) for i in index]
-                batch = np.zeros((len(index), max(lengths)), dtype=np.float32)
+            for index in tqdm(batches, disable=not verbose, desc="pooled features"):
+                batch = np.zeros((len(index), lengths[index].max()), dtype=np.float32)
                 for row, i in enumerate(index):
-                    batch[row, :lengths[row]] = items[i]
+                    batch[row, :lengths[i]] = items[i]
                 hidden, mask = backbone.hidden_states_at(torch.from_numpy(batch).to(device),
                                                          layer_index)
-                n_frames = mask.shape[1]
-                real = torch.tensor([min(backbone.frame_count(n), n_frames) for n in lengths],
-                                    device=mask.device)
-                mask = mask & (torch.arange(n_frames, device=mask.device)[None] < real[:, None])
+                if not exact:  # each clip's own frames only
+                    real = torch.tensor([backbone.frame_count(lengths[i]) for i in index],
+                                        device=mask.device)
+                    frames = torch.arange(mask.shape[1], device=mask.device)
+                    mask = mask & (frames[None] < real[:, None])
                 weights = mask.float() / mask.float().sum(dim=1, keepdim=True).clamp(min=1.0)
                 pooled = torch.stack([torch.einsum("bf,bfd->bd", weights, h.float())
                                       for h in hidden], dim=1)
@@ -202,6 +218,8 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
     n_layers_ : int
     n_features_in_ : int
         Second dimension of array inputs (number of layers for 3-D inputs).
+    backbone_ : AudioBackbone
+        The frozen speech model (only with ``extractor``).
     """
 
     def __init__(self, layer="weighted", extractor=None, scoring="accuracy", alpha=1e-4, lr=0.01,
@@ -227,7 +245,11 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
     def _features(self, X, reset):
         """(n, n_layers, dim) float32 features of X."""
         if self.extractor is not None:
-            feats = pooled_layer_features(self.extractor, X, batch_size=self.batch_size_extraction,
+            if reset:  # load once; predict reuses it
+                from .._utils import resolve_device
+
+                self.backbone_ = resolve_backbone(self.extractor, resolve_device(self.device))
+            feats = pooled_layer_features(self.backbone_, X, batch_size=self.batch_size_extraction,
                                           device=self.device, verbose=self.verbose)
             if reset:
                 self._input_ndim_ = "audio"

@@ -20,11 +20,16 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = ["Residualizer", "low_level_impact", "low_level_comparison"]
 
 
-def _ridge(alphas, cv, dtype="float64"):
-    """Per-target cross-validated ridge (one penalty per output column)."""
+def _ridge(alphas, cv, dtype="float64", cv_scoring="mse"):
+    """Per-target cross-validated ridge (one penalty per output column).
+
+    Residualising needs penalties chosen by squared error: correlation is blind to shrinkage,
+    and an over-shrunk fit would leave low-level signal in the residuals.
+    """
     from ..encoding import RidgeEncoder
 
-    return RidgeEncoder(alphas="default" if alphas is None else alphas, cv=cv, dtype=dtype)
+    return RidgeEncoder(alphas="default" if alphas is None else alphas, cv=cv,
+                        cv_scoring=cv_scoring, dtype=dtype)
 
 
 class Residualizer(TransformerMixin, BaseEstimator):
@@ -32,8 +37,9 @@ class Residualizer(TransformerMixin, BaseEstimator):
 
     ``X`` holds the model features and the low-level features side by side, one row per TR;
     ``lowlevel`` says which columns are low-level. ``fit`` learns, on the training rows, a ridge
-    from the low-level columns to every model column with one penalty per model column
-    (story-grouped inner CV when ``groups`` are given). ``transform`` returns the model columns
+    from the low-level columns to every model column with one penalty per model column, chosen
+    by held-out squared error (story-grouped inner CV when ``groups`` are given; correlation
+    would be blind to over-shrinkage and leave low-level signal behind). ``transform`` returns the model columns
     minus their prediction from the low-level columns, so applying a fitted residualiser to a
     test story is out of sample.
 
@@ -258,7 +264,8 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
         Encoding model, cloned twice; a :class:`sk_braintune.encoding.RidgeEncoder` by default.
         Receives ``groups`` in ``fit`` when it accepts them.
     alphas, cv :
-        Passed to the :class:`Residualizer`.
+        Passed to the :class:`Residualizer` (and ``cv`` to the default encoder); an int ``cv``
+        larger than the number of training stories becomes one fold per story.
     noise_ceiling : ndarray of shape (n_voxels,), optional
         cc_max per voxel; when given, alignments are r / cc_max with voxels of
         ``cc_max <= min_ceiling`` excluded (NaN) from ROI means.
@@ -289,12 +296,17 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
     low_z = {s: _zscore(lowlevel[s]) for s in stories}
     d_low = next(iter(low_z.values())).shape[1]
     groups = np.concatenate([[s] * len(features[s]) for s in train_stories])
+    if isinstance(cv, numbers.Integral) and len(train_stories) < cv:
+        if len(train_stories) >= 2:  # one story per fold
+            cv = len(train_stories)
+        else:  # a single story: contiguous blocks of it
+            groups = None
     residualizer = Residualizer(lowlevel=d_low, alphas=alphas, cv=cv).fit(
         np.hstack([_stack(model_z, train_stories), _stack(low_z, train_stories)]), groups=groups)
     resid = {s: residualizer.transform(np.hstack([model_z[s], low_z[s]])) for s in stories}
 
     if encoder is None:
-        encoder = _ridge(None, cv, dtype="float32")
+        encoder = _ridge(None, cv, dtype="float32", cv_scoring="correlation")
     y_train = _stack(responses, train_stories)
     y_test = _stack(responses, test_stories)
     scores = {}

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from importlib import resources
 
 import numpy as np
 
 __all__ = ["INTENT_TEMPLATES", "make_intent_dataset", "make_phone_presence_dataset"]
 
-_VERSION = 1
+_VERSION = 2
 
 #: intent -> (slot name, fillers, five paraphrase templates: three for training, two for testing)
 INTENT_TEMPLATES = {
@@ -117,23 +118,63 @@ def _padded(audio):
     return data, lengths
 
 
+_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # as sk_braintune.speech splits words
+_MARGIN = 0.04  # s of context kept around each clip (sentences are ~0.3 s apart)
+_CHUNK_WORDS = 150  # words per espeak call: few calls, but no quadratic cost in the aligner
+
+
 def _synthesize_all(texts, voices, rates):
-    """Audio (and phone labels) of every text x voice x rate, in that nested order."""
+    """Audio and phone labels of every text x voice x rate, in that nested order.
+
+    Texts are spoken as consecutive sentences in a few espeak-ng calls and cut apart at their
+    first word's onset and last word's offset (plus a small margin): one call per text would
+    cost ~40 ms each in voice loading and resampling.
+    """
     from ..speech import synthesize
 
+    n_words = [len(_WORD_RE.findall(t)) for t in texts]
+    if min(n_words) == 0:
+        raise ValueError("every text must contain a word")
+    chunks, current, count = [], [], 0
+    for i, n in enumerate(n_words):
+        if current and count + n > _CHUNK_WORDS:
+            chunks.append(current)
+            current, count = [], 0
+        current.append(i)
+        count += n
+    chunks.append(current)
+    clips = {}
+    for voice in voices:
+        for rate in rates:
+            for chunk in chunks:
+                utt = synthesize(". ".join(texts[i] for i in chunk) + ".", voice=voice,
+                                 rate=int(rate))
+                onsets, offsets = utt.words["onset"].to_numpy(), utt.words["offset"].to_numpy()
+                mids = 0.5 * (utt.phones["onset"].to_numpy() + utt.phones["offset"].to_numpy())
+                labels = utt.phones["label"].astype(str).to_numpy()
+                first = 0
+                for i in chunk:
+                    last = first + n_words[i] - 1
+                    start = max(onsets[first] - _MARGIN, 0.0)
+                    end = min(offsets[last] + _MARGIN, utt.duration)
+                    inside = (mids >= onsets[first]) & (mids <= offsets[last])
+                    clips[i, voice, int(rate)] = (
+                        utt.audio[int(round(start * 16000)):int(round(end * 16000))],
+                        " ".join(labels[inside]))
+                    first = last + 1
     audio, phones, meta = [], [], []
-    for i, text in enumerate(texts):
+    for i in range(len(texts)):
         for voice in voices:
             for rate in rates:
-                utt = synthesize(text, voice=voice, rate=int(rate))
-                audio.append(utt.audio)
-                phones.append(" ".join(map(str, utt.phones["label"])))
+                clip, labels = clips[i, voice, int(rate)]
+                audio.append(clip)
+                phones.append(labels)
                 meta.append((i, voice, int(rate)))
     return audio, phones, meta
 
 
 def make_intent_dataset(voices=DEFAULT_VOICES, rates=DEFAULT_RATES, *, fillers_per_template=3,
-                        random_state=0, cache=True):
+                        random_state=0, cache=True, return_padded=False):
     """Spoken commands with intents; train/test split by paraphrase template.
 
     Parameters
@@ -148,12 +189,16 @@ def make_intent_dataset(voices=DEFAULT_VOICES, rates=DEFAULT_RATES, *, fillers_p
         Seeds the choice of fillers.
     cache : bool, default=True
         Store the generated audio under :func:`sk_braintune._utils.cache_dir` and reuse it.
+    return_padded : bool, default=False
+        Also return ``data``, the clips right-zero-padded into one matrix (~130 MB for the
+        default 720 clips). Probes should take ``audio`` (unpadded) so that pooling sees only
+        real frames.
 
     Returns
     -------
     data : sklearn.utils.Bunch
-        ``audio`` (list of 1-D float32 arrays, 16 kHz), ``data`` (ndarray of shape
-        (n, max_samples), right-zero-padded) and ``lengths``; ``target`` (int codes),
+        ``audio`` (list of 1-D float32 arrays, 16 kHz), ``lengths`` (samples), ``data`` (only
+        with ``return_padded``: ndarray of shape (n, max_samples), right-zero-padded); ``target`` (int codes),
         ``target_names`` (intents), ``intents`` (str per sample), ``texts``, ``template``
         (global template id, e.g. ``"weather/3"``; use as ``groups``), ``paraphrase`` (template
         index within its intent, 0-4), ``voice``, ``rate``, ``split`` (``{"train": indices,
@@ -189,11 +234,10 @@ def make_intent_dataset(voices=DEFAULT_VOICES, rates=DEFAULT_RATES, *, fillers_p
     names = list(INTENT_TEMPLATES)
     sample_intents = np.array(intents)[source]
     sample_paraphrase = np.array(paraphrase)[source]
-    data, lengths = _padded(audio)
     train = np.flatnonzero(sample_paraphrase < _N_TRAIN_TEMPLATES)
     test = np.flatnonzero(sample_paraphrase >= _N_TRAIN_TEMPLATES)
-    return Bunch(
-        audio=audio, data=data, lengths=lengths,
+    bunch = Bunch(
+        audio=audio, lengths=np.array([len(a) for a in audio], dtype=np.int64),
         target=np.array([names.index(i) for i in sample_intents]), target_names=names,
         intents=sample_intents, texts=np.array(texts)[source],
         template=np.array([f"{i}/{p}" for i, p in zip(sample_intents, sample_paraphrase)]),
@@ -204,6 +248,9 @@ def make_intent_dataset(voices=DEFAULT_VOICES, rates=DEFAULT_RATES, *, fillers_p
                      f"{rates}; train on templates 0-{_N_TRAIN_TEMPLATES - 1}, test on the others "
                      "(different wording, same meanings)."),
     )
+    if return_padded:
+        bunch.data = _padded(audio)[0]
+    return bunch
 
 
 DEFAULT_PHONES = ("s", "t", "n", "k", "m", "p", "l", "d", "b", "f")
@@ -216,7 +263,7 @@ def _vocabulary():
 
 def make_phone_presence_dataset(phones=DEFAULT_PHONES, voices=DEFAULT_VOICES[:2],
                                 rates=DEFAULT_RATES, *, test_fraction=0.3, random_state=0,
-                                cache=True):
+                                cache=True, return_padded=False):
     """Spoken words labelled with the phones they contain (multi-label), the phonetic contrast.
 
     Parameters
@@ -231,11 +278,13 @@ def make_phone_presence_dataset(phones=DEFAULT_PHONES, voices=DEFAULT_VOICES[:2]
     random_state : int, default=0
         Seeds the word split.
     cache : bool, default=True
+    return_padded : bool, default=False
+        Also return the zero-padded matrix ``data``.
 
     Returns
     -------
     data : sklearn.utils.Bunch
-        ``audio``, ``data``, ``lengths`` (as in :func:`make_intent_dataset`), ``target``
+        ``audio``, ``lengths`` (and ``data``; as in :func:`make_intent_dataset`), ``target``
         (ndarray of shape (n, n_phones), 0/1: the phone occurs in the word's espeak phones),
         ``target_names`` (the phones), ``words``, ``word_phones`` (space-separated phones of
         each sample), ``voice``, ``rate``, ``split``, ``sample_rate``, ``description``.
@@ -267,9 +316,8 @@ def make_phone_presence_dataset(phones=DEFAULT_PHONES, voices=DEFAULT_VOICES[:2]
     test_words = set(rng.choice(len(words), size=int(round(test_fraction * len(words))),
                                 replace=False))
     is_test = np.array([s in test_words for s in source])
-    data, lengths = _padded(audio)
-    return Bunch(
-        audio=audio, data=data, lengths=lengths, target=target, target_names=phones,
+    bunch = Bunch(
+        audio=audio, lengths=np.array([len(a) for a in audio], dtype=np.int64), target=target, target_names=phones,
         words=np.array(words)[source], word_phones=labels, voice=voice, rate=rate,
         split={"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)},
         sample_rate=16000,
@@ -277,3 +325,6 @@ def make_phone_presence_dataset(phones=DEFAULT_PHONES, voices=DEFAULT_VOICES[:2]
                      f"{rates}), labelled with the presence of the phones {phones}; split by "
                      "word."),
     )
+    if return_padded:
+        bunch.data = _padded(audio)[0]
+    return bunch

@@ -386,11 +386,12 @@ def _generate(texts, stories, split, params, verbose):
 
     description = (
         f"Simulated story-listening fMRI (sk_braintune built-in, generator v{_GENERATOR_VERSION}): "
-        f"{len(stories)} stories spoken by espeak-ng (voice {params['voice']}, {params['rate']} wpm); "
+        f"{len(stories)} stories spoken by espeak-ng (voice {params['voice']}, "
+        f"{params['rate']} wpm); "
         f"{n_voxels} voxels ({', '.join(f'{c} {k_}' for k_, c in zip(_VOXEL_KINDS, n_kind))}); "
         f"semantic voxels read {k} PCA axes of all-MiniLM-L6-v2 embeddings of the last "
-        f"{params['context_words']} words; auditory voxels read {params['n_acoustic_bands']} log mel "
-        f"band-power envelopes; double-gamma HRF; TR {tr} s; test story {test!r} heard "
+        f"{params['context_words']} words; auditory voxels read "
+        f"{params['n_acoustic_bands']} log mel band-power envelopes; double-gamma HRF; TR {tr} s; test story {test!r} heard "
         f"{n_rep} times; per-presentation SNR {low:g}-{high:g} (variance ratio)."
     )
     if verbose:

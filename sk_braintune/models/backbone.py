@@ -157,7 +157,7 @@ def _family_of(config):
     return family
 
 
-def _disable_training_augmentation(config, family):
+def _disable_training_augmentation(config):
     """Set layerdrop to 0 and switch SpecAugment off on a config (in place)."""
     for name in ("layerdrop", "encoder_layerdrop", "decoder_layerdrop",
                  "mask_time_prob", "mask_feature_prob"):
@@ -262,7 +262,7 @@ def load_backbone(model, *, device="cpu", whisper_input="slice"):
     model = os.fspath(model)
     if model.startswith("~"):
         model = os.path.expanduser(model)
-    config = _disable_training_augmentation(_load_config(model), None)
+    config = _disable_training_augmentation(_load_config(model))
     family = _family_of(config)
     with quiet_transformers():
         if family == "whisper":

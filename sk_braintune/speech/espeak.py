@@ -5,9 +5,9 @@ system-wide. espeak-ng is GPL-3: it stays a runtime dependency loaded from that 
 never vendored here.
 
 The library is loaded afresh for every call (see ``_session``): espeak-ng carries synthesis
-state from one utterance to the next, and a fresh load is what makes the same text give the same
-audio. espeak-ng runs in synchronous mode: ``espeak_Synth`` calls our callback with blocks of 22.05 kHz
-int16 samples and with events. Word events (type 1) carry the character offset and length of
+state from one utterance to the next, and a fresh load is what makes the same text give the
+same audio. espeak-ng runs in synchronous mode: ``espeak_Synth`` calls our callback with blocks
+of 22.05 kHz int16 samples and with events. Word events (type 1) carry the character offset and length of
 the word in the text and its audio position in ms; phoneme events (type 7) carry espeak's
 phoneme mnemonic. Those give word and phone alignments for free.
 """
@@ -18,7 +18,7 @@ import ctypes
 import re
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,8 +35,6 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
-_EVENT_END = 5
-_EVENT_MSG_TERMINATED = 6
 _EVENT_PHONEME = 7
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
@@ -89,6 +87,8 @@ class Utterance:
         One row per phone, columns ``onset``, ``offset`` (s), ``label`` (espeak mnemonics).
     text : str
         The synthesised text.
+    voice : str
+        The espeak-ng voice used.
     """
 
     audio: np.ndarray
@@ -97,7 +97,6 @@ class Utterance:
     phones: object
     text: str
     voice: str = "en-us"
-    extra: dict = field(default_factory=dict, repr=False)
 
     @property
     def duration(self):
@@ -242,18 +241,22 @@ def _align_words(spans, word_events, duration):
     starts = np.array([e[2] / 1000.0 for e in events] + [duration])
     ev_begin = [e[0] - 1 for e in events]
     ev_end = [e[0] - 1 + max(e[1], 1) for e in events]
+    # In text order, a word's owner is the event overlapping it, else the event starting inside
+    # it, else the nearest event before it (a function word merged into that event).
+    by_text = np.argsort(ev_begin, kind="stable")
+    begins = np.asarray(ev_begin)[by_text]
+    ends = np.asarray(ev_end)[by_text]
     owner = np.full(len(spans), -1)
-    for w, (s, e, _) in enumerate(spans):
-        # the event whose character span overlaps the word, else the nearest event starting before
-        for k in range(len(events)):
-            if ev_begin[k] < e and ev_end[k] > s:
-                owner[w] = k
-                break
-        if owner[w] < 0:
-            before = [k for k in range(len(events)) if ev_begin[k] <= s]
-            after = [k for k in range(len(events)) if ev_begin[k] > s]
-            owner[w] = (max(before, key=lambda k: ev_begin[k]) if before
-                        else (min(after, key=lambda k: ev_begin[k]) if after else -1))
+    for w, (start, end, _) in enumerate(spans):
+        if not len(events):
+            break
+        i = int(np.searchsorted(begins, start, side="right")) - 1
+        if i >= 0 and ends[i] > start:
+            owner[w] = by_text[i]
+        elif i + 1 < len(begins) and (begins[i + 1] < end or i < 0):
+            owner[w] = by_text[i + 1]
+        else:
+            owner[w] = by_text[max(i, 0)]
     # Text order must give non-decreasing events (espeak speaks in order).
     owner = np.maximum.accumulate(owner)
     onsets = np.zeros(len(spans))
@@ -302,11 +305,12 @@ def _trim_pause_tails(onsets, offsets, phones):
         return offsets
     p_on = phones["onset"].to_numpy()
     p_off = phones["offset"].to_numpy()
+    # phones are sorted and disjoint: the last phone starting inside the word ends it
+    first = np.searchsorted(p_on, onsets - 1e-9, side="left")
+    last = np.searchsorted(p_on, offsets - 1e-9, side="left") - 1
     new = offsets.copy()
-    for w in range(len(onsets)):
-        inside = (p_on >= onsets[w] - 1e-9) & (p_on < offsets[w] - 1e-9)
-        if inside.any():
-            new[w] = min(offsets[w], p_off[inside].max())
+    has_phone = last >= first
+    new[has_phone] = np.minimum(offsets[has_phone], p_off[last[has_phone]])
     return new
 
 

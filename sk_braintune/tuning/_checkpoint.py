@@ -15,6 +15,13 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 
+def windows_fingerprint(X):
+    """Hash of the windows alone (see :func:`data_fingerprint`)."""
+    h = hashlib.blake2b(digest_size=16)
+    _hash_windows(h, X)
+    return h.hexdigest()
+
+
 def data_fingerprint(X, y, groups):
     """Hash of the training data: windows (their samples), targets and story labels.
 
@@ -26,6 +33,16 @@ def data_fingerprint(X, y, groups):
     digest : str
     """
     h = hashlib.blake2b(digest_size=16)
+    _hash_windows(h, X)
+    y = np.ascontiguousarray(y)
+    h.update(repr((y.shape, str(y.dtype))).encode())
+    h.update(y.tobytes())
+    if groups is not None:
+        h.update("\0".join(map(str, np.asarray(groups).tolist())).encode())
+    return h.hexdigest()
+
+
+def _hash_windows(h, X):
     if hasattr(X, "waveforms") and hasattr(X, "ends"):
         h.update(repr((X.shape, X.window_samples)).encode())
         for story in sorted(X.waveforms):
@@ -37,12 +54,6 @@ def data_fingerprint(X, y, groups):
         X = np.ascontiguousarray(X)
         h.update(repr((X.shape, str(X.dtype))).encode())
         h.update(X.tobytes())
-    y = np.ascontiguousarray(y)
-    h.update(repr((y.shape, str(y.dtype))).encode())
-    h.update(y.tobytes())
-    if groups is not None:
-        h.update("\0".join(map(str, np.asarray(groups).tolist())).encode())
-    return h.hexdigest()
 
 
 def config_fingerprint(params, backbone_fingerprint):

@@ -18,6 +18,26 @@ from ._training import pool
 
 # the frozen-layer cache is stored as float16 beyond this size (float32 below)
 CACHE_FLOAT32_LIMIT_BYTES = 4 * 1024 ** 3
+# the last cache up to this size is kept for the next fit on the same model and windows
+KEEP_CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+_last_cache = {}
+
+
+def clear_frozen_cache():
+    """Forget the frozen-layer cache kept from the last fit (frees its memory)."""
+    _last_cache.clear()
+
+
+def remembered_cache(key):
+    """The cache kept for ``key`` (model, windows, layer, ...), or None."""
+    return _last_cache.get(key)
+
+
+def remember_cache(key, hidden, frame_mask):
+    """Keep one cache (the latest, if small enough) for a following fit, e.g. a control run."""
+    _last_cache.clear()
+    if hidden.element_size() * hidden.nelement() <= KEEP_CACHE_LIMIT_BYTES:
+        _last_cache[key] = (hidden, frame_mask)
 
 
 def make_head(in_features, n_targets, seed):
@@ -169,8 +189,9 @@ def apply_lora(backbone, rank, alpha, trainable_names):
     if not targets:
         raise ValueError("lora_rank: found no attention projections (q/k/v/out_proj) to adapt in "
                          "the trainable layers of this backbone.")
-    config = peft.LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank),
-                             lora_dropout=0.0, target_modules=targets, bias="none")
+    alpha = float(alpha if alpha is not None else 2 * rank)
+    config = peft.LoraConfig(r=int(rank), lora_alpha=alpha, lora_dropout=0.0,
+                             target_modules=targets, bias="none")
     peft.inject_adapter_in_model(config, backbone.encoder)
     for name, p in backbone.named_parameters():
         p.requires_grad_("lora_" in name)

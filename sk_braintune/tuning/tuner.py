@@ -69,7 +69,9 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         (``hidden_at(x, N - k)`` under ``torch.inference_mode``, kept on the CPU as float32, or
         float16 beyond 4 GiB) and train the top blocks on the cached hidden states each epoch.
         Much faster; the frozen layers run without dropout (eval mode), as they would in any
-        frozen feature extractor.
+        frozen feature extractor. The latest cache (up to 2 GiB) is kept in memory so that the
+        next fit with the same model, windows and ``trainable_layers`` (e.g. a control run)
+        skips this step; ``sk_braintune.tuning._network.clear_frozen_cache()`` frees it.
     loss : {"mse", "correlation", "cosine_mse"}, default="mse"
         ``"mse"``: mean squared error. ``"correlation"``: 1 - mean Pearson r over targets, across
         the samples of each (micro-)batch. ``"cosine_mse"``: MSE + mean(1 - cosine similarity)
@@ -259,8 +261,9 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             if reset:
                 self.n_features_in_ = X.shape[1]
             elif X.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {X.shape[1]} features (samples per window), but "
-                                 f"BrainTuner is expecting {self.n_features_in_} features as input.")
+                raise ValueError(
+                    f"X has {X.shape[1]} features (samples per window), but BrainTuner is "
+                    f"expecting {self.n_features_in_} features as input.")
             return X, y
         if y is not None:
             return validate_data(self, X, y, reset=reset, dtype=[np.float32, np.float64],
@@ -286,13 +289,14 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         except Exception:  # noqa: BLE001 - a backbone may refuse absurdly short inputs
             pass
         n = max(n, 1)
-        while True:
+        while n < 2 ** 24:
             try:
                 if backbone.frame_count(n) >= 1:
                     return n
             except Exception:  # noqa: BLE001
                 pass
             n *= 2
+        raise ValueError(f"windows of {n_samples} samples give no frames for this model")
 
     def _progress(self, iterable, desc, total):
         from tqdm.auto import tqdm
@@ -320,7 +324,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : AudioWindows, ndarray of shape (n_trs, n_samples) or list of 1-D arrays
-            16 kHz causal audio windows, one per TR.
+            16 kHz causal audio windows, one per TR. Windows too short to give one frame are
+            left-padded with silence.
         y : ndarray of shape (n_trs, n_targets) or (n_trs,)
             Targets per TR: voxel responses, a control (see :mod:`sk_braintune.tuning.controls`)
             or another model's representations.
@@ -361,12 +366,20 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            self._fit(X, y2.astype(np.float32), groups, seed, device, precision)
+        # without a user directory nothing can resume, so the temporary one goes in any case
+        owns_dir = self.checkpoint_dir is None
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="braintuner-") if owns_dir else self.checkpoint_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with torch.random.fork_rng(devices=fork_devices):
+                torch.manual_seed(seed)
+                self._fit(X, y2.astype(np.float32), groups, seed, device, precision, ckpt_dir)
+        finally:
+            if owns_dir:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
         return self
 
-    def _fit(self, X, y, groups, seed, device, precision):
+    def _fit(self, X, y, groups, seed, device, precision, ckpt_dir):
         import torch
 
         from ..models.backbone import load_backbone
@@ -374,11 +387,24 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         backbone = load_backbone(str(self.model), device="cpu")
         self._check_params(backbone.num_hidden_layers)
         n_layers = backbone.num_hidden_layers
-        fingerprint = _checkpoint.config_fingerprint(self._result_params(), backbone.fingerprint())
+        backbone_fingerprint = backbone.fingerprint()
+        fingerprint = _checkpoint.config_fingerprint(self._result_params(), backbone_fingerprint)
         data_fingerprint = _checkpoint.data_fingerprint(X, y, groups)
         backbone.to(device)
         n_input = self._min_input_samples(backbone, X.shape[1])
         autocast = self._autocast_factory(device, precision)
+
+        checkpoint = _checkpoint.load_checkpoint(ckpt_dir)
+        if checkpoint is not None:
+            if checkpoint["config"] != fingerprint or checkpoint["data"] != data_fingerprint:
+                what = "configuration" if checkpoint["config"] != fingerprint else "data"
+                raise ValueError(
+                    f"checkpoint_dir={str(ckpt_dir)!r} holds a checkpoint of another {what} "
+                    "(parameters, model weights or training data differ), so it cannot be resumed. "
+                    "Use another checkpoint_dir, or delete that checkpoint to start afresh."
+                )
+            # the interrupted run's seed: same validation split even with random_state=None
+            seed = checkpoint["seed"]
 
         # -- what trains ------------------------------------------------------------------------
         k = self.trainable_layers
@@ -428,9 +454,17 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
         cached_hidden = cached_mask = None
         if use_cache:
-            cached_hidden, cached_mask = _network.cache_hidden(
-                backbone, windows_fn, len(y), start_layer, self.batch_size, device, autocast,
-                self._progress)
+            # a control tuned next on the same windows reuses the frozen layers' outputs
+            cache_key = (backbone_fingerprint, _checkpoint.windows_fingerprint(X), start_layer,
+                         n_input, precision)
+            remembered = _network.remembered_cache(cache_key)
+            if remembered is None:
+                cached_hidden, cached_mask = _network.cache_hidden(
+                    backbone, windows_fn, len(y), start_layer, self.batch_size, device,
+                    autocast, self._progress)
+                _network.remember_cache(cache_key, cached_hidden, cached_mask)
+            else:
+                cached_hidden, cached_mask = remembered
 
         def predict_batch(index):
             if use_cache:
@@ -441,10 +475,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             waves = torch.from_numpy(windows_fn(index)).to(device)
             return _network.forward_full(backbone, head, waves, self.pooling)[0]
 
-        # -- checkpoint / resume ----------------------------------------------------------------
-        owns_dir = self.checkpoint_dir is None
-        ckpt_dir = Path(tempfile.mkdtemp(prefix="braintuner-") if owns_dir else self.checkpoint_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        # -- resume state -----------------------------------------------------------------------
         shuffle_rng = np.random.RandomState((seed + 1) % (2 ** 31))
         stopper = _training.EarlyStopping(self.patience)
         history, first_epoch, step, finished = [], 0, 0, False
@@ -462,15 +493,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                     params[name].copy_(value)
             head.load_state_dict(state["head"])
 
-        checkpoint = _checkpoint.load_checkpoint(ckpt_dir)
         if checkpoint is not None:
-            if checkpoint["config"] != fingerprint or checkpoint["data"] != data_fingerprint:
-                what = "configuration" if checkpoint["config"] != fingerprint else "data"
-                raise ValueError(
-                    f"checkpoint_dir={str(ckpt_dir)!r} holds a checkpoint of another {what} "
-                    "(parameters, model weights or training data differ), so it cannot be resumed. "
-                    "Use another checkpoint_dir, or delete that checkpoint to start afresh."
-                )
             load_trainable_state(checkpoint["trainable"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             shuffle_rng.set_state(checkpoint["shuffle_rng"])
@@ -538,7 +561,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                 stopper.best_epoch, stopper.best_state = epoch, None
             finished = stop or epoch + 1 >= self.max_epochs
             _checkpoint.save_checkpoint(ckpt_dir, {
-                "config": fingerprint, "data": data_fingerprint, "epoch": epoch, "step": step,
+                "config": fingerprint, "data": data_fingerprint, "seed": seed, "epoch": epoch,
+                "step": step,
                 "finished": finished, "trainable": trainable_state(),
                 "optimizer": optimizer.state_dict(), "shuffle_rng": shuffle_rng.get_state(),
                 "torch_rng": torch.get_rng_state(),
@@ -566,8 +590,6 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         self._n_input_samples_ = n_input
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        if owns_dir:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     def _validate(self, predict_batch, targets, valid_index, device, autocast):
         """Validation loss and mean r (modules in eval mode), streamed to CPU correlation sums."""

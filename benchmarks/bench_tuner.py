@@ -1,0 +1,180 @@
+"""BrainTuner training throughput and peak memory.
+
+CPU mode (default): the demo's backbone, Whisper tiny.en (``load_whisper_tiny_en``; a random
+Whisper-tiny-sized config when the ``demo`` extra is missing), 6 s and 10 s windows:
+full fine-tuning (peer) vs ``trainable_layers=2`` and ``trainable_layers=1`` with the frozen lower
+layers computed once and cached. Each configuration runs in its own process so that peak RSS is
+its own.
+
+GPU mode (``--gpu``, needs CUDA): a base-size random wav2vec2 (12 layers, 768 hidden), 10 s
+windows, batch 128, full fine-tuning in fp32 vs bf16 autocast (+ gradient checkpointing), with
+peak GPU memory.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_tuner.py [--threads 2] [--windows 6 10]
+    python benchmarks/bench_tuner.py --gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SR = 16_000
+
+
+def whisper_tiny_path():
+    """Whisper tiny.en (converted, cached) or a random config of the same size."""
+    try:
+        from sk_braintune.models import load_whisper_tiny_en
+
+        return load_whisper_tiny_en(), "whisper tiny.en (pretrained)"
+    except Exception as exc:  # noqa: BLE001 - the demo extra may be missing
+        from sk_braintune.testing.models import make_tiny_model
+
+        directory = os.path.join(tempfile.gettempdir(), "sk_braintune_bench_whisper_tiny")
+        path = make_tiny_model("whisper", directory, d_model=384, encoder_layers=4,
+                               encoder_attention_heads=6, encoder_ffn_dim=1536,
+                               decoder_layers=1, decoder_attention_heads=6,
+                               decoder_ffn_dim=1536)
+        return path, f"random Whisper-tiny-sized config ({type(exc).__name__}: {exc})"
+
+
+def base_size_path():
+    from sk_braintune.testing.models import make_tiny_model
+
+    directory = os.path.join(tempfile.gettempdir(), "sk_braintune_bench_w2v_base")
+    return make_tiny_model(
+        "wav2vec2", directory, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=128,
+        num_conv_pos_embedding_groups=16)
+
+
+def run_one(args):
+    """One configuration in this process; prints a JSON line."""
+    import torch
+
+    from sk_braintune.tuning import BrainTuner
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.RandomState(0)
+    X = (0.1 * rng.randn(args.n_windows, int(args.window * SR))).astype(np.float32)
+    y = rng.randn(args.n_windows, 200).astype(np.float32)
+    trainable = None if args.trainable_layers < 0 else args.trainable_layers
+    est = BrainTuner(args.model, trainable_layers=trainable, batch_size=args.batch_size,
+                     max_epochs=args.epochs, validation=None, random_state=0,
+                     device="cuda" if args.gpu else "cpu",
+                     precision=args.precision)
+    if args.gpu:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    est.fit(X, y)
+    total = time.perf_counter() - started
+    epoch_seconds = [h["seconds"] for h in est.history_]
+    train_seconds = float(np.sum(epoch_seconds))
+    result = {
+        "window_s": args.window, "trainable_layers": trainable, "n_windows": args.n_windows,
+        "epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+        "setup_and_cache_s": round(total - train_seconds, 2),
+        "seconds_per_epoch": round(train_seconds / len(epoch_seconds), 2),
+        "train_windows_per_s": round(args.n_windows * len(epoch_seconds) / train_seconds, 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
+        "trainable_parameters": est.n_trainable_parameters_,
+    }
+    if args.gpu:
+        result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def spawn(model, threads, extra):
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", "--model", model,
+           "--threads", str(threads), *map(str, extra)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"benchmark run failed:\n{out.stderr[-3000:]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true", help="base-size model on CUDA")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--windows", type=float, nargs="+", default=[6.0, 10.0])
+    parser.add_argument("--full-windows", type=int, default=16,
+                        help="windows for the full fine-tuning peer (slow on CPU)")
+    parser.add_argument("--cached-windows", type=int, default=128)
+    # internal: one configuration
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--trainable-layers", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--n-windows", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        run_one(args)
+        return
+
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--gpu needs a CUDA device (torch.cuda.is_available() is False).")
+        model = base_size_path()
+        print(f"GPU: {torch.cuda.get_device_name()}, base-size random wav2vec2 (12 x 768), "
+              "10 s windows, batch 128, full fine-tuning")
+        rows = [spawn(model, args.threads, ["--gpu", "--window", 10, "--n-windows", 512,
+                                            "--epochs", 1, "--batch-size", 128,
+                                            "--precision", precision])
+                for precision in ("fp32", "bf16")]
+    else:
+        model, what = whisper_tiny_path()
+        print(f"CPU, {args.threads} thread(s), model: {what}")
+        rows = []
+        for window in args.windows:
+            rows.append(spawn(model, args.threads, [
+                "--window", window, "--n-windows", args.full_windows, "--epochs", 1,
+                "--batch-size", 16]))
+            for k in (2, 1):
+                rows.append(spawn(model, args.threads, [
+                    "--window", window, "--trainable-layers", k, "--n-windows",
+                    args.cached_windows, "--epochs", 2, "--batch-size", 32]))
+    header = ("window", "trainable", "precision", "n", "setup+cache s", "s/epoch",
+              "train win/s", "peak RSS GiB", "peak GPU GiB")
+    print(" | ".join(header))
+    for r in rows:
+        print(" | ".join(str(v) for v in (
+            r["window_s"], "all" if r["trainable_layers"] is None else r["trainable_layers"],
+            r["precision"], r["n_windows"], r["setup_and_cache_s"], r["seconds_per_epoch"],
+            r["train_windows_per_s"], r["peak_rss_gib"], r.get("peak_gpu_gib", "-"))))
+    if not args.gpu:
+        by = {(r["window_s"], r["trainable_layers"]): r for r in rows}
+        for window in args.windows:
+            full = by[(window, None)]["train_windows_per_s"]
+            for k in (2, 1):
+                cached = by[(window, k)]
+                n_cache = cached["n_windows"]
+                print(f"{window:g} s windows: trainable_layers={k} trains "
+                      f"{cached['train_windows_per_s'] / full:.1f}x faster than full fine-tuning "
+                      f"(+ {cached['setup_and_cache_s']:.1f} s once for loading and caching "
+                      f"{n_cache} windows)")
+
+
+if __name__ == "__main__":
+    main()
