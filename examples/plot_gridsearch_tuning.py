@@ -75,6 +75,7 @@ fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
 for lr, rows in results.groupby("param_lr_backbone"):
     ax.errorbar(rows["param_max_epochs"].astype(int), rows["mean_test_score"],
                 yerr=rows["std_test_score"], marker="o", capsize=3, label=f"lr_backbone={lr:g}")
+ax.set_xticks(param_grid["max_epochs"])
 ax.set_xlabel("max_epochs")
 ax.set_ylabel("mean r on held-out stories")
 ax.set_title("GridSearchCV over BrainTuner")

@@ -37,8 +37,8 @@ from sk_braintune.models import load_whisper_tiny_en
 
 dataset = make_story_dataset(n_train_stories=3, max_words=150)
 print(dataset.split)
-print({kind: int(np.sum(dataset.voxel_labels == kind))
-       for kind in np.unique(dataset.voxel_labels)})
+kinds, counts = np.unique(dataset.voxel_labels, return_counts=True)
+print(dict(zip(kinds.tolist(), counts.tolist())))
 
 # %%
 # One sample per TR

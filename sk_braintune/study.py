@@ -51,14 +51,15 @@ def demo_settings(quick=False, epochs=None):
         "min_ceiling": 0.4,
         "tuner": {"trainable_layers": 1, "max_epochs": 8, "batch_size": 32,
                   "lr_backbone": 2e-4, "lr_head": 1e-3, "patience": 3, "pooling": "mean"},
-        "probe": {"max_per_intent": None},
+        "probe": {"dataset": {"voices": ("en-us", "en-gb-x-rp"), "rates": (175,)}},
         "ridge_cv": 5,
     }
     if quick:
         settings["dataset"] = {"n_train_stories": 3, "max_words": 120}
         settings["window"] = 4.0
         settings["tuner"].update(max_epochs=2, patience=None)
-        settings["probe"] = {"max_per_intent": 12}
+        settings["probe"] = {"dataset": {"voices": ("en-us",), "rates": (175,),
+                                         "fillers_per_template": 2}}
         settings["ridge_cv"] = 3
     if epochs is not None:
         settings["tuner"]["max_epochs"] = int(epochs)
@@ -173,6 +174,67 @@ def _extract(source, windows, *, batch_size=16, device="auto", verbose=False):
     return features, extractor.backbone_.num_hidden_layers + 1
 
 
+def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="auto",
+                          verbose=False):
+    """Per-layer mean-pooled features of a pretrained model and of top-layer-tuned copies.
+
+    Models tuned with ``trainable_layers=1`` share every layer below the last with the
+    pretrained model, so one forward pass serves all of them: the pretrained hidden states are
+    computed once and only the last block of each tuned model runs on top of
+    ``hidden_states[N - 1]``. The result equals running each model separately.
+
+    Parameters
+    ----------
+    pretrained : AudioBackbone
+    tuned : dict of str to AudioBackbone
+        Backbones whose layers below the last equal ``pretrained``'s.
+    windows : AudioWindows or ndarray of shape (n_windows, n_samples)
+    batch_size : int, default=16
+    device : str, default="auto"
+        Where the forward passes run (CUDA when present); the models return to the CPU after.
+    verbose : bool, default=False
+
+    Returns
+    -------
+    features : dict of str to ndarray of shape (n_windows, (N + 1) * hidden_size)
+        Key ``"pretrained"`` plus the keys of ``tuned``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    n_layers = pretrained.num_hidden_layers + 1
+    dim = pretrained.hidden_size
+    out = {name: np.empty((len(windows), n_layers * dim), np.float32)
+           for name in ["pretrained", *tuned]}
+    last = n_layers - 1
+    from ._utils import resolve_device
+
+    device = resolve_device(device)
+    models = [pretrained, *tuned.values()]
+    for model in models:
+        model.eval().to(device)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(windows), batch_size), desc="features (3 models)",
+                          unit="batch", disable=not verbose, leave=False):
+            index = np.arange(start, min(start + batch_size, len(windows)))
+            x = torch.from_numpy(np.asarray(windows[index], dtype=np.float32)).to(device)
+            hidden, mask = pretrained.hidden_states_at(x, range(n_layers))
+            weights = mask.to(hidden[0].dtype)[..., None]
+            count = weights.sum(dim=1)
+
+            def pool(h):
+                return ((h * weights).sum(dim=1) / count).float().cpu().numpy()
+
+            shared = np.concatenate([pool(h) for h in hidden[:last]], axis=1)
+            out["pretrained"][index] = np.concatenate([shared, pool(hidden[last])], axis=1)
+            for name, model in tuned.items():
+                top = model.forward_from(hidden[last - 1], last - 1, mask)
+                out[name][index] = np.concatenate([shared, pool(top)], axis=1)
+    for model in models:
+        model.to("cpu")
+    return out
+
+
 def _per_layer(features, n_layers):
     n, total = features.shape
     return features.reshape(n, n_layers, total // n_layers)
@@ -247,10 +309,10 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results["best_epoch"] = {name: int(t.best_epoch_) for name, t in tuners.items()}
 
     sources = {"pretrained": model_path, **tuners}
-    features = {}
     with stages(f"features: every layer, {len(X_all)} windows of {window:g} s, 3 models"):
-        for name, source in sources.items():
-            features[name], n_layers = _extract(source, X_all, device=device, verbose=verbose)
+        features = _study_features(model_path, tuners, X_all, settings, device=device,
+                                   verbose=verbose)
+        n_layers = tuners["brain-tuned"].backbone_.num_hidden_layers + 1
 
     labels = np.asarray(data.voxel_labels)
     nc = np.asarray(data.noise_ceiling)
@@ -284,11 +346,63 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     return results
 
 
-def _story_split(groups, validation_stories):
-    from sklearn.model_selection import PredefinedSplit
+def _study_features(model_path, tuners, windows, settings, *, device, verbose):
+    """Features of the pretrained and tuned models, sharing the frozen layers when possible."""
+    from .models import load_backbone
 
-    test_fold = np.where(np.isin(groups, validation_stories), 0, -1)
-    return PredefinedSplit(test_fold)
+    if settings["tuner"].get("trainable_layers") == 1:
+        pretrained = load_backbone(model_path)
+        return shared_layer_features(pretrained, {n: t.backbone_ for n, t in tuners.items()},
+                                     windows, device=device, verbose=verbose)
+    features = {}
+    for name, source in {"pretrained": model_path, **tuners}.items():
+        features[name], _ = _extract(source, windows, device=device, verbose=verbose)
+    return features
+
+
+class HeldOutStories:
+    """Splitter holding out named stories (one split), e.g. the dataset's validation story.
+
+    Parameters
+    ----------
+    stories : sequence of str
+        Stories of the held-out part.
+    """
+
+    def __init__(self, stories):
+        self.stories = stories
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of splits (always 1)."""
+        return 1
+
+    def split(self, X, y=None, groups=None):
+        """Yield ``(train_indices, held_out_indices)`` by story membership.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        y : ignored
+        groups : array-like of shape (n_samples,)
+            Story of each sample (taken from ``X.groups`` for AudioWindows when None).
+
+        Yields
+        ------
+        train, held_out : ndarray of int
+        """
+        if groups is None:
+            groups = getattr(X, "groups", None)
+        if groups is None:
+            raise ValueError("HeldOutStories needs groups (the story of each sample)")
+        held_out = np.isin(np.asarray(groups), list(self.stories))
+        if not held_out.any() or held_out.all():
+            raise ValueError(f"held-out stories {list(self.stories)} must be some but not all "
+                             "of the stories")
+        yield np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def _story_split(groups, validation_stories):
+    return HeldOutStories(list(validation_stories))
 
 
 def _alignment(features, n_layers, responses, groups, train, test, noise_ceiling, labels, cv):
@@ -330,29 +444,31 @@ def _probe_scores(sources, settings, *, seed, device, verbose):
     from .analysis import pooled_layer_features, probe_layers
     from .datasets import make_intent_dataset
 
-    intents = make_intent_dataset(random_state=seed, **{
-        k: v for k, v in settings["probe"].items() if v is not None})
-    train = np.asarray(intents.split["train"])
-    test = np.asarray(intents.split["test"])
+    intents = make_intent_dataset(random_state=seed, **settings["probe"]["dataset"])
+    train, test = intents.split["train"], intents.split["test"]
     y = np.asarray(intents.target)
     out = {}
     for name, source in sources.items():
-        feats = pooled_layer_features(source, intents.audio, device=device, verbose=verbose)
+        # padded batches (exact=False): each clip is still pooled over its own frames only
+        feats = pooled_layer_features(source, intents.audio, device=device, exact=False,
+                                      verbose=verbose)
         table = probe_layers(feats[train], y[train], feats[test], y[test],
-                             groups=np.asarray(intents.groups)[train], random_state=seed)
+                             groups=np.asarray(intents.template)[train], random_state=seed)
         out[name] = {str(row["layer"]): float(row["score"]) for _, row in table.iterrows()}
+    out["chance"] = 1.0 / len(intents.target_names)
     return out
 
 
 def _preference_scores(sources, *, device, verbose):
-    from .analysis import semantic_preference
+    from .analysis import semantic_preference, word_representations
     from .datasets import make_word_pairs
 
     pairs = make_word_pairs()
     out = {}
     for name, source in sources.items():
-        scores = semantic_preference(source, pairs, device=device)
-        out[name] = [float(v) for v in np.asarray(scores)]
+        reps = word_representations(source, pairs, device=device, verbose=verbose)
+        table = semantic_preference(reps, pairs.synonym_pairs, pairs.homophone_pairs)
+        out[name] = [float(v) for v in table["preference"].to_numpy()]
     return out
 
 
@@ -558,10 +674,9 @@ def _load_real(config):
     model = config.get("model")
     if not model:
         raise StudyInputError("--model is required: a Hugging Face model name or local path")
-    if (model.startswith((".", "/", "~")) or os.sep in model.rstrip(os.sep)
-            and not Path(model).expanduser().exists() and len(model.split("/")) != 2):
-        raise StudyInputError(f"model path {model} does not exist")
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+    # "org/name" is a hub id; anything else with a path separator is a local directory
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local and not Path(model).expanduser().exists():
         raise StudyInputError(f"model path {model} does not exist")
     try:
         data = load_lebel2023(root, subject, stories=config.get("stories"),

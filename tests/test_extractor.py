@@ -1,4 +1,4 @@
-"""SpeechFeatureExtractor against direct Hugging Face calls; cache, pickling, sklearn integration."""
+"""SpeechFeatureExtractor against direct Hugging Face calls; cache, pickling, sklearn use."""
 
 import pickle
 import warnings

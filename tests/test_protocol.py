@@ -52,8 +52,12 @@ def _reference(path, audio, tr_times, window, step, trim):
     for i, t_new in enumerate(tr_times):
         for j, t_old in enumerate(end_times):
             u = (t_new - t_old) * cutoff
-            w = 1.0 if u == 0 else (0.0 if abs(u) > 3 else
-                                    3 * np.sin(np.pi * u) * np.sin(np.pi * u / 3) / (np.pi * u) ** 2)
+            if u == 0:
+                w = 1.0
+            elif abs(u) > 3:
+                w = 0.0
+            else:
+                w = 3 * np.sin(np.pi * u) * np.sin(np.pi * u / 3) / (np.pi * u) ** 2
             resampled[i] += w * last[j]
     resampled = resampled[trim[0]:len(resampled) - trim[1]]
     return (resampled - resampled.mean(0)) / resampled.std(0), resampled

@@ -32,6 +32,8 @@ _LAZY_EXPORTS = {
     "make_story_dataset": ".story",
     "make_intent_dataset": ".intents",
     "make_word_pairs": ".word_pairs",
+    "make_phone_presence_dataset": ".intents",
+    "load_synonym_pairs": ".word_pairs",
     "windows_from_dataset": "sk_braintune.windows",
 }
 

@@ -81,7 +81,7 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     Parameters
     ----------
     backbone : AudioBackbone
-        In eval mode, on its device.
+        Used on its device and in its dtype; run in eval mode (its mode is restored after).
     windows : AudioWindows or ndarray of shape (n_windows, n_samples)
     layers : sequence of int
         Indices into ``hidden_states`` (0 = input embeddings).
@@ -113,19 +113,25 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     device = next(backbone.parameters()).device
     lazy = isinstance(windows, AudioWindows)
     starts = range(0, n, batch_size)
-    with torch.inference_mode():
-        for start in tqdm(starts, desc=description, unit="batch", disable=not progress,
-                          leave=False):
-            stop = min(start + batch_size, n)
-            if lazy:
-                batch = np.stack([windows[i] for i in range(start, stop)])
-            else:
-                # a copy: read-only inputs (memmaps) cannot back a torch tensor
-                batch = np.array(windows[start:stop], dtype=np.float32, copy=True)
-            x = torch.from_numpy(batch).to(device, non_blocking=True)
-            hidden, mask = backbone.hidden_states_at(x, layers)
-            pooled = torch.cat([_pool(h, mask, pooling, n_tr_frames) for h in hidden], dim=1)
-            out[start:stop] = pooled.float().cpu().numpy()
+    was_training = backbone.training
+    backbone.eval()  # no dropout at extraction, even for a backbone caught mid-training
+    try:
+        with torch.inference_mode():
+            for start in tqdm(starts, desc=description, unit="batch", disable=not progress,
+                              leave=False):
+                stop = min(start + batch_size, n)
+                if lazy:
+                    batch = np.stack([windows[i] for i in range(start, stop)])
+                else:
+                    # a copy: read-only inputs (memmaps) cannot back a torch tensor
+                    batch = np.array(windows[start:stop], dtype=np.float32, copy=True)
+                x = torch.from_numpy(batch).to(device, non_blocking=True)
+                hidden, mask = backbone.hidden_states_at(x, layers)
+                pooled = torch.cat([_pool(h, mask, pooling, n_tr_frames) for h in hidden],
+                                   dim=1)
+                out[start:stop] = pooled.float().cpu().numpy()
+    finally:
+        backbone.train(was_training)
     return out
 
 
@@ -275,7 +281,8 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
     --------
     >>> from sk_braintune import SpeechFeatureExtractor, make_windows  # doctest: +SKIP
     >>> X = make_windows(audio, tr_times, window=10.0)  # doctest: +SKIP
-    >>> features = SpeechFeatureExtractor("openai/whisper-tiny.en", layers=(2, 4)).fit_transform(X)  # doctest: +SKIP
+    >>> extractor = SpeechFeatureExtractor("openai/whisper-tiny.en", layers=(2, 4))  # doctest:+SKIP
+    >>> features = extractor.fit_transform(X)  # doctest: +SKIP
     """
 
     def __init__(self, model=None, layers="all", pooling="mean", batch_size=16, device="auto",

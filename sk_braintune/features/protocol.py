@@ -42,10 +42,17 @@ def zscore_columns(features):
 
 def _prepare(model, layers, device):
     """Backbone and layer indices from any accepted ``model``."""
+    from ..models.backbone import AudioBackbone
+
     backbone = getattr(model, "backbone_", None)
     if backbone is not None and hasattr(model, "layers_") and layers is None:
         return backbone, tuple(model.layers_)  # a fitted SpeechFeatureExtractor
-    backbone = resolve_backbone(model, device=device)
+    if backbone is not None and hasattr(model, "layers_"):
+        pass  # a fitted extractor with other layers: reuse its backbone
+    elif isinstance(model, AudioBackbone):
+        backbone = model  # used as is (device, dtype), never copied
+    else:
+        backbone = resolve_backbone(model, device=device)
     return backbone, resolve_layers("all" if layers is None else layers,
                                     backbone.num_hidden_layers)
 
@@ -93,9 +100,9 @@ def extract_story_features(model, audio, tr_times, *, window=16.0, step=0.1, lay
     Parameters
     ----------
     model : str, os.PathLike, AudioBackbone, fitted SpeechFeatureExtractor or FrozenEstimator
-        A Hugging Face name or local directory, a loaded backbone, a fitted extractor (its
-        backbone and layers are used), or a fitted BrainTuner wrapped in
-        ``sklearn.frozen.FrozenEstimator``.
+        A Hugging Face name or local directory, a loaded backbone (used as is, on its device),
+        a fitted extractor (its backbone, and its layers unless ``layers`` is given), or a
+        fitted BrainTuner wrapped in ``sklearn.frozen.FrozenEstimator``.
     audio : ndarray of shape (n_samples,)
         Mono 16 kHz float audio of the story.
     tr_times : ndarray of shape (n_trs,)

@@ -647,7 +647,14 @@ class AudioBackbone(nn.Module):
         return self._final(h)
 
     def freeze_feature_encoder(self):
-        """Stop gradients into the convolutional front-end (CNN feature encoder; Whisper: conv1/conv2)."""
+        """Stop gradients into the convolutional front-end.
+
+        The CNN feature encoder of wav2vec2/HuBERT/WavLM; Whisper's conv1 and conv2.
+
+        Returns
+        -------
+        self : AudioBackbone
+        """
         if self.family == "whisper":
             modules = [self.encoder.conv1, self.encoder.conv2]
         elif hasattr(self.encoder, "feature_extractor"):

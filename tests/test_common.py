@@ -1,0 +1,49 @@
+"""scikit-learn's estimator checks over every public estimator.
+
+Audio estimators need a model: a tiny randomly initialised one is written to a temporary
+directory at collection time (``parametrize_with_checks`` needs instances then) and loaded
+offline through ``from_pretrained``. Expected failures are listed with their reasons.
+"""
+
+import tempfile
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sk_braintune import (
+    BrainTuner,
+    FIRDelayer,
+    PowerSpectrumFeatures,
+    Residualizer,
+    RidgeEncoder,
+    SemanticProbe,
+    SpeechFeatureExtractor,
+)
+from sk_braintune.testing.models import make_tiny_model
+
+_MODEL_DIR = tempfile.mkdtemp(prefix="sk_braintune_common_")
+TINY_WAV2VEC2 = make_tiny_model("wav2vec2", f"{_MODEL_DIR}/wav2vec2")
+TINY_WHISPER = make_tiny_model("whisper", f"{_MODEL_DIR}/whisper")
+
+ESTIMATORS = [
+    FIRDelayer(),
+    FIRDelayer(delays=(0, 2)),
+    RidgeEncoder(alphas=[0.1, 10.0, 1000.0], cv=3),
+    RidgeEncoder(alphas=[0.1, 10.0], cv=3, alpha_per_target=False, solver="dual"),
+    SpeechFeatureExtractor(model=TINY_WAV2VEC2, layers="all", batch_size=8, device="cpu"),
+    SpeechFeatureExtractor(model=TINY_WHISPER, layers=-1, pooling="last", device="cpu"),
+    BrainTuner(TINY_WAV2VEC2, max_epochs=2, batch_size=16, device="cpu", random_state=0),
+    BrainTuner(TINY_WHISPER, trainable_layers=1, max_epochs=2, batch_size=16, device="cpu",
+               random_state=0),
+    SemanticProbe(max_epochs=30, lr=0.05, random_state=0),
+    Residualizer(lowlevel=1),
+    PowerSpectrumFeatures(n_bands=4),
+]
+
+
+def _expected_failed_checks(estimator):
+    return {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
