@@ -50,6 +50,7 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "abort_on_example_error": True,
     "reset_modules": ("matplotlib",),
+    "write_computation_times": False,
 }
 
 # torch/transformers chatter that is not about our docs

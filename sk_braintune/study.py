@@ -242,8 +242,11 @@ def _per_layer(features, n_layers):
 
 # -- the study ----------------------------------------------------------------------------------
 
+ANALYSES = ("alignment", "low_level_impact", "probe", "semantic_preference")
+
+
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
-                          output=None, figures=True):
+                          output=None, figures=True, analyses=ANALYSES):
     """Run the whole study once and return its results.
 
     Parameters
@@ -260,6 +263,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     output : str or pathlib.Path, optional
         Where figures go (none when None).
     figures : bool, default=True
+    analyses : sequence of str, default=ANALYSES
+        Which analyses to run after tuning; the layer-wise alignment always runs.
 
     Returns
     -------
@@ -324,19 +329,22 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
                          for name, t in layers.items()}
 
-    with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
-                "regressed out"):
-        impact = _low_level_impacts(data, features, n_layers, g_all, train + valid, test,
-                                    nc, labels, cv=settings["ridge_cv"])
-    results["low_level_impact"] = impact
+    results["voxel_scores"] = {name: t["voxels"] for name, t in layers.items()}
 
-    with stages("semantic probe: spoken intents, split by paraphrase"):
-        probe = _probe_scores(sources, settings, seed=seed, device=device, verbose=verbose)
-    results["probe"] = probe
-
-    with stages("semantic preference: synonyms vs near-homophones"):
-        preference = _preference_scores(sources, device=device, verbose=verbose)
-    results["semantic_preference"] = preference
+    if "low_level_impact" in analyses:
+        with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
+                    "regressed out"):
+            results["low_level_impact"] = _low_level_impacts(
+                data, features, n_layers, g_all, train + valid, test, nc, labels,
+                cv=settings["ridge_cv"])
+    if "probe" in analyses:
+        with stages("semantic probe: spoken intents, split by paraphrase"):
+            results["probe"] = _probe_scores(sources, settings, seed=seed, device=device,
+                                             verbose=verbose)
+    if "semantic_preference" in analyses:
+        with stages("semantic preference: synonyms vs near-homophones"):
+            results["semantic_preference"] = _preference_scores(sources, device=device,
+                                                                verbose=verbose)
 
     results["table"] = _results_rows(results, n_layers)
     if figures and output is not None:
@@ -468,7 +476,9 @@ def _preference_scores(sources, *, device, verbose):
     for name, source in sources.items():
         reps = word_representations(source, pairs, device=device, verbose=verbose)
         table = semantic_preference(reps, pairs.synonym_pairs, pairs.homophone_pairs)
-        out[name] = [float(v) for v in table["preference"].to_numpy()]
+        out[name] = {column: [float(v) for v in table[column].to_numpy()]
+                     for column in ("synonym_similarity", "homophone_similarity",
+                                    "preference", "sem")}
     return out
 
 
@@ -476,22 +486,22 @@ def _results_rows(results, n_layers):
     rows = []
     for name in MODEL_NAMES:
         layer_roi = results["layers"][name]
-        probe = results["probe"][name]
         row = {"model": name}
         for roi in ("semantic", "auditory", "mixed"):
             if roi in layer_roi:
                 values = np.asarray(layer_roi[roi])
                 row[f"{roi}_last"] = float(values[-1])
                 row[f"{roi}_best"] = float(np.nanmax(values))
-        impact = results["low_level_impact"][name]
+        impact = results.get("low_level_impact", {}).get(name, {})
         for roi in ("semantic", "auditory"):
             if roi in impact:
                 row[f"impact_{roi}_%"] = impact[roi]["impact_percent"]
-        numeric = {k: v for k, v in probe.items() if k != "weighted"}
-        row["probe_last"] = numeric[str(n_layers - 1)]
-        row["probe_best"] = max(numeric.values())
-        row["probe_weighted"] = probe.get("weighted", float("nan"))
-        row["preference_last"] = results["semantic_preference"][name][-1]
+        if "probe" in results:
+            numeric = {k: v for k, v in results["probe"][name].items() if k != "weighted"}
+            row["probe_last"] = numeric[str(n_layers - 1)]
+            row["probe_best"] = max(numeric.values())
+        if "semantic_preference" in results:
+            row["preference_last"] = results["semantic_preference"][name]["preference"][-1]
         rows.append(row)
     return rows
 
@@ -532,10 +542,22 @@ def _write_figures(results, tuners, output):
     for roi in ("semantic", "auditory"):
         save(fig.plot_layer_alignment({m: results["layers"][m][roi] for m in MODEL_NAMES},
                                       title=f"{roi} voxels"), f"alignment_{roi}.png")
-    save(fig.plot_low_level_impact(results["low_level_impact"]), "low_level_impact.png")
-    save(fig.plot_probe_scores(results["probe"]), "probe_scores.png")
-    save(fig.plot_semantic_preference(results["semantic_preference"]),
-         "semantic_preference.png")
+    import pandas as pd
+
+    if "low_level_impact" in results:
+        impacts = {m: pd.Series({roi: v["impact_percent"] for roi, v in table.items()})
+                   for m, table in results["low_level_impact"].items()}
+        save(fig.plot_low_level_impact(impacts), "low_level_impact.png")
+    if "probe" in results:
+        tables = {m: pd.DataFrame({"layer": list(results["probe"][m]),
+                                   "score": list(results["probe"][m].values())})
+                  for m in MODEL_NAMES}
+        save(fig.plot_probe_scores(tables, chance=results["probe"].get("chance"),
+                                   title="Spoken-intent probe (held-out paraphrases)"),
+             "probe_scores.png")
+    if "semantic_preference" in results:
+        tables = {m: pd.DataFrame(v) for m, v in results["semantic_preference"].items()}
+        save(fig.plot_semantic_preference(tables), "semantic_preference.png")
     for name, tuner in tuners.items():
         save(fig.plot_training_curves(tuner.history_, title=name),
              f"training_{name.replace(' ', '_')}.png")
@@ -568,6 +590,13 @@ def write_results(results, output):
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    paths = []
+    results = dict(results)
+    voxel_scores = results.pop("voxel_scores", None)
+    if voxel_scores is not None:
+        npz_path = output / "voxel_scores.npz"
+        np.savez_compressed(npz_path, **{k.replace("-", "_"): v for k, v in voxel_scores.items()})
+        paths.append(str(npz_path))
     json_path = output / "results.json"
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=_json_default, allow_nan=True))
@@ -577,7 +606,7 @@ def write_results(results, output):
         writer = csv.DictWriter(f, fieldnames=list(results["table"][0]))
         writer.writeheader()
         writer.writerows(results["table"])
-    return [str(json_path), str(csv_path)]
+    return [str(json_path), str(csv_path), *paths]
 
 
 def save_config(config, output):

@@ -57,7 +57,7 @@ class Residualizer(TransformerMixin, BaseEstimator):
     ----------
     ridge_ : estimator
         Fitted per-target ridge (:class:`sk_braintune.encoding.RidgeEncoder`).
-    lowlevel_mask_ : ndarray of shape (n_features_in_,), bool
+    lowlevel_mask_ : ndarray of shape (n_features_in,), bool
         True for the low-level columns.
     n_features_in_ : int
 

@@ -233,6 +233,8 @@ def _dual_fold(ops, gram, train, test, eps):
     cross -= cross.mean(1)[:, None]
     cross -= row_means[None, :]
     cross += grand_mean
+    # centred in float64 (cancellation); the float64 copy is freed before the decomposition
+    kernel = ops.cast(kernel, ops.dtype) if ops.np_dtype != np.float64 else kernel
     values, vectors = ops.eigh(kernel)
     del kernel
     keep = _keep_positive(values, eps)

@@ -89,7 +89,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
     ----------
     n_features_in_ : int
         Number of input features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features_in,)
         Input feature names, when ``X`` had string column names.
 
     Examples

@@ -90,7 +90,7 @@ class RidgeEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
     n_splits_ : int
         Number of inner CV folds.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features_in,)
         Defined when ``X`` has string column names.
 
     See Also

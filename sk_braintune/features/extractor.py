@@ -369,7 +369,7 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_windows, len(layers_) * hidden_size_), float32
+        features : ndarray of shape (n_windows, n_features_out), float32
             Column blocks per layer in the order of ``layers_``.
         """
         check_is_fitted(self)
@@ -438,7 +438,7 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        names : ndarray of shape (n_features_out_,), dtype object
+        names : ndarray of shape (n_features_out,), dtype object
         """
         check_is_fitted(self)
         layer_width = max(2, len(str(self.backbone_.num_hidden_layers)))

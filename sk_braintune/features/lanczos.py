@@ -1,6 +1,6 @@
 """Lanczos resampling of feature time series to fMRI volume times (HuthLab ``lanczosinterp2D``).
 
-For each new time ``t_new``, the output is a weighted sum of the old samples with weights
+For each new time ``t_new``, the output is a weighted sum of the old samples with weights::
 
     L(u) = a * sin(pi u) * sin(pi u / a) / (pi^2 u^2),   L(0) = 1,   L(u) = 0 for |u| > a,
     u = (t_new - t_old) * cutoff,   cutoff = cutoff_mult / mean(diff(new_times)),

@@ -383,7 +383,7 @@ class LowLevelSpeechFeatures(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : list of ndarray of shape (n_trs_story, n_features_out_), float32
+        features : list of ndarray of shape (n_trs_story, n_features_out), float32
         """
         check_is_fitted(self, "vocabulary_")
         out = []
@@ -405,7 +405,7 @@ class LowLevelSpeechFeatures(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_trs_total, n_features_out_), float32
+        features : ndarray of shape (n_trs_total, n_features_out), float32
         """
         return np.concatenate(self.transform_stories(X), axis=0)
 

@@ -144,7 +144,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         Window length in samples.
     n_outputs_ : int
         Number of targets.
-    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+    target_mean_, target_scale_ : ndarray of shape (n_outputs,)
         Standardisation of the targets (0 and 1 when ``standardize_targets=False``).
     validation_groups_ : ndarray
         Stories held out for validation (empty without groups or validation).
