@@ -6,8 +6,7 @@ scikit-learn, SciPy, torch nor transformers; each name is imported on first acce
 
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_exports
 from ._version import __version__
 
 # public name -> module that defines it (relative to this package)
@@ -24,18 +23,5 @@ _LAZY_EXPORTS = {
     "make_windows": "windows",
 }
 
-__all__ = ["__version__", *sorted(_LAZY_EXPORTS)]
-
-
-def __getattr__(name: str):
-    try:
-        module_name = _LAZY_EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'sk_braintune' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+__getattr__, __dir__, _exported = lazy_exports(__name__, _LAZY_EXPORTS)
+__all__ = ["__version__", *_exported]

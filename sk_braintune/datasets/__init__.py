@@ -11,9 +11,11 @@ pandas nor scikit-learn.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
+
 
 # public name -> module that defines it (relative to this package unless absolute)
+
 _LAZY_EXPORTS = {
     "load_lebel2023": ".lebel2023",
     "lebel2023_tr_times": ".lebel2023",
@@ -37,20 +39,4 @@ _LAZY_EXPORTS = {
     "windows_from_dataset": "sk_braintune.windows",
 }
 
-__all__ = sorted(_LAZY_EXPORTS)
-
-
-def __getattr__(name: str):
-    try:
-        module_name = _LAZY_EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    module = importlib.import_module(module_name, __name__ if module_name.startswith(".")
-                                     else None)
-    value = getattr(module, name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -11,7 +11,7 @@ Names are imported lazily, so importing this package loads neither torch nor tra
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "AudioBackbone": "backbone",
@@ -21,18 +21,4 @@ _LAZY_EXPORTS = {
     "embed_texts": "minilm",
 }
 
-__all__ = sorted(_LAZY_EXPORTS)
-
-
-def __getattr__(name):
-    try:
-        module_name = _LAZY_EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -5,25 +5,11 @@ Names are imported lazily (PEP 562).
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "make_miniature_lebel2023": ".lebel",
     "make_tiny_model": ".models",
 }
 
-__all__ = sorted(_LAZY_EXPORTS)
-
-
-def __getattr__(name: str):
-    try:
-        module_name = _LAZY_EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module_name, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)
