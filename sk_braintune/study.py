@@ -496,18 +496,18 @@ def _results_rows(results, n_layers):
         for roi in ("semantic", "auditory", "mixed"):
             if roi in layer_roi:
                 values = np.asarray(layer_roi[roi])
-                row[f"{roi}_last"] = float(values[-1])
-                row[f"{roi}_best"] = float(np.nanmax(values))
+                row[f"{roi[:3]}_last"] = float(values[-1])
+                row[f"{roi[:3]}_best"] = float(np.nanmax(values))
         impact = results.get("low_level_impact", {}).get(name, {})
         for roi in ("semantic", "auditory"):
             if roi in impact:
-                row[f"impact_{roi}_%"] = impact[roi]["impact_percent"]
+                row[f"lowlevel_{roi[:3]}_%"] = impact[roi]["impact_percent"]
         if "probe" in results:
             numeric = {k: v for k, v in results["probe"][name].items() if k != "weighted"}
             row["probe_last"] = numeric[str(n_layers - 1)]
             row["probe_best"] = max(numeric.values())
         if "semantic_preference" in results:
-            row["preference_last"] = results["semantic_preference"][name]["preference"][-1]
+            row["sem_pref_last"] = results["semantic_preference"][name]["preference"][-1]
         rows.append(row)
     return rows
 
@@ -525,12 +525,13 @@ def format_results_table(rows):
     text : str
     """
     columns = [c for c in rows[0] if c != "model"]
-    header = f"{'model':<13}" + "".join(f"{c:>17}" for c in columns)
+    widths = [max(len(c), 7) + 2 for c in columns]
+    header = f"{'model':<13}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(f"{row['model']:<13}" + "".join(
-            f"{row[c]:>17.3f}" if isinstance(row[c], float) else f"{row[c]!s:>17}"
-            for c in columns))
+            f"{row[c]:>{w}.3f}" if isinstance(row[c], float) else f"{row[c]!s:>{w}}"
+            for c, w in zip(columns, widths)))
     return "\n".join(lines)
 
 
@@ -683,8 +684,11 @@ def run_demo(config):
     paths = write_results(results, output)
     save_config(config, output)
     print()
-    print("Held-out story, noise-ceiling-normalised r (last layer / best layer), low-level "
-          "impact (%), intent-probe accuracy, semantic preference (last layer):")
+    print("Held-out story. sem/aud/mix: noise-ceiling-normalised r in semantic, auditory and "
+          "mixed voxels\n(last layer / best layer); lowlevel_*_%: low-level impact on the last "
+          "layer's alignment;\nprobe: spoken-intent accuracy on unseen paraphrases (chance "
+          f"{results.get('probe', {}).get('chance', float('nan')):.3f}); sem_pref: synonyms "
+          "minus near-homophones (last layer).")
     print(format_results_table(results["table"]))
     print()
     print(f"wall time {results['wall_seconds']:.0f} s, peak memory "

@@ -126,7 +126,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--output", str(out), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "brain-tuned" in printed and "random-fMRI" in printed
+    assert "brain-tuned" in printed and "random-fMRI" in printed and "sem_last" in printed
     results = json.loads((out / "results.json").read_text())
     rows = {row["model"]: row for row in results["table"]}
     assert set(rows) == set(study.MODEL_NAMES)
@@ -135,11 +135,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
             if key == "model":
                 continue
             assert math.isfinite(value), key
-            if key.startswith(("semantic", "auditory", "mixed")):
+            if key.startswith(("sem_last", "sem_best", "aud_", "mix_")):
                 assert -1.5 <= value <= 1.5, key  # normalised r
             if key.startswith("probe"):
                 assert 0.0 <= value <= 1.0, key
-            if key.startswith("preference"):
+            if key.startswith("sem_pref"):
                 assert -2.0 <= value <= 2.0, key
     # the pretrained and tuned models share every layer but the last
     layers = results["layers"]

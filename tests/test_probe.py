@@ -2,13 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
-from sk_braintune.analysis.probe import (
-    SemanticProbe,
-    pooled_layer_features,
-    probe_layers,
-    resolve_backbone,
-)
+from sk_braintune.analysis.probe import SemanticProbe, pooled_layer_features, probe_layers
+from sk_braintune.features.extractor import resolve_backbone
 
 
 FAST = dict(lr=0.05, max_epochs=100, random_state=0)  # converges well within the test budget
@@ -156,8 +153,12 @@ def test_probe_on_raw_audio_with_an_extractor(tiny_wav2vec2):
             return self
 
     holder = Fitted()
-    holder.backbone_ = resolve_backbone(tiny_wav2vec2)
-    assert resolve_backbone(FrozenEstimator(holder)) is holder.backbone_
+    holder.backbone_ = resolve_backbone(tiny_wav2vec2, device="cpu")
+    copied = resolve_backbone(FrozenEstimator(holder), device="cpu")
+    assert copied is not holder.backbone_  # the fitted model is never modified
+    for (name, a), (_, b) in zip(holder.backbone_.state_dict().items(),
+                                 copied.state_dict().items()):
+        assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="fit it first"):
         resolve_backbone(FrozenEstimator(Fitted()))
 

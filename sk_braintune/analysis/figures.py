@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def _integer_ticks(ax):
+    """Layers are whole numbers: no 0.5 ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
 __all__ = ["plot_layer_alignment", "plot_roi_scores", "plot_low_level_impact",
            "plot_probe_scores", "plot_semantic_preference", "plot_training_curves",
            "plot_surface_scores"]
@@ -55,6 +62,7 @@ def plot_layer_alignment(scores, *, ylabel="brain alignment (normalised r)",
         if sem is not None:
             ax.fill_between(layers, mean - sem, mean + sem, alpha=0.2)
     ax.set_xlabel("layer (0 = input embeddings)")
+    _integer_ticks(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
@@ -181,6 +189,7 @@ def plot_probe_scores(results, *, chance=None, ylabel="test score", title="Probe
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("layer")
+    _integer_ticks(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
@@ -212,6 +221,7 @@ def plot_semantic_preference(results, *, title="Semantic preference (synonyms - 
             ax.fill_between(layers, pref - sem, pref + sem, alpha=0.2)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("layer")
+    _integer_ticks(ax)
     ax.set_ylabel("cosine(synonyms) - cosine(near-homophones)")
     ax.set_title(title)
     ax.legend()

@@ -78,7 +78,7 @@ def word_representations(source, word_pairs, *, batch_size=32, device="auto", ve
     Parameters
     ----------
     source : str, AudioBackbone or fitted estimator
-        Speech model (see :func:`sk_braintune.analysis.probe.resolve_backbone`): a name/path,
+        Speech model (see :func:`sk_braintune.features.extractor.resolve_backbone`): a name/path,
         a fitted ``SpeechFeatureExtractor``, or a ``FrozenEstimator`` around a fitted
         ``BrainTuner``.
     word_pairs : sklearn.utils.Bunch

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (check_is_fitted, check_random_state, column_or_1d,
                                       validate_data)
 
-__all__ = ["SemanticProbe", "pooled_layer_features", "probe_layers", "resolve_backbone"]
+__all__ = ["SemanticProbe", "pooled_layer_features", "probe_layers"]
 
 _SCORINGS = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "f1_samples")
 
@@ -25,43 +25,6 @@ _SCORINGS = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "f1_sample
 # ---------------------------------------------------------------------------------------------
 # frozen features
 # ---------------------------------------------------------------------------------------------
-def resolve_backbone(source, device="cpu"):
-    """The :class:`~sk_braintune.models.backbone.AudioBackbone` behind a feature source.
-
-    Parameters
-    ----------
-    source : str, AudioBackbone, or fitted estimator
-        A model name or local path (loaded with
-        :func:`sk_braintune.models.backbone.load_backbone`), a backbone, or a fitted estimator
-        exposing ``backbone_`` (a ``BrainTuner`` or ``SpeechFeatureExtractor``), possibly
-        wrapped in :class:`sklearn.frozen.FrozenEstimator`.
-
-    Returns
-    -------
-    backbone : AudioBackbone
-    """
-    import os
-
-    if isinstance(source, (str, os.PathLike)):
-        from ..models.backbone import load_backbone
-
-        return load_backbone(str(source), device=device)
-    inner = getattr(source, "estimator", None)  # FrozenEstimator
-    for candidate in (source, inner):
-        if candidate is None:
-            continue
-        if hasattr(candidate, "backbone_"):
-            return candidate.backbone_
-        if hasattr(candidate, "hidden_states_at") and hasattr(candidate, "frame_count"):
-            return candidate
-    if inner is not None or hasattr(source, "fit"):
-        raise ValueError(
-            f"{type(source).__name__} exposes no fitted backbone_: fit it first (and wrap a "
-            "fitted BrainTuner in sklearn.frozen.FrozenEstimator), or pass a model name/path.")
-    raise TypeError(f"cannot get a speech model from {type(source).__name__}; pass a model "
-                    "name or path, an AudioBackbone, or a fitted BrainTuner/SpeechFeatureExtractor")
-
-
 def _audio_items(audio):
     """Audio as (list of 1-D float32 arrays, equal_length flag)."""
     if hasattr(audio, "batches") and hasattr(audio, "window_samples"):  # AudioWindows
@@ -88,7 +51,8 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
     Parameters
     ----------
     source : str, AudioBackbone or fitted estimator
-        See :func:`resolve_backbone`.
+        See :func:`sk_braintune.features.extractor.resolve_backbone` (a fitted model's
+        backbone is copied, never modified).
     audio : AudioWindows, ndarray of shape (n, n_samples), or list of 1-D arrays
         16 kHz float audio.
     layers : "all" or sequence of int, default="all"
@@ -113,6 +77,8 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
     from tqdm.auto import tqdm
 
     from .._utils import resolve_device
+
+    from ..features.extractor import resolve_backbone
 
     device = resolve_device(device)
     backbone = resolve_backbone(source, device=device)
@@ -246,9 +212,9 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
         """(n, n_layers, dim) float32 features of X."""
         if self.extractor is not None:
             if reset:  # load once; predict reuses it
-                from .._utils import resolve_device
+                from ..features.extractor import resolve_backbone
 
-                self.backbone_ = resolve_backbone(self.extractor, resolve_device(self.device))
+                self.backbone_ = resolve_backbone(self.extractor, device=self.device)
             feats = pooled_layer_features(self.backbone_, X, batch_size=self.batch_size_extraction,
                                           device=self.device, verbose=self.verbose)
             if reset:
