@@ -163,9 +163,3 @@ def test_power_spectrum_finds_a_tone_in_the_last_tr():
     assert out[0].max() > out[1].max() + 10  # the second window's last TR is silent
     story = power_spectrum_features(silent_end, np.array([1.0, 3.0]), n_bands=16)
     assert story[0].max() > story[1].max()
-
-
-def test_power_spectrum_passes_sklearn_checks():
-    from sklearn.utils.estimator_checks import check_estimator
-
-    check_estimator(PowerSpectrumFeatures(n_bands=4))

@@ -161,9 +161,3 @@ def test_probe_on_raw_audio_with_an_extractor(tiny_wav2vec2):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="fit it first"):
         resolve_backbone(FrozenEstimator(Fitted()))
-
-
-def test_probe_passes_sklearn_checks():
-    from sklearn.utils.estimator_checks import check_estimator
-
-    check_estimator(SemanticProbe(max_epochs=30, lr=0.05, random_state=0))

@@ -90,9 +90,3 @@ def test_low_level_comparison_separates_auditory_from_semantic_voxels():
     assert out.r_raw.min() > 0.5  # raw features explain every voxel
     impact = out.impact["impact_percent"]
     assert impact["auditory"] > 80 and abs(impact["semantic"]) < 5
-
-
-def test_residualizer_passes_sklearn_checks():
-    from sklearn.utils.estimator_checks import check_estimator
-
-    check_estimator(Residualizer(lowlevel=1))

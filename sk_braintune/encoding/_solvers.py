@@ -384,7 +384,8 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     return scores
 
 
-def refit(ops, features, targets, penalties, *, solver, working_memory, gram=None):
+def refit(ops, features, targets, penalties, *, solver, working_memory, gram=None,
+          feature_means=None):
     """Ridge weights of every target at its own penalty, from one decomposition.
 
     Parameters
@@ -400,13 +401,15 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
         Bytes for the per-batch buffers.
     gram : backend array of shape (n_samples, n_samples), default=None
         ``features @ features.T`` for the dual path; overwritten (consumed) here.
+    feature_means : ndarray of shape (n_features,), default=None
+        Means subtracted from the original features (for the intercepts); zeros if None.
 
     Returns
     -------
     coef : ndarray of shape (n_targets, n_features)
         In the compute dtype.
-    target_means : ndarray of shape (n_targets,)
-        Mean of each target (the intercept before subtracting ``feature_means @ coef.T``).
+    intercept : ndarray of shape (n_targets,)
+        ``target_mean - feature_means @ coef.T`` per target, float64.
     """
     eps = float(np.finfo(ops.np_dtype).eps)
     n_samples, n_features = features.shape
@@ -435,7 +438,9 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     per_target = ops.itemsize * (2 * n_samples + 2 * rank + 2 * n_features)
     batch = int(min(n_targets, max(32, working_memory // per_target)))
     coef = np.empty((n_targets, n_features), dtype=ops.np_dtype)
-    target_means = np.empty(n_targets)
+    intercept = np.empty(n_targets)
+    if feature_means is None:
+        feature_means = np.zeros(n_features)
     for start in range(0, n_targets, batch):
         columns = slice(start, min(n_targets, start + batch))
         # a contiguous slice of targets may be a view: copy before centring in place
@@ -448,5 +453,7 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
         weights = (lift @ projected if lift is not None
                    else features.T @ (projector.T @ projected))
         coef[columns] = ops.to_numpy(weights.T)
-        target_means[columns] = ops.to_numpy(means)
-    return coef, target_means
+        # per batch, so that no float64 copy of the whole coef_ is ever made
+        intercept[columns] = (ops.to_numpy(means).astype(np.float64)
+                              - feature_means @ coef[columns].T.astype(np.float64))
+    return coef, intercept

@@ -269,9 +269,10 @@ class RidgeEncoder(MultiOutputMixin, RegressorMixin, BaseEstimator):
         else:
             best = np.full(n_targets, np.argmax(cv_scores.mean(axis=1)))
         best_alphas = alphas[best]
-        coef, target_means = _solvers.refit(ops, features, targets, best_alphas, solver=solver,
-                                            working_memory=budget, gram=gram)
-        intercept = (target_means - coef.astype(np.float64) @ feature_means).astype(coef.dtype)
+        coef, intercept = _solvers.refit(ops, features, targets, best_alphas, solver=solver,
+                                         working_memory=budget, gram=gram,
+                                         feature_means=feature_means)
+        intercept = intercept.astype(coef.dtype)
 
         self.alphas_ = alphas
         self.solver_ = solver
