@@ -23,6 +23,7 @@ __all__ = ["StudyInputError", "StudySettings", "run_demo", "run_tune", "run_eval
            "run_dataset_summary", "run_braintuning_study", "format_results_table"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", "random-fMRI")
+MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
 
 
 class StudyInputError(ValueError):
@@ -555,7 +556,9 @@ def _write_figures(results, tuners, output):
     import pandas as pd
 
     if "low_level_impact" in results:
-        impacts = {m: pd.Series({roi: v["impact_percent"] for roi, v in table.items()})
+        # (A - A_resid) / A is noise where A is near 0 (the noise voxels): leave those out
+        impacts = {m: pd.Series({roi: v["impact_percent"] for roi, v in table.items()
+                                 if v["A"] >= MIN_ALIGNMENT_FOR_IMPACT})
                    for m, table in results["low_level_impact"].items()}
         save(fig.plot_low_level_impact(impacts), "low_level_impact.png")
     if "probe" in results:

@@ -5,7 +5,10 @@ directory at collection time (``parametrize_with_checks`` needs instances then) 
 offline through ``from_pretrained``. Expected failures are listed with their reasons.
 """
 
+import os
+import shutil
 import tempfile
+from pathlib import Path
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -20,9 +23,37 @@ from sk_braintune import (
 )
 from sk_braintune.testing.models import make_tiny_model
 
-_MODEL_DIR = tempfile.mkdtemp(prefix="sk_braintune_common_")
-TINY_WAV2VEC2 = make_tiny_model("wav2vec2", f"{_MODEL_DIR}/wav2vec2")
-TINY_WHISPER = make_tiny_model("whisper", f"{_MODEL_DIR}/whisper")
+def _shared_tiny_model(family):
+    """A tiny model at a fixed path, so that test ids agree across pytest-xdist workers.
+
+    Weights are deterministic (seed 0); each worker writes into its own temporary directory and
+    renames it into place, so concurrent workers never see a half-written model.
+    """
+    import hashlib
+
+    import transformers
+
+    from sk_braintune.testing import models
+
+    # keyed by the builder's code and transformers' version: a stale model is never reused
+    key = hashlib.sha256(Path(models.__file__).read_bytes()
+                         + transformers.__version__.encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"sk_braintune_common_models_{key}"
+    root.mkdir(exist_ok=True)
+    final = root / family
+    if not (final / "config.json").exists():
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{family}-"))
+        make_tiny_model(family, staging / "model")
+        try:
+            os.rename(staging / "model", final)
+        except OSError:  # another worker won the race with identical weights
+            pass
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(final)
+
+
+TINY_WAV2VEC2 = _shared_tiny_model("wav2vec2")
+TINY_WHISPER = _shared_tiny_model("whisper")
 
 ESTIMATORS = [
     FIRDelayer(),
