@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StudyInputError", "StudySettings", "run_demo", "run_tune", "run_evaluate",
+__all__ = ["StudyInputError", "demo_settings", "run_demo", "run_tune", "run_evaluate",
            "run_dataset_summary", "run_braintuning_study", "format_results_table"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", "random-fMRI")
@@ -70,16 +70,12 @@ def demo_settings(quick=False, epochs=None):
     return settings
 
 
-StudySettings = demo_settings
-
-
 # -- progress reporting ---------------------------------------------------------------------
 
 class _Stages:
     """Prints each stage's name and wall time; keeps the times for the results file."""
 
-    def __init__(self, quiet=False, stream=None):
-        self.quiet = quiet
+    def __init__(self, stream=None):
         self.stream = stream or sys.stdout
         self.times = {}
         self._start = time.perf_counter()
@@ -100,7 +96,7 @@ class _Stages:
         print(message, file=self.stream, flush=True)
 
 
-def _set_seed_free_threads(config):
+def _set_torch_threads(config):
     import torch
 
     threads = config.get("threads")
@@ -282,7 +278,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     from .tuning.controls import block_permuted_targets
     from .windows import windows_from_dataset
 
-    stages = stages or _Stages(quiet=not verbose)
+    stages = stages or _Stages()
     results = {"settings": settings, "seed": seed, "models": list(MODEL_NAMES)}
 
     with stages("dataset: espeak-ng stories, simulated responses"):
@@ -673,7 +669,7 @@ def run_demo(config):
     -------
     results : dict
     """
-    _set_seed_free_threads(config)
+    _set_torch_threads(config)
     output = Path(config.get("output") or "sk_braintune_results")
     settings = demo_settings(quick=bool(config.get("quick")), epochs=config.get("epochs"))
     verbose = not config.get("quiet")
