@@ -27,7 +27,6 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.model_selection import GridSearchCV, GroupKFold

@@ -157,9 +157,10 @@ def main(argv=None):
     config = resolve_config(args)
     _configure_threads(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from . import study
+    from . import realdata, study
 
-    runner = {"demo": study.run_demo, "tune": study.run_tune, "evaluate": study.run_evaluate,
+    runner = {"demo": study.run_demo, "tune": realdata.run_tune,
+              "evaluate": realdata.run_evaluate,
               "dataset": study.run_dataset_summary}[args.command]
     try:
         runner(config)

@@ -1,4 +1,4 @@
-"""The brain-tuning study behind ``sk-braintune demo | tune | evaluate | dataset``.
+"""The brain-tuning study behind ``sk-braintune demo`` and ``sk-braintune dataset``.
 
 ``run_demo`` runs the whole study on the built-in story dataset: brain-tune Whisper tiny.en on
 the training stories, tune a random-fMRI control the same way, then compare pretrained,
@@ -10,17 +10,15 @@ study over seeds.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StudyInputError", "demo_settings", "run_demo", "run_tune", "run_evaluate",
-           "run_dataset_summary", "run_braintuning_study", "format_results_table"]
+from ._reporting import (StageTimer, dataset_summary, format_results_table, peak_memory_mib,
+                         save_config, write_results)
+
+__all__ = ["StudyInputError", "demo_settings", "run_demo", "run_dataset_summary",
+           "run_braintuning_study", "shared_layer_features"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", "random-fMRI")
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
@@ -70,32 +68,6 @@ def demo_settings(quick=False, epochs=None):
     return settings
 
 
-# -- progress reporting ---------------------------------------------------------------------
-
-class _Stages:
-    """Prints each stage's name and wall time; keeps the times for the results file."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.times = {}
-        self._start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def __call__(self, name):
-        self._print(f"[{self._elapsed()}] {name} ...")
-        t0 = time.perf_counter()
-        yield
-        self.times[name] = time.perf_counter() - t0
-        self._print(f"[{self._elapsed()}] {name}: done in {self.times[name]:.1f} s")
-
-    def _elapsed(self):
-        seconds = int(time.perf_counter() - self._start)
-        return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-    def _print(self, message):
-        print(message, file=self.stream, flush=True)
-
-
 def _set_torch_threads(config):
     import torch
 
@@ -105,43 +77,6 @@ def _set_torch_threads(config):
 
 
 # -- dataset summary (also the first stage of the demo) ---------------------------------------
-
-def dataset_summary(dataset):
-    """One-paragraph text summary of a dataset bunch.
-
-    Parameters
-    ----------
-    dataset : sklearn.utils.Bunch
-        Dataset following the contract of :mod:`sk_braintune.datasets`.
-
-    Returns
-    -------
-    text : str
-    """
-    lines = []
-    n_trs = {s: len(dataset.responses[s]) for s in dataset.stories}
-    seconds = {s: len(dataset.audio[s]) / dataset.sample_rate for s in dataset.stories}
-    for split in ("train", "validation", "test"):
-        stories = list(dataset.split.get(split, []))
-        if stories:
-            lines.append(f"  {split:<10} {len(stories):>2} stories, "
-                         f"{sum(n_trs[s] for s in stories):>5} TRs, "
-                         f"{sum(seconds[s] for s in stories) / 60:5.1f} min of audio")
-    labels, counts = np.unique(np.asarray(dataset.voxel_labels), return_counts=True)
-    nc = np.asarray(dataset.noise_ceiling)
-    lines.append(f"  voxels     {nc.size} (" + ", ".join(
-        f"{label}: {count}" for label, count in zip(labels, counts)) + ")")
-    for label in labels:
-        values = nc[np.asarray(dataset.voxel_labels) == label]
-        lines.append(f"  noise ceiling {label:<9} median {np.median(values):.2f} "
-                     f"[{values.min():.2f}, {values.max():.2f}], "
-                     f"{np.mean(values > 0.4) * 100:.0f}% > 0.4")
-    repeats = {s: np.asarray(r).shape[0] for s, r in getattr(dataset, "repeats", {}).items()}
-    if repeats:
-        lines.append("  repeats    " + ", ".join(f"{s}: {n}" for s, n in repeats.items()))
-    lines.append(f"  TR {dataset.tr} s, audio {dataset.sample_rate} Hz")
-    return "\n".join(lines)
-
 
 def run_dataset_summary(config):
     """``sk-braintune dataset``: generate (or load from the cache) and summarise the dataset.
@@ -278,7 +213,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     from .tuning.controls import block_permuted_targets
     from .windows import windows_from_dataset
 
-    stages = stages or _Stages()
+    stages = stages or StageTimer()
     results = {"settings": settings, "seed": seed, "models": list(MODEL_NAMES)}
 
     with stages("dataset: espeak-ng stories, simulated responses"):
@@ -374,48 +309,9 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
     return features
 
 
-class HeldOutStories:
-    """Splitter holding out named stories (one split), e.g. the dataset's validation story.
-
-    Parameters
-    ----------
-    stories : sequence of str
-        Stories of the held-out part.
-    """
-
-    def __init__(self, stories):
-        self.stories = stories
-
-    def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits (always 1)."""
-        return 1
-
-    def split(self, X, y=None, groups=None):
-        """Yield ``(train_indices, held_out_indices)`` by story membership.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-        y : ignored
-        groups : array-like of shape (n_samples,)
-            Story of each sample (taken from ``X.groups`` for AudioWindows when None).
-
-        Yields
-        ------
-        train, held_out : ndarray of int
-        """
-        if groups is None:
-            groups = getattr(X, "groups", None)
-        if groups is None:
-            raise ValueError("HeldOutStories needs groups (the story of each sample)")
-        held_out = np.isin(np.asarray(groups), list(self.stories))
-        if not held_out.any() or held_out.all():
-            raise ValueError(f"held-out stories {list(self.stories)} must be some but not all "
-                             "of the stories")
-        yield np.flatnonzero(~held_out), np.flatnonzero(held_out)
-
-
 def _story_split(groups, validation_stories):
+    from .model_selection import HeldOutStories
+
     return HeldOutStories(list(validation_stories))
 
 
@@ -512,29 +408,6 @@ def _results_rows(results, n_layers):
     return rows
 
 
-def format_results_table(rows):
-    """Render the results rows as a fixed-width text table.
-
-    Parameters
-    ----------
-    rows : list of dict
-        From ``run_braintuning_study(...)["table"]``.
-
-    Returns
-    -------
-    text : str
-    """
-    columns = [c for c in rows[0] if c != "model"]
-    widths = [max(len(c), 7) + 2 for c in columns]
-    header = f"{'model':<13}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        lines.append(f"{row['model']:<13}" + "".join(
-            f"{row[c]:>{w}.3f}" if isinstance(row[c], float) else f"{row[c]!s:>{w}}"
-            for c, w in zip(columns, widths)))
-    return "\n".join(lines)
-
-
 def _write_figures(results, tuners, output):
     from .analysis import figures as fig
 
@@ -573,89 +446,6 @@ def _write_figures(results, tuners, output):
     return written
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
-
-
-def write_results(results, output):
-    """Write ``results.json`` and ``results.csv`` (the table) into ``output``.
-
-    Parameters
-    ----------
-    results : dict
-    output : str or pathlib.Path
-
-    Returns
-    -------
-    paths : list of str
-    """
-    import csv
-
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    paths = []
-    results = dict(results)
-    voxel_scores = results.pop("voxel_scores", None)
-    if voxel_scores is not None:
-        npz_path = output / "voxel_scores.npz"
-        np.savez_compressed(npz_path, **{k.replace("-", "_"): v for k, v in voxel_scores.items()})
-        paths.append(str(npz_path))
-    json_path = output / "results.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=_json_default, allow_nan=True))
-    os.replace(tmp, json_path)
-    csv_path = output / "results.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results["table"][0]))
-        writer.writeheader()
-        writer.writerows(results["table"])
-    return [str(json_path), str(csv_path), *paths]
-
-
-def save_config(config, output):
-    """Write the resolved configuration as ``config.toml`` so the run can be repeated.
-
-    Parameters
-    ----------
-    config : dict
-    output : str or pathlib.Path
-
-    Returns
-    -------
-    path : pathlib.Path
-    """
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for key, value in sorted(config.items()):
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            text = repr(value)
-        elif isinstance(value, (list, tuple)):
-            text = "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
-        else:
-            text = json.dumps(str(value))
-        lines.append(f"{key} = {text}")
-    path = output / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _peak_memory_mib():
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_demo(config):
     """``sk-braintune demo``: the full study on the built-in story dataset.
 
@@ -673,7 +463,7 @@ def run_demo(config):
     output = Path(config.get("output") or "sk_braintune_results")
     settings = demo_settings(quick=bool(config.get("quick")), epochs=config.get("epochs"))
     verbose = not config.get("quiet")
-    stages = _Stages()
+    stages = StageTimer()
     print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "
           f"({'quick' if config.get('quick') else 'full'} run), results in {output}/",
           flush=True)
@@ -681,7 +471,7 @@ def run_demo(config):
                                     device=config.get("device", "auto"), verbose=verbose,
                                     stages=stages, output=output,
                                     figures=not config.get("no_figures"))
-    results["peak_memory_mib"] = _peak_memory_mib()
+    results["peak_memory_mib"] = peak_memory_mib()
     results["wall_seconds"] = sum(stages.times.values())
     paths = write_results(results, output)
     save_config(config, output)
@@ -696,157 +486,4 @@ def run_demo(config):
     print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
           f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"
           + (f" and {len(results.get('figures', []))} figures" if results.get("figures") else ""))
-    return results
-
-
-# -- real data ----------------------------------------------------------------------------------
-
-def _load_real(config):
-    from .datasets import load_lebel2023
-
-    root = config.get("root")
-    if not root:
-        raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
-    if not Path(root).is_dir():
-        raise StudyInputError(f"data root {root} does not exist or is not a directory")
-    subject = config.get("subject")
-    if not subject:
-        raise StudyInputError("--subject is required, e.g. --subject UTS03")
-    model = config.get("model")
-    if not model:
-        raise StudyInputError("--model is required: a Hugging Face model name or local path")
-    # "org/name" is a hub id; anything else with a path separator is a local directory
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_local and not Path(model).expanduser().exists():
-        raise StudyInputError(f"model path {model} does not exist")
-    try:
-        data = load_lebel2023(root, subject, stories=config.get("stories"),
-                              verbose=not config.get("quiet"))
-    except (FileNotFoundError, ValueError) as exc:
-        raise StudyInputError(str(exc)) from exc
-    return data
-
-
-def run_tune(config):
-    """``sk-braintune tune``: brain-tune a model on one ds003020 participant.
-
-    Parameters
-    ----------
-    config : dict
-        Resolved configuration (``root``, ``subject``, ``model``, ``output``, ``epochs``,
-        ``lr_backbone``, ``lr_head``, ``window``, ``batch_size``, ``min_ceiling``, ``seed``,
-        ``device``).
-
-    Returns
-    -------
-    tuner : BrainTuner
-    """
-    from .tuning import BrainTuner
-    from .windows import windows_from_dataset
-
-    data = _load_real(config)
-    output = Path(config.get("output") or "sk_braintune_results")
-    stages = _Stages()
-    train = list(data.split["train"])
-    valid = list(data.split["validation"])
-    X, y, groups = windows_from_dataset(data, train + valid,
-                                        window=float(config.get("window") or 10.0))
-    min_ceiling = float(config.get("min_ceiling") or 0.4)
-    selected = np.flatnonzero(np.asarray(data.noise_ceiling) > min_ceiling)
-    if selected.size == 0:
-        raise StudyInputError(f"no voxel has a noise ceiling above {min_ceiling}; lower "
-                              "--min-ceiling")
-    params = {"max_epochs": int(config.get("epochs") or 30),
-              "lr_backbone": float(config.get("lr_backbone") or 5e-5),
-              "lr_head": float(config.get("lr_head") or 1e-4),
-              "batch_size": int(config.get("batch_size") or 128),
-              "validation": _story_split(groups, valid) if valid else 0.1,
-              "device": config.get("device", "auto"),
-              "random_state": int(config.get("seed", 0)),
-              "verbose": not config.get("quiet"),
-              "checkpoint_dir": str(output / "checkpoints")}
-    with stages(f"brain-tuning {config['model']} on {len(train + valid)} stories, "
-                f"{selected.size} voxels"):
-        try:
-            tuner = BrainTuner(config["model"], **params).fit(X, y[:, selected], groups=groups)
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
-    tuner.save_pretrained(output / "backbone")
-    np.save(output / "selected_voxels.npy", selected)
-    (output / "history.json").write_text(json.dumps(tuner.history_, indent=2,
-                                                    default=_json_default))
-    save_config(config, output)
-    from .analysis import figures as fig
-
-    fig.plot_training_curves(tuner.history_, title=config["subject"]).savefig(
-        output / "training_curves.png", dpi=120, bbox_inches="tight")
-    print(f"tuned backbone in {output / 'backbone'}; best epoch {tuner.best_epoch_}; "
-          f"history and training curves in {output}")
-    return tuner
-
-
-def run_evaluate(config):
-    """``sk-braintune evaluate``: layer-wise alignment and low-level impact on ds003020.
-
-    Parameters
-    ----------
-    config : dict
-        Resolved configuration (``root``, ``subject``, ``model``, ``output``, ``layers``,
-        ``window``, ``batch_size``, ``device``).
-
-    Returns
-    -------
-    results : dict
-    """
-    from .features.lowlevel import lowlevel_features
-    from .windows import windows_from_dataset
-
-    data = _load_real(config)
-    output = Path(config.get("output") or "sk_braintune_results")
-    stages = _Stages()
-    train = list(data.split["train"]) + list(data.split["validation"])
-    test = list(data.split["test"])
-    if not test:
-        raise StudyInputError("no test story among the loaded stories (the paper's is "
-                              "wheretheressmoke)")
-    X, y, groups = windows_from_dataset(data, train + test,
-                                        window=float(config.get("window") or 16.0))
-    with stages(f"features of {config['model']} on {len(X)} windows"):
-        try:
-            feats, n_layers = _extract(config["model"], X,
-                                       batch_size=int(config.get("batch_size") or 16),
-                                       device=config.get("device", "auto"),
-                                       verbose=not config.get("quiet"))
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
-    labels = np.asarray(data.voxel_labels)
-    nc = np.asarray(data.noise_ceiling)
-    with stages("alignment per layer"):
-        table = _alignment(feats, n_layers, y, groups, train, test, nc, labels,
-                           cv=min(5, len(train)))
-    with stages("low-level impact (last layer)"):
-        from .analysis import low_level_comparison
-
-        lowlevel = [lowlevel_features(data, kind, train + test, fit_stories=train)
-                    for kind in ("powspec", "phoneme", "articulation")]
-        last = _per_layer(feats, n_layers)[:, -1]
-        comparison = low_level_comparison(
-            _by_story(last, groups), lowlevel, {s: data.responses[s] for s in train + test},
-            train, test, cv=min(5, len(train)), noise_ceiling=nc, voxel_labels=labels)
-    results = {"layers": {roi: v.tolist() for roi, v in table["roi"].items()},
-               "low_level_impact": comparison.impact.to_dict(orient="records"),
-               "stage_seconds": stages.times}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "evaluation.json").write_text(json.dumps(results, indent=2,
-                                                       default=_json_default))
-    np.save(output / "normalized_r_per_layer.npy", table["voxels"])
-    save_config(config, output)
-    from .analysis import figures as fig
-
-    fig.plot_layer_alignment({config["model"]: v for roi, v in table["roi"].items()
-                              if roi == sorted(table["roi"])[0]}).savefig(
-        output / "alignment.png", dpi=120, bbox_inches="tight")
-    for roi, values in table["roi"].items():
-        print(f"{roi:<14}" + " ".join(f"{v:6.3f}" for v in values))
-    print(f"results in {output}")
     return results

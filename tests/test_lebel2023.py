@@ -18,7 +18,6 @@ from sk_braintune.datasets import (
     load_lebel2023,
     read_textgrid,
     windows_from_dataset,
-    words_and_phones,
 )
 from sk_braintune.metrics import noise_ceiling
 from sk_braintune.testing import make_miniature_lebel2023

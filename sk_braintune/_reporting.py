@@ -1,0 +1,183 @@
+"""Reporting for the study commands: stage timer, dataset summary, results table and files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StageTimer", "dataset_summary", "format_results_table", "write_results",
+           "save_config", "peak_memory_mib"]
+
+
+class StageTimer:
+    """Prints each stage's name and wall time; keeps the times for the results file."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.times = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        self._print(f"[{self._elapsed()}] {name} ...")
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - t0
+        self._print(f"[{self._elapsed()}] {name}: done in {self.times[name]:.1f} s")
+
+    def _elapsed(self):
+        seconds = int(time.perf_counter() - self._start)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    def _print(self, message):
+        print(message, file=self.stream, flush=True)
+
+
+def dataset_summary(dataset):
+    """One-paragraph text summary of a dataset bunch.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        Dataset following the contract of :mod:`sk_braintune.datasets`.
+
+    Returns
+    -------
+    text : str
+    """
+    lines = []
+    n_trs = {s: len(dataset.responses[s]) for s in dataset.stories}
+    seconds = {s: len(dataset.audio[s]) / dataset.sample_rate for s in dataset.stories}
+    for split in ("train", "validation", "test"):
+        stories = list(dataset.split.get(split, []))
+        if stories:
+            lines.append(f"  {split:<10} {len(stories):>2} stories, "
+                         f"{sum(n_trs[s] for s in stories):>5} TRs, "
+                         f"{sum(seconds[s] for s in stories) / 60:5.1f} min of audio")
+    labels, counts = np.unique(np.asarray(dataset.voxel_labels), return_counts=True)
+    nc = np.asarray(dataset.noise_ceiling)
+    lines.append(f"  voxels     {nc.size} (" + ", ".join(
+        f"{label}: {count}" for label, count in zip(labels, counts)) + ")")
+    for label in labels:
+        values = nc[np.asarray(dataset.voxel_labels) == label]
+        lines.append(f"  noise ceiling {label:<9} median {np.median(values):.2f} "
+                     f"[{values.min():.2f}, {values.max():.2f}], "
+                     f"{np.mean(values > 0.4) * 100:.0f}% > 0.4")
+    repeats = {s: np.asarray(r).shape[0] for s, r in getattr(dataset, "repeats", {}).items()}
+    if repeats:
+        lines.append("  repeats    " + ", ".join(f"{s}: {n}" for s, n in repeats.items()))
+    lines.append(f"  TR {dataset.tr} s, audio {dataset.sample_rate} Hz")
+    return "\n".join(lines)
+
+
+def format_results_table(rows):
+    """Render the results rows as a fixed-width text table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From ``run_braintuning_study(...)["table"]``.
+
+    Returns
+    -------
+    text : str
+    """
+    columns = [c for c in rows[0] if c != "model"]
+    widths = [max(len(c), 7) + 2 for c in columns]
+    header = f"{'model':<13}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(f"{row['model']:<13}" + "".join(
+            f"{row[c]:>{w}.3f}" if isinstance(row[c], float) else f"{row[c]!s:>{w}}"
+            for c, w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def write_results(results, output):
+    """Write ``results.json`` and ``results.csv`` (the table) into ``output``.
+
+    Parameters
+    ----------
+    results : dict
+    output : str or pathlib.Path
+
+    Returns
+    -------
+    paths : list of str
+    """
+    import csv
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = []
+    results = dict(results)
+    voxel_scores = results.pop("voxel_scores", None)
+    if voxel_scores is not None:
+        npz_path = output / "voxel_scores.npz"
+        np.savez_compressed(npz_path, **{k.replace("-", "_"): v for k, v in voxel_scores.items()})
+        paths.append(str(npz_path))
+    json_path = output / "results.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=_json_default, allow_nan=True))
+    os.replace(tmp, json_path)
+    csv_path = output / "results.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results["table"][0]))
+        writer.writeheader()
+        writer.writerows(results["table"])
+    return [str(json_path), str(csv_path), *paths]
+
+
+def save_config(config, output):
+    """Write the resolved configuration as ``config.toml`` so the run can be repeated.
+
+    Parameters
+    ----------
+    config : dict
+    output : str or pathlib.Path
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for key, value in sorted(config.items()):
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, (list, tuple)):
+            text = "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+        else:
+            text = json.dumps(str(value))
+        lines.append(f"{key} = {text}")
+    path = output / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def peak_memory_mib():
+    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
