@@ -1,10 +1,10 @@
 """AudioBackbone against direct Hugging Face calls, for every family (tiny random models)."""
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
+from hf_reference import hf_reference
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -36,38 +36,11 @@ def waveforms():
     return (0.1 * rng.standard_normal((3, 16000))).astype(np.float32)
 
 
-def _hf_reference(path, x, sliced_frames=None):
-    """hidden_states and last_hidden_state of the plain HF model with its own feature extractor."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fe = transformers.AutoFeatureExtractor.from_pretrained(path)
-        if isinstance(fe, transformers.WhisperFeatureExtractor):
-            from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-            encoder = transformers.WhisperModel.from_pretrained(path).get_encoder()
-            kwargs = {}
-            if sliced_frames is not None:
-                # an encoder built for a shorter window: sliced sinusoidal position table
-                config = transformers.WhisperConfig.from_pretrained(path)
-                config.max_source_positions = sliced_frames
-                state = encoder.state_dict()
-                state["embed_positions.weight"] = state["embed_positions.weight"][:sliced_frames]
-                encoder = WhisperEncoder(config)
-                encoder.load_state_dict(state)
-                kwargs = dict(padding="max_length", max_length=sliced_frames * 320)
-            inputs = fe(list(x), sampling_rate=16000, return_tensors="pt", **kwargs).input_features
-        else:
-            encoder = transformers.AutoModel.from_pretrained(path)
-            inputs = fe(list(x), sampling_rate=16000, return_tensors="pt").input_values
-    with torch.inference_mode():
-        return encoder.eval()(inputs, output_hidden_states=True)
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_outputs_equal_hugging_face(model_dirs, waveforms, name):
     backbone = load_backbone(model_dirs[name])
     sliced = waveforms.shape[1] // 320 if name == "whisper" else None
-    ref = _hf_reference(model_dirs[name], waveforms, sliced_frames=sliced)
+    ref = hf_reference(model_dirs[name], waveforms, sliced_frames=sliced)
     with torch.inference_mode():
         out = backbone(waveforms)
     assert len(out.hidden_states) == backbone.num_hidden_layers + 1 == len(ref.hidden_states)
@@ -112,7 +85,7 @@ def test_forward_from_trains_only_upper_layers(model_dirs, waveforms):
 def test_whisper_pad_mode_equals_hugging_face_30s(model_dirs, waveforms):
     path = model_dirs["whisper"]
     backbone = load_backbone(path, whisper_input="pad")
-    ref = _hf_reference(path, waveforms)
+    ref = hf_reference(path, waveforms)
     with torch.inference_mode():
         out = backbone(waveforms)
     assert out.last_hidden_state.shape[1] == 1500

@@ -1,10 +1,10 @@
 """SpeechFeatureExtractor against direct Hugging Face calls; cache, pickling, sklearn use."""
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
+from hf_reference import hf_reference
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -44,27 +44,7 @@ def windows():
 
 def _hf_frames(path, x):
     """All hidden states (L+1, B, F, D) from the plain HF model + its feature extractor."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fe = transformers.AutoFeatureExtractor.from_pretrained(path)
-        if isinstance(fe, transformers.WhisperFeatureExtractor):
-            from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-            n_frames = int(np.ceil(x.shape[1] / 320))
-            full = transformers.WhisperModel.from_pretrained(path).get_encoder()
-            config = transformers.WhisperConfig.from_pretrained(path)
-            config.max_source_positions = n_frames
-            state = full.state_dict()
-            state["embed_positions.weight"] = state["embed_positions.weight"][:n_frames]
-            model = WhisperEncoder(config)
-            model.load_state_dict(state)
-            inputs = fe(list(x), sampling_rate=SR, return_tensors="pt", padding="max_length",
-                        max_length=n_frames * 320).input_features
-        else:
-            model = transformers.AutoModel.from_pretrained(path)
-            inputs = fe(list(x), sampling_rate=SR, return_tensors="pt").input_values
-    with torch.inference_mode():
-        out = model.eval()(inputs, output_hidden_states=True)
+    out = hf_reference(path, x, sliced_frames=int(np.ceil(x.shape[1] / 320)))
     return np.stack([h.numpy() for h in out.hidden_states])
 
 
