@@ -39,6 +39,18 @@ def _load_real(config):
     return data
 
 
+def _parse_layers(config):
+    """``--layers``: "all" (default) or comma-separated hidden_states indices."""
+    text = str(config.get("layers") or "all").strip()
+    if text == "all":
+        return "all"
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise StudyInputError(f'--layers must be "all" or comma-separated integers, got '
+                              f'{text!r}') from None
+
+
 def run_tune(config):
     """``sk-braintune tune``: brain-tune a model on one ds003020 participant.
 
@@ -125,18 +137,19 @@ def run_evaluate(config):
                                         window=float(config.get("window") or 16.0))
     with stages(f"features of {config['model']} on {len(X)} windows"):
         try:
-            feats, n_layers = _extract(config["model"], X,
-                                       batch_size=int(config.get("batch_size") or 16),
-                                       device=config.get("device", "auto"),
-                                       verbose=not config.get("quiet"))
+            feats, layer_indices = _extract(config["model"], X, layers=_parse_layers(config),
+                                            batch_size=int(config.get("batch_size") or 16),
+                                            device=config.get("device", "auto"),
+                                            verbose=not config.get("quiet"))
         except OSError as exc:
             raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
+    n_layers = len(layer_indices)
     labels = np.asarray(data.voxel_labels)
     nc = np.asarray(data.noise_ceiling)
     with stages("alignment per layer"):
         table = _alignment(feats, n_layers, y, groups, train, test, nc, labels,
                            cv=min(5, len(train)))
-    with stages("low-level impact (last layer)"):
+    with stages(f"low-level impact (layer {layer_indices[-1]})"):
         from .analysis import low_level_comparison
 
         lowlevel = [lowlevel_features(data, kind, train + test, fit_stories=train)
@@ -145,7 +158,8 @@ def run_evaluate(config):
         comparison = low_level_comparison(
             _by_story(last, groups), lowlevel, {s: data.responses[s] for s in train + test},
             train, test, cv=min(5, len(train)), noise_ceiling=nc, voxel_labels=labels)
-    results = {"layers": {roi: v.tolist() for roi, v in table["roi"].items()},
+    results = {"layer_indices": [int(k) for k in layer_indices],
+               "layers": {roi: v.tolist() for roi, v in table["roi"].items()},
                "low_level_impact": comparison.impact.to_dict(orient="records"),
                "stage_seconds": stages.times}
     output.mkdir(parents=True, exist_ok=True)

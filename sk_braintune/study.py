@@ -96,17 +96,20 @@ def run_dataset_summary(config):
 
 # -- feature extraction helpers -------------------------------------------------------------
 
-def _extract(source, windows, *, batch_size=16, device="auto", verbose=False):
-    """Per-layer mean-pooled features of ``windows`` from a model path or a fitted tuner."""
+def _extract(source, windows, *, layers="all", batch_size=16, device="auto", verbose=False):
+    """Mean-pooled features of the chosen layers of ``windows`` from a model path or a tuner.
+
+    Returns the features (layers concatenated) and the tuple of their ``hidden_states`` indices.
+    """
     from sklearn.frozen import FrozenEstimator
 
     from .features import SpeechFeatureExtractor
 
     model = source if isinstance(source, str) else FrozenEstimator(source)
-    extractor = SpeechFeatureExtractor(model=model, layers="all", pooling="mean",
+    extractor = SpeechFeatureExtractor(model=model, layers=layers, pooling="mean",
                                        batch_size=batch_size, device=device, verbose=verbose)
     features = extractor.fit_transform(windows)
-    return features, extractor.backbone_.num_hidden_layers + 1
+    return features, tuple(extractor.layers_)
 
 
 def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="auto",

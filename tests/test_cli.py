@@ -69,6 +69,13 @@ def test_model_path_that_does_not_exist(miniature, tmp_path, capsys):
     assert "no_such_model" in capsys.readouterr().err
 
 
+def test_bad_layers_option(miniature, tiny_model, capsys):
+    status = cli.main(["evaluate", "--root", str(miniature), "--subject", "UTS01",
+                       "--model", str(tiny_model), "--layers", "last", "--output", "unused"])
+    assert status == 2
+    assert "--layers" in capsys.readouterr().err
+
+
 def test_config_file_unknown_key(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('seed = 3\nnot_an_option = 1\n')
@@ -107,9 +114,10 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
         warnings.simplefilter("ignore")
         status = cli.main(["evaluate", "--root", str(miniature), "--subject", "UTS01",
                            "--model", str(out / "backbone"), "--output", str(evaluation),
-                           "--window", "2", "--quiet", "--device", "cpu"])
+                           "--window", "2", "--layers", "0,2", "--quiet", "--device", "cpu"])
     assert status == 0
     results = json.loads((evaluation / "evaluation.json").read_text())
+    assert results["layer_indices"] == [0, 2]
     per_layer = np.load(evaluation / "normalized_r_per_layer.npy")
     n_layers = len(next(iter(results["layers"].values())))
     assert per_layer.shape[0] == n_layers
