@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from lanczos_reference import loop_lanczos
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -47,18 +48,7 @@ def _reference(path, audio, tr_times, window, step, trim):
         out = model(fe(list(cut), sampling_rate=SR, return_tensors="pt").input_values,
                     output_hidden_states=True)
     last = np.concatenate([h[:, -1].numpy() for h in out.hidden_states], axis=1)
-    cutoff = 1 / np.mean(np.diff(tr_times))
-    resampled = np.zeros((len(tr_times), last.shape[1]))
-    for i, t_new in enumerate(tr_times):
-        for j, t_old in enumerate(end_times):
-            u = (t_new - t_old) * cutoff
-            if u == 0:
-                w = 1.0
-            elif abs(u) > 3:
-                w = 0.0
-            else:
-                w = 3 * np.sin(np.pi * u) * np.sin(np.pi * u / 3) / (np.pi * u) ** 2
-            resampled[i] += w * last[j]
+    resampled = loop_lanczos(last, end_times, tr_times)
     resampled = resampled[trim[0]:len(resampled) - trim[1]]
     return (resampled - resampled.mean(0)) / resampled.std(0), resampled
 

@@ -27,6 +27,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .lanczos import lanczos_resample
+
 __all__ = [
     "LowLevelSpeechFeatures",
     "PowerSpectrumFeatures",
@@ -237,12 +239,6 @@ def _ngrams(labels, onsets, offsets, runs, n):
     return names, np.asarray(times, dtype=np.float64)
 
 
-def _lanczos(data, old_times, new_times, window=3, normalize=False):
-    from .lanczos import lanczos_resample
-
-    return lanczos_resample(data, old_times, new_times, window=window, normalize=normalize)
-
-
 def _resample_events(values, times, tr_times, tr, resample, window):
     """Place event vectors at their times and bring them to the TR grid."""
     n_trs, d = len(tr_times), values.shape[1]
@@ -255,7 +251,8 @@ def _resample_events(values, times, tr_times, tr, resample, window):
         out = np.zeros((n_trs, d))
         np.add.at(out, which[keep], values[keep])
         return out
-    return _lanczos(values, times, tr_times, window=window, normalize=(resample == "lanczos_normalized"))
+    return lanczos_resample(values, times, tr_times, window=window,
+                            normalize=(resample == "lanczos_normalized"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,8 +602,8 @@ def power_spectrum_features(audio, tr_times, *, n_bands=32, fmin=50.0, fmax=8000
     weights = _band_matrix(n_fft, sample_rate, int(n_bands), fmin, fmax)
     power, centres = _frame_band_power(audio, sample_rate, frame_length, hop, weights)
     logpow = np.log(power + 1e-10)
-    return _lanczos(logpow, centres / sample_rate, np.asarray(tr_times, dtype=np.float64),
-                    window=window, normalize=normalize).astype(np.float32)
+    return lanczos_resample(logpow, centres / sample_rate, np.asarray(tr_times, dtype=np.float64),
+                            window=window, normalize=normalize).astype(np.float32)
 
 
 def lowlevel_features(dataset, kind="phoneme", stories=None, *, fit_stories="train",
