@@ -66,6 +66,9 @@ def build_parser():
     demo.add_argument("--quick", action="store_true",
                       help="smaller run (a couple of minutes) for smoke tests")
     demo.add_argument("--epochs", type=int, help="tuning epochs (default: the study's)")
+    demo.add_argument("--controls", nargs="+", choices=("block-permuted", "other-story"),
+                      help="random-fMRI controls to tune (default: block-permuted); "
+                           "other-story gives each story another story's responses")
     demo.add_argument("--no-figures", action="store_true", help="skip the figures")
 
     tune = sub.add_parser(

@@ -17,10 +17,12 @@ import numpy as np
 from ._reporting import (StageTimer, dataset_summary, format_results_table, peak_memory_mib,
                          save_config, write_results)
 
-__all__ = ["StudyInputError", "demo_settings", "run_demo", "run_dataset_summary",
-           "run_braintuning_study", "shared_layer_features"]
+__all__ = ["StudyInputError", "demo_settings", "model_names", "control_targets", "run_demo",
+           "run_dataset_summary", "run_braintuning_study", "shared_layer_features"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", "random-fMRI")
+# control kind (``settings["controls"]``) -> the model's name in the results
+CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI"}
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
 
 
@@ -43,6 +45,9 @@ def demo_settings(quick=False, epochs=None):
     Returns
     -------
     settings : dict
+        ``dataset`` (keyword arguments of ``make_story_dataset``), ``window`` (s),
+        ``min_ceiling`` (tuning targets), ``tuner`` (``BrainTuner`` parameters), ``probe``,
+        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``).
     """
     settings = {
         "dataset": {"n_train_stories": None, "max_words": None},
@@ -55,6 +60,9 @@ def demo_settings(quick=False, epochs=None):
                   "lr_backbone": 2e-4, "lr_head": 1e-3, "patience": 2, "pooling": "mean"},
         "probe": {"dataset": {"voices": ("en-us", "en-gb-x-rp"), "rates": (175,)}},
         "ridge_cv": 5,
+        # random-fMRI controls to tune: "block-permuted" (15-TR blocks moved far away) and/or
+        # "other-story" (each story gets another story's responses)
+        "controls": ("block-permuted",),
     }
     if quick:
         settings["dataset"] = {"n_train_stories": 3, "max_words": 120}
@@ -66,6 +74,26 @@ def demo_settings(quick=False, epochs=None):
     if epochs is not None:
         settings["tuner"]["max_epochs"] = int(epochs)
     return settings
+
+
+def model_names(settings):
+    """Names of the models a study with these settings compares, in table order.
+
+    Parameters
+    ----------
+    settings : dict
+        From :func:`demo_settings`.
+
+    Returns
+    -------
+    names : tuple of str
+        ``"pretrained"``, ``"brain-tuned"``, then one name per control (``CONTROL_MODELS``).
+    """
+    controls = settings.get("controls", ("block-permuted",))
+    unknown = [c for c in controls if c not in CONTROL_MODELS]
+    if unknown:
+        raise StudyInputError(f"unknown controls {unknown}; choose from {list(CONTROL_MODELS)}")
+    return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in controls))
 
 
 def _set_torch_threads(config):
@@ -152,7 +180,7 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     for model in models:
         model.eval().to(device)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(windows), batch_size), desc="features (3 models)",
+        for start in tqdm(range(0, len(windows), batch_size), desc=f"features ({len(models)} models)",
                           unit="batch", disable=not verbose, leave=False):
             index = np.arange(start, min(start + batch_size, len(windows)))
             x = torch.from_numpy(np.asarray(windows[index], dtype=np.float32)).to(device)
@@ -213,11 +241,11 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     from .datasets import make_story_dataset
     from .models import load_whisper_tiny_en
     from .tuning import BrainTuner
-    from .tuning.controls import block_permuted_targets
     from .windows import windows_from_dataset
 
     stages = stages or StageTimer()
-    results = {"settings": settings, "seed": seed, "models": list(MODEL_NAMES)}
+    names = model_names(settings)
+    results = {"settings": settings, "seed": seed, "models": list(names)}
 
     with stages("dataset: espeak-ng stories, simulated responses"):
         data = make_story_dataset(random_state=seed, verbose=verbose, **{
@@ -243,22 +271,19 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                 f"with noise ceiling > {settings['min_ceiling']}"):
         tuners["brain-tuned"] = BrainTuner(model_path, **tuner_params).fit(
             X_fit, y_fit[:, selected], groups=g_fit)
-    # Stories here are short (~1-2 min), so blocks are permuted over the concatenated
-    # training run: 15-TR blocks land at least 10 blocks (150 TRs) away, i.e. in other stories.
-    n_blocks = len(y_fit) // 15
-    min_distance = min(10, n_blocks // 2)
-    results["control"] = {"block_size": 15, "min_distance": min_distance}
-    with stages(f"random-fMRI control: tuning on 15-TR blocks permuted >= {min_distance} "
-                "blocks away"):
-        y_random = block_permuted_targets(y_fit[:, selected], block_size=15,
-                                          min_distance=min_distance, random_state=seed)
-        tuners["random-fMRI"] = BrainTuner(model_path, **tuner_params).fit(
-            X_fit, y_random, groups=g_fit)
+    results["control"] = {}
+    for kind in settings.get("controls", ("block-permuted",)):
+        targets, details = control_targets(kind, y_fit[:, selected], g_fit, random_state=seed)
+        results["control"][kind] = details
+        with stages(f"{CONTROL_MODELS[kind]} control: tuning on {details['description']}"):
+            tuners[CONTROL_MODELS[kind]] = BrainTuner(model_path, **tuner_params).fit(
+                X_fit, targets, groups=g_fit)
     results["history"] = {name: t.history_ for name, t in tuners.items()}
     results["best_epoch"] = {name: int(t.best_epoch_) for name, t in tuners.items()}
 
     sources = {"pretrained": model_path, **tuners}
-    with stages(f"features: every layer, {len(X_all)} windows of {window:g} s, 3 models"):
+    with stages(f"features: every layer, {len(X_all)} windows of {window:g} s, "
+                f"{len(names)} models"):
         features = _study_features(model_path, tuners, X_all, settings, device=device,
                                    verbose=verbose)
         n_layers = tuners["brain-tuned"].backbone_.num_hidden_layers + 1
@@ -267,7 +292,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     nc = np.asarray(data.noise_ceiling)
     layers = {}
     with stages("alignment: voxelwise ridge per layer, scored on the held-out story"):
-        for name in MODEL_NAMES:
+        for name in names:
             layers[name] = _alignment(features[name], n_layers, y_all, g_all, train + valid,
                                       test, nc, labels, cv=settings["ridge_cv"])
     results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
@@ -296,6 +321,49 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             results["figures"] = _write_figures(results, tuners, Path(output))
     results["stage_seconds"] = dict(stages.times)
     return results
+
+
+def control_targets(kind, responses, groups, random_state=None):
+    """Random-fMRI targets for a control model, row-aligned with ``responses``.
+
+    Parameters
+    ----------
+    kind : {"block-permuted", "other-story"}
+        ``"block-permuted"``: 15-TR blocks of the concatenated run, each moved at least 10
+        blocks away (fewer when the run is short: half the number of blocks), so with ~1-2 min
+        stories they land in other stories. ``"other-story"``: each story takes another story's
+        responses, length-matched (:func:`~sk_braintune.tuning.other_story_targets`).
+    responses : ndarray of shape (n_trs, n_voxels)
+        Whole stories concatenated, as :func:`~sk_braintune.windows.windows_from_dataset`
+        returns them.
+    groups : array-like of shape (n_trs,)
+        Story of each row.
+    random_state : int or None, default=None
+
+    Returns
+    -------
+    targets : ndarray of shape (n_trs, n_voxels)
+    details : dict
+        What was done (JSON-serialisable), with a one-line ``description``.
+    """
+    from .tuning.controls import block_permuted_targets, other_story_targets
+
+    if kind == "block-permuted":
+        min_distance = min(10, len(responses) // 15 // 2)
+        targets = block_permuted_targets(responses, block_size=15, min_distance=min_distance,
+                                         random_state=random_state)
+        return targets, {"block_size": 15, "min_distance": min_distance,
+                         "description": f"15-TR blocks permuted >= {min_distance} blocks away"}
+    if kind == "other-story":
+        by_story = _by_story(responses, groups)
+        if sum(len(v) for v in by_story.values()) != len(responses) or any(
+                np.any(np.diff(np.flatnonzero(np.asarray(groups) == s)) != 1)
+                for s in by_story):
+            raise StudyInputError("other-story targets need each story's rows contiguous")
+        targets, mapping = other_story_targets(by_story, random_state=random_state)
+        return (np.concatenate([targets[s] for s in by_story]),
+                {"mapping": mapping, "description": "another story's responses"})
+    raise StudyInputError(f"unknown control {kind!r}; choose from {list(CONTROL_MODELS)}")
 
 
 def _study_features(model_path, tuners, windows, settings, *, device, verbose):
@@ -389,7 +457,7 @@ def _preference_scores(sources, *, device, verbose):
 
 def _results_rows(results, n_layers):
     rows = []
-    for name in MODEL_NAMES:
+    for name in results["models"]:
         layer_roi = results["layers"][name]
         row = {"model": name}
         for roi in ("semantic", "auditory", "mixed"):
@@ -423,7 +491,8 @@ def _write_figures(results, tuners, output):
         written.append(str(path))
 
     for roi in ("semantic", "auditory"):
-        save(fig.plot_layer_alignment({m: results["layers"][m][roi] for m in MODEL_NAMES},
+        save(fig.plot_layer_alignment({m: results["layers"][m][roi]
+                                       for m in results["models"]},
                                       title=f"{roi} voxels"), f"alignment_{roi}.png")
     import pandas as pd
 
@@ -436,7 +505,7 @@ def _write_figures(results, tuners, output):
     if "probe" in results:
         tables = {m: pd.DataFrame({"layer": list(results["probe"][m]),
                                    "score": list(results["probe"][m].values())})
-                  for m in MODEL_NAMES}
+                  for m in results["models"]}
         save(fig.plot_probe_scores(tables, chance=results["probe"].get("chance"),
                                    title="Spoken-intent probe (held-out paraphrases)"),
              "probe_scores.png")
@@ -456,7 +525,7 @@ def run_demo(config):
     ----------
     config : dict
         Resolved command-line configuration (``output``, ``quick``, ``seed``, ``device``,
-        ``epochs``, ``quiet``, ``no_figures``).
+        ``epochs``, ``controls``, ``quiet``, ``no_figures``).
 
     Returns
     -------
@@ -465,6 +534,9 @@ def run_demo(config):
     _set_torch_threads(config)
     output = Path(config.get("output") or "sk_braintune_results")
     settings = demo_settings(quick=bool(config.get("quick")), epochs=config.get("epochs"))
+    if config.get("controls"):
+        settings["controls"] = tuple(config["controls"])
+        model_names(settings)  # unknown names (possible from a config file) fail here
     verbose = not config.get("quiet")
     stages = StageTimer()
     print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "

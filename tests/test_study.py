@@ -1,0 +1,75 @@
+"""The study's building blocks: which models it compares and the control targets it tunes on."""
+
+import numpy as np
+import pytest
+
+from sk_braintune import cli, study
+from sk_braintune.tuning import block_permuted_targets
+
+
+def _stories(lengths, n_voxels=3):
+    """Concatenated responses whose every value names its story, row and voxel."""
+    names = [f"story{i}" for i in range(len(lengths))]
+    blocks = [np.array([[1000 * s + 10 * row + v for v in range(n_voxels)]
+                        for row in range(n)], float) for s, n in enumerate(lengths)]
+    groups = np.concatenate([[name] * n for name, n in zip(names, lengths)])
+    return np.concatenate(blocks), groups, dict(zip(names, blocks))
+
+
+def test_model_names_follow_the_controls():
+    settings = study.demo_settings()
+    assert study.model_names(settings) == study.MODEL_NAMES
+    settings["controls"] = ("other-story", "block-permuted")
+    assert study.model_names(settings) == ("pretrained", "brain-tuned", "other-story fMRI",
+                                           "random-fMRI")
+    settings["controls"] = ("shuffled",)
+    with pytest.raises(study.StudyInputError, match="unknown controls"):
+        study.model_names(settings)
+
+
+def test_other_story_control_gives_each_story_another_storys_rows():
+    responses, groups, by_story = _stories([40, 55, 47, 60])
+    targets, details = study.control_targets("other-story", responses, groups, random_state=3)
+    assert targets.shape == responses.shape
+    mapping = details["mapping"]
+    assert sorted(mapping) == sorted(by_story) and sorted(mapping.values()) == sorted(by_story)
+    for story, rows in by_story.items():
+        source = by_story[mapping[story]]
+        assert mapping[story] != story
+        expected = source[np.arange(len(rows)) % len(source)]  # cropped or wrapped
+        np.testing.assert_array_equal(targets[groups == story], expected)
+
+
+def test_block_control_is_the_far_block_permutation():
+    rng = np.random.default_rng(0)
+    responses = rng.standard_normal((330, 4))
+    groups = np.repeat(np.arange(6), 55)
+    targets, details = study.control_targets("block-permuted", responses, groups,
+                                             random_state=1)
+    assert details["min_distance"] == 10  # 22 blocks of 15 TRs
+    expected = block_permuted_targets(responses, block_size=15, min_distance=10,
+                                      random_state=1)
+    np.testing.assert_array_equal(targets, expected)
+    np.testing.assert_array_equal(np.sort(targets, axis=0), np.sort(responses, axis=0))
+    # a short run lowers the distance to half the number of blocks
+    _, short = study.control_targets("block-permuted", responses[:150], groups[:150],
+                                     random_state=1)
+    assert short["min_distance"] == 5
+
+
+def test_control_targets_input_errors():
+    responses, groups, _ = _stories([20, 20])
+    with pytest.raises(study.StudyInputError, match="contiguous"):
+        study.control_targets("other-story", responses, np.tile(["a", "b"], 20))
+    with pytest.raises(study.StudyInputError, match="unknown control"):
+        study.control_targets("shuffled", responses, groups)
+
+
+def test_demo_rejects_an_unknown_control(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--controls", "shuffled"])
+    assert "invalid choice" in capsys.readouterr().err
+    config = tmp_path / "run.toml"
+    config.write_text('controls = ["shuffled"]\n')
+    assert cli.main(["demo", "--config", str(config), "--output", str(tmp_path)]) == 2
+    assert "unknown controls" in capsys.readouterr().err
