@@ -17,7 +17,8 @@ Usage::
 
 Seeds can run in separate processes writing to the same ``--output`` (one torch thread each
 uses two cores best); ``--summarize`` then only reads the per-seed rows and prints the tests.
-About 10 minutes per seed and control pair on one core of this machine (not a unit test).
+With both controls a seed takes 11-12 minutes on one thread, two seeds running at a time on
+this machine's 2 cores (not a unit test). Six seeds: ``benchmarks/results/``.
 """
 
 import argparse
