@@ -142,6 +142,33 @@ def summarize(rows, output):
             print(text)
     (output / "summary.json").write_text(json.dumps({"per_seed": rows, "summary": summary},
                                                     indent=2, default=str))
+    figure = plot_differences(rows)
+    figure.savefig(output / "summary.png", dpi=120, bbox_inches="tight")
+    print(f"wrote {output / 'summary.json'} and {output / 'summary.png'}")
+
+
+def plot_differences(rows):
+    """Change from the pretrained model per held-out story, one panel per voxel kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = rows[0]["models"][1:]
+    fig, axes = plt.subplots(1, len(ROIS), figsize=(4.5 * len(ROIS), 3.6), sharey=True)
+    for ax, roi in zip(np.atleast_1d(axes), ROIS):
+        for x, name in enumerate(models):
+            diff = np.array([row[f"{name}/{roi}"] - row[f"pretrained/{roi}"] for row in rows])
+            ax.scatter(np.full(diff.size, x) + np.linspace(-0.12, 0.12, diff.size), diff,
+                       s=18, color=f"C{x}", zorder=3)
+            ax.hlines(diff.mean(), x - 0.25, x + 0.25, color=f"C{x}", lw=2.5)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xticks(range(len(models)), models, rotation=15)
+        ax.set_title(f"{roi} voxels")
+    np.atleast_1d(axes)[0].set_ylabel("normalised r, tuned - pretrained\n(dots: held-out "
+                                      "stories, bar: mean)")
+    fig.tight_layout()
+    return fig
 
 
 if __name__ == "__main__":
