@@ -72,15 +72,13 @@ def main():
     args = parser.parse_args()
 
     from sk_braintune.datasets import make_story_dataset
-    from sk_braintune.datasets.story import _embed_contexts, story_texts
+    from sk_braintune.datasets.story import _embed_contexts
     from sk_braintune.evaluation import fit_score_encoding
+    from study_braintuning import held_out_stories  # this folder is on sys.path
 
-    names = sorted(story_texts())
     rows = []
     for seed, n_train in ((s, n) for n in args.n_train_stories for s in args.seeds):
-        kwargs = {"test_story": names[seed % len(names)],
-                  "validation_story": names[(seed + 1) % len(names)],
-                  "n_train_stories": n_train}
+        kwargs = dict(held_out_stories(seed), n_train_stories=n_train)
         if args.context_words is not None:
             kwargs["context_words"] = args.context_words
         data = make_story_dataset(random_state=seed, **kwargs)

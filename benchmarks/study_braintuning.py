@@ -55,19 +55,25 @@ def main():
     summarize(rows, args.output)
 
 
+def held_out_stories(seed):
+    """The seed's held-out stories: seed k tests on packaged story k and validates on k + 1."""
+    from sk_braintune.datasets.story import story_texts
+
+    names = sorted(story_texts())
+    return {"test_story": names[seed % len(names)],
+            "validation_story": names[(seed + 1) % len(names)]}
+
+
 def study_settings(args, seed):
     """The demo's settings, with this run's options and the seed's held-out stories."""
     from sk_braintune import study
-    from sk_braintune.datasets.story import story_texts
 
     settings = study.demo_settings(epochs=args.epochs)
     if args.window:
         settings["window"] = args.window
     settings["controls"] = tuple(args.controls)
     if not args.fixed_stories:
-        names = sorted(story_texts())
-        settings["dataset"]["test_story"] = names[seed % len(names)]
-        settings["dataset"]["validation_story"] = names[(seed + 1) % len(names)]
+        settings["dataset"].update(held_out_stories(seed))
     return settings
 
 
@@ -76,7 +82,6 @@ def run_seeds(args):
     from scipy import stats
 
     from sk_braintune import study
-    from sk_braintune.datasets import make_story_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,8 +92,7 @@ def run_seeds(args):
         results = study.run_braintuning_study(settings, seed=seed, verbose=False,
                                               figures=False, analyses=analyses)
         voxels = results.pop("voxel_scores")
-        dataset_args = {k: v for k, v in settings["dataset"].items() if v is not None}
-        labels = np.asarray(make_story_dataset(random_state=seed, **dataset_args).voxel_labels)
+        labels = np.asarray(results["voxel_labels"])
         row = {"seed": seed, "seconds": time.perf_counter() - t0, "models": results["models"],
                "test_story": settings["dataset"].get("test_story", "default"),
                "best_epoch": results["best_epoch"]}

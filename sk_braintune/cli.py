@@ -46,6 +46,8 @@ def build_parser():
     -------
     parser : argparse.ArgumentParser
     """
+    from .study import CONTROL_MODELS
+
     parser = argparse.ArgumentParser(
         prog="sk-braintune",
         description="Brain-tuning of speech models on fMRI (Moussa, Klakow & Toneva, ICLR 2025).",
@@ -66,7 +68,7 @@ def build_parser():
     demo.add_argument("--quick", action="store_true",
                       help="smaller run (a couple of minutes) for smoke tests")
     demo.add_argument("--epochs", type=int, help="tuning epochs (default: the study's)")
-    demo.add_argument("--controls", nargs="+", choices=("block-permuted", "other-story"),
+    demo.add_argument("--controls", nargs="+", choices=tuple(CONTROL_MODELS),
                       help="random-fMRI controls to tune (default: block-permuted); "
                            "other-story gives each story another story's responses")
     demo.add_argument("--no-figures", action="store_true", help="skip the figures")

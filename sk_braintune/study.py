@@ -20,9 +20,10 @@ from ._reporting import (StageTimer, dataset_summary, format_results_table, peak
 __all__ = ["StudyInputError", "demo_settings", "model_names", "control_targets", "run_demo",
            "run_dataset_summary", "run_braintuning_study", "shared_layer_features"]
 
-MODEL_NAMES = ("pretrained", "brain-tuned", "random-fMRI")
 # control kind (``settings["controls"]``) -> the model's name in the results
 CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI"}
+DEFAULT_CONTROLS = ("block-permuted",)
+MODEL_NAMES = ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in DEFAULT_CONTROLS))
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
 
 
@@ -62,7 +63,7 @@ def demo_settings(quick=False, epochs=None):
         "ridge_cv": 5,
         # random-fMRI controls to tune: "block-permuted" (15-TR blocks moved far away) and/or
         # "other-story" (each story gets another story's responses)
-        "controls": ("block-permuted",),
+        "controls": DEFAULT_CONTROLS,
     }
     if quick:
         settings["dataset"] = {"n_train_stories": 3, "max_words": 120}
@@ -89,7 +90,7 @@ def model_names(settings):
     names : tuple of str
         ``"pretrained"``, ``"brain-tuned"``, then one name per control (``CONTROL_MODELS``).
     """
-    controls = settings.get("controls", ("block-permuted",))
+    controls = settings.get("controls", DEFAULT_CONTROLS)
     unknown = [c for c in controls if c not in CONTROL_MODELS]
     if unknown:
         raise StudyInputError(f"unknown controls {unknown}; choose from {list(CONTROL_MODELS)}")
@@ -180,8 +181,9 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     for model in models:
         model.eval().to(device)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(windows), batch_size), desc=f"features ({len(models)} models)",
-                          unit="batch", disable=not verbose, leave=False):
+        for start in tqdm(range(0, len(windows), batch_size),
+                          desc=f"features ({len(models)} models)", unit="batch",
+                          disable=not verbose, leave=False):
             index = np.arange(start, min(start + batch_size, len(windows)))
             x = torch.from_numpy(np.asarray(windows[index], dtype=np.float32)).to(device)
             hidden, mask = pretrained.hidden_states_at(x, range(n_layers))
@@ -272,7 +274,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         tuners["brain-tuned"] = BrainTuner(model_path, **tuner_params).fit(
             X_fit, y_fit[:, selected], groups=g_fit)
     results["control"] = {}
-    for kind in settings.get("controls", ("block-permuted",)):
+    for kind in settings.get("controls", DEFAULT_CONTROLS):
         targets, details = control_targets(kind, y_fit[:, selected], g_fit, random_state=seed)
         results["control"][kind] = details
         with stages(f"{CONTROL_MODELS[kind]} control: tuning on {details['description']}"):
@@ -299,6 +301,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                          for name, t in layers.items()}
 
     results["voxel_scores"] = {name: t["voxels"] for name, t in layers.items()}
+    results["voxel_labels"] = labels.tolist()
 
     if "low_level_impact" in analyses:
         with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
@@ -355,10 +358,10 @@ def control_targets(kind, responses, groups, random_state=None):
         return targets, {"block_size": 15, "min_distance": min_distance,
                          "description": f"15-TR blocks permuted >= {min_distance} blocks away"}
     if kind == "other-story":
+        groups = np.asarray(groups)
         by_story = _by_story(responses, groups)
-        if sum(len(v) for v in by_story.values()) != len(responses) or any(
-                np.any(np.diff(np.flatnonzero(np.asarray(groups) == s)) != 1)
-                for s in by_story):
+        # contiguous stories <=> the story changes exactly once between consecutive stories
+        if np.count_nonzero(groups[1:] != groups[:-1]) != len(by_story) - 1:
             raise StudyInputError("other-story targets need each story's rows contiguous")
         targets, mapping = other_story_targets(by_story, random_state=random_state)
         return (np.concatenate([targets[s] for s in by_story]),
