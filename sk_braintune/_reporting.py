@@ -100,6 +100,8 @@ def format_results_table(rows):
 
 
 def _json_default(value):
+    if hasattr(value, "to_dict") and hasattr(value, "keys"):  # settings objects
+        return value.to_dict()
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -149,7 +151,8 @@ def save_config(config, output):
 
     Parameters
     ----------
-    config : dict
+    config : settings object or dict
+        The command's settings (:mod:`sk_braintune.settings`); flat values only.
     output : str or pathlib.Path
 
     Returns
@@ -158,6 +161,8 @@ def save_config(config, output):
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
     lines = []
     for key, value in sorted(config.items()):
         if value is None:

@@ -8,7 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
+import dataclasses
+
 from sk_braintune import cli, study
+from sk_braintune.settings import COMMAND_SETTINGS, TuneSettings
 from sk_braintune.testing.lebel import make_miniature_lebel2023
 from sk_braintune.testing.models import make_tiny_model
 
@@ -76,11 +79,52 @@ def test_bad_layers_option(miniature, tiny_model, capsys):
     assert "--layers" in capsys.readouterr().err
 
 
-def test_config_file_unknown_key(tmp_path):
+def test_config_file_unknown_key(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text('seed = 3\nnot_an_option = 1\n')
-    with pytest.raises(SystemExit, match="not_an_option"):
-        cli.main(["demo", "--config", str(config)])
+    assert cli.main(["demo", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "not_an_option" in err and "Traceback" not in err
+
+
+def test_config_file_misspelt_key_gets_a_hint(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('min_celing = 0.2\n')
+    assert cli.main(["tune", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'min_celing'" in err and "did you mean 'min_ceiling'?" in err
+    assert len(err.splitlines()) == 1 and str(config) in err
+
+
+@pytest.mark.parametrize("command, line, words", [
+    ("demo", 'seed = "three"', ["'seed'", "an integer", "'three'", "(str)"]),
+    ("tune", 'min_ceiling = "0"', ["'min_ceiling'", "a number", "'0'", "(str)"]),
+    ("tune", "epochs = 2.5", ["'epochs'", "an integer >= 1", "2.5", "(float)"]),
+    ("tune", "epochs = 0", ["'epochs'", "an integer >= 1", "got 0"]),
+    ("demo", "quick = 1", ["'quick'", "true or false", "(int)"]),
+    ("demo", 'controls = ["shuffled"]', ["'controls'", "'block-permuted', 'other-story'",
+                                         "'shuffled'"]),
+    ("evaluate", 'executor = "cluster"', ["'executor'", "'none', 'local', 'slurm'",
+                                          "'cluster'"]),
+    ("evaluate", "subject = [1, 2]", ["'subject'", "a list of strings", "(list)"]),
+])
+def test_config_file_value_of_the_wrong_type(tmp_path, capsys, command, line, words):
+    config = tmp_path / "run.toml"
+    config.write_text(line + "\n")
+    assert cli.main([command, "--config", str(config), "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_config_file_that_is_missing_or_not_toml(tmp_path, capsys):
+    assert cli.main(["demo", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("seed = \n")
+    assert cli.main(["demo", "--config", str(broken)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
 
 
 def test_config_file_and_flags_merge(tmp_path):
@@ -89,6 +133,50 @@ def test_config_file_and_flags_merge(tmp_path):
     args = cli.build_parser().parse_args(["tune", "--config", str(config), "--seed", "5"])
     resolved = cli.resolve_config(args)
     assert resolved["seed"] == 5 and resolved["window"] == 4.0
+    assert isinstance(resolved, TuneSettings) and resolved.window == 4.0
+    # what neither gives comes from the settings' defaults
+    assert resolved.min_ceiling == TuneSettings().min_ceiling == 0.4
+
+
+@pytest.mark.parametrize("command", ["demo", "tune", "evaluate", "dataset"])
+def test_parser_defaults_are_the_settings_defaults(command):
+    """No flag, no file: exactly the dataclass's defaults; --help shows them."""
+    settings_cls = COMMAND_SETTINGS[command]
+    resolved = cli.resolve_config(cli.build_parser().parse_args([command]))
+    assert resolved == settings_cls()
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0]
+                         .choices[command].format_help().split())
+    defaults = settings_cls()
+    for field in dataclasses.fields(settings_cls):
+        value = getattr(defaults, field.name)
+        if isinstance(value, float):
+            assert f"(default: {value:g})" in help_text, field.name
+
+
+def test_min_ceiling_zero_is_kept(tmp_path):
+    """--min-ceiling 0 used to become 0.4 (``config.get(...) or 0.4``)."""
+    args = cli.build_parser().parse_args(["tune", "--min-ceiling", "0"])
+    assert cli.resolve_config(args).min_ceiling == 0.0
+    config = tmp_path / "run.toml"
+    config.write_text("min_ceiling = 0\n")
+    args = cli.build_parser().parse_args(["tune", "--config", str(config)])
+    assert cli.resolve_config(args).min_ceiling == 0.0
+
+
+def test_several_subjects_and_executor_options():
+    args = cli.build_parser().parse_args([
+        "tune", "--subject", "UTS01", "UTS02", "UTS03", "--executor", "slurm",
+        "--slurm-partition", "gpu", "--gpus", "1", "--time", "240", "--mem", "64"])
+    settings = cli.resolve_config(args)
+    assert settings.subject == ("UTS01", "UTS02", "UTS03")
+    assert settings.executor == "slurm"
+    assert settings.slurm_options() == {"slurm_partition": "gpu", "gpus_per_node": 1,
+                                        "timeout_min": 240, "mem_gb": 64}
+    # one subject from a config file is a list of one
+    single = TuneSettings.from_mapping({"subject": "UTS02"})
+    assert single.subject == ("UTS02",)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["evaluate", "--executor", "cluster"])
 
 
 @pytest.mark.slow
