@@ -1,6 +1,8 @@
 """The command line: the demo's quick run end to end, real-data commands on a miniature
 ds003020 copy, and the error messages users see."""
 
+import csv
+import dataclasses
 import json
 import math
 import warnings
@@ -8,10 +10,9 @@ import warnings
 import numpy as np
 import pytest
 
-import dataclasses
-
-from sk_braintune import cli, study
+from sk_braintune import cli, report, study
 from sk_braintune.settings import COMMAND_SETTINGS, TuneSettings
+from sk_braintune.testing.browser import check_report, find_chromium
 from sk_braintune.testing.lebel import make_miniature_lebel2023
 from sk_braintune.testing.models import make_tiny_model
 
@@ -180,6 +181,29 @@ def test_several_subjects_and_executor_options():
 
 
 @pytest.mark.slow
+def test_tune_min_ceiling_zero_keeps_low_ceiling_voxels(tiny_model, tmp_path):
+    """``--min-ceiling 0`` used to select like 0.4 (``config.get(...) or 0.4``)."""
+    from sk_braintune.datasets import load_lebel2023
+
+    root = make_miniature_lebel2023(tmp_path / "ds", n_trs=40, n_voxels=24, nan_voxels=0,
+                                    stereo=False, sample_rate=16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nc = np.asarray(load_lebel2023(root, "UTS01").noise_ceiling)
+    assert np.any((nc > 0) & (nc <= 0.4))  # the two thresholds select differently here
+    for threshold in ("0", "0.4"):
+        out = tmp_path / f"tuned_{threshold}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert cli.main(["tune", "--root", str(root), "--subject", "UTS01", "--model",
+                             str(tiny_model), "--output", str(out), "--epochs", "1",
+                             "--window", "2", "--batch-size", "16", "--min-ceiling", threshold,
+                             "--quiet", "--device", "cpu"]) == 0
+        np.testing.assert_array_equal(np.load(out / "selected_voxels.npy"),
+                                      np.flatnonzero(nc > float(threshold)))
+
+
+@pytest.mark.slow
 def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
     from transformers import AutoModel
 
@@ -196,6 +220,20 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
     AutoModel.from_pretrained(out / "backbone")  # loadable by any HF tool
     assert (out / "training_curves.png").stat().st_size > 0
     assert "subject" in (out / "config.toml").read_text()
+    # --min-ceiling 0 keeps every voxel with a positive noise ceiling (it used to mean 0.4)
+    from sk_braintune.datasets import load_lebel2023
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_lebel2023(miniature, "UTS01")
+    nc = np.asarray(data.noise_ceiling)
+    np.testing.assert_array_equal(np.load(out / "selected_voxels.npy"), np.flatnonzero(nc > 0))
+    _check_manifest(out, "tune", data, model=tiny_model)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["voxels"]["tuning_targets"]["count"] == int(np.sum(nc > 0))
+    assert manifest["models"]["tuned"] == report.fingerprint_model(out / "backbone")
+    assert manifest["settings"]["min_ceiling"] == 0.0
+    assert manifest["command_line"][:2] == ["sk-braintune", "tune"]
 
     evaluation = tmp_path / "eval"
     with warnings.catch_warnings():
@@ -213,6 +251,39 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
     roi = next(iter(results["layers"]))
     np.testing.assert_allclose(results["layers"][roi], np.nanmean(per_layer, axis=1),
                                rtol=1e-6)
+    _check_manifest(evaluation, "evaluate", data)
+    rows = list(csv.DictReader(open(evaluation / "results.csv")))
+    assert [row["participant"] for row in rows] == ["UTS01"] * len(results["layers"])
+    for row in rows:
+        np.testing.assert_allclose([float(row["layer_0"]), float(row["layer_2"])],
+                                   results["layers"][row["roi"]], rtol=1e-6)
+    summary = list(csv.DictReader(open(evaluation / "roi_summary.csv")))
+    assert {row["roi"] for row in summary} == set(results["layers"])
+
+
+def _check_manifest(folder, command, data, model=None):
+    """manifest.json names versions, settings, split and fingerprints; report.html renders."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["command"] == command
+    for key in ("sk_braintune", "torch", "transformers", "numpy", "scikit-learn", "python"):
+        assert manifest["versions"][key]
+    assert manifest["started"] <= manifest["finished"]
+    assert manifest["split"]["test"] == list(data.split["test"])
+    fingerprints = (manifest["data"] if command == "tune" else manifest["data"]["UTS01"])
+    assert fingerprints["responses"] == report.fingerprint_arrays(
+        {s: data.responses[s] for s in _fingerprinted_stories(command, data)})
+    if model is not None:
+        assert manifest["models"]["pretrained"] == report.fingerprint_model(model)
+    assert (folder / "report.html").stat().st_size > 0
+    if find_chromium() is not None:
+        check_report(folder)
+
+
+def _fingerprinted_stories(command, data):
+    split = data.split
+    if command == "tune":
+        return list(split["train"]) + list(split["validation"])
+    return list(split["train"]) + list(split["validation"]) + list(split["test"])
 
 
 @pytest.mark.slow
@@ -244,3 +315,10 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert (out / "results.csv").read_text().startswith("model,")
     assert len(list(out.glob("*.png"))) >= 5
     assert "quick" in (out / "config.toml").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["study"]["window"] == study.demo_settings(quick=True).window
+    assert manifest["voxels"]["tuning_targets"]["count"] == results["n_tuning_targets"]
+    assert set(manifest["models"]) == {"pretrained", *study.MODEL_NAMES[1:]}
+    if find_chromium() is not None:
+        rendered = check_report(out)
+        assert len(rendered["images"]) == len(results["figures"])
