@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._docs import fill_doc
+
 __all__ = ["HeldOutStories"]
 
 
@@ -19,8 +21,19 @@ class HeldOutStories:
     def __init__(self, stories):
         self.stories = stories
 
+    @fill_doc
     def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits (always 1)."""
+        """Number of splits (always 1).
+
+        Parameters
+        ----------
+        %(splitter_args)s
+
+        Returns
+        -------
+        n_splits : int
+            1.
+        """
         return 1
 
     def split(self, X, y=None, groups=None):

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._docs import fill_doc
 from .exceptions import SettingsError
 
 __all__ = [
@@ -565,22 +566,14 @@ class DemoSettings(_SettingsBase):
 
 # -- the commands ---------------------------------------------------------------------------
 
+@fill_doc
 @dataclass
 class RunSettings(_SettingsBase):
     """Options every command takes.
 
     Parameters
     ----------
-    output : pathlib.Path
-        Folder for results, figures, the manifest and the report.
-    seed : int
-        Random seed.
-    device : str
-        Torch device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    threads : int, optional
-        Torch/BLAS threads (default: all cores).
-    quiet : bool
-        No progress bars.
+    %(run_options)s
     """
 
     output: Path = option(Path(DEFAULT_OUTPUT), Path,
@@ -592,12 +585,14 @@ class RunSettings(_SettingsBase):
     quiet: bool = option(False, bool, "no progress bars")
 
 
+@fill_doc
 @dataclass
 class DemoCommandSettings(RunSettings):
-    """Options of ``sk-braintune demo`` (see :class:`RunSettings` for the common ones).
+    """Options of ``sk-braintune demo``.
 
     Parameters
     ----------
+    %(run_options)s
     quick : bool
         The quick preset of :meth:`DemoSettings.preset`.
     epochs : int, optional
@@ -628,9 +623,15 @@ class DemoCommandSettings(RunSettings):
                                    controls=self.controls)
 
 
+@fill_doc
 @dataclass
 class DatasetCommandSettings(RunSettings):
-    """Options of ``sk-braintune dataset`` (those of :class:`RunSettings`)."""
+    """Options of ``sk-braintune dataset`` (those of :class:`RunSettings`).
+
+    Parameters
+    ----------
+    %(run_options)s
+    """
 
 
 @dataclass
@@ -668,12 +669,14 @@ class _RealDataSettings(RunSettings):
         return {k: v for k, v in named.items() if v is not None}
 
 
+@fill_doc
 @dataclass
 class TuneSettings(_RealDataSettings):
     """Options of ``sk-braintune tune`` (ds003020 data, model, executor, tuning).
 
     Parameters
     ----------
+    %(run_options)s
     root : pathlib.Path
         Local copy of OpenNeuro ds003020.
     subject : tuple of str
@@ -710,12 +713,14 @@ class TuneSettings(_RealDataSettings):
     min_ceiling: float = option(0.4, float, "keep voxels whose noise ceiling exceeds this")
 
 
+@fill_doc
 @dataclass
 class EvaluateSettings(_RealDataSettings):
     """Options of ``sk-braintune evaluate`` (ds003020 data, model, executor, layers).
 
     Parameters
     ----------
+    %(run_options)s
     root : pathlib.Path
         Local copy of OpenNeuro ds003020.
     subject : tuple of str

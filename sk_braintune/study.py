@@ -16,6 +16,7 @@ import numpy as np
 
 from ._reporting import (StageTimer, dataset_summary, format_results_table, peak_memory_mib,
                          save_config, write_results)
+from ._docs import fill_doc
 from .exceptions import StudyInputError
 from .settings import (CONTROL_MODELS, DEFAULT_CONTROLS, DatasetCommandSettings,
                        DemoCommandSettings, DemoSettings)
@@ -118,6 +119,7 @@ def _extract(source, windows, *, layers="all", batch_size=16, device="auto", ver
     return features, tuple(extractor.layers_)
 
 
+@fill_doc
 def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="auto",
                           verbose=False):
     """Per-layer mean-pooled features of a pretrained model and of top-layer-tuned copies.
@@ -133,10 +135,10 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     tuned : dict of str to AudioBackbone
         Backbones whose layers below the last equal ``pretrained``'s.
     windows : AudioWindows or ndarray of shape (n_windows, n_samples)
-    batch_size : int, default=16
-    device : str, default="auto"
-        Where the forward passes run (CUDA when present); the models return to the CPU after.
-    verbose : bool, default=False
+    %(batch_size)s
+    %(device)s
+        The models return to the CPU after.
+    %(verbose)s
 
     Returns
     -------
@@ -316,6 +318,7 @@ def _provenance(data, selected, model_path, tuners):
                        **{name: fingerprint_model(t) for name, t in tuners.items()}}}
 
 
+@fill_doc
 def control_targets(kind, responses, groups, random_state=None):
     """Random-fMRI targets for a control model, row-aligned with ``responses``.
 
@@ -329,9 +332,8 @@ def control_targets(kind, responses, groups, random_state=None):
     responses : ndarray of shape (n_trs, n_voxels)
         Whole stories concatenated, as :func:`~sk_braintune.windows.windows_from_dataset`
         returns them.
-    groups : array-like of shape (n_trs,)
-        Story of each row.
-    random_state : int or None, default=None
+    %(groups_rows)s
+    %(random_state)s
 
     Returns
     -------

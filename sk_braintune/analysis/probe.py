@@ -17,6 +17,8 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (check_is_fitted, check_random_state, column_or_1d,
                                       validate_data)
 
+from .._docs import fill_doc
+
 __all__ = ["SemanticProbe", "pooled_layer_features", "probe_layers"]
 
 _SCORINGS = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "f1_samples")
@@ -39,6 +41,7 @@ def _audio_items(audio):
     return items, len({len(a) for a in items}) == 1
 
 
+@fill_doc
 def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device="auto",
                           exact=True, verbose=False):
     """Mean-pooled hidden states of every layer for each audio clip.
@@ -50,24 +53,19 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
 
     Parameters
     ----------
-    source : str, AudioBackbone or fitted estimator
-        See :func:`sk_braintune.features.extractor.resolve_backbone` (a fitted model's
-        backbone is copied, never modified).
+    %(model_source)s
     audio : AudioWindows, ndarray of shape (n, n_samples), or list of 1-D arrays
         16 kHz float audio.
-    layers : "all" or sequence of int, default="all"
-        ``hidden_states`` indices (0 = input embeddings).
-    batch_size : int, default=16
-    device : str, default="auto"
-        CUDA when present.
+    %(layers)s
+    %(batch_size)s
+    %(device)s
     exact : bool, default=True
         True: only clips of equal length share a batch (features independent of the batch).
         False: clips sorted by length are batched with right zero-padding and each is pooled
         over its own ``frame_count(len(clip))`` frames: much faster for many clips of distinct
         lengths, but the padding is seen by waveform normalisation and attention, so features
         differ slightly from those of the clip alone.
-    verbose : bool, default=False
-        Progress bar.
+    %(verbose)s
 
     Returns
     -------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .._docs import fill_doc
 from .delays import contiguous_runs
 
 __all__ = ["ChunkedBootstrap"]
@@ -45,8 +46,13 @@ class ChunkedBootstrap:
         self.test_size = test_size
         self.random_state = random_state
 
+    @fill_doc
     def get_n_splits(self, X=None, y=None, groups=None):
         """Number of splits.
+
+        Parameters
+        ----------
+        %(splitter_args)s
 
         Returns
         -------

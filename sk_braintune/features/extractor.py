@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._docs import fill_doc
 from ..windows import AudioWindows
 from .cache import FeatureCache, hash_arrays, key_of
 
@@ -429,12 +430,13 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
             out[rows] = known[np.searchsorted(known_ends, X.ends[rows])]
         return out
 
+    @fill_doc
     def get_feature_names_out(self, input_features=None):
         """Names ``layerLL_UUUU`` per layer and unit, e.g. ``layer07_0042``.
 
         Parameters
         ----------
-        input_features : ignored
+        %(input_features)s
 
         Returns
         -------

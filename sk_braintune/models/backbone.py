@@ -334,15 +334,18 @@ class AudioBackbone(nn.Module):
     # -- description --------------------------------------------------------------------
     @property
     def config(self):
+        """The Hugging Face configuration of the encoder."""
         return self.encoder.config
 
     @property
     def hidden_size(self):
+        """Width of the hidden states (``d_model`` for Whisper)."""
         c = self.config
         return int(c.d_model if self.family == "whisper" else c.hidden_size)
 
     @property
     def num_hidden_layers(self):
+        """Number of transformer blocks (``hidden_states`` has one entry more)."""
         c = self.config
         return int(c.encoder_layers if self.family == "whisper" else c.num_hidden_layers)
 

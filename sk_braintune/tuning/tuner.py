@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted,
                                       validate_data)
 
+from .._docs import fill_doc
 from . import _checkpoint, _network, _training
 
 __all__ = ["BrainTuner"]
@@ -690,8 +691,13 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         X, _ = self._check_X(X, reset=False)
         return self._pooled(X, self.transform_layers)
 
+    @fill_doc
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` columns: ``last_0042`` or ``layer07_0042``.
+
+        Parameters
+        ----------
+        %(input_features)s
 
         Returns
         -------
