@@ -1,8 +1,11 @@
-"""Command line: ``sk-braintune demo | tune | evaluate | dataset``.
+"""Command line: ``sk-braintune demo | tune | evaluate | dataset | compare``.
 
 Every option can also come from a TOML config file (``--config run.toml``; command-line flags win).
-The resolved configuration is written beside the results so that a run can be repeated with
-``--config <output>/config.toml``.
+Options, their types, allowed values and defaults come from the settings dataclasses of
+:mod:`sk_braintune.settings`, the same the library uses; a wrong key or value ends the command
+with a one-line message and exit status 2. The resolved configuration is written beside the
+results so that a run can be repeated with ``--config <output>/config.toml``; ``manifest.json``
+and ``report.html`` describe the run (``sk-braintune compare A B`` lists where two runs differ).
 """
 
 from __future__ import annotations
@@ -106,7 +109,32 @@ def build_parser():
 
     dataset = sub.add_parser("dataset", help="generate the built-in story dataset and summarise it")
     _add_settings_options(dataset, COMMAND_SETTINGS["dataset"])
+
+    compare = sub.add_parser(
+        "compare", help="where two results folders differ (their manifest.json files)",
+        description="Compare the manifests of two results folders: versions, settings, seeds, "
+                    "story split, voxel selection, data and model fingerprints (times and "
+                    "command lines left out). Exit status 0 when they agree, 1 when they "
+                    "differ.")
+    compare.add_argument("first", type=Path, help="results folder or manifest.json")
+    compare.add_argument("second", type=Path, help="results folder or manifest.json")
     return parser
+
+
+def _compare(args):
+    from .report import compare_manifests, read_manifest
+
+    try:
+        first, second = read_manifest(args.first), read_manifest(args.second)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"sk-braintune compare: error: {exc}", file=sys.stderr)
+        return 2
+    differences = compare_manifests(first, second)
+    for key, a, b in differences:
+        print(f"{key}: {a!r} != {b!r}")
+    print(f"{len(differences)} difference(s) between {args.first} and {args.second}"
+          if differences else f"{args.first} and {args.second} agree")
+    return 1 if differences else 0
 
 
 def read_config_file(path):
@@ -185,9 +213,12 @@ def main(argv=None):
     Returns
     -------
     status : int
-        Process exit status: 0 on success, 2 for bad input (a one-line message on stderr).
+        Process exit status: 0 on success, 2 for bad input (a one-line message on stderr);
+        ``compare`` returns 1 when the two results differ.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "compare":
+        return _compare(args)
     try:
         config = resolve_config(args)
     except SettingsError as exc:

@@ -35,7 +35,7 @@ def test_help_lists_commands(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "tune", "evaluate", "dataset"):
+    for command in ("demo", "tune", "evaluate", "dataset", "compare"):
         assert command in out
 
 
@@ -322,3 +322,21 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     if find_chromium() is not None:
         rendered = check_report(out)
         assert len(rendered["images"]) == len(results["figures"])
+
+
+def test_compare_two_results(tmp_path, capsys):
+    first = report.build_manifest("tune", TuneSettings(seed=0), started="t0",
+                                  data={"responses": "blake2b:aa"})
+    second = json.loads(json.dumps(first))
+    second["data"]["responses"] = "blake2b:bb"
+    second["finished"] = "later"  # times never count
+    for name, manifest in (("a", first), ("b", second), ("c", first)):
+        (tmp_path / name).mkdir()
+        report.write_manifest(manifest, tmp_path / name)
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 0
+    assert "agree" in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "manifest.json")]) == 1
+    out = capsys.readouterr().out
+    assert "data.responses: 'blake2b:aa' != 'blake2b:bb'" in out and "1 difference" in out
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
