@@ -14,16 +14,14 @@ import hashlib
 import json
 import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .._utils import atomic_write_bytes, cache_dir
+from .._utils import atomic_write_bytes, cache_dir, data_file
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
 
 _GENERATOR_VERSION = 1
-_TEXT_DIR = Path(__file__).resolve().parent / "texts"
 DEFAULT_TEST_STORY = "lighthouse_keeper"
 DEFAULT_VALIDATION_STORY = "lost_dog"
 _FINE_STEP = 0.1  # s; grid on which stimulus features are built and convolved
@@ -39,7 +37,7 @@ def story_texts():
         Story name -> plain English text (about 350 words, 2-2.5 min of speech each).
     """
     return {p.stem: p.read_text(encoding="utf-8").strip()
-            for p in sorted(_TEXT_DIR.glob("*.txt"))}
+            for p in sorted(data_file("stories").glob("*.txt"))}
 
 
 def _resolve_texts(texts, validation_story, test_story):
