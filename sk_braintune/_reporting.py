@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ._utils import atomic_write_text
 
 __all__ = ["StageTimer", "dataset_summary", "format_results_table", "write_results",
            "save_config", "peak_memory_mib"]
@@ -135,9 +136,8 @@ def write_results(results, output):
         np.savez_compressed(npz_path, **{k.replace("-", "_"): v for k, v in voxel_scores.items()})
         paths.append(str(npz_path))
     json_path = output / "results.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=_json_default, allow_nan=True))
-    os.replace(tmp, json_path)
+    atomic_write_text(json_path, json.dumps(results, indent=2, default=_json_default,
+                                            allow_nan=True))
     csv_path = output / "results.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results["table"][0]))

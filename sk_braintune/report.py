@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import atomic_write_bytes
+from ._utils import atomic_write_text
 
 __all__ = ["MANIFEST_NAME", "REPORT_NAME", "package_versions", "fingerprint_arrays",
            "fingerprint_files", "fingerprint_model", "voxel_selection", "utc_now",
@@ -291,7 +291,7 @@ def write_manifest(manifest, output):
     path : pathlib.Path
     """
     path = Path(output) / MANIFEST_NAME
-    atomic_write_bytes(path, json.dumps(manifest, indent=2, allow_nan=True).encode())
+    atomic_write_text(path, json.dumps(manifest, indent=2, allow_nan=True))
     return path
 
 
@@ -469,7 +469,7 @@ def write_report(output, *, title, table="results.csv", figures=None, manifest=N
         manifest=html.escape(json.dumps(manifest or {}, indent=2, allow_nan=True)),
     )
     path = output / REPORT_NAME
-    atomic_write_bytes(path, page.encode("utf-8"))
+    atomic_write_text(path, page)
     return path
 
 
