@@ -58,18 +58,22 @@ def _load_real(config, subject):
 
 
 def _run(function, jobs, config, kind):
-    """Run ``function(**job)`` for each job, here or through the chosen executor."""
+    """``function(job)`` for each job, here or as jobs of :func:`~sk_braintune.executors.run_jobs`."""
     if config.executor == "none":
-        return [function(**job) for job in jobs]
+        return [function(job) for job in jobs]
     try:
-        from .executors import run_jobs
+        from .executors import JobError, run_jobs
     except ImportError:
         raise StudyInputError(f"--executor {config.executor} needs "
                               "sk_braintune.executors.run_jobs, which this version lacks; "
                               "use --executor none") from None
     folder = Path(config.output) / "jobs" / kind
-    return list(run_jobs(function, jobs, executor=config.executor, folder=folder,
-                         **config.slurm_options()))
+    try:
+        return list(run_jobs(function, jobs, executor=config.executor, folder=folder,
+                             name=f"sk_braintune_{kind}", verbose=not config.quiet,
+                             **config.slurm_options()))
+    except JobError as exc:
+        raise StudyInputError(f"{kind} job failed: {exc}") from exc
 
 
 def _flat_rows(history):
@@ -147,12 +151,32 @@ def run_tune(config, command_line=None):
     return summary
 
 
-def tune_job(config):
+def _check_several_participants_supported():
+    """Tuning on several participants needs the multi-participant loader and tuner."""
+    import inspect
+
+    from .datasets import load_lebel2023
+    from .tuning import BrainTuner
+
+    missing = []
+    if "participant_data" not in (load_lebel2023.__doc__ or ""):
+        missing.append("load_lebel2023(root, subject=[...]) returning participants and "
+                       "participant_data")
+    if "participants" not in inspect.signature(BrainTuner.fit).parameters:
+        missing.append("BrainTuner.fit(X, y, groups=..., participants=...)")
+    if missing:
+        raise StudyInputError("tuning one model on several participants (--subject with more "
+                              "than one value) needs " + " and ".join(missing) + ", which this "
+                              "version lacks; tune on one participant")
+
+
+def tune_job(job):
     """Tune one model on ``config.subject`` and write its files (runs in a job or here).
 
     Parameters
     ----------
-    config : TuneSettings
+    job : dict
+        ``{"config": TuneSettings}``.
 
     Returns
     -------
@@ -164,8 +188,11 @@ def tune_job(config):
     from .tuning import BrainTuner
     from .windows import windows_from_dataset
 
+    config = job["config"]
     subjects = list(config.subject)
     several = len(subjects) > 1
+    if several:
+        _check_several_participants_supported()
     data = _load_real(config, subjects if several else subjects[0])
     output = Path(config.output)
     stages = StageTimer()
@@ -336,7 +363,7 @@ def _evaluation_tables(per_participant):
     return rows, summary
 
 
-def evaluate_job(config, participants):
+def evaluate_job(job):
     """Evaluate ``config.model`` on each of ``participants`` (runs in a job or here).
 
     Each participant is loaded on its own (participants need not share a voxel space here);
@@ -344,8 +371,8 @@ def evaluate_job(config, participants):
 
     Parameters
     ----------
-    config : EvaluateSettings
-    participants : list of str
+    job : dict
+        ``{"config": EvaluateSettings, "participants": list of str}``.
 
     Returns
     -------
@@ -358,6 +385,7 @@ def evaluate_job(config, participants):
     from .report import dataset_fingerprints, voxel_selection
     from .windows import windows_from_dataset
 
+    config, participants = job["config"], job["participants"]
     out = {}
     features_by_stories = {}
     for participant in participants:

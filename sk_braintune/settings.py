@@ -657,15 +657,16 @@ class _RealDataSettings(RunSettings):
                              optional=True, minimum=1)
 
     def slurm_options(self):
-        """Options for :func:`sk_braintune.executors.run_jobs`, in submitit's names.
+        """Resources for :func:`sk_braintune.executors.run_jobs`, those given.
 
         Returns
         -------
         options : dict
-            ``slurm_partition``, ``gpus_per_node``, ``timeout_min``, ``mem_gb`` (those set).
+            ``slurm_partition``, ``gpus``, ``time_min`` and ``mem_gb`` where set (the
+            executor's defaults apply to the others).
         """
-        named = {"slurm_partition": self.slurm_partition, "gpus_per_node": self.gpus,
-                 "timeout_min": self.time, "mem_gb": self.mem}
+        named = {"slurm_partition": self.slurm_partition, "gpus": self.gpus,
+                 "time_min": self.time, "mem_gb": self.mem}
         return {k: v for k, v in named.items() if v is not None}
 
 

@@ -171,8 +171,8 @@ def test_several_subjects_and_executor_options():
     settings = cli.resolve_config(args)
     assert settings.subject == ("UTS01", "UTS02", "UTS03")
     assert settings.executor == "slurm"
-    assert settings.slurm_options() == {"slurm_partition": "gpu", "gpus_per_node": 1,
-                                        "timeout_min": 240, "mem_gb": 64}
+    assert settings.slurm_options() == {"slurm_partition": "gpu", "gpus": 1, "time_min": 240,
+                                        "mem_gb": 64}
     # one subject from a config file is a list of one
     single = TuneSettings.from_mapping({"subject": "UTS02"})
     assert single.subject == ("UTS02",)
@@ -340,3 +340,116 @@ def test_compare_two_results(tmp_path, capsys):
     assert "data.responses: 'blake2b:aa' != 'blake2b:bb'" in out and "1 difference" in out
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_participants(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds003020_two")
+    make_miniature_lebel2023(root, subjects=("UTS01", "UTS02"), n_trs=40, n_voxels=12,
+                             nan_voxels=0, stereo=False, sample_rate=16000)
+    return root
+
+
+def _evaluate(root, model, out, *subjects, extra=()):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cli.main(["evaluate", "--root", str(root), "--subject", *subjects,
+                         "--model", str(model), "--output", str(out), "--window", "2",
+                         "--layers", "0,2", "--quiet", "--device", "cpu", *extra])
+
+
+@pytest.mark.slow
+def test_evaluate_each_participant(two_participants, tiny_model, tmp_path):
+    """One model, two participants: a row per participant and ROI, each as if run alone."""
+    assert _evaluate(two_participants, tiny_model, tmp_path / "both", "UTS01", "UTS02") == 0
+    assert _evaluate(two_participants, tiny_model, tmp_path / "alone", "UTS02") == 0
+    both = list(csv.DictReader(open(tmp_path / "both" / "results.csv")))
+    alone = list(csv.DictReader(open(tmp_path / "alone" / "results.csv")))
+    assert {row["participant"] for row in both} == {"UTS01", "UTS02"}
+    assert [row for row in both if row["participant"] == "UTS02"] == alone
+    # the two participants' responses differ, so their scores do
+    first = [row for row in both if row["participant"] == "UTS01"]
+    assert [row["layer_0"] for row in first] != [row["layer_0"] for row in alone]
+    # ROI summary: mean and s.e.m. over participants of each row's best layer score
+    summary = {row["roi"]: row for row in csv.DictReader(open(tmp_path / "both" /
+                                                             "roi_summary.csv"))}
+    for roi, row in summary.items():
+        best = np.array([float(r["best"]) for r in both if r["roi"] == roi])
+        assert int(row["n_participants"]) == 2
+        np.testing.assert_allclose(float(row["best_mean"]), best.mean(), rtol=1e-12)
+        np.testing.assert_allclose(float(row["best_sem"]), best.std(ddof=1) / np.sqrt(2),
+                                   rtol=1e-12)
+        layers = np.array([[float(r["layer_0"]), float(r["layer_2"])] for r in both
+                           if r["roi"] == roi])
+        np.testing.assert_allclose(best, layers.max(axis=1), rtol=1e-12)
+    manifest = json.loads((tmp_path / "both" / "manifest.json").read_text())
+    assert manifest["participants"] == ["UTS01", "UTS02"]
+    assert manifest["data"]["UTS01"]["responses"] != manifest["data"]["UTS02"]["responses"]
+    assert manifest["data"]["UTS01"]["audio"] == manifest["data"]["UTS02"]["audio"]
+    assert sorted(p.name for p in (tmp_path / "both").glob("alignment_*.png")) == [
+        "alignment_UTS01.png", "alignment_UTS02.png"]
+    if find_chromium() is not None:
+        check_report(tmp_path / "both")
+
+
+def _several_participants_supported():
+    import inspect
+
+    from sk_braintune.datasets import load_lebel2023
+    from sk_braintune.tuning import BrainTuner
+
+    return ("participant_data" in (load_lebel2023.__doc__ or "")
+            and "participants" in inspect.signature(BrainTuner.fit).parameters)
+
+
+@pytest.mark.slow
+def test_tune_on_several_participants(two_participants, tiny_model, tmp_path, capsys):
+    out = tmp_path / "multi"
+    argv = ["tune", "--root", str(two_participants), "--subject", "UTS01", "UTS02",
+            "--model", str(tiny_model), "--output", str(out), "--epochs", "1", "--window", "2",
+            "--batch-size", "16", "--min-ceiling", "0.5", "--quiet", "--device", "cpu"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        status = cli.main(argv)
+    if not _several_participants_supported():
+        # until the multi-participant loader and tuner are there: a clear one-line error
+        assert status == 2
+        err = capsys.readouterr().err
+        assert "several participants" in err and "tune on one participant" in err
+        return
+    assert status == 0
+    from sk_braintune.datasets import load_lebel2023
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_lebel2023(two_participants, ["UTS01", "UTS02"])
+    mean_ceiling = np.mean([data.participant_data[p].noise_ceiling for p in ("UTS01", "UTS02")],
+                           axis=0)
+    np.testing.assert_array_equal(np.load(out / "selected_voxels.npy"),
+                                  np.flatnonzero(mean_ceiling > 0.5))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["participants"] == ["UTS01", "UTS02"]
+    assert {"responses/UTS01", "responses/UTS02"} <= set(manifest["data"])
+
+
+@pytest.mark.slow
+def test_executor_local_gives_the_in_process_results(two_participants, tiny_model, tmp_path,
+                                                     monkeypatch):
+    pytest.importorskip("submitit")
+    try:
+        from sk_braintune import executors  # noqa: F401
+    except ImportError:
+        # without sk_braintune.executors: a clear error, no traceback
+        assert _evaluate(two_participants, tiny_model, tmp_path / "x", "UTS01",
+                         extra=("--executor", "local")) == 2
+        return
+    from pathlib import Path
+
+    # the job subprocesses import this copy of the package
+    monkeypatch.setenv("PYTHONPATH", str(Path(cli.__file__).resolve().parent.parent))
+    assert _evaluate(two_participants, tiny_model, tmp_path / "here", "UTS01", "UTS02") == 0
+    assert _evaluate(two_participants, tiny_model, tmp_path / "jobs", "UTS01", "UTS02",
+                     extra=("--executor", "local")) == 0
+    here = (tmp_path / "here" / "results.csv").read_text()
+    assert (tmp_path / "jobs" / "results.csv").read_text() == here
+    assert (tmp_path / "jobs" / "jobs" / "evaluate").is_dir()  # submitit's logs and pickles
