@@ -76,8 +76,9 @@ X, y, groups : object, default=None
     Ignored; present for scikit-learn's splitter API."""
 
 docdict["run_options"] = """
-output : pathlib.Path, default="sk_braintune_results"
-    Folder for results, figures, the manifest and the report.
+output : pathlib.Path, default=DEFAULT_OUTPUT
+    Folder for results, figures, the manifest and the report (default:
+    :data:`sk_braintune.settings.DEFAULT_OUTPUT` in the current folder).
 seed : int, default=0
     Random seed.
 device : str, default="auto"

@@ -105,6 +105,11 @@ def quiet_transformers():
 
     Loading and saving models print "Loading weights" bars and load reports; library code should
     not. The previous settings are restored on exit.
+
+    Yields
+    ------
+    None
+        Control returns to the ``with`` block with transformers quiet.
     """
     from transformers.utils import logging as hf_logging
 
