@@ -324,7 +324,7 @@ def run_evaluate(config, command_line=None):
             title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
             summary="Noise-ceiling-normalised r of the held-out story per participant, ROI and "
                     "layer (hidden_states index).", figures=figures,
-            seeds={"ridge": None}, split=first["split"],
+            seeds={"seed": config.seed}, split=first["split"],
             voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
             data={p: r["data"] for p, r in per_participant.items()},
             models={"evaluated": fingerprint_model(config.model)},
