@@ -151,8 +151,11 @@ def test_parser_defaults_are_the_settings_defaults(command, capsys):
     defaults = settings_cls()
     for field in dataclasses.fields(settings_cls):
         value = getattr(defaults, field.name)
-        if isinstance(value, float):
-            assert f"(default: {value:g})" in help_text, field.name
+        if value is None or isinstance(value, bool):
+            continue
+        text = (" ".join(map(str, value)) if isinstance(value, tuple)
+                else f"{value:g}" if isinstance(value, float) else str(value))
+        assert f"(default: {text})" in help_text, field.name
 
 
 def test_min_ceiling_zero_is_kept(tmp_path):
