@@ -147,7 +147,7 @@ def test_parser_defaults_are_the_settings_defaults(command, capsys):
     assert resolved == settings_cls()
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
-    help_text = " ".join(capsys.readouterr().out.split())
+    help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped at "-"
     defaults = settings_cls()
     for field in dataclasses.fields(settings_cls):
         value = getattr(defaults, field.name)
