@@ -35,6 +35,7 @@ __all__ = [
     "CONTROL_MODELS",
     "DEFAULT_CONTROLS",
     "EXECUTORS",
+    "RIDGE_BACKENDS",
     "Option",
     "StoryDatasetSettings",
     "TunerSettings",
@@ -58,6 +59,8 @@ CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story f
 """Random-fMRI controls the study can tune, and the names of their models in the results."""
 DEFAULT_CONTROLS = ("block-permuted",)
 """Controls the demo tunes by default."""
+RIDGE_BACKENDS = ("numpy", "torch")
+"""Backends of the ridge encoding models (``"torch"``: on the GPU when there is one)."""
 EXECUTORS = ("none", "local", "slurm")
 """Where ``tune`` and ``evaluate`` run their jobs: in this process, submitit's local executor,
 or Slurm through submitit."""
@@ -513,6 +516,9 @@ class DemoSettings(_SettingsBase):
         Random-fMRI controls to tune (keys of :data:`CONTROL_MODELS`): ``"block-permuted"``
         (15-TR blocks moved far away) and/or ``"other-story"`` (each story gets another story's
         responses).
+    ridge_backend : {"numpy", "torch"}
+        Backend of the ridge encoding models (``"torch"`` runs them on the GPU when there is
+        one).
 
     See Also
     --------
@@ -531,6 +537,8 @@ class DemoSettings(_SettingsBase):
     ridge_cv: int = option(5, int, "ridge cross-validation folds", minimum=2)
     controls: tuple = option(DEFAULT_CONTROLS, str, "random-fMRI controls", many=True,
                              choices=tuple(CONTROL_MODELS))
+    ridge_backend: str = option("numpy", str, "backend of the ridge encoding models",
+                                choices=RIDGE_BACKENDS)
 
     @classmethod
     def preset(cls, quick=False, epochs=None, **overrides):
@@ -601,6 +609,8 @@ class DemoCommandSettings(RunSettings):
         Random-fMRI controls to tune.
     no_figures : bool
         Skip the figures.
+    ridge_backend : {"numpy", "torch"}
+        Backend of the ridge encoding models.
     """
 
     quick: bool = option(False, bool, "smaller run (a couple of minutes) for smoke tests")
@@ -611,6 +621,8 @@ class DemoCommandSettings(RunSettings):
                              "another story's responses", many=True,
                              choices=tuple(CONTROL_MODELS))
     no_figures: bool = option(False, bool, "skip the figures")
+    ridge_backend: str = option("numpy", str, "ridge backend: numpy, or torch (on the GPU "
+                                "with --device cuda)", choices=RIDGE_BACKENDS)
 
     def study_settings(self):
         """The :class:`DemoSettings` these options select.
@@ -620,7 +632,7 @@ class DemoCommandSettings(RunSettings):
         settings : DemoSettings
         """
         return DemoSettings.preset(quick=self.quick, epochs=self.epochs,
-                                   controls=self.controls)
+                                   controls=self.controls, ridge_backend=self.ridge_backend)
 
 
 @fill_doc
@@ -740,12 +752,16 @@ class EvaluateSettings(_RealDataSettings):
         Windows per batch.
     layers : str
         ``"all"`` or comma-separated ``hidden_states`` indices.
+    ridge_backend : {"numpy", "torch"}
+        Backend of the ridge encoding models.
     """
 
     window: float = option(16.0, float, "audio window per TR in seconds", minimum=0,
                            exclusive_minimum=True)
     batch_size: int = option(16, int, "windows per batch", minimum=1)
     layers: str = option("all", str, '"all" or comma-separated hidden_states indices')
+    ridge_backend: str = option("numpy", str, "ridge backend: numpy, or torch (on the GPU "
+                                "with --device cuda)", choices=RIDGE_BACKENDS)
 
     def layer_indices(self):
         """``"all"`` or the tuple of layer indices ``layers`` names.
