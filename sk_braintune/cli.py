@@ -192,6 +192,11 @@ def resolve_config(args):
     settings_cls = COMMAND_SETTINGS[args.command]
     settings = settings_from_mapping(settings_cls, values, source=source)
     settings.update(flags)
+    if hasattr(settings, "study_settings"):  # the demo's [study] table, checked now
+        try:
+            settings.study_settings()
+        except SettingsError as exc:
+            raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
     return settings
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "COMMAND_SETTINGS",
     "settings_from_mapping",
     "settings_to_dict",
+    "apply_overrides",
 ]
 
 DEFAULT_OUTPUT = "sk_braintune_results"
@@ -66,7 +67,7 @@ EXECUTORS = ("none", "local", "slurm")
 or Slurm through submitit."""
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               Path: "a path (string)"}
+               Path: "a path (string)", dict: "a table"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,10 @@ class Option:
             if isinstance(value, dict) or hasattr(value, "keys"):
                 return settings_from_mapping(self.kind, dict(value), prefix=f"{key}.")
             self._fail(key, value)
+        if self.kind is dict:
+            if not isinstance(value, dict):
+                self._fail(key, value)
+            return dict(value)
         if self.many:
             if isinstance(value, (str, Path)) or not hasattr(value, "__iter__"):
                 value = [value]
@@ -400,6 +405,44 @@ def settings_to_dict(settings):
     return plain(settings)
 
 
+def apply_overrides(settings, overrides, *, prefix=""):
+    """Set fields of ``settings`` from a mapping; nested tables update nested settings in place.
+
+    Unlike assigning a mapping to a nested field (which builds it afresh from the defaults),
+    ``{"tuner": {"lr_head": 0.01}}`` changes only ``settings.tuner.lr_head``.
+
+    Parameters
+    ----------
+    settings : settings dataclass
+    overrides : mapping of str to object
+    prefix : str, default=""
+        Prefix of the keys in errors (``"study."`` for a ``[study]`` table).
+
+    Returns
+    -------
+    settings : settings dataclass
+        The same object, changed.
+
+    Raises
+    ------
+    SettingsError
+        For an unknown key or a value of the wrong type, named with ``prefix``.
+    """
+    for key, value in dict(overrides).items():
+        if key not in settings.keys():
+            raise _unknown_key_error(type(settings), key, prefix=prefix)
+        current = getattr(settings, key)
+        if isinstance(current, _SettingsBase) and isinstance(value, dict):
+            apply_overrides(current, value, prefix=f"{prefix}{key}.")
+            continue
+        try:
+            setattr(settings, key, value)
+        except SettingsError as exc:
+            raise SettingsError(str(exc).replace("setting '", f"setting '{prefix}", 1)
+                                if prefix else str(exc)) from None
+    return settings
+
+
 # -- the study on the built-in dataset ------------------------------------------------------
 
 @dataclass
@@ -552,7 +595,8 @@ class DemoSettings(_SettingsBase):
         epochs : int, optional
             Override the number of tuning epochs.
         **overrides
-            Any field of :class:`DemoSettings` (nested tables as mappings or objects).
+            Any field of :class:`DemoSettings`; a mapping for a nested table changes only the
+            keys it holds (``tuner={"lr_head": 0.01}``).
 
         Returns
         -------
@@ -566,9 +610,9 @@ class DemoSettings(_SettingsBase):
             settings.probe = ProbeSettings(voices=("en-us",), rates=(175,),
                                            fillers_per_template=2)
             settings.ridge_cv = 3
+        apply_overrides(settings, overrides)
         if epochs is not None:
             settings.tuner.max_epochs = epochs
-        settings.update(overrides)
         return settings
 
 
@@ -611,6 +655,9 @@ class DemoCommandSettings(RunSettings):
         Skip the figures.
     ridge_backend : {"numpy", "torch"}
         Backend of the ridge encoding models.
+    study : dict
+        Overrides of the study's settings (keys of :class:`DemoSettings`, nested tables for
+        ``dataset``, ``tuner`` and ``probe``), from a ``[study]`` table of the TOML file.
     """
 
     quick: bool = option(False, bool, "smaller run (a couple of minutes) for smoke tests")
@@ -623,16 +670,36 @@ class DemoCommandSettings(RunSettings):
     no_figures: bool = option(False, bool, "skip the figures")
     ridge_backend: str = option("numpy", str, "ridge backend: numpy, or torch (on the GPU "
                                 "with --device cuda)", choices=RIDGE_BACKENDS)
+    study: dict = option({}, dict, "overrides of the study's settings (a [study] table of "
+                         "DemoSettings keys)", command_line=False)
 
     def study_settings(self):
         """The :class:`DemoSettings` these options select.
 
+        The preset (full or ``quick``), then the ``study`` table, then ``epochs``,
+        ``controls`` and ``ridge_backend``.
+
         Returns
         -------
         settings : DemoSettings
+
+        Raises
+        ------
+        SettingsError
+            For a key of ``study`` that :class:`DemoSettings` lacks, a value of the wrong type,
+            or a key that is a top-level option of the command.
         """
-        return DemoSettings.preset(quick=self.quick, epochs=self.epochs,
-                                   controls=self.controls, ridge_backend=self.ridge_backend)
+        for key in ("controls", "ridge_backend"):
+            if key in self.study:
+                raise SettingsError(f"setting 'study.{key}': {key} is an option of the "
+                                    f"command; set the top-level key {key!r} instead")
+        settings = DemoSettings.preset(quick=self.quick)
+        apply_overrides(settings, self.study, prefix="study.")
+        if self.epochs is not None:
+            settings.tuner.max_epochs = self.epochs
+        settings.controls = self.controls
+        settings.ridge_backend = self.ridge_backend
+        return settings
 
 
 @fill_doc

@@ -457,3 +457,17 @@ def test_executor_local_gives_the_in_process_results(two_participants, tiny_mode
     here = (tmp_path / "here" / "results.csv").read_text()
     assert (tmp_path / "jobs" / "results.csv").read_text() == here
     assert (tmp_path / "jobs" / "jobs" / "evaluate").is_dir()  # submitit's logs and pickles
+
+
+def test_demo_config_with_a_study_table(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("quick = true\n\n[study]\nwindow = 6.0\n\n[study.tuner]\nlr_head = 0.01\n")
+    settings = cli.resolve_config(cli.build_parser().parse_args(["demo", "--config",
+                                                                 str(config)]))
+    assert settings.study_settings().tuner.lr_head == 0.01
+    assert settings.study_settings().window == 6.0
+    config.write_text("[study.tuner]\nlr_head = \"fast\"\n")
+    assert cli.main(["demo", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{config}: setting 'study.tuner.lr_head' must be a number > 0, got "
+                        "'fast' (str)")

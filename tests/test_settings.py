@@ -2,6 +2,7 @@
 value checked with an error naming the key, the expected type and the allowed values."""
 
 import dataclasses
+import re
 import tomllib
 
 import pytest
@@ -108,6 +109,8 @@ def test_output_default_in_one_place():
                  executor="local", mem=32),
     EvaluateSettings(subject=("UTS03",), layers="0,2", stories=("a", "b")),
     DemoCommandSettings(quick=True, controls=("other-story", "block-permuted"), epochs=2),
+    DemoCommandSettings(study={"window": 6.0, "tuner": {"lr_head": 0.01, "patience": 3},
+                               "probe": {"voices": ["en-us"]}}),
 ])
 def test_saved_config_round_trips_through_the_command_line(settings, tmp_path):
     """``--config <output>/config.toml`` repeats the run with the same settings."""
@@ -127,3 +130,32 @@ def test_to_dict_round_trips():
     again = DemoSettings.from_mapping(settings.to_dict())
     assert again == settings
     assert dataclasses.asdict(again) == dataclasses.asdict(settings)
+
+
+def test_study_table_changes_only_its_keys():
+    """A [study] table overrides the preset key by key, nested tables included."""
+    command = DemoCommandSettings(quick=True, epochs=3, controls=("other-story",),
+                                  study={"window": 6, "tuner": {"lr_head": 0.01},
+                                         "dataset": {"test_story": "lost_dog"}})
+    settings = command.study_settings()
+    expected = study.demo_settings(quick=True)
+    expected.window = 6.0
+    expected.tuner.lr_head = 0.01
+    expected.tuner.max_epochs = 3  # --epochs wins over the preset and the table
+    expected.dataset.test_story = "lost_dog"
+    expected.controls = ("other-story",)
+    assert settings == expected
+    assert settings.dataset.max_words == 120  # the quick preset's, kept
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"windw": 3}, "unknown setting 'study.windw' for DemoSettings; did you mean "
+                   "'study.window'?"),
+    ({"tuner": {"lr_hed": 1}}, "did you mean 'study.tuner.lr_head'?"),
+    ({"tuner": {"patience": 0}}, "setting 'study.tuner.patience' must be an integer >= 1"),
+    ({"tuner": 3}, "setting 'study.tuner' must be a table of TunerSettings keys, got 3 (int)"),
+    ({"controls": ["other-story"]}, "set the top-level key 'controls' instead"),
+])
+def test_study_table_errors(table, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        DemoCommandSettings(study=table).study_settings()
