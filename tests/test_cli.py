@@ -151,7 +151,8 @@ def test_parser_defaults_are_the_settings_defaults(command, capsys):
     defaults = settings_cls()
     for field in dataclasses.fields(settings_cls):
         value = getattr(defaults, field.name)
-        if value is None or isinstance(value, bool):
+        if (value is None or isinstance(value, bool)
+                or not field.metadata["option"].command_line):
             continue
         text = (" ".join(map(str, value)) if isinstance(value, tuple)
                 else f"{value:g}" if isinstance(value, float) else str(value))
