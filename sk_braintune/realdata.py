@@ -58,7 +58,7 @@ def _load_real(config, subject):
 
 
 def _run(function, jobs, config, kind):
-    """``function(job)`` for each job, here or as jobs of :func:`~sk_braintune.executors.run_jobs`."""
+    """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``."""
     if config.executor == "none":
         return [function(job) for job in jobs]
     try:
