@@ -159,3 +159,26 @@ def test_study_table_changes_only_its_keys():
 def test_study_table_errors(table, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
         DemoCommandSettings(study=table).study_settings()
+
+
+def test_error_and_warning_classes_live_in_one_module():
+    """Defined once in sk_braintune.exceptions; the old import paths give the same classes."""
+    import importlib
+    import pkgutil
+
+    import sk_braintune
+    from sk_braintune import exceptions
+    from sk_braintune.datasets import NaNVoxelWarning
+
+    assert NaNVoxelWarning is exceptions.NaNVoxelWarning
+    assert study.StudyInputError is exceptions.StudyInputError
+    assert issubclass(exceptions.SettingsError, exceptions.StudyInputError)
+    # no other module of the package defines its own Exception or Warning class
+    for info in pkgutil.walk_packages(sk_braintune.__path__, "sk_braintune."):
+        if info.name.startswith("sk_braintune.testing") or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (isinstance(obj, type) and issubclass(obj, BaseException)
+                    and obj.__module__ == module.__name__):
+                assert module is exceptions, f"{info.name}.{name} belongs in exceptions"
