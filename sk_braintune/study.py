@@ -125,22 +125,6 @@ def run_dataset_summary(config):
 
 # -- feature extraction helpers -------------------------------------------------------------
 
-def _extract(source, windows, *, layers="all", batch_size=16, device="auto", verbose=False):
-    """Mean-pooled features of the chosen layers of ``windows`` from a model path or a tuner.
-
-    Returns the features (layers concatenated) and the tuple of their ``hidden_states`` indices.
-    """
-    from sklearn.frozen import FrozenEstimator
-
-    from .features import SpeechFeatureExtractor
-
-    model = source if isinstance(source, str) else FrozenEstimator(source)
-    extractor = SpeechFeatureExtractor(model=model, layers=layers, pooling="mean",
-                                       batch_size=batch_size, device=device, verbose=verbose)
-    features = extractor.fit_transform(windows)
-    return features, tuple(extractor.layers_)
-
-
 def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="auto",
                           verbose=False):
     """Per-layer mean-pooled features of a pretrained model and of top-layer-tuned copies.
@@ -203,11 +187,6 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     return out
 
 
-def _per_layer(features, n_layers):
-    n, total = features.shape
-    return features.reshape(n, n_layers, total // n_layers)
-
-
 # -- the study ----------------------------------------------------------------------------------
 
 ANALYSES = ("alignment", "low_level_impact", "probe", "semantic_preference")
@@ -241,6 +220,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``.
     """
     from .datasets import make_story_dataset
+    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .model_selection import HeldOutStories
     from .models import load_whisper_tiny_en
     from .tuning import BrainTuner
     from .windows import windows_from_dataset
@@ -264,7 +245,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     X_all, y_all, g_all = windows_from_dataset(data, fit_stories + test, window=window)
     selected = np.flatnonzero(np.asarray(data.noise_ceiling) > settings["min_ceiling"])
     results["n_tuning_targets"] = int(selected.size)
-    validation = _story_split(g_fit, valid)
+    validation = HeldOutStories(valid)
 
     tuner_params = dict(settings["tuner"], validation=validation, device=device,
                         random_state=seed, verbose=verbose)
@@ -292,11 +273,15 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
     labels = np.asarray(data.voxel_labels)
     nc = np.asarray(data.noise_ceiling)
+    # one encoding model for every fit: settings["ridge_backend"] = "torch" runs them on the GPU
+    encoder = default_encoder(cv=settings["ridge_cv"],
+                              backend=settings.get("ridge_backend", "numpy"))
     layers = {}
     with stages("alignment: voxelwise ridge per layer, scored on the held-out story"):
         for name in names:
-            layers[name] = _alignment(features[name], n_layers, y_all, g_all, train + valid,
-                                      test, nc, labels, cv=settings["ridge_cv"])
+            layers[name] = layerwise_alignment(features[name], n_layers, y_all, g_all,
+                                               train + valid, test, noise_ceiling=nc,
+                                               voxel_labels=labels, estimator=encoder)
     results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
                          for name, t in layers.items()}
 
@@ -306,8 +291,9 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     if "low_level_impact" in analyses:
         with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
                     "regressed out"):
-            results["low_level_impact"] = _low_level_impacts(
-                data, features, n_layers, g_all, train + valid, test, nc, labels,
+            last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
+            results["low_level_impact"] = low_level_impacts(
+                data, last_layers, g_all, train + valid, test, estimator=encoder,
                 cv=settings["ridge_cv"])
     if "probe" in analyses:
         with stages("semantic probe: spoken intents, split by paraphrase"):
@@ -349,6 +335,7 @@ def control_targets(kind, responses, groups, random_state=None):
     details : dict
         What was done (JSON-serialisable), with a one-line ``description``.
     """
+    from .preprocessing import split_by_story
     from .tuning.controls import block_permuted_targets, other_story_targets
 
     if kind == "block-permuted":
@@ -359,7 +346,7 @@ def control_targets(kind, responses, groups, random_state=None):
                          "description": f"15-TR blocks permuted >= {min_distance} blocks away"}
     if kind == "other-story":
         groups = np.asarray(groups)
-        by_story = _by_story(responses, groups)
+        by_story = split_by_story(responses, groups)
         # contiguous stories <=> the story changes exactly once between consecutive stories
         if np.count_nonzero(groups[1:] != groups[:-1]) != len(by_story) - 1:
             raise StudyInputError("other-story targets need each story's rows contiguous")
@@ -377,51 +364,13 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
         pretrained = load_backbone(model_path)
         return shared_layer_features(pretrained, {n: t.backbone_ for n, t in tuners.items()},
                                      windows, device=device, verbose=verbose)
+    from .features import extract_layer_features
+
     features = {}
     for name, source in {"pretrained": model_path, **tuners}.items():
-        features[name], _ = _extract(source, windows, device=device, verbose=verbose)
+        features[name], _ = extract_layer_features(source, windows, device=device,
+                                                   verbose=verbose)
     return features
-
-
-def _story_split(groups, validation_stories):
-    from .model_selection import HeldOutStories
-
-    return HeldOutStories(list(validation_stories))
-
-
-def _alignment(features, n_layers, responses, groups, train, test, noise_ceiling, labels, cv):
-    from .evaluation import layerwise_alignment
-
-    return layerwise_alignment(features, n_layers, responses, groups, train, test,
-                               noise_ceiling=noise_ceiling, voxel_labels=labels, cv=cv)
-
-
-def _by_story(matrix, groups):
-    groups = np.asarray(groups)
-    return {s: matrix[groups == s] for s in dict.fromkeys(groups)}
-
-
-def _low_level_impacts(data, features, n_layers, groups, train, test, noise_ceiling, labels,
-                       cv):
-    from .analysis import low_level_comparison
-    from .features.lowlevel import lowlevel_features
-
-    stories = train + test
-    lowlevel = [lowlevel_features(data, kind, stories, fit_stories=train)
-                for kind in ("powspec", "phoneme", "diphone", "articulation")]
-    responses = {s: np.asarray(data.responses[s]) for s in stories}
-    out = {}
-    for name, feats in features.items():
-        last = _per_layer(feats, n_layers)[:, -1]
-        comparison = low_level_comparison(
-            _by_story(last, groups), lowlevel, responses, train, test, cv=cv,
-            noise_ceiling=noise_ceiling, voxel_labels=labels)
-        table = comparison.impact
-        out[name] = {str(row["roi"] if "roi" in table else idx): {
-            "A": float(row["A"]), "A_resid": float(row["A_resid"]),
-            "impact_percent": float(row["impact_percent"])}
-            for idx, row in table.iterrows()}
-    return out
 
 
 def _probe_scores(sources, settings, *, seed, device, verbose):

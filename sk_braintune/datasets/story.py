@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .._utils import atomic_write_bytes, cache_dir, data_file
+from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
 
@@ -81,12 +82,6 @@ def _cache_key(params, texts):
     blob = json.dumps({"params": params, "texts": texts, "version": _GENERATOR_VERSION},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _zscore(x, axis=0):
-    x = np.asarray(x, dtype=np.float64)
-    std = x.std(axis=axis, keepdims=True)
-    return (x - x.mean(axis=axis, keepdims=True)) / np.where(std > 0, std, 1.0)
 
 
 def _check_int(name, value, minimum):
@@ -339,7 +334,7 @@ def _generate(texts, stories, split, params, verbose):
             convolved = convolve_hrf(fine, hrf)
             sampled = np.stack([np.interp(tr_times[name], fine_times + _FINE_STEP / 2, col)
                                 for col in convolved.T], axis=1)
-            out[name] = _zscore(sampled).astype(np.float32)
+            out[name] = zscore(sampled).astype(np.float32)
 
     n_kind = [params[f"n_{kind}_voxels"] for kind in _VOXEL_KINDS]
     labels = np.repeat(np.array(_VOXEL_KINDS), n_kind)
@@ -370,7 +365,7 @@ def _generate(texts, stories, split, params, verbose):
 
     def present(name, seed):
         noise = np.random.default_rng(seed).standard_normal(signal[name].shape)
-        return _zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
+        return zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
 
     seeds = np.random.SeedSequence(params["random_state"]).spawn(len(stories))
     responses, repeats = {}, {}

@@ -18,6 +18,8 @@ from .._lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "SpeechFeatureExtractor": "extractor",
+    "extract_layer_features": "extractor",
+    "pooled_features": "extractor",
     "FeatureCache": "cache",
     "lanczos_resample": "lanczos",
     "lanczos_weights": "lanczos",

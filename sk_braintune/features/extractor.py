@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..windows import AudioWindows
 from .cache import FeatureCache, hash_arrays, key_of
 
-__all__ = ["SpeechFeatureExtractor", "pooled_features"]
+__all__ = ["SpeechFeatureExtractor", "pooled_features", "extract_layer_features"]
 
 POOLINGS = ("mean", "last", "last_tr_mean")
 SAMPLE_RATE = 16_000
@@ -453,3 +453,42 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.input_tags.two_d_array = True
         return tags
+
+
+def extract_layer_features(source, windows, *, layers="all", pooling="mean", batch_size=16,
+                           device="auto", verbose=False):
+    """Pooled features of the chosen layers of ``windows``, from a model path or a fitted model.
+
+    The demo and ``sk-braintune evaluate`` extract their features with this.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, AudioBackbone or fitted estimator
+        A model name or path, or a fitted :class:`~sk_braintune.BrainTuner` (or
+        :class:`SpeechFeatureExtractor`), wrapped in :class:`~sklearn.frozen.FrozenEstimator`
+        so it is never refitted.
+    windows : AudioWindows or ndarray of shape (n_windows, n_samples)
+    layers : "all", int or sequence of int, default="all"
+        ``hidden_states`` indices (see :class:`SpeechFeatureExtractor`).
+    pooling : {"mean", "last", "last_tr_mean"}, default="mean"
+    batch_size : int, default=16
+    device : str, default="auto"
+    verbose : bool, default=False
+        Progress bar.
+
+    Returns
+    -------
+    features : ndarray of shape (n_windows, n_layers * hidden_size), float32
+        Layers concatenated.
+    layers : tuple of int
+        The ``hidden_states`` index of each block of columns.
+    """
+    from sklearn.base import BaseEstimator
+    from sklearn.frozen import FrozenEstimator
+
+    model = (FrozenEstimator(source) if isinstance(source, BaseEstimator)
+             and not isinstance(source, FrozenEstimator) else source)
+    extractor = SpeechFeatureExtractor(model=model, layers=layers, pooling=pooling,
+                                       batch_size=batch_size, device=device, verbose=verbose)
+    features = extractor.fit_transform(windows)
+    return features, tuple(int(k) for k in extractor.layers_)
