@@ -150,41 +150,22 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     features : dict of str to ndarray of shape (n_windows, (N + 1) * hidden_size)
         Key ``"pretrained"`` plus the keys of ``tuned``.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    n_layers = pretrained.num_hidden_layers + 1
-    dim = pretrained.hidden_size
-    out = {name: np.empty((len(windows), n_layers * dim), np.float32)
-           for name in ["pretrained", *tuned]}
-    last = n_layers - 1
     from ._utils import resolve_device
+    from .features import pooled_features
 
     device = resolve_device(device)
     models = [pretrained, *tuned.values()]
     for model in models:
-        model.eval().to(device)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(windows), batch_size),
-                          desc=f"features ({len(models)} models)", unit="batch",
-                          disable=not verbose, leave=False):
-            index = np.arange(start, min(start + batch_size, len(windows)))
-            x = torch.from_numpy(np.asarray(windows[index], dtype=np.float32)).to(device)
-            hidden, mask = pretrained.hidden_states_at(x, range(n_layers))
-            weights = mask.to(hidden[0].dtype)[..., None]
-            count = weights.sum(dim=1)
-
-            def pool(h):
-                return ((h * weights).sum(dim=1) / count).float().cpu().numpy()
-
-            shared = np.concatenate([pool(h) for h in hidden[:last]], axis=1)
-            out["pretrained"][index] = np.concatenate([shared, pool(hidden[last])], axis=1)
-            for name, model in tuned.items():
-                top = model.forward_from(hidden[last - 1], last - 1, mask)
-                out[name][index] = np.concatenate([shared, pool(top)], axis=1)
-    for model in models:
-        model.to("cpu")
-    return out
+        model.to(device)
+    try:
+        features, tuned_features = pooled_features(
+            pretrained, windows, range(pretrained.num_hidden_layers + 1), "mean",
+            batch_size=batch_size, tops=tuned, progress=verbose,
+            description=f"features ({len(models)} models)")
+    finally:
+        for model in models:
+            model.to("cpu")
+    return {"pretrained": features, **tuned_features}
 
 
 # -- the study ----------------------------------------------------------------------------------

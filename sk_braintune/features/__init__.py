@@ -20,6 +20,7 @@ _LAZY_EXPORTS = {
     "SpeechFeatureExtractor": "extractor",
     "extract_layer_features": "extractor",
     "pooled_features": "extractor",
+    "pooled_layer_features": "extractor",
     "FeatureCache": "cache",
     "lanczos_resample": "lanczos",
     "lanczos_weights": "lanczos",

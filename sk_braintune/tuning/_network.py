@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._training import pool
+from ..models.pooling import pool_frames
 
 # the frozen-layer cache is stored as float16 beyond this size (float32 below)
 CACHE_FLOAT32_LIMIT_BYTES = 4 * 1024 ** 3
@@ -59,14 +59,14 @@ def make_head(in_features, n_targets, seed):
 def forward_full(backbone, head, waveforms, pooling):
     """Predictions from waveforms, shape (B, K); also returns the pooled features (B, D)."""
     out = backbone(waveforms, output_hidden_states=False)
-    pooled = pool(out.last_hidden_state, out.frame_mask, pooling)
+    pooled = pool_frames(out.last_hidden_state, out.frame_mask, pooling)
     return head(pooled), pooled
 
 
 def forward_cached(backbone, head, hidden, frame_mask, start_layer, pooling):
     """Predictions from cached hidden states of layer ``start_layer``, shape (B, K)."""
     last = backbone.forward_from(hidden, start_layer, frame_mask)
-    pooled = pool(last, frame_mask, pooling)
+    pooled = pool_frames(last, frame_mask, pooling)
     return head(pooled), pooled
 
 
