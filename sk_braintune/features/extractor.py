@@ -74,7 +74,7 @@ def _audio_batch(windows, index):
 
 def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16, tr=2.0045,
                     progress=False, description="features", batches=None, frame_counts=None,
-                    weights_first=False, tops=None):
+                    weights_first=False, tops=None, load_batch=None, autocast=None, head=None):
     """Run ``backbone`` on windows in batches and pool the chosen layers.
 
     This is the package's one batched forward path: :class:`SpeechFeatureExtractor`, the
@@ -89,8 +89,10 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     windows : AudioWindows, ndarray of shape (n_windows, n_samples), or list of 1-D arrays
         16 kHz audio. Clips of a list may differ in length: those sharing a batch are
         right-padded with zeros (see ``batches`` and ``frame_counts``).
-    layers : sequence of int
-        Indices into ``hidden_states`` (0 = input embeddings).
+    layers : sequence of int or "last_hidden_state"
+        Indices into ``hidden_states`` (0 = input embeddings), or the backbone's
+        ``last_hidden_state`` (after the final layer norm of stable-layer-norm models; what a
+        :class:`~sk_braintune.BrainTuner` head sees).
     pooling : {"mean", "last", "last_tr_mean"}, default="mean"
         Over the frames that hold real audio: all of them, the last one, or those of the final
         ``tr`` seconds of the window.
@@ -117,11 +119,21 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
         last block of each of these runs on top of ``hidden_states[N - 1]``, which equals
         running each model separately. ``layers`` must then end with ``N`` and hold ``N - 1``.
         They are used on their own device and run in eval mode (modes restored after).
+    load_batch : callable, optional
+        ``load_batch(index) -> ndarray (len(index), n_samples) float32``, replacing the default
+        batch assembly (e.g. a tuner's left-padding of too-short windows).
+    autocast : callable, optional
+        Context-manager factory wrapping each batch's forward pass and pooling (e.g. bf16
+        autocast on CUDA).
+    head : callable, optional
+        With ``layers="last_hidden_state"``: a module applied to the float32 pooled features;
+        its outputs are returned instead of the features.
 
     Returns
     -------
     features : ndarray of shape (n_windows, len(layers) * hidden_size), float32
-        Layer blocks in the order of ``layers``.
+        Layer blocks in the order of ``layers`` (``hidden_size`` columns for
+        ``"last_hidden_state"``, the head's outputs with ``head``).
     top_features : dict of str to ndarray of shape (n_windows, len(layers) * hidden_size)
         Only with ``tops``: each model's features, the layers below the last shared with
         ``features``.
@@ -129,10 +141,21 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     import torch
     from tqdm.auto import tqdm
 
+    import contextlib
+
     n = len(windows)
-    layers = [int(k) for k in layers]
+    use_last_state = isinstance(layers, str)
+    if use_last_state and layers != "last_hidden_state":
+        raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
+    if head is not None and not use_last_state:
+        raise ValueError('a head applies to layers="last_hidden_state" only')
+    layers = [] if use_last_state else [int(k) for k in layers]
     with_tops, tops = tops is not None, dict(tops or {})
-    out = np.empty((n, len(layers) * backbone.hidden_size), dtype=np.float32)
+    if tops and use_last_state:
+        raise ValueError('tops need hidden_states indices, not "last_hidden_state"')
+    n_columns = (head.out_features if head is not None else backbone.hidden_size) \
+        if use_last_state else len(layers) * backbone.hidden_size
+    out = np.empty((n, n_columns), dtype=np.float32)
     top_out = {name: np.empty_like(out) for name in tops}
     if n == 0:
         return (out, top_out) if with_tops else out
@@ -140,12 +163,18 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     if tops and (layers[-1] != last or last - 1 not in layers):
         raise ValueError(f"tops need layers ending with {last} and holding {last - 1}, got "
                          f"{layers}")
-    n_samples = windows.shape[1] if hasattr(windows, "shape") else len(windows[0])
-    n_tr_frames = max(1, int(round(tr * SAMPLE_RATE / frame_step_samples(backbone, n_samples))))
+    n_tr_frames = None
+    if pooling == "last_tr_mean":
+        n_samples = windows.shape[1] if hasattr(windows, "shape") else len(windows[0])
+        n_tr_frames = max(1, round(tr * SAMPLE_RATE / frame_step_samples(backbone, n_samples)))
     device = next(backbone.parameters()).device
     if batches is None:
         batches = [np.arange(start, min(start + batch_size, n))
                    for start in range(0, n, batch_size)]
+    if load_batch is None:
+        def load_batch(index):
+            return _audio_batch(windows, index)
+    autocast = autocast or contextlib.nullcontext
     models = [backbone, *tops.values()]
     was_training = [m.training for m in models]
     for m in models:
@@ -155,21 +184,30 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
             for index in tqdm(batches, desc=description, unit="batch", disable=not progress,
                               leave=False):
                 index = np.asarray(index)
-                x = torch.from_numpy(_audio_batch(windows, index)).to(device, non_blocking=True)
-                hidden, mask = backbone.hidden_states_at(x, layers)
-                if frame_counts is not None:  # each clip's own frames only
-                    real = torch.as_tensor(np.asarray(frame_counts)[index], device=mask.device)
-                    frames = torch.arange(mask.shape[1], device=mask.device)
-                    mask = mask & (frames[None] < real[:, None])
-                pooled = [pool_frames(h, mask, pooling, n_tr_frames, weights_first=weights_first)
-                          for h in hidden]
-                out[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
-                for name, model in tops.items():
-                    top = model.forward_from(hidden[layers.index(last - 1)], last - 1, mask)
-                    pooled_top = pool_frames(top, mask, pooling, n_tr_frames,
-                                             weights_first=weights_first)
-                    top_out[name][index] = torch.cat(pooled[:-1] + [pooled_top],
-                                                     dim=1).float().cpu().numpy()
+                x = torch.from_numpy(load_batch(index)).to(device, non_blocking=True)
+                with autocast():
+                    if use_last_state:
+                        output = backbone(x, output_hidden_states=False)
+                        hidden, mask = [output.last_hidden_state], output.frame_mask
+                    else:
+                        hidden, mask = backbone.hidden_states_at(x, layers)
+                    if frame_counts is not None:  # each clip's own frames only
+                        real = torch.as_tensor(np.asarray(frame_counts)[index],
+                                               device=mask.device)
+                        frames = torch.arange(mask.shape[1], device=mask.device)
+                        mask = mask & (frames[None] < real[:, None])
+                    pooled = [pool_frames(h, mask, pooling, n_tr_frames,
+                                          weights_first=weights_first) for h in hidden]
+                    if head is not None:
+                        out[index] = head(pooled[0].float()).float().cpu().numpy()
+                        continue
+                    out[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
+                    for name, model in tops.items():
+                        top = model.forward_from(hidden[layers.index(last - 1)], last - 1, mask)
+                        pooled_top = pool_frames(top, mask, pooling, n_tr_frames,
+                                                 weights_first=weights_first)
+                        top_out[name][index] = torch.cat(pooled[:-1] + [pooled_top],
+                                                         dim=1).float().cpu().numpy()
     finally:
         for m, mode in zip(models, was_training):
             m.train(mode)

@@ -21,7 +21,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted,
                                       validate_data)
 
-from ..models.pooling import pool_frames
 from ..windows import is_audio_windows
 from . import _checkpoint, _network, _training
 
@@ -628,30 +627,16 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     def _pooled(self, X, layers):
         """Pooled features (and head predictions) for every window, in batches."""
-        import torch
+        from ..features import pooled_features
 
-        n = X.shape[0]
         n_input = getattr(self, "_n_input_samples_", X.shape[1])
-        features, predictions = [], []
-        with self._on_device() as (device, autocast), torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                index = np.arange(start, min(start + self.batch_size, n))
-                waves = torch.from_numpy(self._window_batch(X, index, n_input)).to(device)
-                with autocast():
-                    out = self.backbone_(waves, output_hidden_states=layers == "all")
-                    mask = out.frame_mask
-                    last = pool_frames(out.last_hidden_state, mask, self.pooling)
-                    if layers == "predict":
-                        predictions.append(self.head_(last.float()).float().cpu().numpy())
-                        continue
-                    if layers == "all":
-                        pooled = [pool_frames(h, mask, self.pooling).float()
-                                  for h in out.hidden_states]
-                        features.append(torch.cat(pooled, dim=1).cpu().numpy())
-                    else:
-                        features.append(last.float().cpu().numpy())
-        chunks = predictions if layers == "predict" else features
-        return np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+        with self._on_device() as (device, autocast):
+            return pooled_features(
+                self.backbone_, X,
+                range(self.backbone_.num_hidden_layers + 1) if layers == "all"
+                else "last_hidden_state", self.pooling, batch_size=self.batch_size,
+                load_batch=lambda index: self._window_batch(X, index, n_input),
+                autocast=autocast, head=self.head_ if layers == "predict" else None)
 
     def predict(self, X):
         """Predict the targets of each window.
