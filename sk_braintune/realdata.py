@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ._reporting import StageTimer, _json_default, save_config
-from .study import StudyInputError
+from ._reporting import StageTimer, save_config, write_json
+from .study import StudyInputError, show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
@@ -69,6 +68,7 @@ def run_tune(config):
     from .tuning import BrainTuner
     from .windows import windows_from_dataset
 
+    show_library_messages(not config.get("quiet"))
     data = _load_real(config)
     output = Path(config.get("output") or "sk_braintune_results")
     stages = StageTimer()
@@ -98,8 +98,7 @@ def run_tune(config):
             raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
     tuner.save_pretrained(output / "backbone")
     np.save(output / "selected_voxels.npy", selected)
-    (output / "history.json").write_text(json.dumps(tuner.history_, indent=2,
-                                                    default=_json_default))
+    write_json(output / "history.json", tuner.history_)
     save_config(config, output)
     from .analysis import figures as fig
 
@@ -127,6 +126,7 @@ def run_evaluate(config):
     from .features import extract_layer_features
     from .windows import windows_from_dataset
 
+    show_library_messages(not config.get("quiet"))
     data = _load_real(config)
     output = Path(config.get("output") or "sk_braintune_results")
     stages = StageTimer()
@@ -164,8 +164,7 @@ def run_evaluate(config):
                "low_level_impact": impact,
                "stage_seconds": stages.times}
     output.mkdir(parents=True, exist_ok=True)
-    (output / "evaluation.json").write_text(json.dumps(results, indent=2,
-                                                       default=_json_default))
+    write_json(output / "evaluation.json", results)
     np.save(output / "normalized_r_per_layer.npy", table["voxels"])
     save_config(config, output)
     from .analysis import figures as fig

@@ -18,7 +18,8 @@ from ._reporting import (StageTimer, dataset_summary, format_results_table, peak
                          save_config, write_results)
 
 __all__ = ["StudyInputError", "demo_settings", "model_names", "control_targets", "run_demo",
-           "run_dataset_summary", "run_braintuning_study", "shared_layer_features"]
+           "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
+           "show_library_messages"]
 
 # control kind (``settings["controls"]``) -> the model's name in the results
 CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI"}
@@ -97,6 +98,32 @@ def model_names(settings):
     return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in controls))
 
 
+def show_library_messages(verbose=True):
+    """Send the package's INFO log messages (dataset and tuning progress) to the terminal.
+
+    Library modules log instead of printing; the commands call this so that a verbose run
+    shows those messages. Calling it again changes nothing.
+
+    Parameters
+    ----------
+    verbose : bool, default=True
+        False: leave logging as it is.
+    """
+    import logging
+    import sys
+
+    if not verbose:
+        return
+    logger = logging.getLogger("sk_braintune")
+    if not any(getattr(h, "_sk_braintune_terminal", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._sk_braintune_terminal = True
+        logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def _set_torch_threads(config):
     import torch
 
@@ -117,6 +144,7 @@ def run_dataset_summary(config):
     """
     from .datasets import make_story_dataset
 
+    show_library_messages(not config.get("quiet"))
     data = make_story_dataset(random_state=config.get("seed", 0),
                               verbose=not config.get("quiet"))
     print("Built-in story dataset")
@@ -471,6 +499,7 @@ def run_demo(config):
         settings["controls"] = tuple(config["controls"])
         model_names(settings)  # unknown names (possible from a config file) fail here
     verbose = not config.get("quiet")
+    show_library_messages(verbose)
     stages = StageTimer()
     print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "
           f"({'quick' if config.get('quick') else 'full'} run), results in {output}/",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 import time
 
@@ -21,6 +22,8 @@ from .._utils import atomic_write_bytes, cache_dir, data_file
 from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
+
+logger = logging.getLogger(__name__)
 
 _GENERATOR_VERSION = 1
 DEFAULT_TEST_STORY = "lighthouse_keeper"
@@ -229,7 +232,7 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
             with open(path, "rb") as f:
                 data = pickle.load(f)
             if verbose:
-                print(f"[make_story_dataset] loaded from cache {path}")
+                logger.info(f"[make_story_dataset] loaded from cache {path}")
             return _to_bunch(data, Bunch)
         except Exception:  # a corrupt or stale cache file is regenerated
             pass
@@ -297,7 +300,7 @@ def _generate(texts, stories, split, params, verbose):
         tr_times[name] = (np.arange(n_trs) + 0.5) * tr
         words[name], phones[name] = utt.words, utt.phones
     if verbose:
-        print(f"[make_story_dataset] synthesised {len(stories)} stories "
+        logger.info(f"[make_story_dataset] synthesised {len(stories)} stories "
               f"({sum(a.size for a in audio.values()) / sample_rate:.0f} s) in "
               f"{time.perf_counter() - start:.1f} s")
 
@@ -307,7 +310,7 @@ def _generate(texts, stories, split, params, verbose):
     bounds = np.cumsum([0] + [len(c) for c in contexts])
     per_story = {name: embeddings[bounds[i]:bounds[i + 1]] for i, name in enumerate(stories)}
     if verbose:
-        print(f"[make_story_dataset] embedded {len(embeddings)} word contexts "
+        logger.info(f"[make_story_dataset] embedded {len(embeddings)} word contexts "
               f"({time.perf_counter() - start:.1f} s)")
 
     # Semantic axes: principal axes of within-story variation (z-scoring per story removes
@@ -391,7 +394,7 @@ def _generate(texts, stories, split, params, verbose):
         f"{n_rep} times; per-presentation SNR {low:g}-{high:g} (variance ratio)."
     )
     if verbose:
-        print(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
+        logger.info(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
     return dict(
         stories=list(stories), sample_rate=sample_rate, audio=audio, tr=tr, tr_times=tr_times,
         responses=responses, repeats=repeats,

@@ -8,6 +8,7 @@ responses. The tuned backbone then replaces the pretrained one in the encoding p
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import numbers
 import shutil
@@ -25,6 +26,8 @@ from ..windows import is_audio_windows
 from . import _checkpoint, _network, _training
 
 __all__ = ["BrainTuner"]
+
+logger = logging.getLogger(__name__)
 
 # Test hook: called as ``_epoch_end_hook(tuner, epoch, history)`` after each epoch's checkpoint
 # is written (tests raise from it to simulate an interrupted fit).
@@ -550,8 +553,9 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                           seconds=time.perf_counter() - started)
             history.append(record)
             if self.verbose:
-                print(f"epoch {epoch + 1}/{self.max_epochs}: train loss {record['train_loss']:.4f}"
-                      f", valid loss {valid_loss:.4f}, valid r {valid_r:.4f}")
+                logger.info(f"epoch {epoch + 1}/{self.max_epochs}: train loss "
+                            f"{record['train_loss']:.4f}, valid loss {valid_loss:.4f}, "
+                            f"valid r {valid_r:.4f}")
             monitored = valid_loss if len(valid_index) else record["train_loss"]
             stop = stopper.step(epoch, monitored, trainable_state) if len(valid_index) else False
             if not len(valid_index):
