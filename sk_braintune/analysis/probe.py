@@ -4,7 +4,8 @@
 softmax-weighted sum of all layers (the SUPERB convention), mean-pooled over the frames that
 hold real audio. Epochs are selected on a validation split carved from the training data, never
 on the test set. :func:`~sk_braintune.features.extractor.pooled_layer_features` computes the
-``(n, n_layers, dim)`` features once so that many probes (one per layer, :func:`probe_layers`) share them.
+``(n, n_layers, dim)`` features once so that many probes (one per layer,
+:func:`probe_layers`) share them.
 """
 
 from __future__ import annotations

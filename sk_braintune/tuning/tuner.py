@@ -273,7 +273,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     # -- helpers -----------------------------------------------------------------------------
     def _window_batch(self, X, index, n_input_samples):
         """float32 array (len(index), n_input_samples): windows, left-padded with silence."""
-        batch = X[index].to_array() if is_audio_windows(X) else np.asarray(X[index], dtype=np.float32)
+        batch = (X[index].to_array() if is_audio_windows(X)
+                 else np.asarray(X[index], dtype=np.float32))
         if batch.shape[1] < n_input_samples:
             pad = np.zeros((batch.shape[0], n_input_samples - batch.shape[1]), dtype=np.float32)
             batch = np.concatenate([pad, batch], axis=1)
