@@ -39,6 +39,9 @@ _LAZY_EXPORTS = {
     "near_homophone_pairs": ".word_pairs",
     "phone_edit_distance": ".word_pairs",
     "windows_from_dataset": "sk_braintune.windows",
+    "select_participant": ".participants",
+    "participant_windows": ".participants",
+    "dataset_participants": ".participants",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -25,7 +25,7 @@ from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_c
 
 logger = logging.getLogger(__name__)
 
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 DEFAULT_TEST_STORY = "lighthouse_keeper"
 DEFAULT_VALIDATION_STORY = "lost_dog"
 _FINE_STEP = 0.1  # s; grid on which stimulus features are built and convolved
@@ -254,6 +254,7 @@ def _to_bunch(data, bunch_cls):
     data = dict(data)
     data["audio"] = {k: (v.astype(np.float32) / np.float32(32767.0) if v.dtype == np.int16 else v)
                      for k, v in data["audio"].items()}
+    data["participant_data"] = {p: bunch_cls(**own) for p, own in data["participant_data"].items()}
     return bunch_cls(**data)
 
 
@@ -395,18 +396,22 @@ def _generate(texts, stories, split, params, verbose):
     )
     if verbose:
         logger.info(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
+    ceiling = noise_ceiling(repeats[test]).astype(np.float64)
+    own_truth = dict(semantic_weights=sem_weights.astype(np.float32),
+                     acoustic_weights=ac_weights.astype(np.float32),
+                     signal={n: v.astype(np.float32) for n, v in signal.items()},
+                     snr=voxel_snr, true_noise_ceiling=true_ceiling)
+    participant_data = {"P01": dict(responses=responses, repeats=repeats, noise_ceiling=ceiling,
+                                    ground_truth=own_truth)}
     return dict(
         stories=list(stories), sample_rate=sample_rate, audio=audio, tr=tr, tr_times=tr_times,
-        responses=responses, repeats=repeats,
-        noise_ceiling=noise_ceiling(repeats[test]).astype(np.float64),
+        responses=responses, repeats=repeats, noise_ceiling=ceiling,
+        participants=("P01",), participant_data=participant_data,
         words=words, phones=phones, phone_set="espeak", split=split, voxel_labels=labels,
         ground_truth=dict(
             semantic=semantic, acoustic=acoustic,
-            semantic_weights=sem_weights.astype(np.float32),
-            acoustic_weights=ac_weights.astype(np.float32),
             semantic_projection=projection.astype(np.float32), word_semantics=word_semantics,
-            signal={n: v.astype(np.float32) for n, v in signal.items()},
-            snr=voxel_snr, true_noise_ceiling=true_ceiling, hrf=hrf,
+            hrf=hrf, **own_truth,
         ),
         description=description,
     )
