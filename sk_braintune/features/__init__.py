@@ -19,6 +19,7 @@ from .._lazy import lazy_exports
 _LAZY_EXPORTS = {
     "SpeechFeatureExtractor": "extractor",
     "extract_layer_features": "extractor",
+    "forward_batches": "extractor",
     "pooled_features": "extractor",
     "pooled_layer_features": "extractor",
     "FeatureCache": "cache",

@@ -20,8 +20,8 @@ from ..models.pooling import POOLINGS, pool_frames
 from ..windows import is_audio_windows
 from .cache import FeatureCache, hash_arrays, key_of
 
-__all__ = ["SpeechFeatureExtractor", "pooled_features", "pooled_layer_features",
-           "extract_layer_features"]
+__all__ = ["SpeechFeatureExtractor", "forward_batches", "pooled_features",
+           "pooled_layer_features", "extract_layer_features"]
 
 SAMPLE_RATE = 16_000
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -72,15 +72,99 @@ def _audio_batch(windows, index):
     return batch
 
 
+def forward_batches(backbone, windows, layers, on_batch, *, batch_size=16, batches=None,
+                    load_batch=None, autocast=None, progress=False, description="features",
+                    also_eval=()):
+    """The package's one batched forward loop: run ``backbone`` on audio, batch by batch.
+
+    Each batch's audio is assembled, moved to the backbone's device and run (eval mode, no
+    gradients, inside ``autocast``); ``on_batch(index, hidden, frame_mask)`` then consumes the
+    outputs inside the same contexts. :func:`pooled_features` (extraction, probes, preference,
+    the demo's shared layers, tuner inference) and the tuner's frozen-layer cache run on it.
+
+    Parameters
+    ----------
+    backbone : AudioBackbone
+        Used on its device and in its dtype; its mode is restored after.
+    windows : AudioWindows, ndarray of shape (n_windows, n_samples), or list of 1-D arrays
+        The audio; any sized sequence when ``load_batch`` assembles the batches.
+    layers : sequence of int or "last_hidden_state"
+        ``hidden_states`` indices (0 = input embeddings), or the backbone's
+        ``last_hidden_state`` (after the final layer norm of stable-layer-norm models).
+    on_batch : callable
+        ``on_batch(index, hidden, frame_mask)``: ``index`` (ndarray of int) the batch's rows,
+        ``hidden`` a list of tensors (B, F, D) in the order of ``layers``, ``frame_mask`` (B, F)
+        bool.
+    batch_size : int, default=16
+        Rows per batch when ``batches`` is None.
+    batches : sequence of array-like of int, optional
+        The rows of each batch; consecutive runs of ``batch_size`` rows when None.
+    load_batch : callable, optional
+        ``load_batch(index) -> ndarray (len(index), n_samples) float32``; by default the rows of
+        ``windows`` (clips of a list right-padded with zeros to the batch's longest).
+    autocast : callable, optional
+        Context-manager factory (e.g. bf16 autocast on CUDA); none when None.
+    progress : bool or callable, default=False
+        Show a progress bar, or ``progress(iterable, description, total) -> iterable``.
+    description : str, default="features"
+        Progress bar label.
+    also_eval : sequence of torch.nn.Module, default=()
+        Other modules ``on_batch`` runs, put in eval mode for the loop (modes restored after).
+    """
+    import contextlib
+
+    import torch
+    from tqdm.auto import tqdm
+
+    use_last_state = isinstance(layers, str)
+    if use_last_state and layers != "last_hidden_state":
+        raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
+    layers = layers if use_last_state else [int(k) for k in layers]
+    n = len(windows)
+    if batches is None:
+        batches = [np.arange(start, min(start + batch_size, n))
+                   for start in range(0, n, batch_size)]
+    if load_batch is None:
+        def load_batch(index):
+            return _audio_batch(windows, index)
+    autocast = autocast or contextlib.nullcontext
+    if callable(progress):
+        batches = progress(batches, description, len(batches))
+    else:
+        batches = tqdm(batches, desc=description, unit="batch", disable=not progress,
+                       leave=False)
+    device = next(backbone.parameters()).device
+    models = [backbone, *also_eval]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()  # no dropout at extraction, even for a backbone caught mid-training
+    try:
+        with torch.inference_mode():
+            for index in batches:
+                index = np.asarray(index)
+                x = torch.from_numpy(load_batch(index)).to(device, non_blocking=True)
+                with autocast():
+                    if use_last_state:
+                        output = backbone(x, output_hidden_states=False)
+                        hidden, mask = [output.last_hidden_state], output.frame_mask
+                    else:
+                        hidden, mask = backbone.hidden_states_at(x, layers)
+                    on_batch(index, hidden, mask)
+    finally:
+        for m, mode in zip(models, was_training):
+            m.train(mode)
+
+
 def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16, tr=2.0045,
                     progress=False, description="features", batches=None, frame_counts=None,
                     weights_first=False, tops=None, load_batch=None, autocast=None, head=None):
     """Run ``backbone`` on windows in batches and pool the chosen layers.
 
-    This is the package's one batched forward path: :class:`SpeechFeatureExtractor`, the
-    story-level protocol (:mod:`sk_braintune.features.protocol`), the per-clip features of the
-    probe and the semantic preference (:func:`pooled_layer_features`) and the demo's shared
-    frozen layers all run through it.
+    Pooling on top of :func:`forward_batches` (the one batched forward loop):
+    :class:`SpeechFeatureExtractor`, the story-level protocol
+    (:mod:`sk_braintune.features.protocol`), the per-clip features of the probe and the semantic
+    preference (:func:`pooled_layer_features`), the demo's shared frozen layers and
+    :class:`~sk_braintune.BrainTuner` inference all use it.
 
     Parameters
     ----------
@@ -139,17 +223,14 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
         ``features``.
     """
     import torch
-    from tqdm.auto import tqdm
-
-    import contextlib
 
     n = len(windows)
     use_last_state = isinstance(layers, str)
-    if use_last_state and layers != "last_hidden_state":
-        raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
     if head is not None and not use_last_state:
         raise ValueError('a head applies to layers="last_hidden_state" only')
-    layers = [] if use_last_state else [int(k) for k in layers]
+    if use_last_state and layers != "last_hidden_state":
+        raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
+    layers = layers if use_last_state else [int(k) for k in layers]
     with_tops, tops = tops is not None, dict(tops or {})
     if tops and use_last_state:
         raise ValueError('tops need hidden_states indices, not "last_hidden_state"')
@@ -167,50 +248,27 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     if pooling == "last_tr_mean":
         n_samples = windows.shape[1] if hasattr(windows, "shape") else len(windows[0])
         n_tr_frames = max(1, round(tr * SAMPLE_RATE / frame_step_samples(backbone, n_samples)))
-    device = next(backbone.parameters()).device
-    if batches is None:
-        batches = [np.arange(start, min(start + batch_size, n))
-                   for start in range(0, n, batch_size)]
-    if load_batch is None:
-        def load_batch(index):
-            return _audio_batch(windows, index)
-    autocast = autocast or contextlib.nullcontext
-    models = [backbone, *tops.values()]
-    was_training = [m.training for m in models]
-    for m in models:
-        m.eval()  # no dropout at extraction, even for a backbone caught mid-training
-    try:
-        with torch.inference_mode():
-            for index in tqdm(batches, desc=description, unit="batch", disable=not progress,
-                              leave=False):
-                index = np.asarray(index)
-                x = torch.from_numpy(load_batch(index)).to(device, non_blocking=True)
-                with autocast():
-                    if use_last_state:
-                        output = backbone(x, output_hidden_states=False)
-                        hidden, mask = [output.last_hidden_state], output.frame_mask
-                    else:
-                        hidden, mask = backbone.hidden_states_at(x, layers)
-                    if frame_counts is not None:  # each clip's own frames only
-                        real = torch.as_tensor(np.asarray(frame_counts)[index],
-                                               device=mask.device)
-                        frames = torch.arange(mask.shape[1], device=mask.device)
-                        mask = mask & (frames[None] < real[:, None])
-                    pooled = [pool_frames(h, mask, pooling, n_tr_frames,
-                                          weights_first=weights_first) for h in hidden]
-                    if head is not None:
-                        out[index] = head(pooled[0].float()).float().cpu().numpy()
-                        continue
-                    out[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
-                    for name, model in tops.items():
-                        top = model.forward_from(hidden[layers.index(last - 1)], last - 1, mask)
-                        pooled_top = pool_frames(top, mask, pooling, n_tr_frames,
-                                                 weights_first=weights_first)
-                        top_out[name][index] = torch.cat(pooled[:-1] + [pooled_top],
-                                                         dim=1).float().cpu().numpy()
-    finally:
-        for m, mode in zip(models, was_training):
-            m.train(mode)
+
+    def pool_batch(index, hidden, mask):
+        if frame_counts is not None:  # each clip's own frames only
+            real = torch.as_tensor(np.asarray(frame_counts)[index], device=mask.device)
+            frames = torch.arange(mask.shape[1], device=mask.device)
+            mask = mask & (frames[None] < real[:, None])
+        pooled = [pool_frames(h, mask, pooling, n_tr_frames, weights_first=weights_first)
+                  for h in hidden]
+        if head is not None:
+            out[index] = head(pooled[0].float()).float().cpu().numpy()
+            return
+        out[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
+        for name, model in tops.items():
+            top = model.forward_from(hidden[layers.index(last - 1)], last - 1, mask)
+            pooled_top = pool_frames(top, mask, pooling, n_tr_frames, weights_first=weights_first)
+            top_out[name][index] = torch.cat(pooled[:-1] + [pooled_top],
+                                             dim=1).float().cpu().numpy()
+
+    forward_batches(backbone, windows, layers, pool_batch, batch_size=batch_size,
+                    batches=batches, load_batch=load_batch, autocast=autocast,
+                    progress=progress, description=description, also_eval=list(tops.values()))
     return (out, top_out) if with_tops else out
 
 
