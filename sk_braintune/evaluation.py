@@ -177,10 +177,14 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
     from .preprocessing import zscore_per_story
 
     groups = np.asarray(groups)
+    responses = np.asarray(responses)
+    n_features_rows = np.shape(features)[0]
+    if not n_features_rows == len(responses) == len(groups):
+        raise ValueError(f"features ({n_features_rows} rows), responses ({len(responses)}) and "
+                         f"groups ({len(groups)}) need one row per TR each")
     features = (zscore_per_story(features, groups, dtype=np.float32) if standardize
                 else np.asarray(features, dtype=np.float32))
     X = delay_per_story(features, groups, delays)
-    responses = np.asarray(responses)
     train = np.isin(groups, list(train_stories))
     test = np.isin(groups, list(test_stories))
     if not train.any() or not test.any():

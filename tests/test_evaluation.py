@@ -132,6 +132,8 @@ def test_bad_story_names():
     X, Y, groups, stories = _data()
     with pytest.raises(ValueError, match="no rows for the training stories"):
         fit_score_encoding(X, Y, groups, ["nope"], stories[3:])
+    with pytest.raises(ValueError, match=r"responses \(119\).*one row per TR"):
+        fit_score_encoding(X, Y[:-1], groups, stories[:3], stories[3:])
 
 
 def test_split_layers_is_a_view():
