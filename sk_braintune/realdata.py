@@ -14,15 +14,14 @@ Every results folder gets ``results.csv``, ``config.toml``, ``manifest.json`` an
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ._reporting import StageTimer, _json_default, save_config
+from ._reporting import StageTimer, save_config, write_json
 from .exceptions import StudyInputError
 from .settings import EvaluateSettings, TuneSettings
-from .study import _alignment, _by_story, _extract, _per_layer, _story_split
+from .study import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
@@ -138,6 +137,7 @@ def run_tune(config, command_line=None):
     from .report import utc_now
 
     config = TuneSettings.from_mapping(config)
+    show_library_messages(not config.quiet)
     _check_inputs(config)
     started = utc_now()
     (summary,) = _run(tune_job, [{"config": config}], config, "tune")
@@ -184,6 +184,7 @@ def tune_job(job):
         ``output``, ``best_epoch``, ``n_voxels``, ``participants`` and ``manifest`` (the
         manifest's split, voxel, data and model parts).
     """
+    from .model_selection import HeldOutStories
     from .report import dataset_fingerprints, fingerprint_model, voxel_selection
     from .tuning import BrainTuner
     from .windows import windows_from_dataset
@@ -225,7 +226,7 @@ def tune_job(job):
                               f"(highest: {np.nanmax(noise_ceiling):.3f}); lower --min-ceiling")
     params = {"max_epochs": config.epochs, "lr_backbone": config.lr_backbone,
               "lr_head": config.lr_head, "batch_size": config.batch_size,
-              "validation": _story_split(groups, valid) if valid else 0.1,
+              "validation": HeldOutStories(valid) if valid else 0.1,
               "device": config.device, "random_state": config.seed,
               "verbose": not config.quiet, "checkpoint_dir": str(output / "checkpoints")}
     with stages(f"brain-tuning {config.model} on {len(train + valid)} stories, "
@@ -237,8 +238,7 @@ def tune_job(job):
             raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
     tuner.save_pretrained(output / "backbone")
     np.save(output / "selected_voxels.npy", selected)
-    (output / "history.json").write_text(json.dumps(tuner.history_, indent=2,
-                                                    default=_json_default))
+    write_json(output / "history.json", tuner.history_)
     _write_csv(_flat_rows(tuner.history_), output / "results.csv")
     from .analysis import figures as fig
 
@@ -285,6 +285,7 @@ def run_evaluate(config, command_line=None):
     from .report import fingerprint_model, utc_now
 
     config = EvaluateSettings.from_mapping(config)
+    show_library_messages(not config.quiet)
     _check_inputs(config)
     config.layer_indices()  # a bad --layers fails before any loading
     started = utc_now()
@@ -303,8 +304,7 @@ def run_evaluate(config, command_line=None):
     results = {"layer_indices": first["layer_indices"], "layers": first["layers"],
                "low_level_impact": first["low_level_impact"],
                "stage_seconds": first["stage_seconds"], "participants": per_participant}
-    (output / "evaluation.json").write_text(json.dumps(results, indent=2,
-                                                       default=_json_default))
+    write_json(output / "evaluation.json", results)
     np.save(output / "normalized_r_per_layer.npy", voxels[subjects[0]])
     np.savez_compressed(output / "voxel_scores.npz", **voxels)
     rows, summary_rows = _evaluation_tables(per_participant)
@@ -381,7 +381,8 @@ def evaluate_job(job):
         ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``, ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
-    from .features.lowlevel import lowlevel_features
+    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .features import extract_layer_features
     from .report import dataset_fingerprints, voxel_selection
     from .windows import windows_from_dataset
 
@@ -401,7 +402,7 @@ def evaluate_job(job):
         if key not in features_by_stories:
             with stages(f"features of {config.model} on {len(X)} windows"):
                 try:
-                    features_by_stories[key] = _extract(
+                    features_by_stories[key] = extract_layer_features(
                         config.model, X, layers=config.layer_indices(),
                         batch_size=config.batch_size, device=config.device,
                         verbose=not config.quiet)
@@ -412,25 +413,21 @@ def evaluate_job(job):
         n_layers = len(layer_indices)
         labels = np.asarray(data.voxel_labels)
         nc = np.asarray(data.noise_ceiling)
+        # the demo's encoding model (inner CV clamped to the training stories by the
+        # evaluation); --ridge-backend torch runs the ridge on the GPU
+        encoder = default_encoder(cv=5, backend=config.ridge_backend)
         with stages(f"{participant}: alignment per layer"):
-            table = _alignment(feats, n_layers, y, groups, train, test, nc, labels,
-                               cv=min(5, len(train)))
+            table = layerwise_alignment(feats, n_layers, y, groups, train, test,
+                                        noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
         with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
-            from .analysis import low_level_comparison
-
-            lowlevel = [lowlevel_features(data, kind, train + test, fit_stories=train)
-                        for kind in ("powspec", "phoneme", "articulation")]
-            last = _per_layer(feats, n_layers)[:, -1]
-            comparison = low_level_comparison(
-                _by_story(last, groups), lowlevel,
-                {s: data.responses[s] for s in train + test}, train, test,
-                cv=min(5, len(train)), noise_ceiling=nc, voxel_labels=labels)
+            impact = low_level_impacts(data, {"model": split_layers(feats, n_layers)[:, -1]},
+                                       groups, train, test, estimator=encoder, cv=5)["model"]
         voxel_indices = data.get("voxel_indices")
         out[participant] = {
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),
-            "low_level_impact": comparison.impact.to_dict(orient="records"),
+            "low_level_impact": impact,
             "split": {k: list(v) for k, v in data.split.items()},
             "voxel_selection": voxel_selection(
                 np.arange(nc.size) if voxel_indices is None else voxel_indices, nc.size),

@@ -3,8 +3,9 @@
 :class:`SemanticProbe` fits a linear classifier on one layer of frozen features, or on a learned
 softmax-weighted sum of all layers (the SUPERB convention), mean-pooled over the frames that
 hold real audio. Epochs are selected on a validation split carved from the training data, never
-on the test set. :func:`pooled_layer_features` computes the ``(n, n_layers, dim)`` features once
-so that many probes (one per layer, :func:`probe_layers`) share them.
+on the test set. :func:`~sk_braintune.features.extractor.pooled_layer_features` computes the
+``(n, n_layers, dim)`` features once so that many probes (one per layer,
+:func:`probe_layers`) share them.
 """
 
 from __future__ import annotations
@@ -17,108 +18,11 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (check_is_fitted, check_random_state, column_or_1d,
                                       validate_data)
 
-from .._docs import fill_doc
+from ..features.extractor import pooled_layer_features
 
-__all__ = ["SemanticProbe", "pooled_layer_features", "probe_layers"]
+__all__ = ["SemanticProbe", "probe_layers"]
 
 _SCORINGS = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "f1_samples")
-
-
-# ---------------------------------------------------------------------------------------------
-# frozen features
-# ---------------------------------------------------------------------------------------------
-def _audio_items(audio):
-    """Audio as (list of 1-D float32 arrays, equal_length flag)."""
-    if hasattr(audio, "batches") and hasattr(audio, "window_samples"):  # AudioWindows
-        return [np.asarray(w, dtype=np.float32) for w in audio], True
-    if isinstance(audio, np.ndarray) and audio.ndim == 2:
-        return list(audio.astype(np.float32, copy=False)), True
-    if isinstance(audio, np.ndarray) and audio.ndim == 1 and audio.dtype != object:
-        return [audio.astype(np.float32, copy=False)], True
-    items = [np.asarray(a, dtype=np.float32).ravel() for a in audio]
-    if not items:
-        raise ValueError("no audio given")
-    return items, len({len(a) for a in items}) == 1
-
-
-@fill_doc
-def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device="auto",
-                          exact=True, verbose=False):
-    """Mean-pooled hidden states of every layer for each audio clip.
-
-    Clips of different lengths (e.g. single words) are never padded together: only clips of the
-    same length share a batch, so each clip's features are those of the clip alone. Each clip
-    is pooled over its real frames (the backbone's ``frame_mask``, e.g. Whisper's non-padding
-    frames). Pass clips unpadded (``bunch.audio``, not a zero-padded matrix).
-
-    Parameters
-    ----------
-    %(model_source)s
-    audio : AudioWindows, ndarray of shape (n, n_samples), or list of 1-D arrays
-        16 kHz float audio.
-    %(layers)s
-    %(batch_size)s
-    %(device)s
-    exact : bool, default=True
-        True: only clips of equal length share a batch (features independent of the batch).
-        False: clips sorted by length are batched with right zero-padding and each is pooled
-        over its own ``frame_count(len(clip))`` frames: much faster for many clips of distinct
-        lengths, but the padding is seen by waveform normalisation and attention, so features
-        differ slightly from those of the clip alone.
-    %(verbose)s
-
-    Returns
-    -------
-    features : ndarray of shape (n, n_layers, hidden_size), float32
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from .._utils import resolve_device
-
-    from ..features.extractor import resolve_backbone
-
-    device = resolve_device(device)
-    backbone = resolve_backbone(source, device=device)
-    items, _ = _audio_items(audio)
-    layer_index = (list(range(backbone.num_hidden_layers + 1)) if isinstance(layers, str)
-                   else [int(k) for k in layers])
-    # Only clips of equal length share a batch: zero-padding would change the features (waveform
-    # normalisation and attention see the padding), so pooled features of a clip never depend on
-    # the other clips.
-    lengths = np.array([len(a) for a in items])
-    batches = []
-    if exact:
-        for n in np.unique(lengths):
-            same = np.flatnonzero(lengths == n)
-            batches.extend(same[i:i + batch_size] for i in range(0, len(same), batch_size))
-    else:
-        order = np.argsort(lengths, kind="stable")
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    out = np.zeros((len(items), len(layer_index), backbone.hidden_size), dtype=np.float32)
-    was_training = backbone.training
-    original_device = next(backbone.parameters()).device
-    backbone.eval().to(device)
-    try:
-        with torch.inference_mode():
-            for index in tqdm(batches, disable=not verbose, desc="pooled features"):
-                batch = np.zeros((len(index), lengths[index].max()), dtype=np.float32)
-                for row, i in enumerate(index):
-                    batch[row, :lengths[i]] = items[i]
-                hidden, mask = backbone.hidden_states_at(torch.from_numpy(batch).to(device),
-                                                         layer_index)
-                if not exact:  # each clip's own frames only
-                    real = torch.tensor([backbone.frame_count(lengths[i]) for i in index],
-                                        device=mask.device)
-                    frames = torch.arange(mask.shape[1], device=mask.device)
-                    mask = mask & (frames[None] < real[:, None])
-                weights = mask.float() / mask.float().sum(dim=1, keepdim=True).clamp(min=1.0)
-                pooled = torch.stack([torch.einsum("bf,bfd->bd", weights, h.float())
-                                      for h in hidden], dim=1)
-                out[index] = pooled.cpu().numpy()
-    finally:
-        backbone.to(original_device).train(was_training)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

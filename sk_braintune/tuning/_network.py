@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._training import pool
+from ..models.pooling import pool_frames
 
 # the frozen-layer cache is stored as float16 beyond this size (float32 below)
 CACHE_FLOAT32_LIMIT_BYTES = 4 * 1024 ** 3
@@ -59,14 +59,14 @@ def make_head(in_features, n_targets, seed):
 def forward_full(backbone, head, waveforms, pooling):
     """Predictions from waveforms, shape (B, K); also returns the pooled features (B, D)."""
     out = backbone(waveforms, output_hidden_states=False)
-    pooled = pool(out.last_hidden_state, out.frame_mask, pooling)
+    pooled = pool_frames(out.last_hidden_state, out.frame_mask, pooling)
     return head(pooled), pooled
 
 
 def forward_cached(backbone, head, hidden, frame_mask, start_layer, pooling):
     """Predictions from cached hidden states of layer ``start_layer``, shape (B, K)."""
     last = backbone.forward_from(hidden, start_layer, frame_mask)
-    pooled = pool(last, frame_mask, pooling)
+    pooled = pool_frames(last, frame_mask, pooling)
     return head(pooled), pooled
 
 
@@ -129,28 +129,25 @@ def cache_hidden(backbone, windows_fn, n_windows, start_layer, batch_size, devic
     """
     import torch
 
-    was_training = backbone.training
-    backbone.eval()
-    hidden_store = mask_store = None
-    starts = range(0, n_windows, batch_size)
-    try:
-        with torch.inference_mode():
-            for start in progress(starts, "caching frozen layers", len(starts)):
-                index = np.arange(start, min(start + batch_size, n_windows))
-                x = torch.from_numpy(windows_fn(index)).to(device)
-                with autocast():
-                    hidden, mask = backbone.hidden_at(x, start_layer)
-                if hidden_store is None:
-                    n_bytes = n_windows * hidden.shape[1] * hidden.shape[2] * 4
-                    dtype = torch.float32 if n_bytes <= CACHE_FLOAT32_LIMIT_BYTES else torch.float16
-                    hidden_store = torch.empty((n_windows, *hidden.shape[1:]), dtype=dtype,
-                                               pin_memory=device.type == "cuda")
-                    mask_store = torch.empty((n_windows, mask.shape[1]), dtype=torch.bool)
-                hidden_store[index[0]:index[-1] + 1] = hidden.to("cpu", hidden_store.dtype)
-                mask_store[index[0]:index[-1] + 1] = mask.to("cpu")
-    finally:
-        backbone.train(was_training)
-    return hidden_store, mask_store
+    from ..features import forward_batches
+
+    store = {}
+
+    def keep(index, hidden, mask):
+        (hidden,) = hidden
+        if not store:
+            n_bytes = n_windows * hidden.shape[1] * hidden.shape[2] * 4
+            dtype = torch.float32 if n_bytes <= CACHE_FLOAT32_LIMIT_BYTES else torch.float16
+            store["hidden"] = torch.empty((n_windows, *hidden.shape[1:]), dtype=dtype,
+                                          pin_memory=device.type == "cuda")
+            store["mask"] = torch.empty((n_windows, mask.shape[1]), dtype=torch.bool)
+        store["hidden"][index[0]:index[-1] + 1] = hidden.to("cpu", store["hidden"].dtype)
+        store["mask"][index[0]:index[-1] + 1] = mask.to("cpu")
+
+    forward_batches(backbone, range(n_windows), [start_layer], keep, batch_size=batch_size,
+                    load_batch=windows_fn, autocast=autocast, progress=progress,
+                    description="caching frozen layers")
+    return store.get("hidden"), store.get("mask")
 
 
 def apply_lora(backbone, rank, alpha, trainable_names):

@@ -8,6 +8,7 @@ responses. The tuned backbone then replaces the pretrained one in the encoding p
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import numbers
 import shutil
@@ -22,9 +23,12 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
                                       validate_data)
 
 from .._docs import fill_doc
+from ..windows import is_audio_windows
 from . import _checkpoint, _network, _training
 
 __all__ = ["BrainTuner"]
+
+logger = logging.getLogger(__name__)
 
 # Test hook: called as ``_epoch_end_hook(tuner, epoch, history)`` after each epoch's checkpoint
 # is written (tests raise from it to simulate an interrupted fit).
@@ -32,10 +36,6 @@ _epoch_end_hook = None
 
 # parameters that do not change the result of a fit (ignored when matching a checkpoint)
 _NON_RESULT_PARAMS = ("verbose", "checkpoint_dir", "device")
-
-
-def _is_windows(X):
-    return hasattr(X, "waveforms") and hasattr(X, "window_samples") and hasattr(X, "shape")
 
 
 class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
@@ -255,7 +255,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     def _check_X(self, X, *, reset, y=None):
         """Validate windows: AudioWindows stay lazy, arrays/lists become float32 2-D arrays."""
-        if _is_windows(X):
+        if is_audio_windows(X):
             if y is not None:
                 y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
                 check_consistent_length(X, y)
@@ -274,7 +274,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     # -- helpers -----------------------------------------------------------------------------
     def _window_batch(self, X, index, n_input_samples):
         """float32 array (len(index), n_input_samples): windows, left-padded with silence."""
-        batch = X[index].to_array() if _is_windows(X) else np.asarray(X[index], dtype=np.float32)
+        batch = (X[index].to_array() if is_audio_windows(X)
+                 else np.asarray(X[index], dtype=np.float32))
         if batch.shape[1] < n_input_samples:
             pad = np.zeros((batch.shape[0], n_input_samples - batch.shape[1]), dtype=np.float32)
             batch = np.concatenate([pad, batch], axis=1)
@@ -355,7 +356,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         y2 = y.reshape(len(y), -1)
         if not np.all(np.isfinite(y2)):
             raise ValueError("y contains NaN or inf; drop or impute those voxels/TRs first.")
-        if groups is None and _is_windows(X):
+        if groups is None and is_audio_windows(X):
             groups = np.asarray(X.groups)
         if groups is not None:
             groups = np.asarray(groups)
@@ -554,8 +555,9 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                           seconds=time.perf_counter() - started)
             history.append(record)
             if self.verbose:
-                print(f"epoch {epoch + 1}/{self.max_epochs}: train loss {record['train_loss']:.4f}"
-                      f", valid loss {valid_loss:.4f}, valid r {valid_r:.4f}")
+                logger.info(f"epoch {epoch + 1}/{self.max_epochs}: train loss "
+                            f"{record['train_loss']:.4f}, valid loss {valid_loss:.4f}, "
+                            f"valid r {valid_r:.4f}")
             monitored = valid_loss if len(valid_index) else record["train_loss"]
             stop = stopper.step(epoch, monitored, trainable_state) if len(valid_index) else False
             if not len(valid_index):
@@ -631,30 +633,16 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     def _pooled(self, X, layers):
         """Pooled features (and head predictions) for every window, in batches."""
-        import torch
+        from ..features import pooled_features
 
-        n = X.shape[0]
         n_input = getattr(self, "_n_input_samples_", X.shape[1])
-        features, predictions = [], []
-        with self._on_device() as (device, autocast), torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                index = np.arange(start, min(start + self.batch_size, n))
-                waves = torch.from_numpy(self._window_batch(X, index, n_input)).to(device)
-                with autocast():
-                    out = self.backbone_(waves, output_hidden_states=layers == "all")
-                    mask = out.frame_mask
-                    last = _training.pool(out.last_hidden_state, mask, self.pooling)
-                    if layers == "predict":
-                        predictions.append(self.head_(last.float()).float().cpu().numpy())
-                        continue
-                    if layers == "all":
-                        pooled = [_training.pool(h, mask, self.pooling).float()
-                                  for h in out.hidden_states]
-                        features.append(torch.cat(pooled, dim=1).cpu().numpy())
-                    else:
-                        features.append(last.float().cpu().numpy())
-        chunks = predictions if layers == "predict" else features
-        return np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+        with self._on_device() as (device, autocast):
+            return pooled_features(
+                self.backbone_, X,
+                range(self.backbone_.num_hidden_layers + 1) if layers == "all"
+                else "last_hidden_state", self.pooling, batch_size=self.batch_size,
+                load_batch=lambda index: self._window_batch(X, index, n_input),
+                autocast=autocast, head=self.head_ if layers == "predict" else None)
 
     def predict(self, X):
         """Predict the targets of each window.
