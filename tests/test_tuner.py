@@ -187,7 +187,7 @@ def _state(est):
 
 
 @pytest.mark.parametrize("trainable_layers", [None, 1])
-def test_resume_after_interruption_equals_uninterrupted_run(models, toy, tmp_path, monkeypatch,
+def test_resume_after_interruption_equals_uninterrupted_run(models, toy, tmp_path,
                                                             trainable_layers):
     X, y, groups = toy
     params = dict(max_epochs=3, validation=0.25, patience=None,
@@ -203,8 +203,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(models, toy, tmp_pat
 
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Interrupted):
-        BrainTuner(models["wav2vec2"], checkpoint_dir=str(ckpt), callbacks=[EpochEndHook(interrupt)],
-                   **params).fit(X, y, groups=groups)
+        BrainTuner(models["wav2vec2"], checkpoint_dir=str(ckpt),
+                   callbacks=[EpochEndHook(interrupt)], **params).fit(X, y, groups=groups)
     assert (ckpt / "checkpoint.pt").exists()
     resumed = BrainTuner(models["wav2vec2"], checkpoint_dir=str(ckpt), **params)
     resumed.fit(X, y, groups=groups)
@@ -385,8 +385,7 @@ def test_feature_extractor_accepts_frozen_tuner(models, toy):
     np.testing.assert_allclose(features, est.transform(X[:6]), rtol=1e-4, atol=1e-5)
 
 
-def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp_path,
-                                                                 monkeypatch):
+def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp_path):
     X, y, groups = toy
     seen = []
 

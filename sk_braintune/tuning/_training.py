@@ -1,8 +1,8 @@
 """Training machinery of :class:`~sk_braintune.tuning.BrainTuner`, kept free of estimator logic.
 
 Learning-rate schedule, optimiser parameter groups, losses, pooling, streamed correlation sums
-and the story-level validation split (early stopping is a callback, in ``callbacks.py``). torch is imported inside the functions that
-need it so that this module can be imported cheaply.
+and the story-level validation split (early stopping is a callback, in ``callbacks.py``). torch
+is imported inside the functions that need it so that this module can be imported cheaply.
 """
 
 from __future__ import annotations

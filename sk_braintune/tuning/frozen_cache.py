@@ -36,8 +36,9 @@ class FrozenLayerCache:
     --------
     >>> from sk_braintune.tuning import BrainTuner, FrozenLayerCache  # doctest: +SKIP
     >>> cache = FrozenLayerCache()  # doctest: +SKIP
-    >>> tuned = BrainTuner(model, trainable_layers=1, frozen_cache=cache).fit(X, y)  # doctest: +SKIP
-    >>> control = BrainTuner(model, trainable_layers=1, frozen_cache=cache).fit(X, y_perm)  # doctest: +SKIP
+    >>> params = dict(trainable_layers=1, frozen_cache=cache)  # doctest: +SKIP
+    >>> tuned = BrainTuner(model, **params).fit(X, y)  # doctest: +SKIP
+    >>> control = BrainTuner(model, **params).fit(X, y_permuted)  # reuses it  # doctest: +SKIP
     """
 
     def __init__(self, max_bytes=DEFAULT_MAX_BYTES):

@@ -201,6 +201,12 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     one contiguous run.
     """
 
+    # predict/score need participants only with one head per participant: not requested by
+    # default, so a shared-head tuner in a search ignores routed participants
+    # (set_score_request(participants=True) asks for them)
+    __metadata_request__predict = {"participants": False}
+    __metadata_request__score = {"participants": False}
+
     def __init__(self, model, *, pooling="mean", freeze_feature_encoder=True,
                  trainable_layers=None, cache_frozen=True, frozen_cache=None, loss="mse",
                  head="shared", participant_schedule="sequential", optimizer="adam",
