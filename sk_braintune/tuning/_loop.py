@@ -260,10 +260,9 @@ class TrainingRun:
         # validation: whole stories, for every participant at once (split over windows)
         split_rng = np.random.RandomState(seed)
         n_windows = data.n_windows
-        split_y = data.y if not data.multi else data.y[data.rows_of(np.arange(n_windows))[0]]
         self.train_windows, self.valid_windows = _training.validation_split(
             n_windows, data.window_groups, est.validation, split_rng,
-            X=np.zeros((n_windows, 1)), y=split_y if not data.multi else None)
+            X=np.zeros((n_windows, 1)), y=None if data.multi else data.y)
         if len(self.train_windows) == 0:
             raise ValueError("the validation split left no training samples")
         train_rows = (self.train_windows if not data.multi
