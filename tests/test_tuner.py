@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from sklearn.model_selection import GridSearchCV, GroupKFold, GroupShuffleSplit  # noqa: E402
 
+from sk_braintune.models.pooling import pool_frames  # noqa: E402
 from sk_braintune.testing.models import make_tiny_model  # noqa: E402
 from sk_braintune.tuning import BrainTuner, Callback, FrozenLayerCache  # noqa: E402
 from sk_braintune.tuning import _network, _training  # noqa: E402
@@ -46,7 +47,7 @@ def toy(models):
     backbone = load_backbone(models["wav2vec2"])
     with torch.no_grad():
         out = backbone(torch.from_numpy(X), output_hidden_states=False)
-        features = _training.pool(out.last_hidden_state, out.frame_mask).numpy()
+        features = pool_frames(out.last_hidden_state, out.frame_mask).numpy()
     rng = np.random.RandomState(1)
     features = (features - features.mean(0)) / features.std(0)
     y = features @ rng.randn(features.shape[1], 5) + 0.3 * rng.randn(n, 5)

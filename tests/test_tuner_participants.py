@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 
 from sk_braintune.models.backbone import AudioBackbone, load_backbone  # noqa: E402
+from sk_braintune.models.pooling import pool_frames  # noqa: E402
 from sk_braintune.testing.models import make_tiny_model  # noqa: E402
 from sk_braintune.tuning import (BrainTuner, Callback, EarlyStopping,  # noqa: E402
                                  FrozenLayerCache, _training)
@@ -44,7 +45,7 @@ def two_listeners(models):
     backbone = load_backbone(models["wav2vec2"])
     with torch.no_grad():
         out = backbone(torch.from_numpy(windows.to_array()), output_hidden_states=False)
-        feats = _training.pool(out.last_hidden_state, out.frame_mask).numpy()
+        feats = pool_frames(out.last_hidden_state, out.frame_mask).numpy()
     feats = (feats - feats.mean(0)) / feats.std(0)
     maps = {"A": rng.randn(feats.shape[1], 6), "B": rng.randn(feats.shape[1], 6)}
     responses = {p: (feats @ m + 0.3 * rng.randn(len(feats), 6)).astype(np.float32)

@@ -79,8 +79,8 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
     from tqdm.auto import tqdm
 
     from .._utils import resolve_device
-
     from ..features.extractor import resolve_backbone
+    from ..models.pooling import pool_frames
 
     device = resolve_device(device)
     backbone = resolve_backbone(source, device=device)
@@ -116,8 +116,7 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
                                         device=mask.device)
                     frames = torch.arange(mask.shape[1], device=mask.device)
                     mask = mask & (frames[None] < real[:, None])
-                weights = mask.float() / mask.float().sum(dim=1, keepdim=True).clamp(min=1.0)
-                pooled = torch.stack([torch.einsum("bf,bfd->bd", weights, h.float())
+                pooled = torch.stack([pool_frames(h, mask, "mean", weights_first=True)
                                       for h in hidden], dim=1)
                 out[index] = pooled.cpu().numpy()
     finally:

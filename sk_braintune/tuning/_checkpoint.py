@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import atomic_write_bytes
+from ..windows import is_audio_windows
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -46,7 +47,7 @@ def data_fingerprint(X, y, groups, participants=None):
 
 
 def _hash_windows(h, X):
-    if hasattr(X, "waveforms") and hasattr(X, "ends"):
+    if is_audio_windows(X):
         h.update(repr((X.shape, X.window_samples)).encode())
         for story in sorted(X.waveforms):
             h.update(str(story).encode())

@@ -120,9 +120,9 @@ def distinct_windows(X):
     first_rows : ndarray of shape (n_windows,)
     window_of_row : ndarray of shape (n_rows,)
     """
-    from ..windows import AudioWindows
+    from ..windows import is_audio_windows
 
-    if isinstance(X, AudioWindows):
+    if is_audio_windows(X):
         keys, window_of_row, first_rows = {}, np.empty(len(X), dtype=np.int64), []
         for i, key in enumerate(zip(X.stories.tolist(), X.ends.tolist())):
             if key not in keys:

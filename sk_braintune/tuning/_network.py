@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._training import pool
+from ..models.pooling import pool_frames
 
 # the frozen-layer cache is stored as float16 beyond this size (float32 below); a cache shared
 # between fits is a sk_braintune.tuning.FrozenLayerCache
@@ -40,13 +40,13 @@ def make_head(in_features, n_targets, seed):
 def pooled_full(backbone, waveforms, pooling):
     """Pooled last hidden state from waveforms, shape (B, D): one backbone forward."""
     out = backbone(waveforms, output_hidden_states=False)
-    return pool(out.last_hidden_state, out.frame_mask, pooling)
+    return pool_frames(out.last_hidden_state, out.frame_mask, pooling)
 
 
 def pooled_cached(backbone, hidden, frame_mask, start_layer, pooling):
     """Pooled last hidden state from cached hidden states of layer ``start_layer``, (B, D)."""
     last = backbone.forward_from(hidden, start_layer, frame_mask)
-    return pool(last, frame_mask, pooling)
+    return pool_frames(last, frame_mask, pooling)
 
 
 def forward_full(backbone, head, waveforms, pooling):

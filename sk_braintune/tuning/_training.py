@@ -1,6 +1,6 @@
 """Training machinery of :class:`~sk_braintune.tuning.BrainTuner`, kept free of estimator logic.
 
-Learning-rate schedule, optimiser parameter groups, losses, pooling, streamed correlation sums
+Learning-rate schedule, optimiser parameter groups, losses, streamed correlation sums
 and the story-level validation split (early stopping is a callback, in ``callbacks.py``). torch
 is imported inside the functions that need it so that this module can be imported cheaply.
 """
@@ -18,6 +18,7 @@ OPTIMIZERS = ("adam", "adamw")
 # the multi-brain-tuning paper's cos+L2 loss: Huber (this delta) + COSINE_WEIGHT * (1 - cos)
 HUBER_DELTA = 0.6
 COSINE_WEIGHT = 0.5
+# poolings BrainTuner offers (sk_braintune.models.pooling.pool_frames does the pooling)
 POOLINGS = ("mean", "last")
 
 
@@ -109,35 +110,7 @@ def make_optimizer(backbone_params, head_params, lr_backbone, lr_head, weight_de
     return optimizer, [lr_backbone, lr_head]
 
 
-# -- pooling and losses --------------------------------------------------------------------------
-def pool(hidden, frame_mask, pooling="mean"):
-    """Pool frames into one vector per window, over real frames only.
-
-    Parameters
-    ----------
-    hidden : torch.Tensor of shape (B, F, D)
-    frame_mask : torch.Tensor of shape (B, F), bool
-        True for frames holding real audio.
-    pooling : {"mean", "last"}
-        Mean over real frames, or the last real frame.
-
-    Returns
-    -------
-    pooled : torch.Tensor of shape (B, D)
-    """
-    import torch
-
-    mask = frame_mask.to(hidden.device)
-    if pooling == "mean":
-        weights = mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-    if pooling == "last":
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        last = torch.where(mask, positions, torch.zeros_like(positions)).amax(1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
+# -- losses --------------------------------------------------------------------------------------
 def compute_loss(pred, target, loss="mse"):
     """Training loss of a batch.
 

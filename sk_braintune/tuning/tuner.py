@@ -19,6 +19,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted,
                                       validate_data)
 
+from ..models.pooling import pool_frames
+from ..windows import is_audio_windows
 from . import _loop, _training
 from .callbacks import check_callbacks
 from .frozen_cache import FrozenLayerCache
@@ -27,10 +29,6 @@ __all__ = ["BrainTuner"]
 
 # parameters that do not change the result of a fit (ignored when matching a checkpoint)
 _NON_RESULT_PARAMS = ("verbose", "checkpoint_dir", "device", "callbacks", "frozen_cache")
-
-
-def _is_windows(X):
-    return hasattr(X, "waveforms") and hasattr(X, "window_samples") and hasattr(X, "shape")
 
 
 class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
@@ -324,7 +322,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     def _check_X(self, X, *, reset, y=None):
         """Validate windows: AudioWindows stay lazy, arrays/lists become float32 2-D arrays."""
-        if _is_windows(X):
+        if is_audio_windows(X):
             if y is not None:
                 y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
                 check_consistent_length(X, y)
@@ -343,7 +341,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     # -- helpers -----------------------------------------------------------------------------
     def _window_batch(self, X, index, n_input_samples):
         """float32 array (len(index), n_input_samples): windows, left-padded with silence."""
-        batch = X[index].to_array() if _is_windows(X) else np.asarray(X[index], dtype=np.float32)
+        batch = X[index].to_array() if is_audio_windows(X) else np.asarray(X[index], dtype=np.float32)
         if batch.shape[1] < n_input_samples:
             pad = np.zeros((batch.shape[0], n_input_samples - batch.shape[1]), dtype=np.float32)
             batch = np.concatenate([pad, batch], axis=1)
@@ -431,7 +429,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         y2 = y.reshape(len(y), -1)
         if not np.all(np.isfinite(y2)):
             raise ValueError("y contains NaN or inf; drop or impute those voxels/TRs first.")
-        if groups is None and _is_windows(X):
+        if groups is None and is_audio_windows(X):
             groups = np.asarray(X.groups)
         if groups is not None:
             groups = np.asarray(groups)
@@ -503,13 +501,13 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                 with autocast():
                     out = self.backbone_(waves, output_hidden_states=layers == "all")
                     mask = out.frame_mask
-                    last = _training.pool(out.last_hidden_state, mask, self.pooling)
+                    last = pool_frames(out.last_hidden_state, mask, self.pooling)
                     if layers == "predict":
                         codes = None if participant_codes is None else participant_codes[index]
                         predictions.append(self._head_predict(last.float(), codes))
                         continue
                     if layers == "all":
-                        pooled = [_training.pool(h, mask, self.pooling).float()
+                        pooled = [pool_frames(h, mask, self.pooling).float()
                                   for h in out.hidden_states]
                         features.append(torch.cat(pooled, dim=1).cpu().numpy())
                     else:
