@@ -45,19 +45,61 @@ class Callback:
     """
 
     def on_train_begin(self, estimator, run):
-        """Called once before training."""
+        """Called once before training.
+
+        Parameters
+        ----------
+        estimator : BrainTuner
+            The estimator being fitted.
+        run : TrainingRun
+            The running fit (see :class:`Callback`).
+        """
 
     def on_epoch_begin(self, estimator, run):
-        """Called at the start of each epoch."""
+        """Called at the start of each epoch.
+
+        Parameters
+        ----------
+        estimator : BrainTuner
+            The estimator being fitted.
+        run : TrainingRun
+            The running fit (see :class:`Callback`).
+        """
 
     def on_batch_end(self, estimator, run, train_loss):
-        """Called after each optimiser step with the epoch's running mean training loss."""
+        """Called after each optimiser step.
+
+        Parameters
+        ----------
+        estimator : BrainTuner
+            The estimator being fitted.
+        run : TrainingRun
+            The running fit (see :class:`Callback`).
+        train_loss : float
+            Running mean training loss of the epoch so far.
+        """
 
     def on_epoch_end(self, estimator, run):
-        """Called after each epoch's validation."""
+        """Called after each epoch's validation.
+
+        Parameters
+        ----------
+        estimator : BrainTuner
+            The estimator being fitted.
+        run : TrainingRun
+            The running fit (see :class:`Callback`).
+        """
 
     def on_train_end(self, estimator, run):
-        """Called once after the last epoch."""
+        """Called once after the last epoch.
+
+        Parameters
+        ----------
+        estimator : BrainTuner
+            The estimator being fitted.
+        run : TrainingRun
+            The running fit (see :class:`Callback`).
+        """
 
     def __repr__(self):
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
@@ -192,13 +234,25 @@ class EarlyStopping(Callback):
 
     # -- resume ---------------------------------------------------------------------------------
     def state_dict(self):
-        """What a checkpoint stores to resume the best-epoch tracking."""
+        """What a checkpoint stores to resume the best-epoch tracking.
+
+        Returns
+        -------
+        state : dict
+            ``best_loss`` (the best monitored value, a tuple for several), ``best_epoch``,
+            ``bad_epochs``, ``best_state``.
+        """
         best = self.best_values[0] if len(self.best_values) == 1 else self.best_values
         return {"best_loss": best, "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs, "best_state": self.best_state}
 
     def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned.
+
+        Parameters
+        ----------
+        state : dict
+        """
         best = state["best_loss"]
         self.best_values = tuple(best) if isinstance(best, (tuple, list)) else (best,)
         self.best_epoch = state["best_epoch"]
