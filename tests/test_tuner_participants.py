@@ -397,3 +397,30 @@ def test_frozen_cache_is_shared_by_clones_and_not_pickled(models, two_listeners)
     other = BrainTuner(models["whisper"], max_epochs=1, validation=None, **FAST)
     other.fit(d["X"], d["y"])
     assert other.frozen_cache is None
+
+
+def test_resume_with_participants_equals_uninterrupted_run(models, two_listeners, tmp_path):
+    d = two_listeners
+    params = dict(FAST, max_epochs=3, validation=0.34, patience=None)
+    fit_args = dict(groups=d["groups"], participants=d["participants"])
+    reference = BrainTuner(models["whisper"], **params).fit(d["X"], d["y"], **fit_args)
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, estimator, run):
+            if run.epoch == 1:
+                raise KeyboardInterrupt
+
+    ckpt = str(tmp_path / "ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        BrainTuner(models["whisper"], checkpoint_dir=ckpt, callbacks=[Interrupt()],
+                   **params).fit(d["X"], d["y"], **fit_args)
+    resumed = BrainTuner(models["whisper"], checkpoint_dir=ckpt, **params).fit(
+        d["X"], d["y"], **fit_args)
+    np.testing.assert_array_equal(resumed.predict(d["X"]), reference.predict(d["X"]))
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in reference.history_]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history_] == strip
+    # the participants are part of the data a checkpoint belongs to
+    swapped = np.where(d["participants"] == "A", "B", "A")
+    with pytest.raises(ValueError, match="another data"):
+        BrainTuner(models["whisper"], checkpoint_dir=ckpt, **params).fit(
+            d["X"], d["y"], groups=d["groups"], participants=swapped)

@@ -83,7 +83,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     head : {"shared", "per_participant"}, default="shared"
         With ``participants``: one linear head for everyone over the common voxel space (the
         multi-brain-tuning paper's choice), or one head per participant (``predict`` and
-        ``score`` then need ``participants``). Ignored without ``participants``.
+        ``score`` then need ``participants``). Targets are standardised with the training rows
+        of all participants either way. Ignored without ``participants``.
     participant_schedule : {"sequential", "averaged"}, default="sequential"
         With ``participants``: the backbone runs once per batch of stimulus windows in both.
         ``"sequential"`` (the paper's): each participant's loss on those windows is
@@ -665,7 +666,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         buffer = io.BytesIO()
         torch.save({"head": self.head_.state_dict(), "target_mean": self.target_mean_,
                     "target_scale": self.target_scale_, "pooling": self.pooling,
-                    "participants": (None if self.participants_ is None
+                    "participants": (None if getattr(self, "participants_", None) is None
                                      else list(self.participants_.tolist())),
                     "per_participant_heads": self._per_participant_heads}, buffer)
         atomic_write_bytes(directory / "braintuner_head.pt", buffer.getvalue())
