@@ -221,10 +221,28 @@ class TrainingRun:
 
     def initialise(self):
         """Trainable parameters, head(s), optimiser, validation split, targets, frozen cache."""
-        import torch
+        backbone_params = self._set_trainable()
+        self._make_head_and_optimizer(backbone_params)
+        self._split_and_standardise()
+        self.cached_hidden = self.cached_mask = None
+        if self.use_cache:
+            self._fill_cache()
+        est = self.estimator
+        self.shuffle_rng = np.random.RandomState((self.seed + 1) % (2 ** 31))
+        self.named_trainable = [(n, p) for n, p in self.backbone.named_parameters()
+                                if p.requires_grad]
+        self.batch_size = min(est.batch_size, len(self.train_windows))
+        self.micro = est.micro_batch_size or self.batch_size
+        self.steps_per_epoch = math.ceil(len(self.train_windows) / self.batch_size)
+        self.total_steps = self.max_epochs * self.steps_per_epoch
+        self.warmup_steps = _training.n_warmup_steps(self.total_steps, est.warmup_fraction)
+        if self._resume_state is not None:
+            self.load_state_dict(self._resume_state)
+            self._resume_state = None
 
-        est, data, backbone, seed = self.estimator, self.data, self.backbone, self.seed
-        device = self.device
+    def _set_trainable(self):
+        """Freeze what does not train (and add LoRA adapters); the backbone's trainable params."""
+        est, backbone, device = self.estimator, self.backbone, self.device
         k = est.trainable_layers
         self.start_layer = None if k is None else self.n_layers - k
         if self.start_layer is None:
@@ -244,7 +262,14 @@ class TrainingRun:
         if device.type == "cuda" and hasattr(backbone.encoder, "gradient_checkpointing_enable"):
             backbone.encoder.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        return backbone_params
 
+    def _make_head_and_optimizer(self, backbone_params):
+        """Linear head(s), initialised from the seed, and the two-group optimiser."""
+        import torch
+
+        est, data, backbone, seed = self.estimator, self.data, self.backbone, self.seed
+        device = self.device
         n_targets = data.y.shape[1]
         self.per_participant_heads = est.head == "per_participant" and data.multi
         if self.per_participant_heads:
@@ -257,7 +282,12 @@ class TrainingRun:
             backbone_params, list(self.head.parameters()), est.lr_backbone, est.lr_head,
             est.weight_decay, kind=est.optimizer)
 
-        # validation: whole stories, for every participant at once (split over windows)
+    def _split_and_standardise(self):
+        """Validation split over windows (whole stories, every participant at once), targets
+        standardised with the training rows."""
+        import torch
+
+        est, data, seed = self.estimator, self.data, self.seed
         split_rng = np.random.RandomState(seed)
         n_windows = data.n_windows
         self.train_windows, self.valid_windows = _training.validation_split(
@@ -282,22 +312,6 @@ class TrainingRun:
         est.validation_groups_ = (np.unique(data.groups[valid_rows]) if data.groups is not None
                                   else np.array([], dtype=object))
         self.has_validation = len(self.valid_windows) > 0
-
-        self.cached_hidden = self.cached_mask = None
-        if self.use_cache:
-            self._fill_cache()
-
-        self.shuffle_rng = np.random.RandomState((seed + 1) % (2 ** 31))
-        self.named_trainable = [(n, p) for n, p in backbone.named_parameters()
-                                if p.requires_grad]
-        self.batch_size = min(est.batch_size, len(self.train_windows))
-        self.micro = est.micro_batch_size or self.batch_size
-        self.steps_per_epoch = math.ceil(len(self.train_windows) / self.batch_size)
-        self.total_steps = self.max_epochs * self.steps_per_epoch
-        self.warmup_steps = _training.n_warmup_steps(self.total_steps, est.warmup_fraction)
-        if self._resume_state is not None:
-            self.load_state_dict(self._resume_state)
-            self._resume_state = None
 
     def _fill_cache(self):
         """Hidden states entering the trainable blocks, from the shared cache when it has them."""
