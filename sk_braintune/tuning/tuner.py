@@ -77,8 +77,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         the Pearson r across the targets (voxels) of each sample. ``"cosine_mse"``: the
         multi-brain-tuning paper's cos+L2, Huber loss (delta 0.6) + 0.5 * mean(1 - cosine
         similarity) between predicted and true target vectors of each sample.
-        ``"mse_plus_cosine"``: MSE + mean(1 - cosine similarity) (``"cosine_mse"`` before
-        version 0.2). With several participants each participant's loss is computed on its
+        ``"mse_plus_cosine"``: MSE + mean(1 - cosine similarity) (what ``"cosine_mse"``
+        meant before the multi-participant release; see the changelog). With several participants each participant's loss is computed on its
         own rows of the batch.
     head : {"shared", "per_participant"}, default="shared"
         With ``participants``: one linear head for everyone over the common voxel space (the
