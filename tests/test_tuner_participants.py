@@ -28,11 +28,12 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_listeners(models):
-    """Six stories of tones, two participants with different linear maps of the same features.
+    """Six stories of tones heard by two participants with different linear maps of the same
+    features, as a contract dataset; rows from ``datasets.participant_windows``."""
+    from sklearn.utils import Bunch
 
-    Rows as ``participant_windows`` returns them: story by story, participant by participant,
-    the windows of one story shared (zero-copy) by both participants' rows.
-    """
+    from sk_braintune.datasets import participant_windows
+
     rng = np.random.RandomState(0)
     t = np.arange(int(2.5 * SR)) / SR
     audio = {}
@@ -40,28 +41,25 @@ def two_listeners(models):
         f = rng.uniform(200, 3000, size=5)
         audio[f"story{i}"] = (sum(np.sin(2 * np.pi * fk * t) * rng.uniform(0.2, 1, t.shape)
                                   for fk in f) * 0.2).astype(np.float32)
-    times = {s: np.arange(0.25, 2.5, 0.25) for s in audio}
-    windows = make_windows(audio, times, window=0.5, tr=0.25)
+    tr_times = {s: np.arange(0.25, 2.5, 0.25) for s in audio}
+    windows = make_windows(audio, tr_times, window=0.5, tr=0.25)
     backbone = load_backbone(models["wav2vec2"])
     with torch.no_grad():
         out = backbone(torch.from_numpy(windows.to_array()), output_hidden_states=False)
         feats = pool_frames(out.last_hidden_state, out.frame_mask).numpy()
     feats = (feats - feats.mean(0)) / feats.std(0)
-    maps = {"A": rng.randn(feats.shape[1], 6), "B": rng.randn(feats.shape[1], 6)}
-    responses = {p: (feats @ m + 0.3 * rng.randn(len(feats), 6)).astype(np.float32)
-                 for p, m in maps.items()}
-    index, y, participants = [], [], []
-    for story in audio:
-        rows = np.flatnonzero(windows.stories == story)
-        for p in ("A", "B"):
-            index.append(rows)
-            y.append(responses[p][rows])
-            participants.extend([p] * len(rows))
-    index = np.concatenate(index)
-    X = windows[index]
-    return {"X": X, "y": np.concatenate(y), "groups": np.asarray(X.stories),
-            "participants": np.asarray(participants), "windows": windows,
-            "responses": responses}
+    participant_data = {}
+    for p in ("A", "B"):
+        responses = feats @ rng.randn(feats.shape[1], 6) + 0.3 * rng.randn(len(feats), 6)
+        participant_data[p] = Bunch(
+            responses={s: responses[windows.stories == s].astype(np.float32) for s in audio},
+            repeats={}, noise_ceiling=np.ones(6))
+    data = Bunch(stories=list(audio), sample_rate=SR, audio=audio, tr=0.25, tr_times=tr_times,
+                 participants=("A", "B"), participant_data=participant_data,
+                 responses=participant_data["A"].responses, split={})
+    X, y, groups, participants = participant_windows(data, list(audio), window=0.5)
+    return {"X": X, "y": y, "groups": np.asarray(groups), "participants": participants,
+            "windows": windows}
 
 
 FAST = dict(batch_size=16, random_state=0, lr_backbone=1e-4, lr_head=3e-2, trainable_layers=1)
@@ -70,8 +68,12 @@ FAST = dict(batch_size=16, random_state=0, lr_backbone=1e-4, lr_head=3e-2, train
 def test_rows_share_one_waveform_per_story(two_listeners):
     X = two_listeners["X"]
     assert isinstance(X, AudioWindows) and len(X) == 2 * len(two_listeners["windows"])
-    for story, wave in X.waveforms.items():
-        assert wave is two_listeners["windows"].waveforms[story]  # zero copy
+    # one stored waveform per story for both participants' rows: the audio of one participant
+    assert len(X.waveforms) == 6 and X.nbytes == two_listeners["windows"].nbytes
+    rows_a = np.flatnonzero(two_listeners["participants"] == "A")
+    rows_b = np.flatnonzero(two_listeners["participants"] == "B")
+    for i, j in zip(rows_a, rows_b):
+        assert np.shares_memory(X[i], X[j]) and X.stories[i] == X.stories[j]
 
 
 def _count_forward_calls(monkeypatch):
