@@ -78,8 +78,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         multi-brain-tuning paper's cos+L2, Huber loss (delta 0.6) + 0.5 * mean(1 - cosine
         similarity) between predicted and true target vectors of each sample.
         ``"mse_plus_cosine"``: MSE + mean(1 - cosine similarity) (what ``"cosine_mse"``
-        meant before the multi-participant release; see the changelog). With several participants each participant's loss is computed on its
-        own rows of the batch.
+        meant before the multi-participant release; see the changelog). With several
+        participants each participant's loss is computed on its own rows of the batch.
     head : {"shared", "per_participant"}, default="shared"
         With ``participants``: one linear head for everyone over the common voxel space (the
         multi-brain-tuning paper's choice), or one head per participant (``predict`` and
@@ -342,7 +342,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     # -- helpers -----------------------------------------------------------------------------
     def _window_batch(self, X, index, n_input_samples):
         """float32 array (len(index), n_input_samples): windows, left-padded with silence."""
-        batch = X[index].to_array() if is_audio_windows(X) else np.asarray(X[index], dtype=np.float32)
+        batch = (X[index].to_array() if is_audio_windows(X)
+                 else np.asarray(X[index], dtype=np.float32))
         if batch.shape[1] < n_input_samples:
             pad = np.zeros((batch.shape[0], n_input_samples - batch.shape[1]), dtype=np.float32)
             batch = np.concatenate([pad, batch], axis=1)
