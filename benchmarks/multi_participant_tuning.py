@@ -42,6 +42,7 @@ def main():
     args.output.mkdir(parents=True, exist_ok=True)
 
     from sk_braintune.analysis import data_efficiency_curve, plot_data_efficiency
+    from sk_braintune.evaluation import default_encoder
     from sk_braintune.datasets import (make_story_dataset, participant_windows,
                                        select_participant, windows_from_dataset)
     from sk_braintune.features import SpeechFeatureExtractor
@@ -92,7 +93,7 @@ def main():
     curves = data_efficiency_curve(features, responses, g_all, fit_stories, test_stories,
                                    noise_ceiling=noise_ceilings, voxels=voxels,
                                    reference="pretrained",
-                                   cv=settings["ridge_cv"])
+                                   estimator=default_encoder(cv=settings["ridge_cv"]))
     curves.to_csv(args.output / "curve.csv", index=False)
     plot_data_efficiency(curves, metric="mean_normalized", reference="pretrained",
                          ylabel="normalised r (tuned voxels)").savefig(

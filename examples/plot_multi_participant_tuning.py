@@ -44,6 +44,7 @@ from sklearn.pipeline import make_pipeline
 
 from sk_braintune import BrainTuner
 from sk_braintune.analysis import data_efficiency_curve, plot_data_efficiency
+from sk_braintune.evaluation import default_encoder
 from sk_braintune.datasets import (make_story_dataset, participant_windows, select_participant,
                                    windows_from_dataset)
 from sk_braintune.features import SpeechFeatureExtractor
@@ -109,7 +110,7 @@ pretrained = SpeechFeatureExtractor(tiny_model, layers=-1, pooling="mean", devic
 features = {"pretrained": pretrained.fit_transform(X_all), "tuned": tuner.transform(X_all)}
 curve = data_efficiency_curve(features, y_held[:, voxels], g_all, fit_stories, test_stories,
                               noise_ceiling=held.noise_ceiling[voxels], reference="pretrained",
-                              cv=2)
+                              estimator=default_encoder(cv=2))
 print(curve[["model", "fraction", "n_train_trs", "mean_r", "relative_to_reference"]]
       .to_string(index=False))
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
+from sk_braintune import RidgeEncoder
 from sk_braintune.analysis import data_efficiency_curve, plot_data_efficiency
+from sk_braintune.evaluation import default_encoder
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def _zscore(x, groups):
 def test_curve_matches_ridge_on_each_training_prefix(small_study):
     d = small_study
     curve = data_efficiency_curve(d["features"], d["responses"]["P1"], d["groups"], d["train"],
-                                  d["test"], delays=(0,), alphas=[10.0], cv=2)
+                                  d["test"], delays=(0,), estimator=RidgeEncoder(alphas=[10.0], cv=2))
     assert list(curve["fraction"].unique()) == [1 / 8, 1 / 4, 1 / 2, 1.0]
     assert set(curve["model"]) == {"informative", "noisy"} and curve["participant"].isna().all()
     y = d["responses"]["P1"]
@@ -64,10 +66,11 @@ def test_several_participants_noise_ceiling_reference_and_figure(small_study):
     ceiling = {p: np.full(5, 0.8) for p in d["responses"]}
     curve = data_efficiency_curve(d["features"], d["responses"], d["groups"], d["train"],
                                   d["test"], fractions=(0.25, 1.0), noise_ceiling=ceiling,
-                                  voxels=[0, 1, 2], reference="noisy", cv=2)
+                                  voxels=[0, 1, 2], reference="noisy", estimator=default_encoder(cv=2))
     assert len(curve) == 2 * 2 * 2 and set(curve["participant"]) == {"P1", "P2"}
     one = data_efficiency_curve(d["features"], d["responses"]["P2"], d["groups"], d["train"],
-                                d["test"], fractions=(0.25, 1.0), voxels=[0, 1, 2], cv=2)
+                                d["test"], fractions=(0.25, 1.0), voxels=[0, 1, 2],
+                                estimator=default_encoder(cv=2))
     np.testing.assert_allclose(curve[curve["participant"] == "P2"]["mean_r"], one["mean_r"])
     # normalised r = r / cc_max, averaged over the selected voxels
     np.testing.assert_allclose(curve["mean_normalized"], curve["mean_r"] / 0.8, rtol=1e-6)

@@ -31,7 +31,7 @@ def _training_prefix(groups, train_stories, fraction):
 
 def data_efficiency_curve(features, responses, groups, train_stories, test_stories, *,
                           fractions=DEFAULT_FRACTIONS, noise_ceiling=None, voxels=None,
-                          reference=None, **encoding_params):
+                          reference=None, estimator=None, delays=(1, 2, 3, 4)):
     """Alignment of each model's features vs the fraction of a participant's training data.
 
     For each fraction ``f`` the encoding model (:func:`sk_braintune.evaluation.fit_score_encoding`:
@@ -60,9 +60,12 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
     reference : str, optional
         A key of ``features``: adds ``relative_to_reference``, each mean r divided by the
         reference model's full-data (largest fraction) mean r of the same participant.
-    **encoding_params
-        Passed to :func:`~sk_braintune.evaluation.fit_score_encoding` (``delays``, ``alphas``,
-        ``cv``, ``backend``).
+    estimator : estimator or Pipeline, optional
+        The encoding model, passed to :func:`~sk_braintune.evaluation.fit_score_encoding`
+        (cloned for every fit; its integer ``cv`` is clamped to the training stories); by
+        default :func:`~sk_braintune.evaluation.default_encoder`.
+    delays : sequence of int, default=(1, 2, 3, 4)
+        FIR delays in TRs.
 
     Returns
     -------
@@ -108,7 +111,7 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
             for name, feats in features.items():
                 result = fit_score_encoding(np.asarray(feats)[keep], y[keep], groups[keep],
                                             train_stories, test_stories, noise_ceiling=nc,
-                                            **encoding_params)
+                                            estimator=estimator, delays=delays)
                 normalized = result["normalized"]
                 rows.append({
                     "participant": participant, "model": name, "fraction": fraction,
