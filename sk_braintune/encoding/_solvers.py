@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_ops", "choose_solver", "cross_validate_alphas", "refit"]
+__all__ = ["make_ops", "choose_solver", "cross_validate_alphas", "refit", "SCORINGS"]
 
 # An eigendecomposition costs about this many float32-GEMM flops per n^3 (x86 OpenBLAS:
 # eigh(2400) ~ 2.5-3.7 s vs sgemm ~ 79 GFLOP/s); only used to pick a path.
@@ -270,25 +270,45 @@ def _chunk_sizes(ops, n_train, n_test, rank, stack_width, n_alphas, n_targets, w
     return alpha_chunk, int(min(n_targets, max(batch, 32)))
 
 
+#: Held-out scores computed from stacked predictions (see :func:`_reduce_scores`).
+SCORINGS = ("correlation", "mse", "huth_rsq")
+
+
 def _prepare_test_targets(ops, test_targets, train_means, scoring):
-    """Centre held-out targets in place (test mean for r, training mean for MSE) and sum squares."""
-    test_targets -= test_targets.mean(0) if scoring == "correlation" else train_means
+    """Centre held-out targets in place and sum their squares.
+
+    Centred at the held-out mean for the criteria that ignore offsets (correlation, and the
+    reference's ``huth_rsq``, built on variances), at the training mean for the MSE.
+    """
+    test_targets -= train_means if scoring == "mse" else test_targets.mean(0)
     sum_squares = ops.to_numpy((test_targets * test_targets).sum(0)).astype(np.float64)
     return test_targets, sum_squares
 
 
 def _reduce_scores(ops, predictions, test_targets, target_ss, scoring):
-    """Per-alpha, per-target score of stacked predictions (numpy float64, shape (a, b))."""
+    """Per-alpha, per-target score of stacked predictions (numpy float64, shape (a, b)).
+
+    ``"huth_rsq"`` is the criterion of the reference ``ridge_corr(..., use_corr=False)``:
+    ``Rsq = 1 - var(y - p) / ((1 + var(y)) / 2)`` (variances over held-out TRs, ddof 0; the
+    ``1`` assumes z-scored responses), scored as ``sign(Rsq) * sqrt(|Rsq|)``.
+    """
     n_test = predictions.shape[1]
     squares = ops.to_numpy(ops.einsum("aib,aib->ab", predictions, predictions)).astype(np.float64)
     cross = ops.to_numpy(ops.einsum("aib,ib->ab", predictions, test_targets)).astype(np.float64)
-    if scoring == "correlation":
-        sums = ops.to_numpy(predictions.sum(1)).astype(np.float64)
-        prediction_ss = np.maximum(squares - sums ** 2 / n_test, 0.0)
-        denominator = np.sqrt(prediction_ss * target_ss[None, :])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(denominator > 0, cross / denominator, 0.0)
-    return -(target_ss[None, :] - 2.0 * cross + squares) / n_test
+    if scoring == "mse":
+        return -(target_ss[None, :] - 2.0 * cross + squares) / n_test
+    sums = ops.to_numpy(predictions.sum(1)).astype(np.float64)
+    prediction_ss = np.maximum(squares - sums ** 2 / n_test, 0.0)
+    if scoring == "huth_rsq":
+        # targets are centred at their held-out mean, so cross = sum(y_c * p_c)
+        residual_variance = np.maximum(target_ss[None, :] - 2.0 * cross + prediction_ss,
+                                       0.0) / n_test
+        assumed_variance = (1.0 + target_ss[None, :] / n_test) / 2.0
+        rsq = 1.0 - residual_variance / assumed_variance
+        return np.sign(rsq) * np.sqrt(np.abs(rsq))
+    denominator = np.sqrt(prediction_ss * target_ss[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, cross / denominator, 0.0)
 
 
 def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, scoring,
@@ -305,7 +325,7 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     splits : list of (train, test) index arrays
     alphas : ndarray of shape (n_alphas,)
     solver : {"dual", "primal"}
-    scoring : {"correlation", "mse"}
+    scoring : {"correlation", "mse", "huth_rsq"}
     working_memory : int
         Bytes for the per-batch buffers and the stacked matrices.
     gram : backend array of shape (n_samples, n_samples), default=None
@@ -316,7 +336,8 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     Returns
     -------
     scores : ndarray of shape (n_alphas, n_targets)
-        Mean over folds of the per-fold score (Pearson r, or minus the mean squared error).
+        Mean over folds of the per-fold score (Pearson r, minus the mean squared error, or
+        the reference's signed root of its R^2 for ``"huth_rsq"``).
     """
     eps = float(np.finfo(ops.np_dtype).eps)
     n_targets = targets.shape[1]
