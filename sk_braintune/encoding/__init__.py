@@ -9,6 +9,13 @@ _LAZY_EXPORTS = {
     "BandedRidgeEncoder": "banded",
     "band_weight_candidates": "banded",
     "ChunkedBootstrap": "_cv",
+    "variance_partitioning": "partitioning",
+    "partition_roi_summary": "partitioning",
+    "correct_partitions": "partitioning",
+    "block_permutation_test": "significance",
+    "fdr_bh": "significance",
+    "roi_confidence_intervals": "significance",
+    "time_blocks": "significance",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)
