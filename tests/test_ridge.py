@@ -265,3 +265,18 @@ def test_reference_chunking_rule():
         assert not np.any(np.isin(test, np.r_[50:55, 105:107]))  # each story's partial chunk
     with pytest.raises(ValueError, match="chunking"):
         next(ChunkedBootstrap(chunking="huth").split(np.zeros((100, 1))))
+
+
+def test_constant_voxel_scores_zero():
+    X, Y, groups = _data(80, 10, seed=12)
+    Y = Y.astype(np.float64)
+    Y[:, 3] = 0.3  # a constant non-zero voxel: centred, its values are round-off, not zeros
+    assert np.any(Y[:, 3] - Y[:, 3].mean() != 0)
+    model = RidgeEncoder(alphas=ALPHAS, cv=4, dtype="float64").fit(X, Y, groups=groups)
+    prediction = model.predict(X)[:, 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        naive = np.corrcoef(Y[:, 3], prediction)[0, 1]
+    assert abs(naive) > 0.5  # round-off against round-off: what was scored before
+    r = model.score_voxels(X, Y)
+    assert r[3] == 0
+    assert np.all(np.abs(r[np.arange(12) != 3]) > 0)

@@ -148,7 +148,7 @@ class RidgeEncoder(_VoxelwiseRidge):
     cv : int, "bootstrap", cross-validation splitter or iterable, default=5
         Inner cross-validation. An int means ``GroupKFold(cv)`` over ``groups`` when given,
         else ``KFold(cv)`` without shuffling (contiguous blocks of TRs; shuffled TRs would
-        leak through autocorrelation). ``"bootstrap"`` is the reference scheme:
+        leak through autocorrelation). ``"bootstrap"`` is the reference's held-out scheme:
         :class:`ChunkedBootstrap` with 3 draws holding out 25% of the data in 20-TR chunks
         (within stories when ``groups`` is given), seeded by ``random_state``. A splitter's
         ``split(X, y, groups)`` is called with the routed ``groups``.
