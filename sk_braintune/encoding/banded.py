@@ -252,12 +252,13 @@ class BandedRidgeEncoder(_VoxelwiseRidge):
         band_grams = ([features[:, ops.index(b)] @ features[:, ops.index(b)].T for b in bands]
                       if solver == "dual" else None)
 
-        def problem(weights):
+        def problem(weights, need_features=True):
             """Scaled features and (dual) kernel of one candidate; the kernel is fresh."""
             scale = np.zeros(n_features)
             for band, weight in zip(bands, weights):
                 scale[band] = np.sqrt(weight)
-            scaled = features * ops.asarray(scale)[None, :]
+            scaled = (features * ops.asarray(scale)[None, :]
+                      if need_features or solver == "primal" else features)
             gram = None
             if solver == "dual":
                 gram = band_grams[0] * float(weights[0])
@@ -276,7 +277,8 @@ class BandedRidgeEncoder(_VoxelwiseRidge):
             progress_bar = tqdm(total=len(candidates), desc="BandedRidgeEncoder search")
         try:
             for index, weights in enumerate(candidates):
-                _, scaled, gram = problem(weights)
+                # the dual CV reads only the kernel
+                _, scaled, gram = problem(weights, need_features=False)
                 scores = _solvers.cross_validate_alphas(
                     ops, scaled, targets, splits, alphas, solver=solver,
                     scoring=self.cv_scoring, working_memory=budget, gram=gram)
