@@ -280,3 +280,29 @@ def test_constant_voxel_scores_zero():
     r = model.score_voxels(X, Y)
     assert r[3] == 0
     assert np.all(np.abs(r[np.arange(12) != 3]) > 0)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_cholesky_refit_matches_sklearn_and_falls_back(backend):
+    from sk_braintune.encoding import _solvers
+
+    X, Y, _ = _data(100, 140, n_targets=30, seed=13)
+    penalties = np.repeat([30.0, 300.0, 3e4], 10)
+    ops = _solvers.make_ops(backend, "float32", "cpu")
+    means = X.mean(0, dtype=np.float64)
+    features = ops.copy_in(X)
+    features -= ops.asarray(means)
+    gram = features @ features.T
+    coef, intercept = _solvers._cholesky_refit(ops, features, Y, penalties, gram, 2 ** 20,
+                                                means)
+    for v in (0, 15, 29):
+        reference = Ridge(alpha=penalties[v]).fit(X.astype(np.float64), Y[:, v].astype(np.float64))
+        np.testing.assert_allclose(coef[v], reference.coef_, rtol=1e-4,
+                                   atol=1e-5 * np.abs(reference.coef_).max())
+        assert intercept[v] == pytest.approx(reference.intercept_, rel=1e-4)
+    # penalties at round-off level of the kernel, or fewer features than samples: decompose
+    assert _solvers._cholesky_refit(ops, features, Y, np.full(30, 1e-6), gram, 2 ** 20,
+                                    means) is None
+    narrow = features[:, :50]
+    assert _solvers._cholesky_refit(ops, narrow, Y, penalties, narrow @ narrow.T, 2 ** 20,
+                                    means[:50]) is None

@@ -75,6 +75,16 @@ class _NumpyOps:
         """Eigenvalues (numpy float64) and eigenvectors (compute dtype); may overwrite input."""
         return _lapack_eigh(matrix, self.np_dtype)
 
+    def cholesky_solver(self, matrix):
+        """``rhs -> matrix^{-1} rhs`` for a positive definite ``matrix``, or None if not PD."""
+        from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+        try:
+            factor = cho_factor(matrix, lower=True, overwrite_a=True, check_finite=False)
+        except LinAlgError:
+            return None
+        return lambda rhs: cho_solve(factor, rhs, check_finite=False)
+
 
 def _lapack_eigh(matrix, dtype):
     """SciPy's divide-and-conquer eigh in ``dtype``: float64 eigenvalues, ``dtype`` vectors.
@@ -135,6 +145,13 @@ class _TorchOps:
 
     def einsum(self, subscripts, *operands):
         return self.torch.einsum(subscripts, *operands)
+
+    def cholesky_solver(self, matrix):
+        """``rhs -> matrix^{-1} rhs`` for a positive definite ``matrix``, or None if not PD."""
+        factor, info = self.torch.linalg.cholesky_ex(matrix)
+        if int(info) != 0:
+            return None
+        return lambda rhs: self.torch.cholesky_solve(rhs, factor)
 
     def eigh(self, matrix):
         if matrix.device.type == "cpu":
@@ -435,9 +452,15 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     eps = float(np.finfo(ops.np_dtype).eps)
     n_samples, n_features = features.shape
     n_targets = targets.shape[1]
+    if feature_means is None:
+        feature_means = np.zeros(n_features)
     if solver == "dual":
         if gram is None:
             gram = features @ features.T
+        result = _cholesky_refit(ops, features, targets, penalties, gram, working_memory,
+                                 feature_means)
+        if result is not None:
+            return result
         # the Gram matrix of centred features is the centred kernel; it is consumed here
         values, vectors = ops.eigh(gram)
         del gram
@@ -460,8 +483,6 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     batch = int(min(n_targets, max(32, working_memory // per_target)))
     coef = np.empty((n_targets, n_features), dtype=ops.np_dtype)
     intercept = np.empty(n_targets)
-    if feature_means is None:
-        feature_means = np.zeros(n_features)
     for start in range(0, n_targets, batch):
         columns = slice(start, min(n_targets, start + batch))
         # a contiguous slice of targets may be a view: copy before centring in place
@@ -480,4 +501,52 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
         # per batch, so that no float64 copy of the whole coef_ is ever made
         intercept[columns] = (ops.to_numpy(means).astype(np.float64)
                               - feature_means @ coef[columns].T.astype(np.float64))
+    return coef, intercept
+
+
+def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, feature_means):
+    """Dual refit by one Cholesky factorisation per distinct penalty, or None to decompose.
+
+    ``W = X^T (K + lambda I)^{-1} Y_c`` for the targets of each penalty. With few distinct
+    penalties this replaces the eigendecomposition of ``K`` (~20 n^3 flops) and ``X^T U``
+    (2 p n^2) by ``n^3 / 3`` per penalty; the per-target work (two triangular solves, then
+    ``X^T``) is the same as ``U^T Y`` and ``(X^T U) D``. The constant vector spans the
+    null space of the centred kernel: the solution's error along it is multiplied by
+    ``X_c^T 1 = 0``. Used only when every penalty is far above the round-off of the kernel
+    (``lambda >= 100 eps trace(K)``, and ``trace(K) >= lambda_max``); ``gram`` is left intact
+    when None is returned.
+    """
+    unique = np.unique(penalties)
+    n_samples, n_features = features.shape
+    if n_features < n_samples or len(unique) * n_samples / 3.0 >= _EIGH_FLOPS_PER_N3 * n_samples:
+        # fewer features than samples: the kernel has a null space beyond the constant
+        # vector, which the eigendecomposition drops and the factorisation would amplify
+        return None
+    trace = float(ops.to_numpy(gram.diagonal().sum()))
+    if unique[0] < 100.0 * float(np.finfo(ops.np_dtype).eps) * max(trace, 0.0):
+        return None
+    n_targets = targets.shape[1]
+    coef = np.empty((n_targets, n_features), dtype=ops.np_dtype)
+    intercept = np.empty(n_targets)
+    per_target = ops.itemsize * (3 * n_samples + 2 * n_features)
+    batch = int(max(32, working_memory // per_target))
+    diagonal = ops.index(np.arange(n_samples))
+    for penalty in unique:
+        shifted = gram.clone() if ops.name == "torch" else gram.copy()
+        shifted[diagonal, diagonal] += float(penalty)
+        solve = ops.cholesky_solver(shifted)
+        del shifted
+        if solve is None:
+            return None
+        columns_all = np.flatnonzero(penalties == penalty)
+        for start in range(0, len(columns_all), batch):
+            columns = columns_all[start:start + batch]
+            batch_targets = ops.asarray(targets[:, columns])
+            means = batch_targets.mean(0)
+            batch_targets -= means
+            dual = solve(batch_targets)
+            del batch_targets
+            coef[columns] = ops.to_numpy(dual.T @ features)
+            intercept[columns] = (ops.to_numpy(means).astype(np.float64)
+                                  - coef[columns].astype(np.float64) @ feature_means)
     return coef, intercept
