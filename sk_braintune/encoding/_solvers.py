@@ -238,8 +238,12 @@ class _Basis:
         self.projector = projector      # (m, n_tr) in compute dtype
 
 
-def _dual_fold(ops, gram, train, test, eps):
-    """Diagonalise the centred training kernel of one fold (``gram`` = X X^T, X centred)."""
+def _centred_fold_kernels(ops, gram, train, test):
+    """Centred training kernel and held-out cross kernel of one fold, in float64.
+
+    ``gram`` is ``X X^T`` of features centred over all samples; centring again over the
+    fold's training rows is done in float64, where the cancellation is harmless.
+    """
     kernel = ops.cast(ops.submatrix(gram, train, train), ops.float64)
     row_means = kernel.mean(0)
     grand_mean = row_means.mean()
@@ -250,7 +254,12 @@ def _dual_fold(ops, gram, train, test, eps):
     cross -= cross.mean(1)[:, None]
     cross -= row_means[None, :]
     cross += grand_mean
-    # centred in float64 (cancellation); the float64 copy is freed before the decomposition
+    return kernel, cross
+
+
+def _dual_fold(ops, kernel, cross, eps):
+    """Diagonalise the centred training kernel of one fold (float64 kernels, consumed)."""
+    # the float64 copy is freed before the decomposition
     kernel = ops.cast(kernel, ops.dtype) if ops.np_dtype != np.float64 else kernel
     values, vectors = ops.eigh(kernel)
     del kernel
@@ -259,6 +268,63 @@ def _dual_fold(ops, gram, train, test, eps):
     test_basis = ops.cast(cross, ops.dtype) @ vectors
     projector = ops.contiguous(vectors.T)
     return _Basis(values[keep], test_basis, projector)
+
+
+class _NotPositiveDefinite(Exception):
+    """A shifted kernel could not be factorised: fall back to the eigendecomposition."""
+
+
+def _cholesky_plan(ops, kernel, n_features, alphas, n_test):
+    """Precision of each alpha's Cholesky factorisation, or None to decompose instead.
+
+    The held-out operator ``K_te (K_tr + alpha I)^{-1}`` of every alpha is one Cholesky
+    factorisation (n^3 / 3) and two triangular solves with ``n_te`` right-hand sides
+    (2 n^2 n_te), instead of one eigendecomposition (~20 n^3) plus the stacked product
+    (2 a n_te n^2). It is used when the centred kernel is full rank but for the constant
+    vector (at least as many features as training samples; that null direction is removed
+    again by the centred targets) and every alpha is far above the kernel's round-off:
+    ``alpha >= 100 eps trace(K)`` in the compute precision, or else in float64 (which costs
+    about 2.5 float32 factorisations), and when that is cheaper.
+    """
+    n_train = kernel.shape[0]
+    if n_features < n_train:
+        return None
+    trace = max(float(ops.to_numpy(kernel.diagonal().sum())), 0.0)
+    compute_ok = np.asarray(alphas) >= 100.0 * float(np.finfo(ops.np_dtype).eps) * trace
+    float64_ok = np.asarray(alphas) >= 100.0 * float(np.finfo(np.float64).eps) * trace
+    if not np.all(float64_ok):
+        return None
+    weights = np.where(compute_ok, 1.0, 2.5 if ops.np_dtype != np.float64 else 1.0)
+    cholesky = weights.sum() * (n_train ** 3 / 3.0 + 2.0 * n_train ** 2 * n_test)
+    eigen = _EIGH_FLOPS_PER_N3 * n_train ** 3 + 2.0 * len(alphas) * n_test * n_train ** 2
+    if cholesky >= eigen:
+        return None
+    return [ops.dtype if ok else ops.float64 for ok in compute_ok]
+
+
+def _cholesky_stack(ops, kernel, cross, alphas, precisions):
+    """Stacked held-out operators ``K_te (K_tr + alpha I)^{-1}`` of ``alphas``."""
+    n_train = kernel.shape[0]
+    diagonal = ops.index(np.arange(n_train))
+    blocks = []
+    for alpha, precision in zip(alphas, precisions):
+        shifted = ops.cast(kernel, precision)
+        if shifted is kernel:  # same precision: cast returned the kernel itself
+            shifted = shifted.clone() if ops.name == "torch" else shifted.copy()
+        shifted[diagonal, diagonal] += float(alpha)
+        solve = ops.cholesky_solver(shifted)
+        if solve is None:
+            raise _NotPositiveDefinite
+        # (K + alpha I) is symmetric: K_te (K + alpha I)^{-1} = ((K + alpha I)^{-1} K_te^T)^T
+        blocks.append(ops.cast(solve(ops.cast(cross, precision).T).T, ops.dtype))
+        del shifted, solve
+    return ops.contiguous(blocks[0]) if len(blocks) == 1 else _concatenate(ops, blocks)
+
+
+def _concatenate(ops, blocks):
+    if ops.name == "torch":
+        return ops.torch.cat(blocks, 0)
+    return np.concatenate(blocks, 0)
 
 
 def _primal_fold(ops, features, train, test, eps):
@@ -328,6 +394,78 @@ def _reduce_scores(ops, predictions, test_targets, target_ss, scoring):
         return np.where(denominator > 0, cross / denominator, 0.0)
 
 
+def _fold_scores(ops, targets, train, test, alphas, basis, kernels, plan, scoring,
+                 working_memory):
+    """Scores (n_alphas, n_targets) of one fold, from an eigenbasis or Cholesky operators.
+
+    With ``basis`` (a :class:`_Basis`) the held-out operators are the eigen-expansions;
+    with ``kernels`` and ``plan`` (from :func:`_cholesky_plan`) they are factorised alpha by
+    alpha ("direct" order only). Raises :class:`_NotPositiveDefinite` before any score is
+    returned when a factorisation fails.
+    """
+    n_targets = targets.shape[1]
+    n_train, n_test = len(train), len(test)
+    rank = basis.eigenvalues.size if basis is not None else n_train
+    order = _batch_flops(n_train, n_test, rank, len(alphas), n_targets)[1]
+    if basis is None:
+        order = "direct"
+    width = rank if order == "project" else n_train
+    alpha_chunk, batch = _chunk_sizes(ops, n_train, n_test, rank, width, len(alphas),
+                                      n_targets, working_memory)
+    chunks = [slice(first, min(len(alphas), first + alpha_chunk))
+              for first in range(0, len(alphas), alpha_chunk)]
+    if basis is not None:
+        shrinkage = 1.0 / (basis.eigenvalues[None, :] + np.asarray(alphas)[:, None])
+    scores = np.zeros((len(alphas), n_targets))
+
+    def stack(chunk):
+        """All alphas' held-out operators of a chunk, stacked along rows."""
+        if basis is None:
+            return _cholesky_stack(ops, kernels[0], kernels[1], np.asarray(alphas)[chunk],
+                                   plan[chunk])
+        factors = ops.asarray(shrinkage[chunk])
+        stacked = (basis.test_basis[None, :, :] * factors[:, None, :]).reshape(-1, rank)
+        return stacked if order == "project" else stacked @ basis.projector
+
+    def batch_scores(columns, operators):
+        """Scores of target batch ``columns`` for each (chunk, stacked operator)."""
+        # fancy indexing copies, so the in-place centring never touches ``targets``
+        train_targets = ops.asarray(targets[train, columns])
+        train_means = train_targets.mean(0)
+        train_targets -= train_means
+        if order == "project":
+            train_targets = basis.projector @ train_targets
+        test_targets, target_ss = _prepare_test_targets(
+            ops, ops.asarray(targets[test, columns]), train_means, scoring)
+        for chunk, stacked in operators:
+            if stacked is None:
+                stacked = stack(chunk)
+            predictions = (stacked @ train_targets).reshape(chunk.stop - chunk.start,
+                                                            n_test, -1)
+            scores[chunk, columns] += _reduce_scores(ops, predictions, test_targets,
+                                                     target_ss, scoring)
+            del predictions
+
+    batches = [slice(start, min(n_targets, start + batch))
+               for start in range(0, n_targets, batch)]
+    if order == "project" or len(chunks) == 1:
+        # stacking is a cheap scaling ("project"), or done once: targets are projected
+        # once per batch and every chunk reuses them
+        operators = ([(chunks[0], stack(chunks[0]))] if len(chunks) == 1
+                     else [(chunk, None) for chunk in chunks])
+        for columns in batches:
+            batch_scores(columns, operators)
+    else:
+        # "direct" stacking costs a GEMM (or factorisations): build each chunk once, stream
+        # the batches
+        for chunk in chunks:
+            operators = [(chunk, stack(chunk))]
+            for columns in batches:
+                batch_scores(columns, operators)
+            del operators
+    return scores
+
+
 def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, scoring,
                           working_memory, gram=None, progress=None):
     """Cross-validated score of every alpha for every target.
@@ -361,61 +499,32 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     scores = np.zeros((len(alphas), n_targets))
     if solver == "dual" and gram is None:
         gram = features @ features.T
+    n_features = features.shape[1]
     for fold, (train, test) in enumerate(splits):
         train_index, test_index = ops.index(train), ops.index(test)
-        basis = (_dual_fold(ops, gram, train_index, test_index, eps) if solver == "dual"
-                 else _primal_fold(ops, features, train_index, test_index, eps))
-        n_train, n_test, rank = len(train), len(test), basis.eigenvalues.size
-        _, order = _batch_flops(n_train, n_test, rank, len(alphas), n_targets)
-        width = rank if order == "project" else n_train
-        alpha_chunk, batch = _chunk_sizes(ops, n_train, n_test, rank, width, len(alphas),
-                                          n_targets, working_memory)
-        shrinkage = 1.0 / (basis.eigenvalues[None, :] + np.asarray(alphas)[:, None])
-        chunks = [slice(first, min(len(alphas), first + alpha_chunk))
-                  for first in range(0, len(alphas), alpha_chunk)]
-
-        def stack(chunk):
-            """All alphas' held-out operators of a chunk, stacked along rows."""
-            factors = ops.asarray(shrinkage[chunk])
-            stacked = (basis.test_basis[None, :, :] * factors[:, None, :]).reshape(-1, rank)
-            return stacked if order == "project" else stacked @ basis.projector
-
-        def batch_scores(columns, operators):
-            """Scores of target batch ``columns`` for each (chunk, stacked operator)."""
-            # fancy indexing copies, so the in-place centring never touches ``targets``
-            train_targets = ops.asarray(targets[train, columns])
-            train_means = train_targets.mean(0)
-            train_targets -= train_means
-            if order == "project":
-                train_targets = basis.projector @ train_targets
-            test_targets, target_ss = _prepare_test_targets(
-                ops, ops.asarray(targets[test, columns]), train_means, scoring)
-            for chunk, stacked in operators:
-                if stacked is None:
-                    stacked = stack(chunk)
-                predictions = (stacked @ train_targets).reshape(chunk.stop - chunk.start,
-                                                                n_test, -1)
-                scores[chunk, columns] += _reduce_scores(ops, predictions, test_targets,
-                                                         target_ss, scoring)
-                del predictions
-
-        batches = [slice(start, min(n_targets, start + batch))
-                   for start in range(0, n_targets, batch)]
-        if order == "project" or len(chunks) == 1:
-            # stacking is a cheap scaling ("project"), or done once: targets are projected
-            # once per batch and every chunk reuses them
-            operators = ([(chunks[0], stack(chunks[0]))] if len(chunks) == 1
-                         else [(chunk, None) for chunk in chunks])
-            for columns in batches:
-                batch_scores(columns, operators)
-        else:
-            # "direct" stacking costs a GEMM: build each chunk once, stream the batches
-            for chunk in chunks:
-                operators = [(chunk, stack(chunk))]
-                for columns in batches:
-                    batch_scores(columns, operators)
-                del operators
-        del basis
+        n_train, n_test = len(train), len(test)
+        plan, kernels = None, None
+        if solver == "dual":
+            kernels = _centred_fold_kernels(ops, gram, train_index, test_index)
+            _, order = _batch_flops(n_train, n_test, min(n_train, n_features), len(alphas),
+                                    n_targets)
+            if order == "direct":
+                plan = _cholesky_plan(ops, kernels[0], n_features, alphas, n_test)
+        fold_scores = None
+        if plan is not None:
+            try:
+                fold_scores = _fold_scores(ops, targets, train, test, alphas, None, kernels,
+                                           plan, scoring, working_memory)
+            except _NotPositiveDefinite:
+                fold_scores = None
+        if fold_scores is None:
+            basis = (_dual_fold(ops, *kernels, eps) if solver == "dual"
+                     else _primal_fold(ops, features, train_index, test_index, eps))
+            del kernels
+            fold_scores = _fold_scores(ops, targets, train, test, alphas, basis, None, None,
+                                       scoring, working_memory)
+            del basis
+        scores += fold_scores
         if progress is not None:
             progress(fold + 1)
     scores /= len(splits)
