@@ -118,6 +118,8 @@ def test_roi_summary_and_input_errors():
         variance_partitioning(X_model, X_low, y, groups, train=[0, 1, 2], test=[2])
     with pytest.raises(ValueError, match="not in groups"):
         variance_partitioning(X_model, X_low, y, groups, train=[0, 1, 9], test=[3])
+    with pytest.raises(ValueError, match="at least 2 training stories"):
+        variance_partitioning(X_model, X_low, y, groups, train=[0], test=[3])
     with pytest.raises(ValueError, match="one row per TR"):
         variance_partitioning(X_model[:-1], X_low, y, groups, train=[0, 1], test=[3])
     with pytest.raises(ValueError, match="per-voxel entries"):

@@ -306,34 +306,3 @@ def test_cholesky_refit_matches_sklearn_and_falls_back(backend):
     narrow = features[:, :50]
     assert _solvers._cholesky_refit(ops, narrow, Y, penalties, narrow @ narrow.T, 2 ** 20,
                                     means[:50]) is None
-
-
-@pytest.mark.parametrize("backend", _backends())
-@pytest.mark.parametrize("scoring", ["correlation", "mse", "huth_rsq"])
-def test_cholesky_fold_scores_equal_eigen_fold_scores(backend, scoring):
-    from sk_braintune.encoding import _solvers
-
-    X, Y, _ = _data(100, 140, n_targets=400, seed=14)
-    alphas = np.logspace(-1, 5, 7)
-    ops = _solvers.make_ops(backend, "float32", "cpu")
-    features = ops.copy_in(X)
-    features -= ops.asarray(X.mean(0, dtype=np.float64))
-    gram = features @ features.T
-    train, test = np.arange(25, 100), np.arange(25)
-    kernels = _solvers._centred_fold_kernels(ops, gram, ops.index(train), ops.index(test))
-    plan = _solvers._cholesky_plan(ops, kernels[0], 140, alphas, len(test))
-    assert plan is not None and plan[0] == ops.float64 and plan[-1] == ops.dtype
-    cholesky = _solvers._fold_scores(ops, Y, train, test, alphas, None, kernels, plan, scoring,
-                                     2 ** 20)
-    basis = _solvers._dual_fold(ops, *_solvers._centred_fold_kernels(
-        ops, gram, ops.index(train), ops.index(test)), np.finfo(np.float32).eps)
-    eigen = _solvers._fold_scores(ops, Y, train, test, alphas, basis, None, None, scoring,
-                                  2 ** 20)
-    np.testing.assert_allclose(cholesky, eigen, rtol=1e-4, atol=1e-5 * np.abs(eigen).max())
-    expected = _brute_force_scores(X, Y, [(train, test)], alphas,
-                                   scoring if scoring != "huth_rsq" else "correlation")
-    if scoring != "huth_rsq":
-        np.testing.assert_allclose(cholesky, expected, rtol=1e-3,
-                                   atol=1e-4 * np.abs(expected).max())
-    # fewer features than training samples: no factorisation plan
-    assert _solvers._cholesky_plan(ops, kernels[0], 50, alphas, len(test)) is None

@@ -270,63 +270,6 @@ def _dual_fold(ops, kernel, cross, eps):
     return _Basis(values[keep], test_basis, projector)
 
 
-class _NotPositiveDefinite(Exception):
-    """A shifted kernel could not be factorised: fall back to the eigendecomposition."""
-
-
-def _cholesky_plan(ops, kernel, n_features, alphas, n_test):
-    """Precision of each alpha's Cholesky factorisation, or None to decompose instead.
-
-    The held-out operator ``K_te (K_tr + alpha I)^{-1}`` of every alpha is one Cholesky
-    factorisation (n^3 / 3) and two triangular solves with ``n_te`` right-hand sides
-    (2 n^2 n_te), instead of one eigendecomposition (~20 n^3) plus the stacked product
-    (2 a n_te n^2). It is used when the centred kernel is full rank but for the constant
-    vector (at least as many features as training samples; that null direction is removed
-    again by the centred targets) and every alpha is far above the kernel's round-off:
-    ``alpha >= 100 eps trace(K)`` in the compute precision, or else in float64 (which costs
-    about 2.5 float32 factorisations), and when that is cheaper.
-    """
-    n_train = kernel.shape[0]
-    if n_features < n_train:
-        return None
-    trace = max(float(ops.to_numpy(kernel.diagonal().sum())), 0.0)
-    compute_ok = np.asarray(alphas) >= 100.0 * float(np.finfo(ops.np_dtype).eps) * trace
-    float64_ok = np.asarray(alphas) >= 100.0 * float(np.finfo(np.float64).eps) * trace
-    if not np.all(float64_ok):
-        return None
-    weights = np.where(compute_ok, 1.0, 2.5 if ops.np_dtype != np.float64 else 1.0)
-    cholesky = weights.sum() * (n_train ** 3 / 3.0 + 2.0 * n_train ** 2 * n_test)
-    eigen = _EIGH_FLOPS_PER_N3 * n_train ** 3 + 2.0 * len(alphas) * n_test * n_train ** 2
-    if cholesky >= eigen:
-        return None
-    return [ops.dtype if ok else ops.float64 for ok in compute_ok]
-
-
-def _cholesky_stack(ops, kernel, cross, alphas, precisions):
-    """Stacked held-out operators ``K_te (K_tr + alpha I)^{-1}`` of ``alphas``."""
-    n_train = kernel.shape[0]
-    diagonal = ops.index(np.arange(n_train))
-    blocks = []
-    for alpha, precision in zip(alphas, precisions):
-        shifted = ops.cast(kernel, precision)
-        if shifted is kernel:  # same precision: cast returned the kernel itself
-            shifted = shifted.clone() if ops.name == "torch" else shifted.copy()
-        shifted[diagonal, diagonal] += float(alpha)
-        solve = ops.cholesky_solver(shifted)
-        if solve is None:
-            raise _NotPositiveDefinite
-        # (K + alpha I) is symmetric: K_te (K + alpha I)^{-1} = ((K + alpha I)^{-1} K_te^T)^T
-        blocks.append(ops.cast(solve(ops.cast(cross, precision).T).T, ops.dtype))
-        del shifted, solve
-    return ops.contiguous(blocks[0]) if len(blocks) == 1 else _concatenate(ops, blocks)
-
-
-def _concatenate(ops, blocks):
-    if ops.name == "torch":
-        return ops.torch.cat(blocks, 0)
-    return np.concatenate(blocks, 0)
-
-
 def _primal_fold(ops, features, train, test, eps):
     """Diagonalise the centred training covariance of one fold."""
     train_features = features[train]
@@ -394,35 +337,22 @@ def _reduce_scores(ops, predictions, test_targets, target_ss, scoring):
         return np.where(denominator > 0, cross / denominator, 0.0)
 
 
-def _fold_scores(ops, targets, train, test, alphas, basis, kernels, plan, scoring,
-                 working_memory):
-    """Scores (n_alphas, n_targets) of one fold, from an eigenbasis or Cholesky operators.
-
-    With ``basis`` (a :class:`_Basis`) the held-out operators are the eigen-expansions;
-    with ``kernels`` and ``plan`` (from :func:`_cholesky_plan`) they are factorised alpha by
-    alpha ("direct" order only). Raises :class:`_NotPositiveDefinite` before any score is
-    returned when a factorisation fails.
-    """
+def _fold_scores(ops, targets, train, test, alphas, basis, scoring, working_memory):
+    """Scores (n_alphas, n_targets) of one fold from its diagonalised training problem."""
     n_targets = targets.shape[1]
     n_train, n_test = len(train), len(test)
-    rank = basis.eigenvalues.size if basis is not None else n_train
+    rank = basis.eigenvalues.size
     order = _batch_flops(n_train, n_test, rank, len(alphas), n_targets)[1]
-    if basis is None:
-        order = "direct"
     width = rank if order == "project" else n_train
     alpha_chunk, batch = _chunk_sizes(ops, n_train, n_test, rank, width, len(alphas),
                                       n_targets, working_memory)
     chunks = [slice(first, min(len(alphas), first + alpha_chunk))
               for first in range(0, len(alphas), alpha_chunk)]
-    if basis is not None:
-        shrinkage = 1.0 / (basis.eigenvalues[None, :] + np.asarray(alphas)[:, None])
+    shrinkage = 1.0 / (basis.eigenvalues[None, :] + np.asarray(alphas)[:, None])
     scores = np.zeros((len(alphas), n_targets))
 
     def stack(chunk):
         """All alphas' held-out operators of a chunk, stacked along rows."""
-        if basis is None:
-            return _cholesky_stack(ops, kernels[0], kernels[1], np.asarray(alphas)[chunk],
-                                   plan[chunk])
         factors = ops.asarray(shrinkage[chunk])
         stacked = (basis.test_basis[None, :, :] * factors[:, None, :]).reshape(-1, rank)
         return stacked if order == "project" else stacked @ basis.projector
@@ -456,8 +386,7 @@ def _fold_scores(ops, targets, train, test, alphas, basis, kernels, plan, scorin
         for columns in batches:
             batch_scores(columns, operators)
     else:
-        # "direct" stacking costs a GEMM (or factorisations): build each chunk once, stream
-        # the batches
+        # "direct" stacking costs a GEMM: build each chunk once, stream the batches
         for chunk in chunks:
             operators = [(chunk, stack(chunk))]
             for columns in batches:
@@ -499,32 +428,17 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     scores = np.zeros((len(alphas), n_targets))
     if solver == "dual" and gram is None:
         gram = features @ features.T
-    n_features = features.shape[1]
     for fold, (train, test) in enumerate(splits):
         train_index, test_index = ops.index(train), ops.index(test)
-        n_train, n_test = len(train), len(test)
-        plan, kernels = None, None
         if solver == "dual":
-            kernels = _centred_fold_kernels(ops, gram, train_index, test_index)
-            _, order = _batch_flops(n_train, n_test, min(n_train, n_features), len(alphas),
-                                    n_targets)
-            if order == "direct":
-                plan = _cholesky_plan(ops, kernels[0], n_features, alphas, n_test)
-        fold_scores = None
-        if plan is not None:
-            try:
-                fold_scores = _fold_scores(ops, targets, train, test, alphas, None, kernels,
-                                           plan, scoring, working_memory)
-            except _NotPositiveDefinite:
-                fold_scores = None
-        if fold_scores is None:
-            basis = (_dual_fold(ops, *kernels, eps) if solver == "dual"
-                     else _primal_fold(ops, features, train_index, test_index, eps))
-            del kernels
-            fold_scores = _fold_scores(ops, targets, train, test, alphas, basis, None, None,
-                                       scoring, working_memory)
-            del basis
-        scores += fold_scores
+            kernel, cross = _centred_fold_kernels(ops, gram, train_index, test_index)
+            basis = _dual_fold(ops, kernel, cross, eps)
+            del kernel, cross
+        else:
+            basis = _primal_fold(ops, features, train_index, test_index, eps)
+        scores += _fold_scores(ops, targets, train, test, alphas, basis, scoring,
+                               working_memory)
+        del basis
         if progress is not None:
             progress(fold + 1)
     scores /= len(splits)
@@ -619,7 +533,9 @@ def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, fea
     ``W = X^T (K + lambda I)^{-1} Y_c`` for the targets of each penalty. With few distinct
     penalties this replaces the eigendecomposition of ``K`` (~20 n^3 flops) and ``X^T U``
     (2 p n^2) by ``n^3 / 3`` per penalty; the per-target work (two triangular solves, then
-    ``X^T``) is the same as ``U^T Y`` and ``(X^T U) D``. The constant vector spans the
+    ``X^T``) has the flops of ``U^T Y`` and ``(X^T U) D``. It was also more accurate in
+    float32 than the eigenbasis, whose truncation of round-off-level eigenvalues costs
+    accuracy on collinear features. The constant vector spans the
     null space of the centred kernel: the solution's error along it is multiplied by
     ``X_c^T 1 = 0``. Used only when every penalty is far above the round-off of the kernel
     (``lambda >= 100 eps trace(K)``, and ``trace(K) >= lambda_max``); ``gram`` is left intact
@@ -627,14 +543,22 @@ def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, fea
     """
     unique = np.unique(penalties)
     n_samples, n_features = features.shape
-    if n_features < n_samples or len(unique) * n_samples / 3.0 >= _EIGH_FLOPS_PER_N3 * n_samples:
+    n_targets = targets.shape[1]
+    if n_features < n_samples:
         # fewer features than samples: the kernel has a null space beyond the constant
         # vector, which the eigendecomposition drops and the factorisation would amplify
+        return None
+    # GEMM-equivalent flops: LAPACK's Cholesky ran at about half the GEMM rate and the
+    # triangular solves at about 0.7 of it here (OpenBLAS, one thread)
+    cholesky = (len(unique) * 2.0 * n_samples ** 3 / 3.0
+                + 2.0 * n_samples ** 2 * n_targets / 0.7)
+    eigen = (_EIGH_FLOPS_PER_N3 * n_samples ** 3 + 2.0 * n_features * n_samples ** 2
+             + 2.0 * n_samples ** 2 * n_targets)
+    if cholesky >= eigen:
         return None
     trace = float(ops.to_numpy(gram.diagonal().sum()))
     if unique[0] < 100.0 * float(np.finfo(ops.np_dtype).eps) * max(trace, 0.0):
         return None
-    n_targets = targets.shape[1]
     coef = np.empty((n_targets, n_features), dtype=ops.np_dtype)
     intercept = np.empty(n_targets)
     per_target = ops.itemsize * (3 * n_samples + 2 * n_features)

@@ -228,7 +228,12 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
         raise ValueError("train and test stories overlap; give disjoint story lists.")
     train_groups = groups[train_mask]
     if isinstance(cv, int) and not isinstance(cv, bool):
-        cv = min(cv, len(np.unique(train_groups)))
+        n_train_stories = len(np.unique(train_groups))
+        if n_train_stories < 2:
+            raise ValueError(f"variance_partitioning chooses penalties by story-grouped CV "
+                             f"and needs at least 2 training stories; got {n_train_stories} "
+                             f"(pass cv='bootstrap' to use chunks of one story).")
+        cv = min(cv, n_train_stories)
     common = dict(alphas=alphas, cv=cv, cv_scoring="mse", backend=backend, device=device,
                   dtype=dtype)
     joint_X = np.hstack([X_model, X_lowlevel])
