@@ -18,7 +18,7 @@ _COMBINE = np.array([[1.0, 0.0, 1.0],
 
 
 def r2_voxels(y_true, y_pred):
-    """Coefficient of determination per voxel, ``1 - SSE / SST`` (SST about the mean of ``y_true``).
+    """Coefficient of determination per voxel, ``1 - SSE / SST`` (SST about ``y_true``'s mean).
 
     Parameters
     ----------
