@@ -209,6 +209,7 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
     """
     from sklearn.utils.validation import check_array
 
+    from ..model_selection import clamp_cv
     from .banded import BandedRidgeEncoder
     from .ridge import RidgeEncoder
 
@@ -233,7 +234,7 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
             raise ValueError(f"variance_partitioning chooses penalties by story-grouped CV "
                              f"and needs at least 2 training stories; got {n_train_stories} "
                              f"(pass cv='bootstrap' to use chunks of one story).")
-        cv = min(cv, n_train_stories)
+        cv = clamp_cv(cv, train_groups)
     common = dict(alphas=alphas, cv=cv, cv_scoring="mse", backend=backend, device=device,
                   dtype=dtype)
     joint_X = np.hstack([X_model, X_lowlevel])
