@@ -211,7 +211,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
     from .model_selection import HeldOutStories
     from .models import load_whisper_tiny_en
-    from .tuning import BrainTuner
+    from .tuning import BrainTuner, FrozenLayerCache
     from .windows import windows_from_dataset
 
     settings = DemoSettings.from_mapping(settings)
@@ -236,8 +236,10 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results["n_tuning_targets"] = int(selected.size)
     validation = HeldOutStories(valid)
 
+    # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
+    # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings["tuner"], validation=validation, device=device,
-                        random_state=seed, verbose=verbose)
+                        random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
     tuners = {}
     with stages(f"brain-tuning on {len(fit_stories)} stories, {selected.size} voxels "
                 f"with noise ceiling > {settings['min_ceiling']}"):

@@ -22,6 +22,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sk_braintune
 from sk_braintune import (
+    BandedRidgeEncoder,
     BrainTuner,
     FIRDelayer,
     LowLevelSpeechFeatures,
@@ -94,6 +95,11 @@ CONFIGURATIONS = {
         RidgeEncoder(alphas=[0.1, 10.0, 1000.0], cv=3),
         RidgeEncoder(alphas=[0.1, 10.0], cv=3, alpha_per_target=False, solver="dual"),
     ],
+    BandedRidgeEncoder: [
+        BandedRidgeEncoder(alphas=[0.1, 10.0, 1000.0], cv=3, random_state=0),
+        BandedRidgeEncoder(alphas=[0.1, 10.0], n_iter=3, cv=3, cv_scoring="mse",
+                           solver="primal", random_state=0),
+    ],
     # wav2vec2-family extractors refuse windows shorter than their CNN's receptive field
     # (325 samples here) with a clear error, and sklearn's checks use windows of 1-20 samples;
     # the Whisper front-end accepts any length, so it stands in for the extractor here.
@@ -120,8 +126,9 @@ NOT_CHECKED = {
 }
 
 # The estimators that exist today: discovery must find each (a missing one fails here).
-KNOWN_ESTIMATORS = {BrainTuner, FIRDelayer, LowLevelSpeechFeatures, PowerSpectrumFeatures,
-                    Residualizer, RidgeEncoder, SemanticProbe, SpeechFeatureExtractor}
+KNOWN_ESTIMATORS = {BandedRidgeEncoder, BrainTuner, FIRDelayer, LowLevelSpeechFeatures,
+                    PowerSpectrumFeatures, Residualizer, RidgeEncoder, SemanticProbe,
+                    SpeechFeatureExtractor}
 
 DISCOVERED = all_estimators()
 ESTIMATORS = [estimator for cls in DISCOVERED if cls not in NOT_CHECKED

@@ -7,6 +7,8 @@ statistics and figures.
   per-layer features (computed by :func:`sk_braintune.features.pooled_layer_features`, also
   exported here).
 - :func:`semantic_preference`, :func:`word_representations` (``analysis.preference``).
+- :func:`data_efficiency_curve`, :func:`plot_data_efficiency` (``analysis.data_efficiency``):
+  alignment vs the fraction of a held-out participant's encoding training data.
 - :func:`roi_summary`, :func:`participant_roi_table`, :func:`compare_models`,
   :func:`load_roi_table` (``analysis.roi``).
 - plotting functions in ``analysis.figures`` (matplotlib object API, return the figure).
@@ -29,6 +31,8 @@ _LAZY_EXPORTS = {
     "word_representations": "preference",
     "near_homophone_pairs": "sk_braintune.datasets.word_pairs",
     "phone_edit_distance": "sk_braintune.datasets.word_pairs",
+    "data_efficiency_curve": "data_efficiency",
+    "plot_data_efficiency": "data_efficiency",
     "roi_summary": "roi",
     "participant_roi_table": "roi",
     "compare_models": "roi",

@@ -19,6 +19,7 @@ from sklearn.utils.validation import (check_is_fitted, check_random_state, colum
                                       validate_data)
 
 from ..features.extractor import pooled_layer_features
+from ..tuning.callbacks import EarlyStopping
 
 __all__ = ["SemanticProbe", "probe_layers"]
 
@@ -142,26 +143,27 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
     def _validation_split(self, y_codes, groups, rng):
+        """The tuner's validation split with the probe's splitter: whole groups when given,
+        stratified by class when every class can be split, else a plain random split."""
         from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+
+        from ..tuning import validation_split
 
         n = len(y_codes)
         if self.validation_fraction == 0 or n < 10:
-            return np.arange(n), np.array([], dtype=int)
+            return validation_split(n, None, None, rng)
         seed = rng.randint(np.iinfo(np.int32).max)
-        if groups is not None:
-            groups = np.asarray(groups)
-            if len(np.unique(groups)) >= 2:
-                splitter = GroupShuffleSplit(1, test_size=self.validation_fraction, random_state=seed)
-                return next(splitter.split(np.zeros(n), groups=groups))
-        if y_codes.ndim == 1:
+        fraction = self.validation_fraction
+        splitter = ShuffleSplit(1, test_size=fraction, random_state=seed)
+        if groups is not None and len(np.unique(np.asarray(groups))) >= 2:
+            splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+        elif y_codes.ndim == 1:
             counts = np.bincount(y_codes)
-            n_valid = int(np.ceil(self.validation_fraction * n))
+            n_valid = int(np.ceil(fraction * n))
             if counts.min() >= 2 and n_valid >= len(counts) and n - n_valid >= len(counts):
-                splitter = StratifiedShuffleSplit(1, test_size=self.validation_fraction,
-                                                  random_state=seed)
-                return next(splitter.split(np.zeros(n), y_codes))
-        return next(ShuffleSplit(1, test_size=self.validation_fraction,
-                                 random_state=seed).split(np.zeros(n)))
+                splitter = StratifiedShuffleSplit(1, test_size=fraction, random_state=seed)
+        return validation_split(n, None if groups is None else np.asarray(groups), splitter,
+                                rng, y=y_codes)
 
     def _score_codes(self, y_true, y_pred):
         from sklearn.metrics import f1_score
@@ -259,8 +261,15 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
         train_t = torch.as_tensor(train, device=device)
         valid_t = torch.as_tensor(valid, device=device)
         batch = len(train) if self.batch_size is None else int(self.batch_size)
-        best = (-np.inf, np.inf)
-        best_state, self.best_epoch_, history, stale = None, 0, [], 0
+        # a better score wins; at equal score only a clearly lower loss counts, so that patience
+        # can stop a run whose loss creeps down while nothing else changes
+        stopper = EarlyStopping(int(self.patience), monitor=("valid_score", "valid_loss"),
+                                lower_is_better=(False, True), min_delta=(1e-12, 1e-3))
+        history = []
+
+        def current_state():
+            return [t.detach().clone() for t in (logits_w, weight, bias)]
+
         for epoch in range(int(self.max_epochs)):
             order = train_t[torch.as_tensor(rng.permutation(len(train)), device=device)] \
                 if batch < len(train) else train_t
@@ -281,22 +290,14 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
                     pred = self._decode(logits.cpu().numpy())
                 record["valid_score"] = self._score_codes(
                     codes[valid] if not self.multilabel_ else codes[valid].astype(int), pred)
-                # a better score wins; at equal score only a clearly lower loss counts, so that
-                # patience can stop a run whose loss creeps down while nothing else changes
-                improved = (record["valid_score"] > best[0] + 1e-12 or (
-                    record["valid_score"] >= best[0] - 1e-12
-                    and record["valid_loss"] < best[1] - 1e-3))
-                if improved:
-                    best = (record["valid_score"], record["valid_loss"])
-                    best_state = [t.detach().clone() for t in (logits_w, weight, bias)]
-                    self.best_epoch_, stale = epoch, 0
-                else:
-                    stale += 1
             history.append(record)
-            if len(valid) and stale >= int(self.patience):
+            if len(valid) and stopper.update(
+                    epoch, (record["valid_score"], record["valid_loss"]), current_state):
                 break
-        if best_state is None:
-            best_state = [t.detach().clone() for t in (logits_w, weight, bias)]
+        best_state = stopper.best_state
+        self.best_epoch_ = stopper.best_epoch
+        if best_state is None:  # no validation: the last epoch
+            best_state = current_state()
             self.best_epoch_ = len(history) - 1
         self.history_ = history
         layer_logits, weight, bias = (t.cpu().numpy().astype(np.float64) for t in best_state)
