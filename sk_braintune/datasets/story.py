@@ -349,6 +349,59 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     return _to_bunch(data, Bunch)
 
 
+def story_speech(stories="library", split="train", *, voice="en-us", rate=175, tr=2.0045,
+                 n_silent_trs=3, max_words=None, cache=True, verbose=False):
+    """Synthesised speech of a packaged collection's stories, without simulated responses.
+
+    The audio equals ``make_story_dataset(stories=stories, ...).audio`` for the same voice,
+    rate, TR and padding (both read the same per-story speech cache), e.g. the training speech
+    on which :func:`sk_braintune.models.load_ssl_speech_model` is pretrained.
+
+    Parameters
+    ----------
+    stories : {"default", "library"}, default="library"
+        The packaged collection.
+    split : {"train", "validation", "test", "all"}, default="train"
+        Which of its stories (the default held-out stories of :func:`make_story_dataset`).
+    voice, rate, tr, n_silent_trs, max_words, cache, verbose
+        As in :func:`make_story_dataset`.
+
+    Returns
+    -------
+    speech : dict of str to sklearn.utils.Bunch
+        Story -> ``audio`` (float32, 16 kHz, padded to whole TRs), ``words`` and ``phones``
+        (DataFrames with ``onset``, ``offset``, ``label``), in the collection's order.
+    digest : str
+        SHA-256 of the texts, voice and rate: what the speech depends on (a cache key).
+    """
+    from sklearn.utils import Bunch
+
+    if stories not in STORY_COLLECTIONS:
+        raise ValueError(f"stories must be one of {STORY_COLLECTIONS}, got {stories!r}")
+    texts, validation_story, test_story = _resolve_texts(None, stories, None, None)
+    held_out = {"validation": [validation_story], "test": [test_story]}
+    if split == "train":
+        names = [n for n in texts if n not in (validation_story, test_story)]
+    elif split == "all":
+        names = list(texts)
+    elif split in held_out:
+        names = held_out[split]
+    else:
+        raise ValueError(f"split must be 'train', 'validation', 'test' or 'all', got {split!r}")
+    if max_words is not None:
+        _check_int("max_words", max_words, 1)
+    texts = {name: _truncate_words(texts[name], max_words) for name in names}
+    params = dict(tr=float(tr), voice=voice, rate=rate, n_silent_trs=n_silent_trs)
+    speech = _load_speech(texts, names, params, cache, verbose)
+    digest = hashlib.sha256(json.dumps({"texts": texts, "voice": voice, "rate": rate,
+                                        "tr": float(tr), "n_silent_trs": n_silent_trs,
+                                        "version": _SPEECH_VERSION},
+                                       sort_keys=True).encode()).hexdigest()
+    out = {name: Bunch(audio=speech[name]["audio"], words=speech[name]["words"],
+                       phones=speech[name]["phones"]) for name in names}
+    return out, digest
+
+
 def _keep_training_minutes(data, minutes):
     """Drop the training stories after the first ones whose audio reaches ``minutes``."""
     sample_rate, kept, total = data["sample_rate"], [], 0.0
