@@ -376,3 +376,63 @@ def test_select_participant_on_the_built_in_dataset(three_listeners):
     assert X.shape[0] == 3 * n and list(X.waveforms) == [test]
     np.testing.assert_array_equal(y[n:2 * n], own.responses[test])
     assert list(labels[n - 1:n + 1]) == ["P01", "P02"]
+
+
+def test_library_collection(cache_root):
+    texts = story_texts("library")
+    names = list(texts)
+    assert len(names) == 34
+    assert names[:4] == [n for n in names if n[:3] in ("a01", "b01", "a02", "b02")]
+    assert names[-2].startswith("a17_") and names[-1].startswith("b17_")
+    assert sum(len(t.split()) for t in texts.values()) > 38_000
+    small = dict(SMALL, n_train_stories=2, max_words=80)
+    data = make_story_dataset(stories="library", **small)
+    assert data.split["train"] == names[:2]
+    assert data.split["validation"] == [names[-2]] and data.split["test"] == [names[-1]]
+    for s in data.stories:
+        expected = re.findall(r"[^\W_]+(?:'[^\W_]+)*", texts[s])[:80]
+        assert list(data.words[s]["label"]) == expected
+    with pytest.raises(ValueError, match="stories must be one of"):
+        make_story_dataset(stories="moth")
+    with pytest.raises(ValueError, match="unknown story collection"):
+        story_texts("moth")
+
+
+def test_minutes_keeps_whole_training_stories(cache_root):
+    small = dict(SMALL, n_train_stories=None, max_words=60)
+    full = make_story_dataset(**small)
+    seconds = {s: full.audio[s].size / full.sample_rate for s in full.split["train"]}
+    first_three = sum(list(seconds.values())[:3])
+    part = make_story_dataset(**small, minutes=(first_three - 1.0) / 60)
+    assert part.split["train"] == full.split["train"][:3]  # the third one crosses the line
+    assert part.stories == part.split["train"] + full.split["validation"] + full.split["test"]
+    assert set(part.responses) == set(part.audio) == set(part.stories)
+    assert set(part.participant_data["P01"].responses) == set(part.stories)
+    assert set(part.ground_truth["semantic"]) == set(part.stories)
+    # one brain for every size: held-out responses, weights and ceilings are the same
+    for s in full.split["validation"] + full.split["test"] + part.split["train"]:
+        np.testing.assert_array_equal(part.responses[s], full.responses[s])
+    np.testing.assert_array_equal(part.noise_ceiling, full.noise_ceiling)
+    np.testing.assert_array_equal(part.ground_truth["semantic_weights"],
+                                  full.ground_truth["semantic_weights"])
+    assert part.responses is part.participant_data["P01"].responses
+    everything = make_story_dataset(**small, minutes=1e6)
+    assert everything.split["train"] == full.split["train"]
+    with pytest.raises(ValueError, match="minutes"):
+        make_story_dataset(**small, minutes=-1)
+    with pytest.raises(ValueError, match="not both"):
+        make_story_dataset(**dict(small, n_train_stories=2), minutes=3)
+
+
+def test_story_speech_equals_the_dataset_audio(dataset):
+    from sk_braintune.datasets import story_speech
+
+    speech, digest = story_speech("default", "test", max_words=200)
+    test = dataset.split["test"][0]
+    assert list(speech) == [test]
+    np.testing.assert_array_equal(speech[test].audio, dataset.audio[test])
+    assert speech[test].words.equals(dataset.words[test])
+    _, other = story_speech("default", "test", max_words=150)
+    assert other != digest
+    with pytest.raises(ValueError, match="split"):
+        story_speech("default", "dev")
