@@ -125,7 +125,7 @@ def main():
           f"{minutes['test']:.1f} min; {len(X)} windows of {args.window:g} s", flush=True)
     probe_train = data.split["train"][:args.probe_stories]
     results = {"settings": vars(args), "minutes": minutes, "timings": timings,
-               "ssl_training": {k: ssl_log[k] for k in ("recipe", "seconds", "seconds_per_step",
+               "ssl_training": {k: ssl_log.get(k) for k in ("recipe", "seconds", "seconds_per_step",
                                                         "fixed_batch_loss", "mask_fraction",
                                                         "n_parameters", "n_training_seconds")},
                "ssl_loss_curve": {f"step_{i}": float(np.mean(ssl_log["losses"][max(0, i - 20):i + 1]))
