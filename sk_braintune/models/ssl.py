@@ -5,7 +5,7 @@ HuBERT), trained without transcripts. No such checkpoint ships offline, so this 
 one on the built-in story library's speech (the validation and test stories excluded):
 
 - the model is a randomly initialised Whisper-architecture encoder (transformers'
-  ``WhisperModel``; 4 blocks of width 256 by default) over 80-bin log-mel frames, so it loads
+  ``WhisperModel``; 4 blocks of width 256 by default, 3.5 M encoder parameters) over 80-bin log-mel frames, so it loads
   through :func:`sk_braintune.models.load_backbone` like any Whisper checkpoint;
 - the objective is BEST-RQ (Chiu et al., 2022): a frozen random projection and a frozen random
   codebook quantise the normalised log-mel frames of each encoder frame (20 ms) into discrete
@@ -157,8 +157,8 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         Output folder (created): a ``WhisperModel`` (its one-block decoder is unused),
         ``preprocessor_config.json`` and ``sk_braintune_ssl.json`` (recipe, losses, timing).
     encoder_layers, d_model, attention_heads, ffn_dim : int
-        Size of the encoder (4 blocks of width 256, 4 heads, FFN 1024 by default; 6.3 M
-        parameters).
+        Size of the encoder (4 blocks of width 256, 4 heads, FFN 1024 by default; 3.5 M
+        encoder parameters, a 19 MB directory with the unused one-block decoder).
     crop_seconds : float, default=8.0
         Length of the random training crops.
     batch_size : int, default=8
