@@ -17,20 +17,18 @@ import json
 import logging
 import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .._utils import atomic_write_bytes, cache_dir
+from .._utils import atomic_write_bytes, cache_dir, data_file
+from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
 
 logger = logging.getLogger(__name__)
 
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 _SPEECH_VERSION = 1
-_TEXT_DIR = Path(__file__).resolve().parent / "texts"
-_LIBRARY_DIR = Path(__file__).resolve().parent.parent / "data" / "story_library"
 DEFAULT_TEST_STORY = "lighthouse_keeper"
 DEFAULT_VALIDATION_STORY = "lost_dog"
 LIBRARY_TEST_STORY = "b17"
@@ -75,10 +73,10 @@ def story_texts(collection="default"):
     """
     if collection == "default":
         return {p.stem: p.read_text(encoding="utf-8").strip()
-                for p in sorted(_TEXT_DIR.glob("*.txt"))}
+                for p in sorted(data_file("stories").glob("*.txt"))}
     if collection == "library":
         texts = {p.stem: p.read_text(encoding="utf-8").strip()
-                 for p in _LIBRARY_DIR.glob("*.txt")}
+                 for p in data_file("story_library").glob("*.txt")}
         held_out = [_library_name(LIBRARY_VALIDATION_STORY, texts),
                     _library_name(LIBRARY_TEST_STORY, texts)]
         order = _library_order([n for n in texts if n not in held_out]) + held_out
@@ -132,12 +130,6 @@ def _cache_key(params, texts):
     blob = json.dumps({"params": params, "texts": texts, "version": _GENERATOR_VERSION},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _zscore(x, axis=0):
-    x = np.asarray(x, dtype=np.float64)
-    std = x.std(axis=axis, keepdims=True)
-    return (x - x.mean(axis=axis, keepdims=True)) / np.where(std > 0, std, 1.0)
 
 
 def _check_int(name, value, minimum):
@@ -570,7 +562,7 @@ def _simulate_participant(k, semantic, acoustic, axis_scale, labels, stories, sp
 
     def present(name, seed):
         noise = np.random.default_rng(seed).standard_normal(signal[name].shape)
-        return _zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
+        return zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
 
     seeds = noise_source.spawn(len(stories))
     responses, repeats = {}, {}
@@ -649,7 +641,7 @@ def _generate(speech, stories, split, params, verbose):
             convolved = convolve_hrf(fine, hrf)
             sampled = np.stack([np.interp(tr_times[name], fine_times + _FINE_STEP / 2, col)
                                 for col in convolved.T], axis=1)
-            out[name] = _zscore(sampled).astype(np.float32)
+            out[name] = zscore(sampled).astype(np.float32)
 
     n_kind = [params[f"n_{kind}_voxels"] for kind in _VOXEL_KINDS]
     labels = np.repeat(np.array(_VOXEL_KINDS), n_kind)
