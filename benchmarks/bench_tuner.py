@@ -10,9 +10,18 @@ GPU mode (``--gpu``, needs CUDA): a base-size random wav2vec2 (12 layers, 768 hi
 windows, batch 128, full fine-tuning in fp32 vs bf16 autocast (+ gradient checkpointing), with
 peak GPU memory.
 
+Top-block comparison (``--top-block``): the cached top-block path (``trainable_layers=1`` over
+cached frozen layers) against (a) a bare PyTorch loop over the same block, the same cached
+inputs, the same pooling, head, MSE loss, Adam and batch, and (b) the FLOP floor: the
+forward+backward FLOPs of the block and head at the sgemm rate measured in the same run (a GEMM
+of the block's own shape). The three are timed alternately, ``--repeats`` times, and the fastest
+epoch of each counts (robust to other load on the machine). ``--profile`` adds a torch.profiler
+table of BrainTuner steps and of bare steps. Results go to ``--output`` as JSON.
+
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_tuner.py [--threads 2] [--windows 6 10]
+    OMP_NUM_THREADS=2 python benchmarks/bench_tuner.py --top-block [--window 8] [--profile]
     python benchmarks/bench_tuner.py --gpu
 """
 
@@ -96,6 +105,148 @@ def run_one(args):
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def block_flops(config, n_frames, batch, n_targets):
+    """Forward and backward FLOPs of one Whisper encoder block + final norm + pooling + head.
+
+    Counts the matrix products only (2 FLOPs per multiply-add): q, k, v, out projections
+    (4 F d^2), scores and weighted values (2 F^2 d), the feed-forward pair (2 F d f), per window,
+    and the head (d K). The backward pass costs twice the forward for every product except the
+    first projections, whose input (the cached frozen hidden state) needs no gradient: those
+    cost once more (weight gradient only).
+    """
+    d, f, F = config.d_model, config.encoder_ffn_dim, n_frames
+    qkv = 3 * 2 * F * d * d
+    out_proj = 2 * F * d * d
+    attention = 2 * 2 * F * F * d
+    ffn = 2 * 2 * F * d * f
+    head = 2 * d * n_targets
+    forward = qkv + out_proj + attention + ffn + head
+    backward = 2 * (forward - qkv) + qkv
+    return batch * forward, batch * backward
+
+
+def sgemm_rate(m, k, n, seconds=1.0):
+    """Measured float32 GEMM rate (FLOP/s) for an (m x k) @ (k x n) product."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - started) / 5)
+    return 2 * m * k * n / best
+
+
+def run_top_block(args):
+    """BrainTuner's cached top block vs a bare loop vs the FLOP floor; prints a JSON line."""
+    import torch
+
+    from sk_braintune.models import load_backbone
+    from sk_braintune.tuning import BrainTuner
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.RandomState(0)
+    n_samples = int(args.window * SR)
+    X = (0.1 * rng.randn(args.n_windows, n_samples)).astype(np.float32)
+    y = rng.randn(args.n_windows, args.n_targets).astype(np.float32)
+    lr = 1e-4
+
+    # -- BrainTuner -----------------------------------------------------------------------------
+    def tuner_epoch_seconds():
+        est = BrainTuner(args.model, trainable_layers=1, batch_size=args.batch_size,
+                         max_epochs=args.epochs, validation=None, random_state=0,
+                         lr_backbone=lr, lr_head=lr, warmup_fraction=0.0, device="cpu",
+                         precision="fp32")
+        est.fit(X, y)
+        return [h["seconds"] for h in est.history_]
+
+    # -- bare loop --------------------------------------------------------------------------------
+    backbone = load_backbone(args.model)
+    n_layers = backbone.num_hidden_layers
+    with torch.inference_mode():
+        parts = [backbone.hidden_at(torch.from_numpy(X[i:i + 32]), n_layers - 1)
+                 for i in range(0, len(X), 32)]
+    hidden = torch.cat([p[0] for p in parts]).clone()
+    mask = torch.cat([p[1] for p in parts]).clone()
+    block = backbone.encoder.layers[-1]
+    norm = backbone.encoder.layer_norm
+    head = torch.nn.Linear(backbone.hidden_size, args.n_targets)
+    params = [*block.parameters(), *norm.parameters(), *head.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    targets = torch.from_numpy(y)
+    order_rng = np.random.RandomState(1)
+
+    def bare_step(index):
+        h = block(hidden[index], None)
+        h = h[0] if isinstance(h, tuple) else h
+        h = norm(h)
+        weights = mask[index].to(h.dtype).unsqueeze(-1)
+        pooled = (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        loss = torch.mean((head(pooled) - targets[index]) ** 2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def bare_epoch_seconds():
+        block.train()
+        times = []
+        for _ in range(args.epochs):
+            started = time.perf_counter()
+            order = order_rng.permutation(len(X))
+            for b in range(0, len(X), args.batch_size):
+                bare_step(torch.from_numpy(order[b:b + args.batch_size]))
+            times.append(time.perf_counter() - started)
+        return times
+
+    # -- floor ------------------------------------------------------------------------------------
+    n_frames = hidden.shape[1]
+    config = backbone.config
+    forward, backward = block_flops(config, n_frames, args.batch_size, args.n_targets)
+    rates = []
+    tuner_times, bare_times = [], []
+    for _ in range(args.repeats):
+        tuner_times += tuner_epoch_seconds()
+        bare_times += bare_epoch_seconds()
+        rates.append(sgemm_rate(args.batch_size * n_frames, config.d_model,
+                                config.encoder_ffn_dim))
+    steps = int(np.ceil(len(X) / args.batch_size))
+    rate = max(rates)
+    floor_epoch = steps * (forward + backward) / rate
+    tuner_best, bare_best = min(tuner_times), min(bare_times)
+    result = {
+        "window_s": args.window, "n_frames": n_frames, "batch_size": args.batch_size,
+        "n_windows": args.n_windows, "n_targets": args.n_targets, "threads": args.threads,
+        "tuner_epoch_s": {"best": tuner_best, "median": float(np.median(tuner_times))},
+        "bare_epoch_s": {"best": bare_best, "median": float(np.median(bare_times))},
+        "tuner_windows_per_s": args.n_windows / tuner_best,
+        "bare_windows_per_s": args.n_windows / bare_best,
+        "overhead_vs_bare_%": 100 * (tuner_best / bare_best - 1),
+        "sgemm_gflops": rate / 1e9,
+        "flops_per_step": {"forward": forward, "backward": backward},
+        "floor_windows_per_s": args.n_windows / floor_epoch,
+        "tuner_fraction_of_floor": floor_epoch / tuner_best,
+        "bare_fraction_of_floor": floor_epoch / bare_best,
+    }
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            tuner_epoch_seconds()
+        result["profile_tuner"] = prof.key_averages().table(sort_by="self_cpu_time_total",
+                                                            row_limit=25)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            bare_epoch_seconds()
+        result["profile_bare"] = prof.key_averages().table(sort_by="self_cpu_time_total",
+                                                           row_limit=25)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
 def spawn(model, threads, extra):
     cmd = [sys.executable, os.path.abspath(__file__), "--one", "--model", model,
            "--threads", str(threads), *map(str, extra)]
@@ -117,18 +268,46 @@ def main():
     parser.add_argument("--full-windows", type=int, default=16,
                         help="windows for the full fine-tuning peer (slow on CPU)")
     parser.add_argument("--cached-windows", type=int, default=128)
+    parser.add_argument("--top-block", action="store_true",
+                        help="cached top block vs a bare PyTorch loop vs the FLOP floor")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-targets", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
     # internal: one configuration
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--window", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=float, default=10.0, help="--top-block: window (s)")
     parser.add_argument("--trainable-layers", type=int, default=-1, help=argparse.SUPPRESS)
-    parser.add_argument("--n-windows", type=int, default=16, help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--batch-size", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--n-windows", type=int, default=16, help="--top-block: windows")
+    parser.add_argument("--epochs", type=int, default=1, help="--top-block: epochs per run")
+    parser.add_argument("--batch-size", type=int, default=16, help="--top-block: batch")
     parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one and args.top_block:
+        run_top_block(args)
+        return
     if args.one:
         run_one(args)
+        return
+    if args.top_block:
+        model, what = whisper_tiny_path()
+        print(f"CPU, {args.threads} thread(s), model: {what}; cached top block, "
+              f"{args.window:g} s windows, batch {args.batch_size}")
+        r = spawn(model, args.threads, [
+            "--top-block", "--window", args.window, "--n-windows", args.n_windows,
+            "--epochs", args.epochs, "--batch-size", args.batch_size, "--repeats",
+            args.repeats, "--n-targets", args.n_targets, *(["--profile"] if args.profile
+                                                             else [])])
+        for key, value in r.items():
+            if not key.startswith("profile"):
+                print(f"  {key}: {value}")
+        for key in ("profile_tuner", "profile_bare"):
+            if key in r:
+                print(f"\n{key}:\n{r[key]}")
+        if args.output:
+            with open(args.output, "w") as f:
+                json.dump(dict(r, model=what), f, indent=2)
         return
 
     if args.gpu:

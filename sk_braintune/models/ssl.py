@@ -1,0 +1,414 @@
+"""A self-supervised speech encoder pretrained here: BEST-RQ on a Whisper-architecture encoder.
+
+The paper's semantic gains from brain-tuning are for self-supervised speech models (wav2vec2,
+HuBERT), trained without transcripts. No such checkpoint ships offline, so this module pretrains
+one on the built-in story library's speech (the validation and test stories excluded):
+
+- the model is a randomly initialised Whisper-architecture encoder (transformers'
+  ``WhisperModel``; 4 blocks of width 256 by default, 3.5 M encoder parameters) over 80-bin log-mel frames, so it loads
+  through :func:`sk_braintune.models.load_backbone` like any Whisper checkpoint;
+- the objective is BEST-RQ (Chiu et al., 2022): a frozen random projection and a frozen random
+  codebook quantise the normalised log-mel frames of each encoder frame (20 ms) into discrete
+  targets; spans of input frames (about 40%) are replaced by noise, and a linear softmax head
+  predicts the codes of the masked frames (cross-entropy). Nothing in the objective knows words.
+
+:func:`load_ssl_speech_model` pretrains at first use (a few minutes on two CPU cores) and caches
+the result under ``cache_dir("models", "ssl")``, keyed by the recipe and the training texts;
+:func:`pretrain_ssl_speech_model` runs the recipe on any waveforms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._utils import cache_dir as _cache_root
+
+__all__ = ["SSL_RECIPE", "load_ssl_speech_model", "pretrain_ssl_speech_model"]
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the recipe's code changes, so that stale cached models are rebuilt.
+SSL_REVISION = 1
+MARKER_FILE = "sk_braintune_ssl.json"
+_SAMPLE_RATE = 16000
+_HOP = 160  # log-mel hop (10 ms); two mel frames per encoder frame
+
+#: The default recipe of :func:`load_ssl_speech_model` (keyword arguments of
+#: :func:`pretrain_ssl_speech_model`).
+SSL_RECIPE = dict(
+    encoder_layers=4, d_model=256, attention_heads=4, ffn_dim=1024, crop_seconds=8.0,
+    batch_size=8, n_steps=600, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
+    mask_probability=0.05, mask_span=10, codebook_size=1024, codebook_dim=16,
+)
+
+
+def _whisper_config(encoder_layers, d_model, attention_heads, ffn_dim, max_source_positions):
+    from transformers import WhisperConfig
+
+    # A one-block, 64-token decoder: only the encoder is ever used, but the Whisper loaders
+    # expect a whole WhisperModel.
+    return WhisperConfig(
+        vocab_size=64, num_mel_bins=80, d_model=d_model, encoder_layers=encoder_layers,
+        encoder_attention_heads=attention_heads, encoder_ffn_dim=ffn_dim, decoder_layers=1,
+        decoder_attention_heads=attention_heads, decoder_ffn_dim=ffn_dim,
+        max_source_positions=max_source_positions, max_target_positions=64, dropout=0.0,
+        attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0,
+        decoder_layerdrop=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None)
+
+
+def _check_waveforms(waveforms, crop_samples):
+    if isinstance(waveforms, dict):
+        waveforms = list(waveforms.values())
+    out = []
+    for i, w in enumerate(waveforms):
+        w = np.asarray(w, dtype=np.float32)
+        if w.ndim != 1:
+            raise ValueError(f"waveform {i} must be mono 1-D 16 kHz audio, got shape {w.shape}")
+        if w.size >= crop_samples:
+            out.append(w)
+    if not out:
+        raise ValueError(f"no waveform is at least one crop long ({crop_samples} samples); "
+                         "pass longer audio or a shorter crop_seconds")
+    return out
+
+
+def _crop_plan(lengths, crop_samples, n_crops, rng):
+    """(waveform index, start sample) of ``n_crops`` crops, drawn proportionally to length."""
+    usable = np.asarray(lengths) - crop_samples + 1
+    which = rng.choice(len(lengths), size=n_crops, p=usable / usable.sum())
+    starts = (rng.random(n_crops) * usable[which]).astype(np.int64)
+    return which, starts
+
+
+def _span_mask(rng, batch, n_frames, probability, span):
+    """Boolean (batch, n_frames): spans of ``span`` frames starting with ``probability``."""
+    starts = rng.random((batch, n_frames)) < probability
+    mask = np.zeros((batch, n_frames + span), dtype=bool)
+    for offset in range(span):
+        mask[:, offset:offset + n_frames] |= starts
+    mask = mask[:, :n_frames]
+    mask[~mask.any(axis=1), rng.integers(n_frames)] = True  # at least one target per crop
+    return mask
+
+
+class _BestRQ:
+    """The frozen BEST-RQ quantiser and the masking of the log-mel input."""
+
+    def __init__(self, feature_mean, feature_std, codebook_size, codebook_dim, generator):
+        import torch
+
+        self.mean, self.std = feature_mean, feature_std
+        n_in = feature_mean.numel()
+        projection = torch.empty(n_in, codebook_dim)
+        torch.nn.init.xavier_uniform_(projection, generator=generator)
+        self.projection = projection
+        codebook = torch.randn(codebook_size, codebook_dim, generator=generator)
+        self.codebook = torch.nn.functional.normalize(codebook, dim=1)
+
+    @staticmethod
+    def stacked(mel):
+        """(batch, 80, 2T) log-mel -> (batch, T, 160): the two mel frames of each frame."""
+        batch, n_mels, n = mel.shape
+        return mel[:, :, : n - n % 2].transpose(1, 2).reshape(batch, n // 2, 2 * n_mels)
+
+    def targets(self, mel):
+        import torch
+
+        stacked = (self.stacked(mel) - self.mean) / self.std
+        projected = torch.nn.functional.normalize(stacked @ self.projection, dim=-1)
+        return (projected @ self.codebook.T).argmax(dim=-1)  # nearest unit codeword
+
+
+def _loss(encoder, head, mel, mask, targets, noise):
+    import torch
+
+    # masked encoder frames: their two mel frames become small noise
+    mel_mask = mask.repeat_interleave(2, dim=1)[:, None, :]
+    masked = torch.where(mel_mask, noise, mel)
+    hidden = encoder(input_features=masked).last_hidden_state
+    logits = head(hidden[mask])
+    return torch.nn.functional.cross_entropy(logits, targets[mask])
+
+
+def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model=256,
+                              attention_heads=4, ffn_dim=1024, crop_seconds=8.0, batch_size=8,
+                              n_steps=600, learning_rate=1e-3, warmup_steps=60,
+                              weight_decay=0.01, mask_probability=0.05, mask_span=10,
+                              codebook_size=1024, codebook_dim=16, max_source_positions=1500,
+                              random_state=0, verbose=False):
+    """Pretrain a Whisper-architecture speech encoder with BEST-RQ and save it.
+
+    Parameters
+    ----------
+    waveforms : sequence of ndarray of shape (n_samples,), or dict of str to ndarray
+        Mono 16 kHz float training audio (e.g. the training stories); waveforms shorter than
+        one crop are skipped.
+    directory : str or os.PathLike
+        Output folder (created): a ``WhisperModel`` (its one-block decoder is unused),
+        ``preprocessor_config.json`` and ``sk_braintune_ssl.json`` (recipe, losses, timing).
+    encoder_layers, d_model, attention_heads, ffn_dim : int
+        Size of the encoder (4 blocks of width 256, 4 heads, FFN 1024 by default; 3.5 M
+        encoder parameters, a 19 MB directory with the unused one-block decoder).
+    crop_seconds : float, default=8.0
+        Length of the random training crops.
+    batch_size : int, default=8
+        Crops per step.
+    n_steps : int, default=600
+        Optimiser steps (600 x 8 x 8 s is about 3.1 passes over the library's 3.4 hours of
+        training speech).
+    learning_rate : float, default=1e-3
+        Peak AdamW learning rate, reached after ``warmup_steps`` linear steps, then decayed
+        linearly to zero.
+    warmup_steps : int, default=60
+    weight_decay : float, default=0.01
+    mask_probability : float, default=0.05
+        Probability that a masked span starts at an encoder frame.
+    mask_span : int, default=10
+        Span length in encoder frames (200 ms). With 0.05 and 10, about 40% of frames are
+        masked.
+    codebook_size, codebook_dim : int, default=1024, 16
+        The random codebook of the quantiser.
+    max_source_positions : int, default=1500
+        Length of the saved model's sinusoidal position table in frames (1500: windows up to
+        30 s, as Whisper); training uses ``crop_seconds`` windows.
+    random_state : int, default=0
+        Seeds the initial weights, the quantiser, the crops and the masks.
+    verbose : bool, default=False
+        Show a progress bar.
+
+    Returns
+    -------
+    history : dict
+        ``losses`` (training loss per step), ``fixed_batch_loss`` (``before`` and ``after``:
+        the loss on one fixed batch of crops and masks), ``mask_fraction``, ``seconds``,
+        ``n_parameters`` and the ``recipe``. The same record is written to
+        ``sk_braintune_ssl.json``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import WhisperFeatureExtractor, WhisperModel
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from .backbone import AudioBackbone, _load_preprocessing, quiet_transformers
+
+    started = time.perf_counter()
+    recipe = dict(encoder_layers=encoder_layers, d_model=d_model,
+                  attention_heads=attention_heads, ffn_dim=ffn_dim, crop_seconds=crop_seconds,
+                  batch_size=batch_size, n_steps=n_steps, learning_rate=learning_rate,
+                  warmup_steps=warmup_steps, weight_decay=weight_decay,
+                  mask_probability=mask_probability, mask_span=mask_span,
+                  codebook_size=codebook_size, codebook_dim=codebook_dim,
+                  max_source_positions=max_source_positions, random_state=random_state)
+    crop_frames = int(round(crop_seconds * _SAMPLE_RATE / (2 * _HOP)))
+    if crop_frames < 2 * mask_span:
+        raise ValueError(f"crop_seconds={crop_seconds} gives {crop_frames} frames; need at "
+                         f"least {2 * mask_span} (two mask spans)")
+    if crop_frames > max_source_positions:
+        raise ValueError(f"crops of {crop_seconds} s exceed max_source_positions="
+                         f"{max_source_positions} frames")
+    crop_samples = crop_frames * 2 * _HOP
+    waveforms = _check_waveforms(waveforms, crop_samples)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    generator = torch.Generator().manual_seed(random_state)
+    rng = np.random.default_rng(random_state)
+    with quiet_transformers():
+        torch_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(random_state)
+            # trained as an encoder of exactly one crop (Hugging Face's encoder insists on
+            # 2 * max_source_positions mel frames); the saved model gets the longer table,
+            # whose first rows are the same sinusoids
+            encoder = WhisperEncoder(_whisper_config(encoder_layers, d_model, attention_heads,
+                                                     ffn_dim, crop_frames))
+            head = torch.nn.Linear(d_model, codebook_size)
+        finally:
+            torch.random.set_rng_state(torch_state)
+        fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=_SAMPLE_RATE,
+                                     hop_length=_HOP, chunk_length=30, n_fft=400,
+                                     padding_value=0.0, return_attention_mask=False)
+        fe.save_pretrained(directory)
+    config = encoder.config
+    mel_maker = AudioBackbone(encoder, family="whisper", name_or_path=str(directory),
+                              preprocessing=_load_preprocessing(str(directory), "whisper",
+                                                                config))
+
+    lengths = [w.size for w in waveforms]
+
+    def batch_of(n, rng_):
+        which, starts = _crop_plan(lengths, crop_samples, n, rng_)
+        crops = np.stack([waveforms[i][s:s + crop_samples] for i, s in zip(which, starts)])
+        with torch.no_grad():
+            return mel_maker.log_mel(torch.from_numpy(crops))
+
+    # normalisation of the quantiser's input: statistics of 64 crops
+    with torch.no_grad():
+        stacked = _BestRQ.stacked(batch_of(64, np.random.default_rng([random_state, 1])))
+        flat = stacked.reshape(-1, stacked.shape[-1])
+        mean, std = flat.mean(0), flat.std(0).clamp(min=1e-5)
+    quantiser = _BestRQ(mean, std, codebook_size, codebook_dim, generator)
+
+    def masks_and_noise(n, rng_):
+        mask = torch.from_numpy(_span_mask(rng_, n, crop_frames, mask_probability, mask_span))
+        noise = torch.from_numpy(rng_.standard_normal((n, 80, 2 * crop_frames)).astype(
+            np.float32) * np.float32(0.1))
+        return mask, noise
+
+    fixed_rng = np.random.default_rng([random_state, 2])
+    fixed_mel = batch_of(batch_size, fixed_rng)
+    fixed_mask, fixed_noise = masks_and_noise(batch_size, fixed_rng)
+    fixed_targets = quantiser.targets(fixed_mel)
+
+    def fixed_loss():
+        encoder.eval()
+        with torch.no_grad():
+            value = _loss(encoder, head, fixed_mel, fixed_mask, fixed_targets, fixed_noise)
+        encoder.train()
+        return float(value)
+
+    params = list(encoder.parameters()) + list(head.parameters())
+    trainable = [p for p in params if p.requires_grad]  # the position table is frozen
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
+
+    def schedule(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (n_steps - step) / max(1, n_steps - warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    before = fixed_loss()
+    losses, masked = [], []
+    loop_started = time.perf_counter()
+    encoder.train()
+    for _ in tqdm(range(n_steps), desc="BEST-RQ pretraining", disable=not verbose):
+        mel = batch_of(batch_size, rng)
+        mask, noise = masks_and_noise(batch_size, rng)
+        targets = quantiser.targets(mel)
+        loss = _loss(encoder, head, mel, mask, targets, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        masked.append(float(mask.float().mean()))
+    loop_seconds = time.perf_counter() - loop_started
+    after = fixed_loss()
+    encoder.eval()
+
+    # the saved model: a whole WhisperModel whose encoder holds the trained weights
+    with quiet_transformers():
+        torch_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(random_state)
+            full = WhisperModel(_whisper_config(encoder_layers, d_model, attention_heads,
+                                                ffn_dim, max_source_positions))
+        finally:
+            torch.random.set_rng_state(torch_state)
+        state = encoder.state_dict()
+        table = full.encoder.embed_positions.weight.detach()
+        if not torch.allclose(table[:crop_frames], state["embed_positions.weight"], atol=1e-6):
+            raise RuntimeError("the sinusoidal position tables of the training and the saved "
+                               "encoders disagree")
+        state["embed_positions.weight"] = table.clone()
+        full.encoder.load_state_dict(state, strict=True)
+        full.eval()
+        full.save_pretrained(directory)
+    n_parameters = sum(p.numel() for p in encoder.parameters())
+    history = dict(
+        recipe=recipe, revision=SSL_REVISION, objective="BEST-RQ masked prediction",
+        losses=losses, fixed_batch_loss=dict(before=before, after=after),
+        mask_fraction=float(np.mean(masked)) if masked else None,
+        n_training_seconds=float(sum(lengths) / _SAMPLE_RATE),
+        n_parameters=int(n_parameters), seconds=round(time.perf_counter() - started, 2),
+        seconds_per_step=round(loop_seconds / max(n_steps, 1), 4), torch_threads=torch.get_num_threads())
+    with open(directory / MARKER_FILE, "w", encoding="utf-8") as f:
+        json.dump(history, f, indent=1)
+    logger.info("BEST-RQ pretraining: %d steps in %.0f s, loss %.3f -> %.3f", n_steps,
+                history["seconds"], losses[0] if losses else float("nan"),
+                losses[-1] if losses else float("nan"))
+    return history
+
+
+def _recipe_key(recipe, texts_digest):
+    blob = json.dumps({"recipe": recipe, "texts": texts_digest, "revision": SSL_REVISION},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_marker(directory):
+    try:
+        with open(Path(directory) / MARKER_FILE, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, verbose=False,
+                          **recipe):
+    """Path of the self-supervised speech model pretrained on the story library (cached).
+
+    The first call synthesises the library's training stories (cached, shared with
+    ``make_story_dataset(stories="library")``), runs :func:`pretrain_ssl_speech_model` with
+    :data:`SSL_RECIPE` (a few minutes on two CPU cores) and writes the model under a
+    temporary name, renamed into place when complete; later calls return the cached directory
+    at once. The validation and test stories of the library are never heard in pretraining.
+
+    Parameters
+    ----------
+    random_state : int, default=0
+        Seed of the recipe (weights, quantiser, crops, masks).
+    max_words : int, optional
+        Pretrain on only the first ``max_words`` words of each story (quick, small models).
+    cache_dir : str or path-like, optional
+        Parent folder of the cached models; ``sk_braintune._utils.cache_dir("models", "ssl")``
+        (below ``$SK_BRAINTUNE_CACHE`` or ``~/.cache/sk_braintune``) by default.
+    verbose : bool, default=False
+        Show progress bars.
+    **recipe
+        Overrides of :data:`SSL_RECIPE` (e.g. ``n_steps=300``); they change the cache key.
+
+    Returns
+    -------
+    path : str
+        Directory loadable with :func:`sk_braintune.models.load_backbone`,
+        :class:`sk_braintune.SpeechFeatureExtractor` and ``transformers.WhisperModel``.
+    """
+    from ..datasets.story import story_speech
+
+    unknown = set(recipe) - set(SSL_RECIPE)
+    if unknown:
+        raise TypeError(f"unknown recipe settings {sorted(unknown)}; valid: {sorted(SSL_RECIPE)}")
+    recipe = {**SSL_RECIPE, **recipe, "random_state": int(random_state)}
+    speech, digest = story_speech(stories="library", split="train", max_words=max_words,
+                                  verbose=verbose)
+    parent = Path(cache_dir) if cache_dir is not None else _cache_root("models", "ssl")
+    target = (parent / f"bestrq-whisper-{_recipe_key(recipe, digest)}").expanduser().absolute()
+    if _read_marker(target) is not None and (target / "config.json").is_file():
+        return str(target)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    try:
+        pretrain_ssl_speech_model([s.audio for s in speech.values()], staging, verbose=verbose,
+                                  **recipe)
+        if _read_marker(target) is not None:
+            return str(target)  # another process finished first
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy
+        os.chmod(staging, 0o755)  # mkdtemp makes it private (0700)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
