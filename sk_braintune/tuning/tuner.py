@@ -20,7 +20,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
                                       validate_data)
 
 from ..windows import is_audio_windows
-from . import _loop, _training
+from . import _distributed, _loop, _training
 from .callbacks import check_callbacks
 from .frozen_cache import FrozenLayerCache
 
@@ -449,9 +449,13 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         data = _loop.TrainingData(X, y2.astype(np.float32), groups, codes,
                                   None if codes is None else len(self.participants_))
 
-        device = resolve_device(self.device)
+        distributed = _distributed.distributed_context()
+        device = (resolve_device(self.device) if distributed is None
+                  else _distributed.resolve_distributed_device(self.device, distributed))
         precision = self._resolve_precision(device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if distributed is not None:  # random_state=None draws differ between ranks
+            seed = distributed.broadcast(seed)
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         # without a user directory nothing can resume, so the temporary one goes in any case
@@ -462,7 +466,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             with torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(seed)
                 _loop.TrainingRun(self, data, seed, device, precision, callbacks,
-                                  ckpt_dir).fit()
+                                  ckpt_dir, distributed).fit()
         finally:
             if owns_dir:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
