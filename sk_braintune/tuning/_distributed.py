@@ -13,6 +13,7 @@ gradients (``world_size`` times the gradient of the own rows) and DDP averages o
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -123,10 +124,13 @@ def gather_rows(local, n_rows):
     -------
     gathered : torch.Tensor of shape (n_rows, ...)
     """
-    return _GatherRows.apply(local)[:n_rows]
+    return _gather_function().apply(local)[:n_rows]
 
 
+@functools.lru_cache(maxsize=None)
 def _gather_function():
+    """The autograd Function behind :func:`gather_rows` (defined on first use: this module
+    imports no torch)."""
     import torch
     import torch.distributed as dist
 
@@ -146,21 +150,6 @@ def _gather_function():
             return grad[ctx.rows[0]:ctx.rows[1]]
 
     return GatherRows
-
-
-class _LazyGather:
-    """Defers the autograd Function's definition to first use (the module imports no torch)."""
-
-    function = None
-
-    @classmethod
-    def apply(cls, *args):
-        if cls.function is None:
-            cls.function = _gather_function()
-        return cls.function.apply(*args)
-
-
-_GatherRows = _LazyGather
 
 
 def pooled_module(backbone, pooling, start_layer=None):

@@ -139,6 +139,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     device : str, default="auto"
         "auto" uses CUDA when present, else the CPU. The model is moved back to the CPU after
         ``fit``; ``predict``/``transform`` move it to ``device`` for the call.
+        Under ``torchrun`` (see Notes), "auto" and "cuda" mean ``cuda:LOCAL_RANK``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         "auto": bf16 autocast and gradient checkpointing on CUDA, fp32 on the CPU. bf16 on the
         CPU is refused (emulated, very slow).
@@ -195,6 +196,16 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     Layers follow the ``hidden_states`` convention: 0 = input embeddings, N = last block.
     Searches (``GridSearchCV``) on one GPU should use ``n_jobs=1``: every fit holds a model on it.
+
+    Several GPUs: run the script with ``torchrun --nproc_per_node N script.py``. ``fit`` then
+    initialises the process group from the environment (NCCL on CUDA, gloo on the CPU; or uses
+    one already initialised), wraps the trainable backbone in ``DistributedDataParallel``, cuts
+    each global batch of ``batch_size`` windows into one contiguous shard per process and gathers
+    the pooled features (with autograd) so that the head and the loss see the whole batch, as in
+    one process: any loss gives one process's weights for the same ``random_state`` (to float
+    rounding; without dropout, whose masks each process draws itself). Validation runs on every
+    process, rank 0's figures decide early stopping; only rank 0 writes checkpoints and shows
+    progress; every process ends with rank 0's weights.
     Without ``groups`` (and without ``AudioWindows``, whose stories are used), samples are taken as
     one contiguous run.
     """
