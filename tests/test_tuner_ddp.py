@@ -30,6 +30,8 @@ CONFIGS = {
     "full_correlation": dict(loss="correlation", validation=0.25, patience=1),
     # top block on cached lower layers, per-sample loss, no validation
     "cached_top_block": dict(loss="mse", trainable_layers=1, validation=None),
+    # two listeners of the same windows, one head each (rows of a window share one forward)
+    "participants": dict(loss="mse", head="per_participant", validation=0.25, patience=None),
 }
 COMMON = dict(batch_size=7, max_epochs=2, random_state=3, lr_backbone=1e-3, lr_head=1e-2,
               warmup_fraction=0.0, device="cpu", weight_decay=0.1)
@@ -46,8 +48,10 @@ WORKER = textwrap.dedent("""
     model, data_path, out_prefix, configs, common = sys.argv[1:6]
     data = np.load(data_path)
     for name, params in json.loads(configs).items():
+        prefix = "multi_" if name == "participants" else ""
+        extra = {"participants": data["multi_participants"]} if prefix else {}
         tuner = BrainTuner(model, **json.loads(common), **params).fit(
-            data["X"], data["y"], groups=data["groups"])
+            data[prefix + "X"], data[prefix + "y"], groups=data[prefix + "groups"], **extra)
         weights = {"best_epoch": tuner.best_epoch_}
         weights.update({"head." + k: v.numpy() for k, v in tuner.head_.state_dict().items()})
         weights.update({"backbone." + k: v.detach().numpy()
@@ -81,8 +85,12 @@ def problem(tmp_path_factory):
     y = (X[:, ::1000] @ rng.randn(X[:, ::1000].shape[1], 3)).astype(np.float32)
     y += 0.5 * rng.randn(*y.shape).astype(np.float32)
     groups = np.repeat(np.arange(6), 5)
-    np.savez(root / "data.npz", X=X, y=y, groups=groups)
-    return root, model, X, y, groups
+    data = dict(X=X, y=y, groups=groups, multi_X=np.concatenate([X, X]),
+                multi_y=np.concatenate([y, y + rng.randn(*y.shape).astype(np.float32)]),
+                multi_groups=np.concatenate([groups, groups]),
+                multi_participants=np.repeat(["A", "B"], N_WINDOWS))
+    np.savez(root / "data.npz", **data)
+    return root, model, data
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +131,14 @@ def _noise_driven(key, loss):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_two_processes_match_one(problem, ddp_weights, name):
-    _, model, X, y, groups = problem
-    single = _weights(BrainTuner(model, **COMMON, **CONFIGS[name]).fit(X, y, groups=groups))
+    _, model, data = problem
+    prefix = "multi_" if name == "participants" else ""
+    fit_data = dict(X=data[prefix + "X"], y=data[prefix + "y"], groups=data[prefix + "groups"])
+    if prefix:
+        fit_data["participants"] = data["multi_participants"]
+    single = _weights(BrainTuner(model, **COMMON, **CONFIGS[name]).fit(**fit_data))
     start = _weights(BrainTuner(model, **{**COMMON, "lr_backbone": 0.0, "lr_head": 0.0},
-                                **CONFIGS[name]).fit(X, y, groups=groups))
+                                **CONFIGS[name]).fit(**fit_data))
     rank0, rank1 = ddp_weights[name]
     assert set(rank0) == set(single)
     for key in single:  # every rank holds the same weights, bit for bit
