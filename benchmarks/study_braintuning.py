@@ -94,7 +94,7 @@ def run_seeds(args):
         voxels = results.pop("voxel_scores")
         labels = np.asarray(results["voxel_labels"])
         row = {"seed": seed, "seconds": time.perf_counter() - t0, "models": results["models"],
-               "test_story": settings["dataset"].get("test_story", "default"),
+               "test_story": settings.dataset.test_story or "default",
                "best_epoch": results["best_epoch"]}
         for name in results["models"]:
             for roi in ROIS:

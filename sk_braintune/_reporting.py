@@ -101,6 +101,8 @@ def format_results_table(rows):
 
 
 def _json_default(value):
+    if hasattr(value, "to_dict") and hasattr(value, "keys"):  # settings objects
+        return value.to_dict()
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -155,12 +157,34 @@ def write_results(results, output):
     return [str(json_path), str(csv_path), *paths]
 
 
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _toml_lines(table, prefix=""):
+    """Scalars of ``table`` first, then its sub-tables as ``[prefix.key]`` sections."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in sorted(table.items())
+             if value is not None and not isinstance(value, dict)]
+    for key, value in sorted(table.items()):
+        if isinstance(value, dict) and value:
+            name = f"{prefix}{key}"
+            lines += ["", f"[{name}]", *_toml_lines(value, prefix=f"{name}.")]
+    return lines
+
+
 def save_config(config, output):
     """Write the resolved configuration as ``config.toml`` so the run can be repeated.
 
     Parameters
     ----------
-    config : dict
+    config : settings object or dict
+        The command's settings (:mod:`sk_braintune.settings`); nested dicts become tables.
     output : str or pathlib.Path
 
     Returns
@@ -169,21 +193,10 @@ def save_config(config, output):
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for key, value in sorted(config.items()):
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            text = repr(value)
-        elif isinstance(value, (list, tuple)):
-            text = "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
-        else:
-            text = json.dumps(str(value))
-        lines.append(f"{key} = {text}")
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
     path = output / "config.toml"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(_toml_lines(config)) + "\n")
     return path
 
 

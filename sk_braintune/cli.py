@@ -1,53 +1,76 @@
-"""Command line: ``sk-braintune demo | tune | evaluate | dataset``.
+"""Command line: ``sk-braintune demo | tune | evaluate | dataset | compare``.
 
 Every option can also come from a TOML config file (``--config run.toml``; command-line flags win).
-The resolved configuration is written beside the results so that a run can be repeated with
-``--config <output>/config.toml``.
+Options, their types, allowed values and defaults come from the settings dataclasses of
+:mod:`sk_braintune.settings`, the same the library uses; a wrong key or value ends the command
+with a one-line message and exit status 2. The resolved configuration is written beside the
+results so that a run can be repeated with ``--config <output>/config.toml``; ``manifest.json``
+and ``report.html`` describe the run (``sk-braintune compare A B`` lists where two runs differ).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tomllib
 from pathlib import Path
 
-DEFAULT_OUTPUT = "sk_braintune_results"
+from .exceptions import SettingsError, StudyInputError
+from .settings import COMMAND_SETTINGS, DEFAULT_OUTPUT, settings_from_mapping
+
+__all__ = ["build_parser", "resolve_config", "main", "DEFAULT_OUTPUT"]
+
+_CONVERTERS = {int: int, float: float, str: str, Path: Path}
 
 
-def _add_common(parser):
-    parser.add_argument("--config", type=Path, help="TOML file holding any of these options "
-                        "(keys as the long option names, with underscores).")
-    parser.add_argument("--output", "-o", type=Path, help="directory for results, figures and the "
-                        f"resolved config (default: ./{DEFAULT_OUTPUT})")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--device", help="torch device: auto (default), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int,
-                        help="torch/BLAS threads (default: all cores)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+def _default_text(value):
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _add_real_data(parser):
-    parser.add_argument("--root", type=Path, help="local copy of OpenNeuro ds003020 "
-                        "(holds derivative/preprocessed_data, stimuli, derivative/TextGrids)")
-    parser.add_argument("--subject", help="participant, e.g. UTS03")
-    parser.add_argument("--model", help="Hugging Face model name or local directory")
-    parser.add_argument("--stories", nargs="+", help="stories to load (default: all the "
-                        "participant has)")
-    parser.add_argument("--window", type=float, help="audio window per TR in seconds")
-    parser.add_argument("--batch-size", type=int, help="windows per batch")
+def _add_settings_options(parser, settings_cls):
+    """One long option per command-line field of ``settings_cls``, help and default from it.
+
+    argparse's own default is ``SUPPRESS``: the namespace holds only the flags given, so that
+    flags win over the ``--config`` file and the file over the settings' defaults.
+    """
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="TOML file holding any of these options (keys as the long option "
+                             "names, with underscores); command-line flags win")
+    defaults = settings_cls()
+    for field in dataclasses.fields(settings_cls):
+        spec = field.metadata["option"]
+        if not spec.command_line:
+            continue
+        flags = ["--" + field.name.replace("_", "-"), *spec.flags]
+        default = _default_text(getattr(defaults, field.name))
+        help_text = spec.help + (f" (default: {default})" if default else "")
+        if spec.kind is bool:
+            parser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS,
+                                help=help_text)
+            continue
+        parser.add_argument(*flags, type=_CONVERTERS[spec.kind], default=argparse.SUPPRESS,
+                            nargs="+" if spec.many else None,
+                            choices=spec.choices, help=help_text,
+                            metavar=field.name.upper() if spec.choices is None else None)
 
 
 def build_parser():
-    """Build the argument parser.
+    """Build the argument parser (options and defaults from :mod:`sk_braintune.settings`).
 
     Returns
     -------
     parser : argparse.ArgumentParser
+        The ``sk-braintune`` parser with its ``demo``, ``tune``, ``evaluate`` and ``dataset``
+        subcommands.
     """
-    from .study import CONTROL_MODELS
-
     parser = argparse.ArgumentParser(
         prog="sk-braintune",
         description="Brain-tuning of speech models on fMRI (Moussa, Klakow & Toneva, ICLR 2025).",
@@ -62,80 +85,119 @@ def build_parser():
             "brain-tune the model, tune a random-fMRI control, then compare pretrained, "
             "brain-tuned and control on held-out alignment (noise-ceiling-normalised, per voxel "
             "kind and layer), low-level impact, a semantic probe and semantic preference. "
-            "Prints one table and writes figures, results.json and results.csv."),
+            "Prints one table and writes figures, results.json, results.csv, manifest.json and "
+            "report.html."),
     )
-    _add_common(demo)
-    demo.add_argument("--quick", action="store_true",
-                      help="smaller run (a couple of minutes) for smoke tests")
-    demo.add_argument("--epochs", type=int, help="tuning epochs (default: the study's)")
-    demo.add_argument("--controls", nargs="+", choices=tuple(CONTROL_MODELS),
-                      help="random-fMRI controls to tune (default: block-permuted); "
-                           "other-story gives each story another story's responses")
-    demo.add_argument("--no-figures", action="store_true", help="skip the figures")
+    _add_settings_options(demo, COMMAND_SETTINGS["demo"])
 
     tune = sub.add_parser(
-        "tune", help="brain-tune a model on one ds003020 participant",
-        description="Fine-tune a speech model on a participant's ds003020 responses with the "
-                    "paper's defaults; writes the tuned backbone (save_pretrained), history and "
-                    "training curves to --output.")
-    _add_common(tune)
-    _add_real_data(tune)
-    tune.add_argument("--epochs", type=int, help="maximum epochs (default 30)")
-    tune.add_argument("--lr-backbone", type=float, help="backbone learning rate (default 5e-5)")
-    tune.add_argument("--lr-head", type=float, help="head learning rate (default 1e-4)")
-    tune.add_argument("--min-ceiling", type=float,
-                      help="keep voxels whose noise ceiling exceeds this (default 0.4)")
+        "tune", help="brain-tune a model on one or several ds003020 participants",
+        description="Fine-tune a speech model on ds003020 responses with the paper's defaults; "
+                    "several --subject values tune one model on all of them (one shared head "
+                    "over the common voxel space). Writes the tuned backbone "
+                    "(save_pretrained), history, training curves, manifest and report to "
+                    "--output.")
+    _add_settings_options(tune, COMMAND_SETTINGS["tune"])
 
     evaluate = sub.add_parser(
         "evaluate", help="layer-wise alignment and low-level impact of a model on ds003020",
         description="Extract per-layer features, fit voxelwise ridge encoding models on the "
                     "training stories and score the test story (noise-ceiling-normalised r per "
-                    "layer and ROI); also the low-level impact. Writes tables and figures.")
-    _add_common(evaluate)
-    _add_real_data(evaluate)
-    evaluate.add_argument("--layers", help='"all" (default) or comma-separated indices')
+                    "layer and ROI) for each --subject; also the low-level impact. Writes a "
+                    "per-participant table, an ROI summary, figures, manifest and report.")
+    _add_settings_options(evaluate, COMMAND_SETTINGS["evaluate"])
 
     dataset = sub.add_parser("dataset", help="generate the built-in story dataset and summarise it")
-    _add_common(dataset)
+    _add_settings_options(dataset, COMMAND_SETTINGS["dataset"])
+
+    compare = sub.add_parser(
+        "compare", help="where two results folders differ (their manifest.json files)",
+        description="Compare the manifests of two results folders: versions, settings, seeds, "
+                    "story split, voxel selection, data and model fingerprints (times and "
+                    "command lines left out). Exit status 0 when they agree, 1 when they "
+                    "differ.")
+    compare.add_argument("first", type=Path, help="results folder or manifest.json")
+    compare.add_argument("second", type=Path, help="results folder or manifest.json")
     return parser
 
 
-_DEFAULTS = {"output": DEFAULT_OUTPUT, "seed": 0, "device": "auto", "quiet": False}
+def _compare(args):
+    from .report import compare_manifests, read_manifest
+
+    try:
+        first, second = read_manifest(args.first), read_manifest(args.second)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"sk-braintune compare: error: {exc}", file=sys.stderr)
+        return 2
+    differences = compare_manifests(first, second)
+    for key, a, b in differences:
+        print(f"{key}: {a!r} != {b!r}")
+    print(f"{len(differences)} difference(s) between {args.first} and {args.second}"
+          if differences else f"{args.first} and {args.second} agree")
+    return 1 if differences else 0
+
+
+def read_config_file(path):
+    """Read a ``--config`` TOML file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+
+    Returns
+    -------
+    values : dict
+
+    Raises
+    ------
+    SettingsError
+        When the file does not exist or is not valid TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def resolve_config(args):
-    """Merge defaults, the TOML config file and the command-line flags (flags win).
+    """Merge the settings' defaults, the TOML config file and the command-line flags.
+
+    Flags win over the file, the file over the defaults; every value is checked.
 
     Parameters
     ----------
     args : argparse.Namespace
+        From :func:`build_parser` (holds only the flags given, plus ``command``).
 
     Returns
     -------
-    config : dict
+    settings : DemoCommandSettings, DatasetCommandSettings, TuneSettings or EvaluateSettings
+        The command's settings (they also answer mapping access: ``settings["seed"]``).
+
+    Raises
+    ------
+    SettingsError
+        For an unknown key, a value of the wrong type or a missing config file.
     """
-    config = dict(_DEFAULTS)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    values = {}
+    source = None
     if getattr(args, "config", None) is not None:
-        path = Path(args.config)
-        if not path.is_file():
-            raise SystemExit(f"sk-braintune: config file {path} does not exist")
-        with open(path, "rb") as f:
-            loaded = tomllib.load(f)
-        valid = {k for k in vars(args)} - {"command", "config"}
-        unknown = sorted(set(loaded) - valid)
-        if unknown:
-            raise SystemExit(f"sk-braintune: unknown keys in {path}: {unknown}; "
-                             f"valid keys: {sorted(valid)}")
-        config.update(loaded)
-    for key, value in vars(args).items():
-        if key in ("command", "config"):
-            continue
-        if value is not None and value is not False:
-            config[key] = value
-        else:
-            config.setdefault(key, value)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()}
-    return config
+        source = str(args.config)
+        values.update(read_config_file(args.config))
+    settings_cls = COMMAND_SETTINGS[args.command]
+    settings = settings_from_mapping(settings_cls, values, source=source)
+    settings.update(flags)
+    if hasattr(settings, "study_settings"):  # the demo's [study] table, checked now
+        try:
+            settings.study_settings()
+        except SettingsError as exc:
+            raise SettingsError(f"{source}: {exc}" if source else str(exc)) from None
+    return settings
 
 
 def _configure_threads(config):
@@ -156,10 +218,18 @@ def main(argv=None):
     Returns
     -------
     status : int
-        Process exit status.
+        Process exit status: 0 on success, 2 for bad input (a one-line message on stderr);
+        ``compare`` returns 1 when the two results differ.
     """
     args = build_parser().parse_args(argv)
-    config = resolve_config(args)
+    if args.command == "compare":
+        return _compare(args)
+    try:
+        config = resolve_config(args)
+    except SettingsError as exc:
+        print(f"sk-braintune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    command_line = ["sk-braintune", *(sys.argv[1:] if argv is None else argv)]
     _configure_threads(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from . import realdata, study
@@ -168,8 +238,8 @@ def main(argv=None):
               "evaluate": realdata.run_evaluate,
               "dataset": study.run_dataset_summary}[args.command]
     try:
-        runner(config)
-    except study.StudyInputError as exc:
+        runner(config, command_line=command_line)
+    except StudyInputError as exc:
         print(f"sk-braintune {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from ._docs import fill_doc
+
 __all__ = ["HeldOutStories", "clamp_cv"]
 
 
@@ -21,8 +23,19 @@ class HeldOutStories:
     def __init__(self, stories):
         self.stories = stories
 
+    @fill_doc
     def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits (always 1)."""
+        """Number of splits (always 1).
+
+        Parameters
+        ----------
+        %(splitter_args)s
+
+        Returns
+        -------
+        n_splits : int
+            1.
+        """
         return 1
 
     def split(self, X, y=None, groups=None):

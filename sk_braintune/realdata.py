@@ -1,179 +1,436 @@
-"""``sk-braintune tune`` and ``evaluate``: the study on OpenNeuro ds003020 with a local model."""
+"""``sk-braintune tune`` and ``evaluate``: the study on OpenNeuro ds003020 with a local model.
+
+``tune`` brain-tunes one model on one or several participants (several: one shared head over
+their common voxel space, the follow-up paper's recipe). ``evaluate`` scores one model on each
+participant: layer-wise alignment per ROI and the low-level impact, a per-participant table and an
+ROI summary across participants. Both can run their work in this process (``--executor none``)
+or as jobs through :func:`sk_braintune.executors.run_jobs` (``local``: submitit's local
+executor; ``slurm``: a Slurm cluster, one job per participant for ``evaluate``).
+
+Every results folder gets ``results.csv``, ``config.toml``, ``manifest.json`` and
+``report.html`` (see :mod:`sk_braintune.report`).
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 
 from ._reporting import StageTimer, save_config, write_json
-from .study import StudyInputError, show_library_messages
+from .exceptions import StudyInputError
+from .settings import EvaluateSettings, TuneSettings
+from .study import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
 
-def _load_real(config):
-    from .datasets import load_lebel2023
-
-    root = config.get("root")
-    if not root:
+def _check_inputs(config):
+    """The options every real-data command needs, checked before anything is loaded."""
+    if config.root is None:
         raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
-    if not Path(root).is_dir():
-        raise StudyInputError(f"data root {root} does not exist or is not a directory")
-    subject = config.get("subject")
-    if not subject:
-        raise StudyInputError("--subject is required, e.g. --subject UTS03")
-    model = config.get("model")
+    if not Path(config.root).is_dir():
+        raise StudyInputError(f"data root {config.root} does not exist or is not a directory")
+    if not config.subject:
+        raise StudyInputError("--subject is required, e.g. --subject UTS03 (several: "
+                              "--subject UTS01 UTS02 UTS03)")
+    model = config.model
     if not model:
         raise StudyInputError("--model is required: a Hugging Face model name or local path")
     # "org/name" is a hub id; anything else with a path separator is a local directory
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
     if looks_local and not Path(model).expanduser().exists():
         raise StudyInputError(f"model path {model} does not exist")
+
+
+def _load_real(config, subject):
+    """``load_lebel2023`` for one participant (a str) or several (a list), errors made clear."""
+    from .datasets import load_lebel2023
+
     try:
-        data = load_lebel2023(root, subject, stories=config.get("stories"),
-                              verbose=not config.get("quiet"))
-    except (FileNotFoundError, ValueError) as exc:
+        return load_lebel2023(config.root, subject,
+                              stories=None if config.stories is None else list(config.stories),
+                              verbose=not config.quiet)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
         raise StudyInputError(str(exc)) from exc
-    return data
 
 
-def _parse_layers(config):
-    """``--layers``: "all" (default) or comma-separated hidden_states indices."""
-    text = str(config.get("layers") or "all").strip()
-    if text == "all":
-        return "all"
+def _run(function, jobs, config, kind):
+    """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``."""
+    if config.executor == "none":
+        return [function(job) for job in jobs]
     try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise StudyInputError(f'--layers must be "all" or comma-separated integers, got '
-                              f'{text!r}') from None
+        from .executors import JobError, run_jobs
+    except ImportError:
+        raise StudyInputError(f"--executor {config.executor} needs "
+                              "sk_braintune.executors.run_jobs, which this version lacks; "
+                              "use --executor none") from None
+    folder = Path(config.output) / "jobs" / kind
+    try:
+        return list(run_jobs(function, jobs, executor=config.executor, folder=folder,
+                             name=f"sk_braintune_{kind}", verbose=not config.quiet,
+                             **config.slurm_options()))
+    except JobError as exc:
+        raise StudyInputError(f"{kind} job failed: {exc}") from exc
 
 
-def run_tune(config):
-    """``sk-braintune tune``: brain-tune a model on one ds003020 participant.
+def _flat_rows(history):
+    """History rows with nested values (per-participant scores) flattened to ``key/sub``."""
+    rows = []
+    for entry in history:
+        row = {}
+        for key, value in entry.items():
+            if isinstance(value, dict):
+                row.update({f"{key}/{k}": v for k, v in value.items()})
+            else:
+                row[key] = value
+        rows.append(row)
+    return rows
+
+
+def _write_csv(rows, path):
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _finish(command, config, output, *, started, command_line, title, summary=None,
+            figures=None, **manifest_parts):
+    """config.toml, manifest.json and report.html of a results folder."""
+    from .report import build_manifest, write_manifest, write_report
+
+    save_config(config, output)
+    manifest = build_manifest(command, config, started=started, command_line=command_line,
+                              **manifest_parts)
+    write_manifest(manifest, output)
+    write_report(output, title=title, figures=figures, manifest=manifest, summary=summary)
+    return manifest
+
+
+# -- tune -------------------------------------------------------------------------------------
+
+def run_tune(config, command_line=None):
+    """``sk-braintune tune``: brain-tune a model on one or several ds003020 participants.
+
+    Writes the tuned backbone (``backbone/``, ``save_pretrained``), ``selected_voxels.npy``,
+    ``history.json``, ``results.csv`` (the history per epoch), ``training_curves.png``,
+    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output``.
 
     Parameters
     ----------
-    config : dict
-        Resolved configuration (``root``, ``subject``, ``model``, ``output``, ``epochs``,
+    config : TuneSettings or dict
+        Resolved settings (``root``, ``subject``, ``model``, ``output``, ``epochs``,
         ``lr_backbone``, ``lr_head``, ``window``, ``batch_size``, ``min_ceiling``, ``seed``,
-        ``device``).
+        ``device``, ``executor`` and the Slurm options).
+    command_line : list of str, optional
+        The command as typed, for the manifest (default: ``sys.argv``).
 
     Returns
     -------
-    tuner : BrainTuner
+    summary : dict
+        ``output``, ``best_epoch``, ``n_voxels`` (tuning targets) and ``participants``.
     """
-    from .model_selection import HeldOutStories
+    from .report import utc_now
+
+    config = TuneSettings.from_mapping(config)
+    show_library_messages(not config.quiet)
+    _check_inputs(config)
+    started = utc_now()
+    (summary,) = _run(tune_job, [{"config": config}], config, "tune")
+    output = Path(config.output)
+    _finish("tune", config, output, started=started, command_line=command_line,
+            title=f"sk-braintune tune: {config.model} on {', '.join(config.subject)}",
+            summary="Brain-tuning history per epoch (training loss, validation loss and r).",
+            **summary.pop("manifest"))
+    print(f"tuned backbone in {output / 'backbone'}; best epoch {summary['best_epoch']}; "
+          f"history, training curves, manifest and report in {output}")
+    return summary
+
+
+def _check_several_participants_supported():
+    """Tuning on several participants needs the multi-participant loader and tuner."""
+    import inspect
+
+    from .datasets import load_lebel2023
     from .tuning import BrainTuner
-    from .windows import windows_from_dataset
 
-    show_library_messages(not config.get("quiet"))
-    data = _load_real(config)
-    output = Path(config.get("output") or "sk_braintune_results")
-    stages = StageTimer()
-    train = list(data.split["train"])
-    valid = list(data.split["validation"])
-    X, y, groups = windows_from_dataset(data, train + valid,
-                                        window=float(config.get("window") or 10.0))
-    min_ceiling = float(config.get("min_ceiling") or 0.4)
-    selected = np.flatnonzero(np.asarray(data.noise_ceiling) > min_ceiling)
-    if selected.size == 0:
-        raise StudyInputError(f"no voxel has a noise ceiling above {min_ceiling}; lower "
-                              "--min-ceiling")
-    params = {"max_epochs": int(config.get("epochs") or 30),
-              "lr_backbone": float(config.get("lr_backbone") or 5e-5),
-              "lr_head": float(config.get("lr_head") or 1e-4),
-              "batch_size": int(config.get("batch_size") or 128),
-              "validation": HeldOutStories(valid) if valid else 0.1,
-              "device": config.get("device", "auto"),
-              "random_state": int(config.get("seed", 0)),
-              "verbose": not config.get("quiet"),
-              "checkpoint_dir": str(output / "checkpoints")}
-    with stages(f"brain-tuning {config['model']} on {len(train + valid)} stories, "
-                f"{selected.size} voxels"):
-        try:
-            tuner = BrainTuner(config["model"], **params).fit(X, y[:, selected], groups=groups)
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
-    tuner.save_pretrained(output / "backbone")
-    np.save(output / "selected_voxels.npy", selected)
-    write_json(output / "history.json", tuner.history_)
-    save_config(config, output)
-    from .analysis import figures as fig
-
-    fig.plot_training_curves(tuner.history_, title=config["subject"]).savefig(
-        output / "training_curves.png", dpi=120, bbox_inches="tight")
-    print(f"tuned backbone in {output / 'backbone'}; best epoch {tuner.best_epoch_}; "
-          f"history and training curves in {output}")
-    return tuner
+    missing = []
+    if "participant_data" not in (load_lebel2023.__doc__ or ""):
+        missing.append("load_lebel2023(root, subject=[...]) returning participants and "
+                       "participant_data")
+    if "participants" not in inspect.signature(BrainTuner.fit).parameters:
+        missing.append("BrainTuner.fit(X, y, groups=..., participants=...)")
+    if missing:
+        raise StudyInputError("tuning one model on several participants (--subject with more "
+                              "than one value) needs " + " and ".join(missing) + ", which this "
+                              "version lacks; tune on one participant")
 
 
-def run_evaluate(config):
-    """``sk-braintune evaluate``: layer-wise alignment and low-level impact on ds003020.
+def tune_job(job):
+    """Tune one model on ``config.subject`` and write its files (runs in a job or here).
 
     Parameters
     ----------
-    config : dict
-        Resolved configuration (``root``, ``subject``, ``model``, ``output``, ``layers``,
-        ``window``, ``batch_size``, ``device``).
+    job : dict
+        ``{"config": TuneSettings}``.
+
+    Returns
+    -------
+    summary : dict
+        ``output``, ``best_epoch``, ``n_voxels``, ``participants`` and ``manifest`` (the
+        manifest's split, voxel, data and model parts).
+    """
+    from .model_selection import HeldOutStories
+    from .report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from .tuning import BrainTuner
+    from .windows import windows_from_dataset
+
+    config = job["config"]
+    subjects = list(config.subject)
+    several = len(subjects) > 1
+    if several:
+        _check_several_participants_supported()
+    data = _load_real(config, subjects if several else subjects[0])
+    output = Path(config.output)
+    stages = StageTimer()
+    train = list(data.split["train"])
+    valid = list(data.split["validation"])
+    fit_params = {}
+    if several:
+        from .datasets import participant_windows
+
+        participants = tuple(data.get("participants", ()))
+        if participants != tuple(subjects):
+            raise StudyInputError(f"the loader returned participants {participants} for "
+                                  f"--subject {' '.join(subjects)}")
+        X, y, groups, labels = participant_windows(data, train + valid, config.window)
+        fit_params["participants"] = labels
+        # one shared voxel selection: the mean noise ceiling over the participants
+        ceilings = np.stack([np.asarray(data.participant_data[p].noise_ceiling, float)
+                             for p in participants])
+        noise_ceiling = ceilings.mean(axis=0)
+    else:
+        X, y, groups = windows_from_dataset(data, train + valid, window=config.window)
+        noise_ceiling = data.noise_ceiling
+    if noise_ceiling is None:
+        raise StudyInputError("no loaded story has repeats, so there is no noise ceiling to "
+                              "select voxels by; load the test story (wheretheressmoke) too")
+    noise_ceiling = np.asarray(noise_ceiling, float)
+    selected = np.flatnonzero(noise_ceiling > config.min_ceiling)
+    if selected.size == 0:
+        raise StudyInputError(f"no voxel has a noise ceiling above {config.min_ceiling:g} "
+                              f"(highest: {np.nanmax(noise_ceiling):.3f}); lower --min-ceiling")
+    params = {"max_epochs": config.epochs, "lr_backbone": config.lr_backbone,
+              "lr_head": config.lr_head, "batch_size": config.batch_size,
+              "validation": HeldOutStories(valid) if valid else 0.1,
+              "device": config.device, "random_state": config.seed,
+              "verbose": not config.quiet, "checkpoint_dir": str(output / "checkpoints")}
+    with stages(f"brain-tuning {config.model} on {len(train + valid)} stories, "
+                f"{', '.join(subjects)}, {selected.size} voxels"):
+        try:
+            tuner = BrainTuner(config.model, **params).fit(X, y[:, selected], groups=groups,
+                                                           **fit_params)
+        except OSError as exc:
+            raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
+    tuner.save_pretrained(output / "backbone")
+    np.save(output / "selected_voxels.npy", selected)
+    write_json(output / "history.json", tuner.history_)
+    _write_csv(_flat_rows(tuner.history_), output / "results.csv")
+    from .analysis import figures as fig
+
+    fig.plot_training_curves(tuner.history_, title=", ".join(subjects)).savefig(
+        output / "training_curves.png", dpi=120, bbox_inches="tight")
+    manifest = {
+        "seeds": {"tuning": config.seed},
+        "split": {k: list(v) for k, v in data.split.items()},
+        "voxels": {"tuning_targets": voxel_selection(selected, noise_ceiling.size)},
+        "data": dataset_fingerprints(data, train + valid),
+        "models": {"pretrained": fingerprint_model(config.model),
+                   "tuned": fingerprint_model(output / "backbone")},
+        "extra": {"participants": subjects, "stage_seconds": stages.times,
+                  "best_epoch": int(tuner.best_epoch_)},
+    }
+    return {"output": str(output), "best_epoch": int(tuner.best_epoch_),
+            "n_voxels": int(selected.size), "participants": subjects, "manifest": manifest}
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+def run_evaluate(config, command_line=None):
+    """``sk-braintune evaluate``: layer-wise alignment and low-level impact on each participant.
+
+    Writes ``evaluation.json`` (per participant; the top-level ``layers`` and
+    ``low_level_impact`` are those of the first participant), ``normalized_r_per_layer.npy``
+    (first participant; ``voxel_scores.npz`` holds every participant's), ``results.csv`` (one row
+    per participant and ROI: normalised r per layer, best layer), ``roi_summary.csv`` (per ROI,
+    mean and s.e.m. over participants), one ``alignment_<participant>.png`` each,
+    ``config.toml``, ``manifest.json`` and ``report.html``.
+
+    Parameters
+    ----------
+    config : EvaluateSettings or dict
+        Resolved settings (``root``, ``subject``, ``model``, ``output``, ``layers``, ``window``,
+        ``batch_size``, ``device``, ``executor`` and the Slurm options).
+    command_line : list of str, optional
+        The command as typed, for the manifest (default: ``sys.argv``).
 
     Returns
     -------
     results : dict
     """
-    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
-    from .features import extract_layer_features
-    from .windows import windows_from_dataset
+    from .report import fingerprint_model, utc_now
 
-    show_library_messages(not config.get("quiet"))
-    data = _load_real(config)
-    output = Path(config.get("output") or "sk_braintune_results")
-    stages = StageTimer()
-    train = list(data.split["train"]) + list(data.split["validation"])
-    test = list(data.split["test"])
-    if not test:
-        raise StudyInputError("no test story among the loaded stories (the paper's is "
-                              "wheretheressmoke)")
-    X, y, groups = windows_from_dataset(data, train + test,
-                                        window=float(config.get("window") or 16.0))
-    with stages(f"features of {config['model']} on {len(X)} windows"):
-        try:
-            feats, layer_indices = extract_layer_features(config["model"], X,
-                                                          layers=_parse_layers(config),
-                                                          batch_size=int(config.get("batch_size")
-                                                                         or 16),
-                                                          device=config.get("device", "auto"),
-                                                          verbose=not config.get("quiet"))
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
-    n_layers = len(layer_indices)
-    labels = np.asarray(data.voxel_labels)
-    nc = np.asarray(data.noise_ceiling)
-    # the demo's encoding model (inner CV clamped to the training stories by the evaluation);
-    # config "ridge_backend" = "torch" runs the ridge on the GPU
-    encoder = default_encoder(cv=5, backend=config.get("ridge_backend") or "numpy")
-    with stages("alignment per layer"):
-        table = layerwise_alignment(feats, n_layers, y, groups, train, test, noise_ceiling=nc,
-                                    voxel_labels=labels, estimator=encoder)
-    with stages(f"low-level impact (layer {layer_indices[-1]})"):
-        impact = low_level_impacts(data, {"model": split_layers(feats, n_layers)[:, -1]},
-                                   groups, train, test, estimator=encoder, cv=5)["model"]
-    results = {"layer_indices": [int(k) for k in layer_indices],
-               "layers": {roi: v.tolist() for roi, v in table["roi"].items()},
-               "low_level_impact": impact,
-               "stage_seconds": stages.times}
+    config = EvaluateSettings.from_mapping(config)
+    show_library_messages(not config.quiet)
+    _check_inputs(config)
+    config.layer_indices()  # a bad --layers fails before any loading
+    started = utc_now()
+    subjects = list(config.subject)
+    if config.executor == "none":
+        jobs = [{"config": config, "participants": subjects}]
+    else:  # one job per participant
+        jobs = [{"config": config, "participants": [p]} for p in subjects]
+    per_participant = {}
+    for result in _run(evaluate_job, jobs, config, "evaluate"):
+        per_participant.update(result)
+    output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
+    first = per_participant[subjects[0]]
+    voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
+    results = {"layer_indices": first["layer_indices"], "layers": first["layers"],
+               "low_level_impact": first["low_level_impact"],
+               "stage_seconds": first["stage_seconds"], "participants": per_participant}
     write_json(output / "evaluation.json", results)
-    np.save(output / "normalized_r_per_layer.npy", table["voxels"])
-    save_config(config, output)
+    np.save(output / "normalized_r_per_layer.npy", voxels[subjects[0]])
+    np.savez_compressed(output / "voxel_scores.npz", **voxels)
+    rows, summary_rows = _evaluation_tables(per_participant)
+    _write_csv(rows, output / "results.csv")
+    _write_csv(summary_rows, output / "roi_summary.csv")
     from .analysis import figures as fig
 
-    # one curve per ROI (label) for this model
-    fig.plot_layer_alignment(dict(table["roi"]), title=f"{config['model']}: alignment per "
-                             "layer").savefig(output / "alignment.png", dpi=120,
-                                              bbox_inches="tight")
-    for roi, values in table["roi"].items():
-        print(f"{roi:<14}" + " ".join(f"{v:6.3f}" for v in values))
+    figures = []
+    for participant, result in per_participant.items():
+        path = output / f"alignment_{participant}.png"
+        # one curve per ROI (label) for this model
+        fig.plot_layer_alignment(dict(result["layers"]), title=f"{config.model}, "
+                                 f"{participant}: alignment per layer").savefig(
+            path, dpi=120, bbox_inches="tight")
+        figures.append(path)
+    _finish("evaluate", config, output, started=started, command_line=command_line,
+            title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
+            summary="Noise-ceiling-normalised r of the held-out story per participant, ROI and "
+                    "layer (hidden_states index).", figures=figures,
+            seeds={"seed": config.seed}, split=first["split"],
+            voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
+            data={p: r["data"] for p, r in per_participant.items()},
+            models={"evaluated": fingerprint_model(config.model)},
+            extra={"participants": subjects,
+                   "stage_seconds": {p: r["stage_seconds"] for p, r in per_participant.items()}})
+    for row in rows:
+        layers = [v for k, v in row.items() if k.startswith("layer_")]
+        print(f"{row['participant']:<8}{row['roi']:<14}" + " ".join(f"{v:6.3f}" for v in layers))
     print(f"results in {output}")
     return results
+
+
+def _evaluation_tables(per_participant):
+    """Rows of ``results.csv`` (participant x ROI) and ``roi_summary.csv`` (ROI)."""
+    rows = []
+    for participant, result in per_participant.items():
+        for roi, values in result["layers"].items():
+            values = np.asarray(values, float)
+            row = {"participant": participant, "roi": roi}
+            row.update({f"layer_{k}": float(v)
+                        for k, v in zip(result["layer_indices"], values)})
+            best = int(np.nanargmax(values)) if np.isfinite(values).any() else 0
+            row["best_layer"] = int(result["layer_indices"][best])
+            row["best"] = float(values[best])
+            rows.append(row)
+    summary = []
+    for roi in dict.fromkeys(row["roi"] for row in rows):
+        best = np.array([row["best"] for row in rows if row["roi"] == roi])
+        last = np.array([[v for k, v in row.items() if k.startswith("layer_")][-1]
+                         for row in rows if row["roi"] == roi])
+        sem = (lambda v: float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1
+               else float("nan"))
+        summary.append({"roi": roi, "n_participants": int(best.size),
+                        "best_mean": float(best.mean()), "best_sem": sem(best),
+                        "last_mean": float(last.mean()), "last_sem": sem(last)})
+    return rows, summary
+
+
+def evaluate_job(job):
+    """Evaluate ``config.model`` on each of ``participants`` (runs in a job or here).
+
+    Each participant is loaded on its own (participants need not share a voxel space here);
+    features are extracted once per distinct story list.
+
+    Parameters
+    ----------
+    job : dict
+        ``{"config": EvaluateSettings, "participants": list of str}``.
+
+    Returns
+    -------
+    results : dict of str to dict
+        Participant -> ``layer_indices``, ``layers`` (ROI -> normalised r per layer),
+        ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``, ``split``,
+        ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
+    """
+    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .features import extract_layer_features
+    from .report import dataset_fingerprints, voxel_selection
+    from .windows import windows_from_dataset
+
+    config, participants = job["config"], job["participants"]
+    out = {}
+    features_by_stories = {}
+    for participant in participants:
+        data = _load_real(config, participant)
+        stages = StageTimer()
+        train = list(data.split["train"]) + list(data.split["validation"])
+        test = list(data.split["test"])
+        if not test:
+            raise StudyInputError(f"{participant}: no test story among the loaded stories "
+                                  "(the paper's is wheretheressmoke)")
+        X, y, groups = windows_from_dataset(data, train + test, window=config.window)
+        key = tuple(train + test)
+        if key not in features_by_stories:
+            with stages(f"features of {config.model} on {len(X)} windows"):
+                try:
+                    features_by_stories[key] = extract_layer_features(
+                        config.model, X, layers=config.layer_indices(),
+                        batch_size=config.batch_size, device=config.device,
+                        verbose=not config.quiet)
+                except OSError as exc:
+                    raise StudyInputError(f"could not load model {config.model!r}: "
+                                          f"{exc}") from exc
+        feats, layer_indices = features_by_stories[key]
+        n_layers = len(layer_indices)
+        labels = np.asarray(data.voxel_labels)
+        nc = np.asarray(data.noise_ceiling)
+        # the demo's encoding model (inner CV clamped to the training stories by the
+        # evaluation); --ridge-backend torch runs the ridge on the GPU
+        encoder = default_encoder(cv=5, backend=config.ridge_backend)
+        with stages(f"{participant}: alignment per layer"):
+            table = layerwise_alignment(feats, n_layers, y, groups, train, test,
+                                        noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
+        with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
+            impact = low_level_impacts(data, {"model": split_layers(feats, n_layers)[:, -1]},
+                                       groups, train, test, estimator=encoder, cv=5)["model"]
+        voxel_indices = data.get("voxel_indices")
+        out[participant] = {
+            "layer_indices": [int(k) for k in layer_indices],
+            "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
+            "voxels": np.asarray(table["voxels"]),
+            "low_level_impact": impact,
+            "split": {k: list(v) for k, v in data.split.items()},
+            "voxel_selection": voxel_selection(
+                np.arange(nc.size) if voxel_indices is None else voxel_indices, nc.size),
+            "data": dataset_fingerprints(data, train + test),
+            "stage_seconds": dict(stages.times)}
+    return out

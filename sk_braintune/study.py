@@ -16,26 +16,23 @@ import numpy as np
 
 from ._reporting import (StageTimer, dataset_summary, format_results_table, peak_memory_mib,
                          save_config, write_results)
+from ._docs import fill_doc
+from .exceptions import StudyInputError
+from .settings import (CONTROL_MODELS, DEFAULT_CONTROLS, DatasetCommandSettings,
+                       DemoCommandSettings, DemoSettings)
 
-__all__ = ["StudyInputError", "demo_settings", "model_names", "control_targets", "run_demo",
-           "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
+__all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
+           "run_demo", "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
            "show_library_messages"]
 
-# control kind (``settings["controls"]``) -> the model's name in the results
-CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI"}
-DEFAULT_CONTROLS = ("block-permuted",)
 MODEL_NAMES = ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in DEFAULT_CONTROLS))
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
 
 
-class StudyInputError(ValueError):
-    """A user-facing input problem (wrong path, missing participant, bad option)."""
-
-
 # -- settings -------------------------------------------------------------------------------
 
-def demo_settings(quick=False, epochs=None):
-    """Sizes and hyperparameters of the demo study.
+def demo_settings(quick=False, epochs=None, **overrides):
+    """Sizes and hyperparameters of the demo study (:meth:`DemoSettings.preset`).
 
     Parameters
     ----------
@@ -43,39 +40,18 @@ def demo_settings(quick=False, epochs=None):
         A smaller run (a couple of minutes) for smoke tests.
     epochs : int, optional
         Override the number of tuning epochs.
+    **overrides
+        Any field of :class:`~sk_braintune.settings.DemoSettings`.
 
     Returns
     -------
-    settings : dict
+    settings : DemoSettings
         ``dataset`` (keyword arguments of ``make_story_dataset``), ``window`` (s),
         ``min_ceiling`` (tuning targets), ``tuner`` (``BrainTuner`` parameters), ``probe``,
-        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``).
+        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``); each also readable as
+        ``settings["window"]``.
     """
-    settings = {
-        "dataset": {"n_train_stories": None, "max_words": None},
-        "window": 8.0,
-        "min_ceiling": 0.4,
-        # Whisper tiny.en's top block over cached lower layers: the only tuning that fits
-        # ~10 minutes on 2 CPU cores (DESIGN §7); rates above the paper's because 4 epochs of
-        # ~18 batches are ~100x fewer steps than the paper's runs.
-        "tuner": {"trainable_layers": 1, "max_epochs": 4, "batch_size": 32,
-                  "lr_backbone": 2e-4, "lr_head": 1e-3, "patience": 2, "pooling": "mean"},
-        "probe": {"dataset": {"voices": ("en-us", "en-gb-x-rp"), "rates": (175,)}},
-        "ridge_cv": 5,
-        # random-fMRI controls to tune: "block-permuted" (15-TR blocks moved far away) and/or
-        # "other-story" (each story gets another story's responses)
-        "controls": DEFAULT_CONTROLS,
-    }
-    if quick:
-        settings["dataset"] = {"n_train_stories": 3, "max_words": 120}
-        settings["window"] = 4.0
-        settings["tuner"].update(max_epochs=2, patience=None)
-        settings["probe"] = {"dataset": {"voices": ("en-us",), "rates": (175,),
-                                         "fillers_per_template": 2}}
-        settings["ridge_cv"] = 3
-    if epochs is not None:
-        settings["tuner"]["max_epochs"] = int(epochs)
-    return settings
+    return DemoSettings.preset(quick=quick, epochs=epochs, **overrides)
 
 
 def model_names(settings):
@@ -83,7 +59,7 @@ def model_names(settings):
 
     Parameters
     ----------
-    settings : dict
+    settings : DemoSettings or dict
         From :func:`demo_settings`.
 
     Returns
@@ -134,25 +110,28 @@ def _set_torch_threads(config):
 
 # -- dataset summary (also the first stage of the demo) ---------------------------------------
 
-def run_dataset_summary(config):
+def run_dataset_summary(config, command_line=None):
     """``sk-braintune dataset``: generate (or load from the cache) and summarise the dataset.
 
     Parameters
     ----------
-    config : dict
-        Resolved command-line configuration.
+    config : DatasetCommandSettings or dict
+        Resolved command-line settings.
+    command_line : list of str, optional
+        Unused (the command writes no results folder); accepted like the other commands.
     """
     from .datasets import make_story_dataset
 
-    show_library_messages(not config.get("quiet"))
-    data = make_story_dataset(random_state=config.get("seed", 0),
-                              verbose=not config.get("quiet"))
+    config = DatasetCommandSettings.from_mapping(config)
+    show_library_messages(not config.quiet)
+    data = make_story_dataset(random_state=config.seed, verbose=not config.quiet)
     print("Built-in story dataset")
     print(dataset_summary(data))
 
 
 # -- feature extraction helpers -------------------------------------------------------------
 
+@fill_doc
 def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="auto",
                           verbose=False):
     """Per-layer mean-pooled features of a pretrained model and of top-layer-tuned copies.
@@ -168,10 +147,10 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     tuned : dict of str to AudioBackbone
         Backbones whose layers below the last equal ``pretrained``'s.
     windows : AudioWindows or ndarray of shape (n_windows, n_samples)
-    batch_size : int, default=16
-    device : str, default="auto"
-        Where the forward passes run (CUDA when present); the models return to the CPU after.
-    verbose : bool, default=False
+    %(batch_size)s
+    %(device)s
+        The models return to the CPU after.
+    %(verbose)s
 
     Returns
     -------
@@ -207,8 +186,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
     Parameters
     ----------
-    settings : dict
-        From :func:`demo_settings`.
+    settings : DemoSettings or dict
+        From :func:`demo_settings` (a dict is checked into a ``DemoSettings``).
     seed : int, default=0
         Seeds the dataset, the tuning and the probes.
     device : str, default="auto"
@@ -235,6 +214,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     from .tuning import BrainTuner, FrozenLayerCache
     from .windows import windows_from_dataset
 
+    settings = DemoSettings.from_mapping(settings)
     stages = stages or StageTimer()
     names = model_names(settings)
     results = {"settings": settings, "seed": seed, "models": list(names)}
@@ -272,6 +252,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         with stages(f"{CONTROL_MODELS[kind]} control: tuning on {details['description']}"):
             tuners[CONTROL_MODELS[kind]] = BrainTuner(model_path, **tuner_params).fit(
                 X_fit, targets, groups=g_fit)
+    results["provenance"] = _provenance(data, selected, model_path, tuners)
     results["history"] = {name: t.history_ for name, t in tuners.items()}
     results["best_epoch"] = {name: int(t.best_epoch_) for name, t in tuners.items()}
 
@@ -323,6 +304,18 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     return results
 
 
+def _provenance(data, selected, model_path, tuners):
+    """Split, tuning targets and fingerprints of the data and models, for the manifest."""
+    from .report import dataset_fingerprints, fingerprint_model, voxel_selection
+
+    return {"split": {k: list(v) for k, v in data.split.items()},
+            "voxels": {"tuning_targets": voxel_selection(selected, len(data.noise_ceiling))},
+            "data": dataset_fingerprints(data),
+            "models": {"pretrained": fingerprint_model(model_path),
+                       **{name: fingerprint_model(t) for name, t in tuners.items()}}}
+
+
+@fill_doc
 def control_targets(kind, responses, groups, random_state=None):
     """Random-fMRI targets for a control model, row-aligned with ``responses``.
 
@@ -336,9 +329,8 @@ def control_targets(kind, responses, groups, random_state=None):
     responses : ndarray of shape (n_trs, n_voxels)
         Whole stories concatenated, as :func:`~sk_braintune.windows.windows_from_dataset`
         returns them.
-    groups : array-like of shape (n_trs,)
-        Story of each row.
-    random_state : int or None, default=None
+    %(groups_rows)s
+    %(random_state)s
 
     Returns
     -------
@@ -481,39 +473,61 @@ def _write_figures(results, tuners, output):
     return written
 
 
-def run_demo(config):
+def run_demo(config, command_line=None):
     """``sk-braintune demo``: the full study on the built-in story dataset.
+
+    Writes ``results.json``, ``results.csv``, ``voxel_scores.npz``, the figures,
+    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output``.
 
     Parameters
     ----------
-    config : dict
-        Resolved command-line configuration (``output``, ``quick``, ``seed``, ``device``,
-        ``epochs``, ``controls``, ``quiet``, ``no_figures``).
+    config : DemoCommandSettings or dict
+        Resolved command-line settings (``output``, ``quick``, ``seed``, ``device``, ``epochs``,
+        ``controls``, ``quiet``, ``no_figures``, ``threads``).
+    command_line : list of str, optional
+        The command as typed, for the manifest (default: ``sys.argv``).
 
     Returns
     -------
     results : dict
     """
+    from .report import build_manifest, utc_now, write_manifest, write_report
+
+    config = DemoCommandSettings.from_mapping(config)
+    started = utc_now()
     _set_torch_threads(config)
-    output = Path(config.get("output") or "sk_braintune_results")
-    settings = demo_settings(quick=bool(config.get("quick")), epochs=config.get("epochs"))
-    if config.get("controls"):
-        settings["controls"] = tuple(config["controls"])
-        model_names(settings)  # unknown names (possible from a config file) fail here
-    verbose = not config.get("quiet")
+    output = Path(config.output)
+    settings = config.study_settings()
+    verbose = not config.quiet
     show_library_messages(verbose)
     stages = StageTimer()
     print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "
-          f"({'quick' if config.get('quick') else 'full'} run), results in {output}/",
-          flush=True)
-    results = run_braintuning_study(settings, seed=int(config.get("seed", 0)),
-                                    device=config.get("device", "auto"), verbose=verbose,
-                                    stages=stages, output=output,
-                                    figures=not config.get("no_figures"))
+          f"({'quick' if config.quick else 'full'} run), results in {output}/", flush=True)
+    results = run_braintuning_study(settings, seed=config.seed, device=config.device,
+                                    verbose=verbose, stages=stages, output=output,
+                                    figures=not config.no_figures)
+    provenance = results.pop("provenance", {})
     results["peak_memory_mib"] = peak_memory_mib()
     results["wall_seconds"] = sum(stages.times.values())
     paths = write_results(results, output)
     save_config(config, output)
+    seed = config.seed
+    manifest = build_manifest(
+        "demo", {"command": config, "study": settings}, started=started,
+        command_line=command_line,
+        seeds={"dataset": seed, "tuning": seed, "controls": seed, "probe": seed},
+        split=provenance.get("split"), voxels=provenance.get("voxels"),
+        data=provenance.get("data"), models=provenance.get("models"),
+        extra={"stage_seconds": results["stage_seconds"],
+               "peak_memory_mib": results["peak_memory_mib"]})
+    paths.append(str(write_manifest(manifest, output)))
+    paths.append(str(write_report(
+        output, title="sk-braintune demo: brain-tuning on the built-in story dataset",
+        figures=results.get("figures"), manifest=manifest,
+        summary="Held-out story. sem/aud/mix: noise-ceiling-normalised r in semantic, auditory "
+                "and mixed voxels (last layer / best layer); lowlevel_*_%: low-level impact on "
+                "the last layer's alignment; probe: spoken-intent accuracy on unseen "
+                "paraphrases; sem_pref: synonyms minus near-homophones (last layer).")))
     print()
     print("Held-out story. sem/aud/mix: noise-ceiling-normalised r in semantic, auditory and "
           "mixed voxels\n(last layer / best layer); lowlevel_*_%: low-level impact on the last "

@@ -157,18 +157,22 @@ class AudioWindows:
     # -- array protocol ---------------------------------------------------------------------
     @property
     def shape(self):
+        """``(n_windows, window_samples)``, as for the equivalent 2-D array."""
         return (len(self.ends), self.window_samples)
 
     @property
     def ndim(self):
+        """2, as for the equivalent 2-D array."""
         return 2
 
     @property
     def dtype(self):
+        """float32, the dtype of the windows' samples."""
         return np.dtype(np.float32)
 
     @property
     def groups(self):
+        """Story of each window (alias of ``stories``), the ``groups`` of story-grouped CV."""
         return self.stories
 
     @property

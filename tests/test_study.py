@@ -22,9 +22,11 @@ def test_model_names_follow_the_controls():
     settings["controls"] = ("other-story", "block-permuted")
     assert study.model_names(settings) == ("pretrained", "brain-tuned", "other-story fMRI",
                                            "random-fMRI")
-    settings["controls"] = ("shuffled",)
+    # settings objects check the value when it is set; a plain dict is checked here
     with pytest.raises(study.StudyInputError, match="unknown controls"):
-        study.model_names(settings)
+        settings["controls"] = ("shuffled",)
+    with pytest.raises(study.StudyInputError, match="unknown controls"):
+        study.model_names({"controls": ("shuffled",)})
 
 
 def test_other_story_control_gives_each_story_another_storys_rows():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docs import fill_doc
 # the pair builders live with the word-pair dataset (a lower layer); re-exported here
 from ..datasets.word_pairs import near_homophone_pairs, phone_edit_distance
 
@@ -17,19 +18,19 @@ __all__ = ["phone_edit_distance", "near_homophone_pairs", "word_representations"
            "semantic_preference"]
 
 
+@fill_doc
 def word_representations(source, word_pairs, *, batch_size=32, device="auto", verbose=False):
     """Per-layer representation of each word from its own audio (mean over voices).
 
     Parameters
     ----------
-    source : str, AudioBackbone or fitted estimator
-        Speech model (see :func:`sk_braintune.features.extractor.resolve_backbone`): a name/path,
-        a fitted ``SpeechFeatureExtractor``, or a ``FrozenEstimator`` around a fitted
-        ``BrainTuner``.
+    %(model_source)s
     word_pairs : sklearn.utils.Bunch
         From :func:`sk_braintune.datasets.make_word_pairs` (``audio``, ``audio_word``).
-    batch_size, device, verbose :
-        See :func:`sk_braintune.features.pooled_layer_features`.
+    batch_size : int, default=32
+        Clips per forward pass.
+    %(device)s
+    %(verbose)s
 
     Returns
     -------

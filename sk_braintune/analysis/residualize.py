@@ -158,6 +158,12 @@ class Residualizer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         """Names of the model columns (the residualised outputs).
 
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            Names of all input columns (default: ``feature_names_in_``, else ``x0``, ``x1``,
+            ...); those of the model columns are returned.
+
         Returns
         -------
         names : ndarray of str

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import NaNVoxelWarning
+
 __all__ = [
     "ACQUISITION_TR",
     "TRIGGER_TR",
@@ -67,10 +69,6 @@ VALIDATION_STORIES = ("stagefright", "life")
 
 _LAYOUT = ("root/derivative/preprocessed_data/<subject>/<story>.hf5, root/stimuli/<story>.wav, "
            "root/derivative/TextGrids/<story>.TextGrid and root/derivative/respdict.json")
-
-
-class NaNVoxelWarning(UserWarning):
-    """Some voxels hold NaN in the responses; says how many and what the loader did."""
 
 
 def lebel2023_tr_times(n_trs, *, trigger_tr=TRIGGER_TR, trim=LEBEL2023_TRIM, extra_trim=(0, 0)):

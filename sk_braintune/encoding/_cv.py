@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils import check_random_state
 
+from .._docs import fill_doc
 from .delays import contiguous_runs
 
 __all__ = ["ChunkedBootstrap", "inner_cv_splits"]
@@ -71,8 +72,13 @@ class ChunkedBootstrap:
         self.chunking = chunking
         self.random_state = random_state
 
+    @fill_doc
     def get_n_splits(self, X=None, y=None, groups=None):
         """Number of splits.
+
+        Parameters
+        ----------
+        %(splitter_args)s
 
         Returns
         -------

@@ -13,6 +13,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import validate_data
 
+from .._docs import fill_doc
+
 __all__ = ["FIRDelayer", "contiguous_runs"]
 
 
@@ -59,6 +61,7 @@ def contiguous_runs(groups, n_samples):
     return starts, ends
 
 
+@fill_doc
 class FIRDelayer(TransformerMixin, BaseEstimator):
     """Concatenate copies of the features delayed by whole TRs, never across stories.
 
@@ -81,9 +84,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    delays : sequence of int, default=(1, 2, 3, 4)
-        Delays in TRs. Positive values look back in time; 0 keeps the undelayed features;
-        negative values look ahead.
+    %(delays)s
 
     Attributes
     ----------
@@ -112,6 +113,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
                              f"got {self.delays!r}.")
         return delays.astype(int)
 
+    @fill_doc
     def fit(self, X, y=None, groups=None):
         """Record the number (and names) of input features.
 
@@ -121,8 +123,8 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
             Features, one row per TR.
         y : None
             Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Story label per sample; only checked here.
+        %(groups)s
+            Only checked here.
 
         Returns
         -------
@@ -133,6 +135,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
         contiguous_runs(groups, X.shape[0])
         return self
 
+    @fill_doc
     def fit_transform(self, X, y=None, groups=None):
         """Fit, then delay ``X``, forwarding ``groups`` to both steps.
 
@@ -141,8 +144,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
         y : None
             Ignored.
-        groups : array-like of shape (n_samples,), default=None
-            Story label per sample.
+        %(groups)s
 
         Returns
         -------
@@ -151,6 +153,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
         # TransformerMixin.fit_transform does not forward metadata such as groups.
         return self.fit(X, y, groups=groups).transform(X, groups=groups)
 
+    @fill_doc
     def transform(self, X, groups=None):
         """Delay the features within each story.
 
@@ -158,8 +161,8 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Features, one row per TR, each story's rows contiguous and in time order.
-        groups : array-like of shape (n_samples,), default=None
-            Story label per sample. Without it all samples form one contiguous run.
+        %(groups)s
+            Without it all samples form one contiguous run.
 
         Returns
         -------
@@ -190,6 +193,7 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
             valid.append((rows >= row_start) & (rows < row_end))
         return sources, valid
 
+    @fill_doc
     def padding_mask(self, n_samples, groups=None):
         """Which delayed values are zero fill rather than data.
 
@@ -197,8 +201,8 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
         ----------
         n_samples : int
             Number of samples (TRs).
-        groups : array-like of shape (n_samples,), default=None
-            Story label per sample, as given to :meth:`transform`.
+        %(groups)s
+            As given to :meth:`transform`.
 
         Returns
         -------

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._docs import fill_doc
 from ..models.pooling import POOLINGS, pool_frames
 from ..windows import is_audio_windows
 from .cache import FeatureCache, hash_arrays, key_of
@@ -272,6 +273,7 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     return (out, top_out) if with_tops else out
 
 
+@fill_doc
 def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device="auto",
                           exact=True, verbose=False):
     """Mean-pooled hidden states of every layer for each audio clip (probe, preference).
@@ -283,23 +285,19 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
 
     Parameters
     ----------
-    source : str, AudioBackbone or fitted estimator
-        See :func:`resolve_backbone` (a fitted model's backbone is copied, never modified).
+    %(model_source)s
     audio : AudioWindows, ndarray of shape (n, n_samples), or list of 1-D arrays
         16 kHz float audio.
-    layers : "all" or sequence of int, default="all"
-        ``hidden_states`` indices (0 = input embeddings).
-    batch_size : int, default=16
-    device : str, default="auto"
-        CUDA when present.
+    %(layers)s
+    %(batch_size)s
+    %(device)s
     exact : bool, default=True
         True: only clips of equal length share a batch (features independent of the batch).
         False: clips sorted by length are batched with right zero-padding and each is pooled
         over its own ``frame_count(len(clip))`` frames: much faster for many clips of distinct
         lengths, but the padding is seen by waveform normalisation and attention, so features
         differ slightly from those of the clip alone.
-    verbose : bool, default=False
-        Progress bar.
+    %(verbose)s
 
     Returns
     -------
@@ -644,12 +642,13 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
             out[rows] = known[np.searchsorted(known_ends, X.ends[rows])]
         return out
 
+    @fill_doc
     def get_feature_names_out(self, input_features=None):
         """Names ``layerLL_UUUU`` per layer and unit, e.g. ``layer07_0042``.
 
         Parameters
         ----------
-        input_features : ignored
+        %(input_features)s
 
         Returns
         -------
@@ -670,6 +669,7 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
         return tags
 
 
+@fill_doc
 def extract_layer_features(source, windows, *, layers="all", pooling="mean", batch_size=16,
                            device="auto", verbose=False):
     """Pooled features of the chosen layers of ``windows``, from a model path or a fitted model.
@@ -686,10 +686,9 @@ def extract_layer_features(source, windows, *, layers="all", pooling="mean", bat
     layers : "all", int or sequence of int, default="all"
         ``hidden_states`` indices (see :class:`SpeechFeatureExtractor`).
     pooling : {"mean", "last", "last_tr_mean"}, default="mean"
-    batch_size : int, default=16
-    device : str, default="auto"
-    verbose : bool, default=False
-        Progress bar.
+    %(batch_size)s
+    %(device)s
+    %(verbose)s
 
     Returns
     -------

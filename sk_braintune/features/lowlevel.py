@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._docs import fill_doc
 from .._utils import data_file
 from ..datasets.textgrid import SILENCE_LABELS
 from ..preprocessing import mel_filterbank
@@ -408,8 +409,13 @@ class LowLevelSpeechFeatures(TransformerMixin, BaseEstimator):
         """
         return np.concatenate(self.transform_stories(X), axis=0)
 
+    @fill_doc
     def get_feature_names_out(self, input_features=None):
         """Column names, prefixed by the kind (e.g. ``phoneme_AH``, ``diphone_DH_AH``).
+
+        Parameters
+        ----------
+        %(input_features)s
 
         Returns
         -------
@@ -545,8 +551,13 @@ class PowerSpectrumFeatures(TransformerMixin, BaseEstimator):
             out[i] = np.log(mean_power + 1e-10) if self.log else mean_power
         return out
 
+    @fill_doc
     def get_feature_names_out(self, input_features=None):
         """Names ``powspec_00`` ... ``powspec_{n_bands-1}``.
+
+        Parameters
+        ----------
+        %(input_features)s
 
         Returns
         -------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docs import fill_doc
 from ..preprocessing import zscore_per_story
 from ..windows import make_windows
 from .extractor import pooled_features, resolve_backbone, resolve_layers
@@ -76,6 +77,7 @@ def _story_features(backbone, layers, audio, tr_times, *, window, step, tr, trim
     return np.asarray(resampled, dtype=np.float32)
 
 
+@fill_doc
 def extract_story_features(model, audio, tr_times, *, window=16.0, step=0.1, layers=None,
                            tr=2.0045, trim=(10, 5), zscore=True, batch_size=16, device="auto",
                            lanczos_window=3, normalize=False, verbose=False):
@@ -105,14 +107,13 @@ def extract_story_features(model, audio, tr_times, *, window=16.0, step=0.1, lay
         trimmed ``[10:-5]``).
     zscore : bool, default=True
         Z-score each feature within the story (after trimming).
-    batch_size : int, default=16
-    device : str, default="auto"
+    %(batch_size)s
+    %(device)s
     lanczos_window : int, default=3
         Lanczos lobes.
     normalize : bool, default=False
         Normalised Lanczos weights instead of the reference's raw sums.
-    verbose : bool, default=False
-        Progress bar.
+    %(verbose)s
 
     Returns
     -------

@@ -105,6 +105,11 @@ def quiet_transformers():
 
     Loading and saving models print "Loading weights" bars and load reports; library code should
     not. The previous settings are restored on exit.
+
+    Yields
+    ------
+    None
+        Control returns to the ``with`` block with transformers quiet.
     """
     from transformers.utils import logging as hf_logging
 
@@ -334,15 +339,18 @@ class AudioBackbone(nn.Module):
     # -- description --------------------------------------------------------------------
     @property
     def config(self):
+        """The Hugging Face configuration of the encoder."""
         return self.encoder.config
 
     @property
     def hidden_size(self):
+        """Width of the hidden states (``d_model`` for Whisper)."""
         c = self.config
         return int(c.d_model if self.family == "whisper" else c.hidden_size)
 
     @property
     def num_hidden_layers(self):
+        """Number of transformer blocks (``hidden_states`` has one entry more)."""
         c = self.config
         return int(c.encoder_layers if self.family == "whisper" else c.num_hidden_layers)
 

@@ -1,4 +1,5 @@
-"""Test helpers: miniature datasets in real formats and tiny models, for tests and examples.
+"""Test helpers: miniature datasets in real formats, tiny models, and a headless-browser check
+of results reports, for tests and examples.
 
 Names are imported lazily (PEP 562).
 """
@@ -10,6 +11,10 @@ from .._lazy import lazy_exports
 _LAZY_EXPORTS = {
     "make_miniature_lebel2023": ".lebel",
     "make_tiny_model": ".models",
+    "find_chromium": ".browser",
+    "render_dom": ".browser",
+    "parse_report": ".browser",
+    "check_report": ".browser",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

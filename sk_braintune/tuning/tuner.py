@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted,
                                       validate_data)
 
+from .._docs import fill_doc
 from ..windows import is_audio_windows
 from . import _distributed, _loop, _training
 from .callbacks import check_callbacks
@@ -600,8 +601,13 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         X, _ = self._check_X(X, reset=False)
         return self._pooled(X, self.transform_layers)
 
+    @fill_doc
     def get_feature_names_out(self, input_features=None):
         """Names of the ``transform`` columns: ``last_0042`` or ``layer07_0042``.
+
+        Parameters
+        ----------
+        %(input_features)s
 
         Returns
         -------

@@ -1,0 +1,29 @@
+"""The project's error and warning classes, in one place.
+
+Every class is importable from here; the modules that raised or issued them before
+(``sk_braintune.study``, ``sk_braintune.datasets``) re-export them, so older imports keep working.
+This module imports nothing heavy: it sits at the bottom of the package's layers.
+"""
+
+from __future__ import annotations
+
+__all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning"]
+
+
+class StudyInputError(ValueError):
+    """A user-facing input problem of a command (wrong path, missing participant, bad option).
+
+    The command line prints its message on one line and exits with status 2.
+    """
+
+
+class SettingsError(StudyInputError):
+    """A settings value or key that is not valid (wrong type, not an allowed value, unknown key).
+
+    Raised when settings objects are built from a ``--config`` TOML file or from keyword
+    arguments; the message names the key, the expected type and the allowed values.
+    """
+
+
+class NaNVoxelWarning(UserWarning):
+    """Some voxels hold NaN in the responses; says how many and what the loader did."""
