@@ -150,10 +150,16 @@ class TrainingRun:
     precision : {"fp32", "bf16"}
     user_callbacks : list of Callback
     checkpoint_dir : path-like
+    distributed : DistributedContext or None, default=None
+        Set in a data-parallel fit (``torchrun``): each rank forwards its shard of every batch
+        (see :mod:`sk_braintune.tuning._distributed`); only rank 0 writes checkpoints and shows
+        progress. User callbacks run on every rank (``run.is_main`` tells rank 0).
     """
 
-    def __init__(self, estimator, data, seed, device, precision, user_callbacks, checkpoint_dir):
+    def __init__(self, estimator, data, seed, device, precision, user_callbacks, checkpoint_dir,
+                 distributed=None):
         self.estimator = estimator
+        self.distributed = distributed
         self.data = data
         self.seed = seed
         self.device = device
@@ -161,7 +167,7 @@ class TrainingRun:
         self.max_epochs = estimator.max_epochs
         self.early_stopping = EarlyStopping(estimator.patience)
         self.callbacks = [self.early_stopping, Checkpoint(checkpoint_dir)]
-        if estimator.verbose:
+        if estimator.verbose and self.is_main:
             self.callbacks.append(ProgressBar())
         self.callbacks.extend(user_callbacks)
         self.history, self.epoch, self.next_epoch, self.step = [], 0, 0, 0
@@ -189,6 +195,11 @@ class TrainingRun:
             self.next_epoch += 1
         self._call("on_train_end")
         self.finish()
+
+    @property
+    def is_main(self):
+        """Whether this process writes checkpoints and logs (always, outside ``torchrun``)."""
+        return self.distributed is None or self.distributed.is_main
 
     def _call(self, hook, *args):
         for callback in self.callbacks:
@@ -236,6 +247,9 @@ class TrainingRun:
         self.steps_per_epoch = math.ceil(len(self.train_windows) / self.batch_size)
         self.total_steps = self.max_epochs * self.steps_per_epoch
         self.warmup_steps = _training.n_warmup_steps(self.total_steps, est.warmup_fraction)
+        self.train_forward = None
+        if self.distributed is not None:
+            self._wrap_distributed()
         if self._resume_state is not None:
             self.load_state_dict(self._resume_state)
             self._resume_state = None
@@ -281,6 +295,28 @@ class TrainingRun:
         self.optimizer, self.base_lrs = _training.make_optimizer(
             backbone_params, list(self.head.parameters()), est.lr_backbone, est.lr_head,
             est.weight_decay, kind=est.optimizer)
+
+    def _wrap_distributed(self):
+        """The trainable backbone in DistributedDataParallel (rank 0's weights everywhere).
+
+        The head stays outside: it runs on the gathered whole batch on every rank, so its
+        gradient is already the single-process one (an all-reduce would only average equal
+        values); :meth:`finish` broadcasts rank 0's final weights all the same.
+        """
+        from torch.nn.parallel import DistributedDataParallel
+
+        from . import _distributed
+
+        module = _distributed.pooled_module(self.backbone, self.estimator.pooling,
+                                            self.start_layer if self.use_cache else None)
+        self.distributed.broadcast_tensors(list(self.head.parameters()))
+        if not self.named_trainable:  # head only: nothing for DDP to reduce
+            self.train_forward = module
+            return
+        self.train_forward = DistributedDataParallel(
+            module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            # e.g. wav2vec2's masked_spec_embed requires grad but is unused without SpecAugment
+            find_unused_parameters=True)
 
     def _split_and_standardise(self):
         """Validation split over windows (whole stories, every participant at once), targets
@@ -332,17 +368,32 @@ class TrainingRun:
         return self.estimator._window_batch(self.data.windows, windows, self.n_input)
 
     # -- forward ----------------------------------------------------------------------------------
-    def pooled_batch(self, windows):
-        """Pooled last hidden state of ``windows`` (window ids), shape (B, D): one forward."""
+    def _forward_inputs(self, windows):
+        """Model inputs of ``windows``: ``(waveforms,)``, or ``(hidden, frame_mask)`` cached."""
         import torch
 
         if self.use_cache:
             hidden = self.cached_hidden[windows].to(self.device, torch.float32, non_blocking=True)
-            mask = self.cached_mask[windows].to(self.device)
-            return _network.pooled_cached(self.backbone, hidden, mask, self.start_layer,
+            return hidden, self.cached_mask[windows].to(self.device)
+        return (torch.from_numpy(self._window_batch(windows)).to(self.device),)
+
+    def pooled_batch(self, windows):
+        """Pooled last hidden state of ``windows`` (window ids), shape (B, D): one forward."""
+        inputs = self._forward_inputs(windows)
+        if self.use_cache:
+            return _network.pooled_cached(self.backbone, *inputs, self.start_layer,
                                           self.estimator.pooling)
-        waves = torch.from_numpy(self._window_batch(windows)).to(self.device)
-        return _network.pooled_full(self.backbone, waves, self.estimator.pooling)
+        return _network.pooled_full(self.backbone, *inputs, self.estimator.pooling)
+
+    def train_pooled_batch(self, windows):
+        """:meth:`pooled_batch` for training; in a distributed fit each rank forwards its shard
+        and the shards are gathered (with autograd) into the whole batch, in order."""
+        if self.distributed is None:
+            return self.pooled_batch(windows)
+        from . import _distributed
+
+        local = self.train_forward(*self._forward_inputs(self.distributed.shard(windows)))
+        return _distributed.gather_rows(local, len(windows))
 
     def participant_predictions(self, pooled, windows):
         """Per participant present: ``(code, rows, predictions)`` for the rows of ``windows``.
@@ -384,7 +435,7 @@ class TrainingRun:
             for c in range(0, len(windows), self.micro):
                 chunk = windows[c:c + self.micro]
                 with self.autocast():
-                    pooled = self.pooled_batch(chunk)
+                    pooled = self.train_pooled_batch(chunk)
                     parts = list(self.participant_predictions(pooled, chunk))
                 total = None
                 for code, rows, pred in parts:
@@ -428,6 +479,16 @@ class TrainingRun:
         self.head.eval()
         if not self.has_validation:
             return float("nan"), float("nan"), None
+        result = self._validate()
+        if self.distributed is not None:
+            # every rank computed the same; rank 0's figures make every rank stop alike
+            result = self.distributed.broadcast(result)
+        return result
+
+    def _validate(self):
+        import torch
+
+        est, data = self.estimator, self.data
         n_p = data.n_participants
         sums = [_training.CorrelationSums(self.targets.shape[1]) for _ in range(n_p)]
         loss_sums, counts = np.zeros(n_p), np.zeros(n_p, dtype=np.int64)
@@ -508,6 +569,10 @@ class TrainingRun:
         import torch
 
         est, backbone = self.estimator, self.backbone
+        if self.distributed is not None:  # identical fitted weights on every rank, bit for bit
+            self.distributed.broadcast_tensors(
+                [p for _, p in self.named_trainable] + list(self.head.parameters()))
+            self.train_forward = None
         stopper = self.early_stopping
         est.best_epoch_ = int(stopper.best_epoch if stopper.best_epoch >= 0
                               else len(self.history) - 1)

@@ -295,6 +295,8 @@ class Checkpoint(Callback):
     def on_epoch_end(self, estimator, run):
         from . import _checkpoint
 
+        if not getattr(run, "is_main", True):  # distributed fit: rank 0 writes
+            return
         _checkpoint.save_checkpoint(self.directory, run.state_dict())
 
 

@@ -21,7 +21,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
 
 from .._docs import fill_doc
 from ..windows import is_audio_windows
-from . import _loop, _training
+from . import _distributed, _loop, _training
 from .callbacks import check_callbacks
 from .frozen_cache import FrozenLayerCache
 
@@ -140,6 +140,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     device : str, default="auto"
         "auto" uses CUDA when present, else the CPU. The model is moved back to the CPU after
         ``fit``; ``predict``/``transform`` move it to ``device`` for the call.
+        Under ``torchrun`` (see Notes), "auto" and "cuda" mean ``cuda:LOCAL_RANK``.
     precision : {"auto", "fp32", "bf16"}, default="auto"
         "auto": bf16 autocast and gradient checkpointing on CUDA, fp32 on the CPU. bf16 on the
         CPU is refused (emulated, very slow).
@@ -196,6 +197,16 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     Layers follow the ``hidden_states`` convention: 0 = input embeddings, N = last block.
     Searches (``GridSearchCV``) on one GPU should use ``n_jobs=1``: every fit holds a model on it.
+
+    Several GPUs: run the script with ``torchrun --nproc_per_node N script.py``. ``fit`` then
+    initialises the process group from the environment (NCCL on CUDA, gloo on the CPU; or uses
+    one already initialised), wraps the trainable backbone in ``DistributedDataParallel``, cuts
+    each global batch of ``batch_size`` windows into one contiguous shard per process and gathers
+    the pooled features (with autograd) so that the head and the loss see the whole batch, as in
+    one process: any loss gives one process's weights for the same ``random_state`` (to float
+    rounding; without dropout, whose masks each process draws itself). Validation runs on every
+    process, rank 0's figures decide early stopping; only rank 0 writes checkpoints and shows
+    progress; every process ends with rank 0's weights.
     Without ``groups`` (and without ``AudioWindows``, whose stories are used), samples are taken as
     one contiguous run.
     """
@@ -450,9 +461,13 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         data = _loop.TrainingData(X, y2.astype(np.float32), groups, codes,
                                   None if codes is None else len(self.participants_))
 
-        device = resolve_device(self.device)
+        distributed = _distributed.distributed_context()
+        device = (resolve_device(self.device) if distributed is None
+                  else _distributed.resolve_distributed_device(self.device, distributed))
         precision = self._resolve_precision(device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if distributed is not None:  # random_state=None draws differ between ranks
+            seed = distributed.broadcast(seed)
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
         # without a user directory nothing can resume, so the temporary one goes in any case
@@ -463,7 +478,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             with torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(seed)
                 _loop.TrainingRun(self, data, seed, device, precision, callbacks,
-                                  ckpt_dir).fit()
+                                  ckpt_dir, distributed).fit()
         finally:
             if owns_dir:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
