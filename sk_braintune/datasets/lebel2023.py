@@ -293,6 +293,11 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
         wanted = np.arange(n_rows)[first]
         unique, inverse = np.unique(wanted, return_inverse=True)
         block = self._read(unique)
+        if isinstance(first, slice):
+            # a slice stays a slice (a basic index), so later fancy indices do not broadcast
+            # against it; the rows read are sorted, a negative step reverses them
+            rows = slice(None, None, -1) if (first.step or 1) < 0 else slice(None)
+            return block[(rows, *key[1:])]
         return block[(inverse.reshape(wanted.shape), *key[1:])]
 
     def __iter__(self):
