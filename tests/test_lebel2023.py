@@ -545,3 +545,46 @@ def test_responses_are_read_lazily_and_behave_like_arrays(root):
     X, y, groups = windows_from_dataset(lazy, "train", window=4.0)
     _, y_eager, _ = windows_from_dataset(eager, "train", window=4.0)
     np.testing.assert_array_equal(y, y_eager)
+
+
+def test_concatenating_lazy_stories_reads_one_story_at_a_time(root, monkeypatch):
+    from sk_braintune.datasets import LazyStoryArray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        lazy = load_lebel2023(root, "UTS01")
+        eager = load_lebel2023(root, "UTS01", lazy=False)
+    live, peak = [0], [0]
+    read = LazyStoryArray._read
+
+    def counting_read(self, row_index=None):
+        block = read(self, row_index)
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        return _Released(block, live)
+
+    monkeypatch.setattr(LazyStoryArray, "_read", counting_read)
+    stacked = np.concatenate([lazy.responses[s] for s in STORIES])
+    np.testing.assert_array_equal(stacked,
+                                  np.concatenate([eager.responses[s] for s in STORIES]))
+    assert stacked.dtype == np.float32 and peak[0] == 1  # never two stories alive at once
+    mixed = np.concatenate([lazy.responses["storyA"], eager.responses["storyB"].astype(float)])
+    assert mixed.dtype == np.float64
+    np.testing.assert_array_equal(np.vstack([lazy.responses["storyA"]] * 2),
+                                  np.concatenate([eager.responses["storyA"]] * 2))
+
+
+class _Released(np.ndarray):
+    """An ndarray that counts itself out of ``live`` when garbage-collected."""
+
+    def __new__(cls, array, live):
+        obj = np.asarray(array).view(cls)
+        obj._live = live
+        return obj
+
+    def __array_finalize__(self, obj):
+        self._live = None
+
+    def __del__(self):
+        if getattr(self, "_live", None) is not None:
+            self._live[0] -= 1

@@ -310,6 +310,11 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
                                   for x in kwargs["out"])
         return getattr(ufunc, method)(*inputs, **kwargs)
 
+    def __array_function__(self, func, types, args, kwargs):
+        if func is np.concatenate:
+            return _concatenate(*args, **kwargs)
+        return func(*_materialize(args), **_materialize(kwargs))
+
     def astype(self, dtype, copy=True):
         """The array read from the file, converted to ``dtype``."""
         return self._read().astype(dtype, copy=False)
@@ -320,6 +325,43 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
         if name.startswith("_") or not hasattr(np.ndarray, name):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(self._read(), name)
+
+
+def _materialize(value):
+    """Lazy arrays inside (nested) arguments -> ndarrays."""
+    if isinstance(value, LazyStoryArray):
+        return np.asarray(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialize(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _materialize(v) for k, v in value.items()}
+    return value
+
+
+def _concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
+    """``np.concatenate`` that reads lazy arrays one at a time into the preallocated result.
+
+    Plain NumPy would first read every story (a list of copies) and then concatenate (a second
+    copy of everything); this holds one story at a time besides the result.
+    """
+    arrays = list(arrays)
+    if axis != 0 or kwargs or not arrays:
+        return np.concatenate(_materialize(arrays), axis=axis, out=out, dtype=dtype, **kwargs)
+    shapes = [tuple(np.shape(a)) for a in arrays]
+    if any(len(shape) == 0 or shape[1:] != shapes[0][1:] for shape in shapes):
+        return np.concatenate(_materialize(arrays), axis=axis, out=out, dtype=dtype)
+    if dtype is None:
+        dtype = np.result_type(*[a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+                                 for a in arrays])
+    total = sum(shape[0] for shape in shapes)
+    result = np.empty((total, *shapes[0][1:]), dtype=dtype) if out is None else out
+    if result.shape != (total, *shapes[0][1:]):
+        raise ValueError(f"out has shape {result.shape}; expected {(total, *shapes[0][1:])}")
+    start = 0
+    for array, shape in zip(arrays, shapes):
+        result[start:start + shape[0]] = np.asarray(array)
+        start += shape[0]
+    return result
 
 
 def _inspect_story(path, story):

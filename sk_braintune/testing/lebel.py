@@ -124,7 +124,7 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
                              stories=("storyA", "storyB", "wheretheressmoke"), *, n_voxels=16,
                              n_trs=12, n_repeats=3, random_state=0, stereo=True,
                              sample_rate=44100, textgrid_format="long", nan_voxels=1,
-                             pretrimmed_test=True, verbose=False):
+                             pretrimmed_test=True, noise_sd=(0.3, 3.0), verbose=False):
     """Write a dataset in the ds003020 layout and formats: tiny by default, or full size.
 
     The same writer makes the miniature copies of the tests and the full-size simulation of
@@ -163,6 +163,9 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
     pretrimmed_test : bool, default=True
         If True, the test story's ``data`` already lacks the 40 extra TRs; otherwise it holds
         them and the loader removes them.
+    noise_sd : (float, float), default=(0.3, 3.0)
+        Noise standard deviation of the first and last voxel (linear in between), against a
+        signal of unit variance; larger values give lower noise ceilings.
     verbose : bool, default=False
         Show a progress bar over the files written.
 
@@ -242,7 +245,7 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
         folder = root / "derivative" / "preprocessed_data" / subject
         folder.mkdir(parents=True, exist_ok=True)
         count = voxel_counts[subject]
-        noise_sd = np.linspace(0.3, 3.0, count, dtype=np.float32)
+        noise_sd = np.linspace(*noise_sd, count, dtype=np.float32)
         for story in tqdm(stories, desc=subject, disable=not verbose):
             rows = layout[story]
             signal = _smooth_signal(rng, rows, count)
