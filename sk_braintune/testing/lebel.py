@@ -245,7 +245,7 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
         folder = root / "derivative" / "preprocessed_data" / subject
         folder.mkdir(parents=True, exist_ok=True)
         count = voxel_counts[subject]
-        noise_sd = np.linspace(*noise_sd, count, dtype=np.float32)
+        voxel_noise = np.linspace(*noise_sd, count, dtype=np.float32)
         for story in tqdm(stories, desc=subject, disable=not verbose):
             rows = layout[story]
             signal = _smooth_signal(rng, rows, count)
@@ -256,13 +256,13 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
                                                dtype=np.float32)
                     data = np.zeros((rows, count), dtype=np.float32)
                     for k in range(n_repeats):
-                        repeat = signal + noise_sd * rng.standard_normal((rows, count),
+                        repeat = signal + voxel_noise * rng.standard_normal((rows, count),
                                                                          dtype=np.float32)
                         repeats[k] = repeat
                         data += repeat
                     data /= np.float32(n_repeats)
                 else:
-                    data = signal + noise_sd * rng.standard_normal((rows, count),
+                    data = signal + voxel_noise * rng.standard_normal((rows, count),
                                                                    dtype=np.float32)
                 if story == nan_story and nan_voxels:
                     data[:, count - nan_voxels:] = np.nan
