@@ -127,7 +127,11 @@ def make_executor(executor, folder, *, slurm_partition=None, gpus=0, time_min=60
     if executor not in ("local", "slurm"):
         raise ValueError(f"make_executor needs executor 'local' or 'slurm'; got {executor!r}.")
     _check_resources(time_min, mem_gb, gpus, cpus_per_task)
-    result = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=executor)
+    try:
+        result = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=executor)
+    except RuntimeError as exc:  # submitit's SlurmExecutor without srun on the PATH
+        raise RuntimeError(f"executor='slurm' needs a Slurm cluster ({exc}); submit from a "
+                           "login node, or use executor='local' on one machine.") from exc
     parameters = {"timeout_min": int(max(1, round(time_min))), "mem_gb": mem_gb,
                   "gpus_per_node": gpus, "name": name}
     if cpus_per_task is not None:

@@ -56,17 +56,22 @@ def test_local_job_failure_names_the_job_and_its_stderr(tmp_path):
     assert "ValueError: math domain error" in info.value.stderr.read_text()
 
 
-def test_slurm_options_reach_the_sbatch_parameters(tmp_path):
+def test_slurm_options_reach_the_sbatch_script(tmp_path, monkeypatch):
+    from submitit.slurm.slurm import SlurmExecutor
+
+    with pytest.raises(RuntimeError, match="needs a Slurm cluster"):
+        make_executor("slurm", tmp_path)
+    # pretend to be on a login node (submitit looks for srun) and render the sbatch script
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))
     executor = make_executor("slurm", tmp_path, slurm_partition="gpu", gpus=2, time_min=90,
-                             mem_gb=32, cpus_per_task=8, slurm_array_parallelism=4,
+                             mem_gb=32, cpus_per_task=8, name="uts01-tune",
                              slurm_additional_parameters={"account": "lab"},
                              slurm_setup=["module load cuda"])
-    parameters = executor._executor.parameters
-    assert parameters["partition"] == "gpu" and parameters["gpus_per_node"] == 2
-    assert parameters["time"] == 90 and parameters["mem"] == "32GB"
-    assert parameters["cpus_per_task"] == 8 and parameters["array_parallelism"] == 4
-    assert parameters["additional_parameters"] == {"account": "lab"}
-    assert parameters["setup"] == ["module load cuda"]
+    script = executor._executor._make_submission_file_text("python -m job", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --time=90",
+                 "#SBATCH --mem=32GB", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --job-name=uts01-tune", "#SBATCH --account=lab", "module load cuda"):
+        assert line in script
     with pytest.raises(ValueError, match="slurm_\\* options need executor='slurm'"):
         make_executor("local", tmp_path, slurm_partition="gpu")
     with pytest.raises(ValueError, match="mem_gb"):
