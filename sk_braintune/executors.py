@@ -267,8 +267,9 @@ _GIB = 2.0 ** 30
 
 def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_test_trs=None,
                     n_repeats=10, n_layers=3, hidden_size=32, n_delays=4, n_alphas=None,
-                    selected_fraction=1.0, longest_story_seconds=900.0,
-                    working_memory_mib=256, runtime_gib=1.0):
+                    selected_fraction=1.0, longest_story_seconds=800.0,
+                    working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
+                    training_gib=2.5):
     """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune`` on ds003020-like data.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
@@ -295,12 +296,19 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         Ridge penalties scored (default: :class:`~sk_braintune.RidgeEncoder`'s grid, 20).
     selected_fraction : float, default=1.0
         Fraction of voxels the tuner trains on (above ``--min-ceiling``).
-    longest_story_seconds : float, default=900
+    longest_story_seconds : float, default=800
         For the transient of decoding and resampling one 44.1 kHz stereo WAV.
     working_memory_mib : float, default=256
         The ridge's ``working_memory``.
-    runtime_gib : float, default=1.0
-        Python, torch and the libraries.
+    runtime_gib : float, default=0.6
+        Python, torch and the libraries (measured).
+    lowlevel_gib : float, default=0.8
+        The low-level feature spaces and their residualisation (measured on the simulated
+        ds003020; it grows with the stories, not the voxels).
+    training_gib : float, default=2.5
+        The tuner's activations, gradients and optimiser state (measured for the benchmark's
+        small wav2vec2 at batch 128 and 10 s windows; a base-size model needs several times
+        more: measure it with ``benchmarks/bench_tuner.py``).
 
     Returns
     -------
@@ -322,8 +330,8 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     terms = {
         "runtime": runtime_gib,
         "audio": audio_seconds * 16_000 * f32 / _GIB,
-        # one WAV at 44.1 kHz stereo int16, its float32 and float64 working copies
-        "audio_decode": longest_story_seconds * 44_100 * (2 * 2 + 2 * 4 + 8 * 3) / _GIB,
+        # one WAV at 44.1 kHz: stereo int16, a float32 mono copy, the resampler's float64
+        "audio_decode": longest_story_seconds * 44_100 * (2 * 2 + 4 + 8) / _GIB,
         "repeats": n_repeats * n_test_trs * n_voxels * f32 / _GIB,
         "responses": n_trs * n_voxels * f32 / _GIB,
         "train_responses": (n_trs - n_test_trs) * n_voxels * f32 / _GIB,
@@ -332,6 +340,8 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                                                             + n_alphas * 8 + 3 * 8)
                   + 2 * n_test_trs * n_voxels * f32) / _GIB,
         "selected_responses": selected_fraction * n_trs * n_voxels * f32 / _GIB,
+        "lowlevel": lowlevel_gib,
+        "training": training_gib,
     }
     base = terms["runtime"] + terms["audio"]
     stages = {"load": base + max(terms["audio_decode"], terms["repeats"])}
@@ -340,8 +350,9 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         # fit_score_encoding indexes the training rows of the stacked responses (a copy)
         stages["alignment"] = stages["features"] + terms["train_responses"] + terms["ridge"]
         # low_level_comparison stacks the responses of the train and test stories again
-        stages["low_level"] = stages["features"] + terms["responses"] + terms["ridge"]
+        stages["low_level"] = (stages["features"] + terms["responses"] + terms["ridge"]
+                               + terms["lowlevel"])
     else:
         stages["tune"] = (base + terms["responses"] + terms["selected_responses"]
-                          + terms["features"])
+                          + terms["training"])
     return {"stages": stages, "peak_gib": max(stages.values()), "terms": terms}
