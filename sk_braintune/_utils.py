@@ -1,9 +1,11 @@
-"""Small shared helpers: optional imports, torch device resolution, cache directory."""
+"""Small shared helpers: optional imports, torch device resolution, cache directory, atomic writes."""
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 _EXTRA_OF = {
@@ -87,6 +89,10 @@ def cache_dir(*parts):
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
 
+    Readers see the old file or the new one, never a partial write; the parent folder is
+    created. This is the package's one atomic file writer (text goes through
+    :func:`atomic_write_text`, folders through :func:`atomic_replace_dir`).
+
     Parameters
     ----------
     path : str or pathlib.Path
@@ -95,8 +101,68 @@ def atomic_write_bytes(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path, text, encoding="utf-8"):
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+    text : str
+    encoding : str, default="utf-8"
+    """
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_replace_dir(staging, target):
+    """Move the finished folder ``staging`` to ``target``, replacing any old ``target``.
+
+    A rename cannot replace a non-empty folder, so an existing ``target`` is first renamed
+    into a temporary folder next to it and deleted after; ``target`` is therefore never seen
+    half written (at worst it is briefly absent).
+
+    Parameters
+    ----------
+    staging : str or pathlib.Path
+        Complete folder on the same file system as ``target``.
+    target : str or pathlib.Path
+    """
+    staging, target = Path(staging), Path(target)
+    if target.exists():
+        stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, stale / "old")
+        shutil.rmtree(stale, ignore_errors=True)
+    os.replace(staging, target)
+
+
+def data_file(*parts):
+    """Path of a data file shipped with the package (``sk_braintune/data/...``).
+
+    Parameters
+    ----------
+    *parts : str
+        Path below ``sk_braintune/data``, e.g. ``"synonyms.tsv"`` or ``"stories"``.
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is not there (a broken installation).
+    """
+    path = Path(__file__).resolve().parent.joinpath("data", *parts)
+    if not path.exists():
+        raise FileNotFoundError(f"packaged data file {path} is missing; reinstall sk-braintune")
+    return path

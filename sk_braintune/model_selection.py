@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-__all__ = ["HeldOutStories"]
+__all__ = ["HeldOutStories", "clamp_cv"]
 
 
 class HeldOutStories:
@@ -46,3 +48,25 @@ class HeldOutStories:
             raise ValueError(f"held-out stories {list(self.stories)} must be some but not all "
                              "of the stories")
         yield np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def clamp_cv(cv, groups):
+    """Clamp an integer number of story-grouped folds to the number of stories.
+
+    An inner CV of ``cv`` folds grouped by story needs at least ``cv`` stories; with fewer, one
+    story per fold is the most that can be done. Splitters are returned unchanged.
+
+    Parameters
+    ----------
+    cv : int or CV splitter
+    groups : array-like of shape (n_samples,) or None
+        Story of each sample (None: returned unchanged).
+
+    Returns
+    -------
+    cv : int or CV splitter
+        ``min(cv, n_stories)`` for an int ``cv`` and given groups, else ``cv``.
+    """
+    if groups is None or isinstance(cv, bool) or not isinstance(cv, numbers.Integral):
+        return cv
+    return min(int(cv), len(np.unique(np.asarray(groups))))

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["AudioWindows", "make_windows", "window_end_samples", "windows_from_dataset"]
+__all__ = ["AudioWindows", "is_audio_windows", "make_windows", "window_end_samples",
+           "windows_from_dataset"]
 
 DEFAULT_SAMPLE_RATE = 16_000
 
@@ -73,6 +74,20 @@ def _check_tr_times(tr_times, name):
     if tr_times.size > 1 and np.any(np.diff(tr_times) <= 0):
         raise ValueError(f"TR times of story {name!r} must be strictly increasing.")
     return tr_times
+
+
+def is_audio_windows(X):
+    """Whether ``X`` is an :class:`AudioWindows` (the one check every module uses).
+
+    Parameters
+    ----------
+    X : object
+
+    Returns
+    -------
+    is_windows : bool
+    """
+    return isinstance(X, AudioWindows)
 
 
 class AudioWindows:

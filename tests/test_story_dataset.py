@@ -248,3 +248,22 @@ def test_minilm_matches_sentence_transformers():
     texts = ["The storm passed over the valley.", "She won the chess game.", "Hi"]
     reference = st.SentenceTransformer(minilm_path(), device="cpu").encode(texts)
     np.testing.assert_allclose(embed_texts(texts), reference, atol=1e-5)
+
+
+def test_one_participant(dataset):
+    from sk_braintune.datasets import participant_windows, select_participant
+    from sk_braintune.windows import windows_from_dataset
+
+    assert dataset.participants == ("P01",)
+    own = dataset.participant_data["P01"]
+    assert own.responses is dataset.responses and own.repeats is dataset.repeats
+    assert own.noise_ceiling is dataset.noise_ceiling
+    for key in ("semantic_weights", "acoustic_weights", "snr", "true_noise_ceiling"):
+        assert own.ground_truth[key] is dataset.ground_truth[key]
+    same = select_participant(dataset, "P01")
+    assert same.responses is dataset.responses
+    X, y, groups, labels = participant_windows(dataset, "train", window=4.0)
+    Xw, yw, gw = windows_from_dataset(dataset, "train", window=4.0)
+    np.testing.assert_array_equal(y, yw)
+    np.testing.assert_array_equal(X.ends, Xw.ends)
+    assert list(groups) == list(gw) and set(labels) == {"P01"}

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from .._utils import data_file
 
 __all__ = ["load_roi_table", "roi_summary", "participant_roi_table", "compare_models"]
 
@@ -38,7 +39,7 @@ def load_roi_table(source="glasser"):
     if isinstance(source, dict):
         table = source
     elif isinstance(source, str) and source in _SHIPPED:
-        path = resources.files("sk_braintune.analysis") / "data" / _SHIPPED[source]
+        path = data_file(_SHIPPED[source])
         table = json.loads(path.read_text())
     else:
         path = Path(source)

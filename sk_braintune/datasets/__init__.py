@@ -38,6 +38,9 @@ _LAZY_EXPORTS = {
     "make_phone_presence_dataset": ".intents",
     "load_synonym_pairs": ".word_pairs",
     "windows_from_dataset": "sk_braintune.windows",
+    "select_participant": ".participants",
+    "participant_windows": ".participants",
+    "dataset_participants": ".participants",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -14,9 +14,10 @@ import hashlib
 import io
 import json
 import re
-from importlib import resources
 
 import numpy as np
+
+from .._utils import data_file
 
 __all__ = ["INTENT_TEMPLATES", "make_intent_dataset", "make_phone_presence_dataset"]
 
@@ -257,7 +258,7 @@ DEFAULT_PHONES = ("s", "t", "n", "k", "m", "p", "l", "d", "b", "f")
 
 
 def _vocabulary():
-    path = resources.files("sk_braintune.analysis") / "data" / "vocabulary.txt"
+    path = data_file("vocabulary.txt")
     return [w.strip() for w in path.read_text().splitlines() if w.strip()]
 
 

@@ -14,16 +14,14 @@ import hashlib
 import json
 import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .._utils import atomic_write_bytes, cache_dir
+from .._utils import atomic_write_bytes, cache_dir, data_file
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
 
-_GENERATOR_VERSION = 1
-_TEXT_DIR = Path(__file__).resolve().parent / "texts"
+_GENERATOR_VERSION = 2
 DEFAULT_TEST_STORY = "lighthouse_keeper"
 DEFAULT_VALIDATION_STORY = "lost_dog"
 _FINE_STEP = 0.1  # s; grid on which stimulus features are built and convolved
@@ -39,7 +37,7 @@ def story_texts():
         Story name -> plain English text (about 350 words, 2-2.5 min of speech each).
     """
     return {p.stem: p.read_text(encoding="utf-8").strip()
-            for p in sorted(_TEXT_DIR.glob("*.txt"))}
+            for p in sorted(data_file("stories").glob("*.txt"))}
 
 
 def _resolve_texts(texts, validation_story, test_story):
@@ -258,6 +256,7 @@ def _to_bunch(data, bunch_cls):
     data = dict(data)
     data["audio"] = {k: (v.astype(np.float32) / np.float32(32767.0) if v.dtype == np.int16 else v)
                      for k, v in data["audio"].items()}
+    data["participant_data"] = {p: bunch_cls(**own) for p, own in data["participant_data"].items()}
     return bunch_cls(**data)
 
 
@@ -399,18 +398,22 @@ def _generate(texts, stories, split, params, verbose):
     )
     if verbose:
         print(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
+    ceiling = noise_ceiling(repeats[test]).astype(np.float64)
+    own_truth = dict(semantic_weights=sem_weights.astype(np.float32),
+                     acoustic_weights=ac_weights.astype(np.float32),
+                     signal={n: v.astype(np.float32) for n, v in signal.items()},
+                     snr=voxel_snr, true_noise_ceiling=true_ceiling)
+    participant_data = {"P01": dict(responses=responses, repeats=repeats, noise_ceiling=ceiling,
+                                    ground_truth=own_truth)}
     return dict(
         stories=list(stories), sample_rate=sample_rate, audio=audio, tr=tr, tr_times=tr_times,
-        responses=responses, repeats=repeats,
-        noise_ceiling=noise_ceiling(repeats[test]).astype(np.float64),
+        responses=responses, repeats=repeats, noise_ceiling=ceiling,
+        participants=("P01",), participant_data=participant_data,
         words=words, phones=phones, phone_set="espeak", split=split, voxel_labels=labels,
         ground_truth=dict(
             semantic=semantic, acoustic=acoustic,
-            semantic_weights=sem_weights.astype(np.float32),
-            acoustic_weights=ac_weights.astype(np.float32),
             semantic_projection=projection.astype(np.float32), word_semantics=word_semantics,
-            signal={n: v.astype(np.float32) for n, v in signal.items()},
-            snr=voxel_snr, true_noise_ceiling=true_ceiling, hrf=hrf,
+            hrf=hrf, **own_truth,
         ),
         description=description,
     )

@@ -4,37 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def mel_filterbank(n_bands, n_fft, sample_rate, fmin=100.0, fmax=7000.0):
-    """Triangular filters equally spaced on the mel scale.
-
-    Parameters
-    ----------
-    n_bands : int
-    n_fft : int
-    sample_rate : int
-    fmin, fmax : float
-        Edges of the lowest and highest filters in Hz.
-
-    Returns
-    -------
-    filters : ndarray of shape (n_bands, n_fft // 2 + 1)
-    """
-    def to_mel(f):
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-
-    def to_hz(m):
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-    edges = to_hz(np.linspace(to_mel(fmin), to_mel(fmax), n_bands + 2))
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    filters = np.zeros((n_bands, freqs.size))
-    for b in range(n_bands):
-        lo, mid, hi = edges[b:b + 3]
-        rising = (freqs - lo) / (mid - lo)
-        falling = (hi - freqs) / (hi - mid)
-        filters[b] = np.clip(np.minimum(rising, falling), 0.0, None)
-    return filters
+from ..preprocessing import mel_filterbank
 
 
 def band_power_envelopes(audio, sample_rate, n_bands=24, step=0.1, n_steps=None, floor=1e-6):

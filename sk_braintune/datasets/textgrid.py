@@ -7,7 +7,7 @@ flags are skipped, so one token reader serves both.
 
 **Silence and non-speech labels.** Forced aligners mark pauses with ``"sp"``, ``"sil"``, ``"{SL}"`` or an empty label, and
 non-speech sounds with ``{BR}`` (breath), ``{LG}`` (laughter), ``{LS}`` (lip smack), ``{NS}``
-(noise), ``{CG}`` (cough). :data:`SILENCE_LABELS` lists them all (compared lower-cased, without
+(noise), ``{CG}`` (cough); espeak-ng writes pauses as ``"_"``. :data:`SILENCE_LABELS` lists them all (compared lower-cased, without
 surrounding white space); :func:`drop_silences` removes them, as HuthLab's loaders do before
 building word and phone features.
 """
@@ -28,8 +28,11 @@ __all__ = [
     "words_and_phones",
 ]
 
+# The package's one silence set (also used by features.lowlevel to drop pauses from phone
+# sequences): aligner pauses, HTK/Kaldi variants ("sp1"), espeak-ng's pause mnemonic "_", and
+# non-speech sounds.
 SILENCE_LABELS = frozenset({
-    "", "sp", "sil", "sl", "{sl}", "{sp}", "{sil}", "<sil>", "pau", "spn",
+    "", "sp", "sp1", "sil", "sl", "{sl}", "{sp}", "{sil}", "<sil>", "pau", "spn", "_",
     "sentence_start", "sentence_end",
     "br", "lg", "ls", "ns", "cg", "{br}", "{lg}", "{ls}", "{ns}", "{cg}",
 })

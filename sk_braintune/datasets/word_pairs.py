@@ -1,17 +1,17 @@
 """Synonym and near-homophone word pairs, spoken by espeak-ng, for semantic preference.
 
-Synonyms come from a list shipped with the package (``analysis/data/synonyms.tsv``, 80 pairs of
+Synonyms come from a list shipped with the package (``sk_braintune/data/synonyms.tsv``, 80 pairs of
 common words); near-homophones are pairs of words from the shipped candidate vocabulary
-(``analysis/data/vocabulary.txt``) plus the synonym words, whose espeak-ng phone strings are
+(``sk_braintune/data/vocabulary.txt``) plus the synonym words, whose espeak-ng phone strings are
 within a normalised edit distance of ``max_distance`` (synonym pairs and identical
 pronunciations excluded). Needs the ``demo`` extra.
 """
 
 from __future__ import annotations
 
-from importlib import resources
-
 import numpy as np
+
+from .._utils import data_file
 
 __all__ = ["load_synonym_pairs", "make_word_pairs"]
 
@@ -25,7 +25,7 @@ def load_synonym_pairs():
     -------
     pairs : list of (str, str)
     """
-    path = resources.files("sk_braintune.analysis") / "data" / "synonyms.tsv"
+    path = data_file("synonyms.tsv")
     lines = path.read_text().splitlines()[1:]
     return [tuple(line.split("\t")[:2]) for line in lines if line.strip()]
 

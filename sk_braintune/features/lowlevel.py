@@ -13,7 +13,7 @@ HuthLab's ``lanczosinterp2D``; the per-story z-scoring that follows removes the 
 
 Two phone sets are supported: ``"arpabet"`` (the TextGrid phone tier of ds003020, ARPAbet with
 stress digits, silences ``sp``/``sil``/empty) and ``"espeak"`` (espeak-ng phoneme mnemonics, as in
-the built-in simulator). Articulatory tables for both ship in ``sk_braintune/analysis/data``.
+the built-in simulator). Articulatory tables for both ship in ``sk_braintune/data``.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from importlib import resources
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._utils import data_file
+from ..datasets.textgrid import SILENCE_LABELS
+from ..preprocessing import mel_filterbank
 from .lanczos import lanczos_resample
 
 __all__ = [
@@ -40,7 +42,7 @@ __all__ = [
     "story_alignments",
 ]
 
-_SILENCES = {"", "sp", "sil", "spn", "sp1", "_", "pau", "<sil>", "{sl}", "{lg}", "ns", "{ns}"}
+_SILENCES = SILENCE_LABELS  # the package-wide set, compared lower-cased
 _KINDS = ("phoneme", "diphone", "triphone", "articulation")
 _PHONE_SETS = ("arpabet", "espeak")
 OTHER = "other"
@@ -69,9 +71,8 @@ def articulatory_table(phone_set="arpabet"):
     import pandas as pd
 
     _check_phone_set(phone_set)
-    path = resources.files("sk_braintune.analysis") / "data" / f"articulatory_{phone_set}.csv"
-    with resources.as_file(path) as p:
-        table = pd.read_csv(p, dtype={"phone": str, "arpabet": str}, keep_default_na=False)
+    path = data_file(f"articulatory_{phone_set}.csv")
+    table = pd.read_csv(path, dtype={"phone": str, "arpabet": str}, keep_default_na=False)
     table = table.set_index("phone")
     features = [c for c in table.columns if c != "arpabet"]
     table[features] = table[features].astype(np.int8)
@@ -427,27 +428,9 @@ class LowLevelSpeechFeatures(TransformerMixin, BaseEstimator):
 # ---------------------------------------------------------------------------------------------
 # power spectrum
 # ---------------------------------------------------------------------------------------------
-def _mel(f):
-    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-
-def _mel_inverse(m):
-    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
-
-
 def _band_matrix(n_fft, sample_rate, n_bands, fmin, fmax):
-    """Triangular mel filters (n_fft // 2 + 1, n_bands); empty narrow bands take their nearest bin."""
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges = _mel_inverse(np.linspace(_mel(fmin), _mel(fmax), n_bands + 2))
-    weights = np.zeros((len(freqs), n_bands))
-    for b in range(n_bands):
-        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
-        rising = (freqs - lo) / max(mid - lo, 1e-9)
-        falling = (hi - freqs) / max(hi - mid, 1e-9)
-        weights[:, b] = np.clip(np.minimum(rising, falling), 0.0, None)
-        if weights[:, b].sum() == 0:
-            weights[np.argmin(np.abs(freqs - mid)), b] = 1.0
-    return weights
+    """Triangular mel filters as a C-ordered (n_fft // 2 + 1, n_bands) matrix (``spectrum @ W``)."""
+    return np.ascontiguousarray(mel_filterbank(n_bands, n_fft, sample_rate, fmin, fmax).T)
 
 
 def _frame_band_power(audio, sample_rate, frame_length, hop, band_weights):

@@ -1,0 +1,104 @@
+"""Array preprocessing shared by every layer: z-scoring (per story) and the mel filterbank.
+
+Only NumPy is imported here, so the datasets, features, encoding and tuning layers can all use
+these without loading scikit-learn or torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["zscore", "zscore_per_story", "mel_filterbank"]
+
+
+def zscore(X, axis=0, *, dtype=np.float64):
+    """Z-score along ``axis`` (population standard deviation); constant slices become 0.
+
+    Parameters
+    ----------
+    X : array-like
+        E.g. ``(n_samples, n_features)`` to z-score each column with ``axis=0``.
+    axis : int, default=0
+    dtype : numpy dtype, default=numpy.float64
+        The computation is done, and the result returned, in this dtype (the input is cast
+        first), so a float32 result is the float32 computation, not a float64 one rounded.
+
+    Returns
+    -------
+    zscored : ndarray of the shape of ``X`` and dtype ``dtype``
+        ``(X - mean) / std``, with ``std`` replaced by 1 where it is 0.
+    """
+    X = np.asarray(X, dtype=dtype)
+    std = X.std(axis=axis, keepdims=True)
+    return (X - X.mean(axis=axis, keepdims=True)) / np.where(std > 0, std, 1.0)
+
+
+def zscore_per_story(X, groups=None, *, dtype=np.float64):
+    """Z-score each column within each story (all rows as one story when ``groups`` is None).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    groups : array-like of shape (n_samples,), optional
+        Story of each row; rows of a story need not be contiguous.
+    dtype : numpy dtype, default=numpy.float64
+        Dtype of the computation and of the result (see :func:`zscore`).
+
+    Returns
+    -------
+    zscored : ndarray of shape (n_samples, n_features), dtype ``dtype``
+        Zero mean and unit population variance per column and story; constant columns are 0.
+    """
+    X = np.asarray(X, dtype=dtype)
+    if groups is None:
+        return zscore(X, axis=0, dtype=dtype)
+    groups = np.asarray(groups)
+    if groups.shape != (X.shape[0],):
+        raise ValueError(f"groups must have shape ({X.shape[0]},) (one story per row of X), "
+                         f"got {groups.shape}")
+    out = np.empty_like(X)
+    for story in dict.fromkeys(groups.tolist()):
+        rows = groups == story
+        out[rows] = zscore(X[rows], axis=0, dtype=dtype)
+    return out
+
+
+def _hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_bands, n_fft, sample_rate, fmin=100.0, fmax=7000.0):
+    """Triangular filters equally spaced on the (HTK) mel scale.
+
+    A band too narrow to cover any FFT bin (many bands, a short FFT) gets weight 1 on its
+    nearest bin instead of staying all zero, so every band measures some power.
+
+    Parameters
+    ----------
+    n_bands : int
+    n_fft : int
+    sample_rate : int
+        In Hz.
+    fmin, fmax : float, default=100.0, 7000.0
+        Lower edge of the lowest filter and upper edge of the highest, in Hz.
+
+    Returns
+    -------
+    filters : ndarray of shape (n_bands, n_fft // 2 + 1)
+        ``filters @ power_spectrum`` gives the band powers.
+    """
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_bands + 2))
+    filters = np.zeros((n_bands, freqs.size))
+    for b in range(n_bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        rising = (freqs - lo) / max(mid - lo, 1e-9)
+        falling = (hi - freqs) / max(hi - mid, 1e-9)
+        filters[b] = np.clip(np.minimum(rising, falling), 0.0, None)
+        if filters[b].sum() == 0:
+            filters[b, np.argmin(np.abs(freqs - mid))] = 1.0
+    return filters
