@@ -588,3 +588,23 @@ class _Released(np.ndarray):
     def __del__(self):
         if getattr(self, "_live", None) is not None:
             self._live[0] -= 1
+
+
+def test_several_participants_work_with_the_participant_helpers(root):
+    from sk_braintune.datasets import participant_windows, select_participant
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        data = load_lebel2023(root, ["UTS01", "UTS02"])
+    second = select_participant(data, "UTS02")
+    np.testing.assert_array_equal(second.responses["storyA"],
+                                  _file(root, "UTS02", "storyA"))
+    np.testing.assert_array_equal(second.noise_ceiling,
+                                  data.participant_data["UTS02"].noise_ceiling)
+    X, y, groups, labels = participant_windows(data, ["storyA", "storyB"], window=4.0)
+    assert len(X) == len(y) == 2 * (12 + 13)
+    for participant in data.participants:
+        for story in ("storyA", "storyB"):
+            rows = (labels == participant) & (groups == story)
+            np.testing.assert_array_equal(y[rows],
+                                          np.nan_to_num(_file(root, participant, story)))

@@ -199,6 +199,15 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
         Columns of the mapped space kept (e.g. voxels without NaN). None keeps all.
     n_file_voxels : int
         Voxels in the file (for the shape).
+    n_repeats : int, optional
+        For ``"individual_repeats"``: the number of repeats (the leading axis).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(n_trs, n_voxels)``, or ``(n_repeats, n_trs, n_voxels)`` for repeats.
+    dtype : numpy.dtype
+        Always float32.
     """
 
     def __init__(self, path, dataset, rows, *, mapping=None, columns=None, n_file_voxels,
