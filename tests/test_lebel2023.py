@@ -608,3 +608,18 @@ def test_several_participants_work_with_the_participant_helpers(root):
             rows = (labels == participant) & (groups == story)
             np.testing.assert_array_equal(y[rows],
                                           np.nan_to_num(_file(root, participant, story)))
+
+
+def test_miniature_sizes_per_story_and_participant(tmp_path):
+    root = make_miniature_lebel2023(tmp_path, subjects=("UTS01", "UTS02"), stories=STORIES,
+                                    n_trs=[20, 15, 18], n_voxels={"UTS01": 7, "UTS02": 9},
+                                    nan_voxels=0, sample_rate=16000, stereo=False)
+    assert _file(root, "UTS01", "storyA").shape == (20, 7)
+    assert _file(root, "UTS02", "storyB").shape == (15, 9)
+    assert _file(root, "UTS02", "wheretheressmoke", "individual_repeats").shape == (3, 18, 9)
+    assert _respdict(root)["storyB"] == 15 + 5 + 15
+    with pytest.raises(ValueError, match="3 stories"):
+        make_miniature_lebel2023(tmp_path / "x", n_trs=[20, 15])
+    with pytest.raises(ValueError, match="UTS02"):
+        make_miniature_lebel2023(tmp_path / "y", subjects=("UTS01", "UTS02"),
+                                 n_voxels={"UTS01": 4})
