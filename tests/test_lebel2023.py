@@ -545,6 +545,14 @@ def test_responses_are_read_lazily_and_behave_like_arrays(root):
     X, y, groups = windows_from_dataset(lazy, "train", window=4.0)
     _, y_eager, _ = windows_from_dataset(eager, "train", window=4.0)
     np.testing.assert_array_equal(y, y_eager)
+    # a subset of voxels stays lazy and composes with earlier selections
+    subset = array.take_columns([5, 2, 9])
+    assert isinstance(subset, LazyStoryArray) and subset.shape == (13, 3)
+    np.testing.assert_array_equal(subset, full[:, [5, 2, 9]])
+    np.testing.assert_array_equal(subset.take_columns(np.array([False, True, True])),
+                                  full[:, [2, 9]])
+    np.testing.assert_array_equal(lazy.repeats["wheretheressmoke"].take_columns([0, 3]),
+                                  eager.repeats["wheretheressmoke"][..., [0, 3]])
 
 
 def test_concatenating_lazy_stories_reads_one_story_at_a_time(root, monkeypatch):

@@ -312,6 +312,27 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
     def __iter__(self):
         yield from np.asarray(self)
 
+    def take_columns(self, columns):
+        """A lazy array of some of the voxels only (nothing is read).
+
+        Parameters
+        ----------
+        columns : array-like of int or bool of shape (n_voxels,)
+            Voxels (columns) to keep, e.g. those with a noise ceiling above a threshold.
+
+        Returns
+        -------
+        subset : LazyStoryArray
+            Reads the same file; its columns are ``self[..., columns]``.
+        """
+        columns = np.arange(self.shape[-1])[np.asarray(columns)]
+        if columns.ndim != 1:
+            raise ValueError("columns must be a 1-D array of voxel indices or a voxel mask.")
+        kept = columns if self.columns is None else np.asarray(self.columns)[columns]
+        return LazyStoryArray(self.path, self.dataset, self.rows, mapping=self.mapping,
+                              columns=kept, n_file_voxels=self.n_file_voxels,
+                              n_repeats=self.n_repeats)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(np.asarray(x) if isinstance(x, LazyStoryArray) else x for x in inputs)
         if "out" in kwargs:
