@@ -270,7 +270,7 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                     selected_fraction=1.0, longest_story_seconds=800.0,
                     working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
                     training_gib=2.5):
-    """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune`` on ds003020-like data.
+    """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune`` on ds003020 data.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
     listed in ``terms``). Responses read lazily (:func:`~sk_braintune.datasets.load_lebel2023`)
@@ -330,6 +330,8 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     terms = {
         "runtime": runtime_gib,
         "audio": audio_seconds * 16_000 * f32 / _GIB,
+        # make_windows keeps a zero-padded copy of every story's waveform
+        "window_audio": audio_seconds * 16_000 * f32 / _GIB,
         # one WAV at 44.1 kHz: stereo int16, a float32 mono copy, the resampler's float64
         "audio_decode": longest_story_seconds * 44_100 * (2 * 2 + 4 + 8) / _GIB,
         "repeats": n_repeats * n_test_trs * n_voxels * f32 / _GIB,
@@ -345,6 +347,7 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     }
     base = terms["runtime"] + terms["audio"]
     stages = {"load": base + max(terms["audio_decode"], terms["repeats"])}
+    base += terms["window_audio"]
     if command == "evaluate":
         stages["features"] = base + terms["responses"] + terms["features"]
         # fit_score_encoding indexes the training rows of the stacked responses (a copy)
