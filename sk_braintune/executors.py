@@ -269,7 +269,7 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                     n_repeats=10, n_layers=3, hidden_size=32, n_delays=4, n_alphas=None,
                     selected_fraction=1.0, longest_story_seconds=800.0,
                     working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
-                    training_gib=2.5):
+                    training_gib=4.0):
     """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune`` on ds003020 data.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
@@ -305,10 +305,10 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     lowlevel_gib : float, default=0.8
         The low-level feature spaces and their residualisation (measured on the simulated
         ds003020; it grows with the stories, not the voxels).
-    training_gib : float, default=2.5
-        The tuner's activations, gradients and optimiser state (measured for the benchmark's
-        small wav2vec2 at batch 128 and 10 s windows; a base-size model needs several times
-        more: measure it with ``benchmarks/bench_tuner.py``).
+    training_gib : float, default=4.0
+        The tuner's activations, gradients, optimiser state and target copies (measured for
+        the benchmark's small wav2vec2 at batch 128, 10 s windows, 23,700 voxels; a base-size
+        model needs several times more: measure it with ``benchmarks/bench_tuner.py``).
 
     Returns
     -------
