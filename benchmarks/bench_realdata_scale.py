@@ -96,6 +96,7 @@ class RSSSampler(threading.Thread):
 
 STAGE_START = re.compile(r"^\[\d\d:\d\d\] (.*) \.\.\.$")
 STAGE_END = re.compile(r"^\[\d\d:\d\d\] (.*): done in ([0-9.]+) s$")
+PROGRESS_BAR = re.compile(r"\|.*\[\d+:\d+<|^\s*$")  # tqdm updates are not kept in the logs
 
 
 def _lower_priority():
@@ -120,8 +121,9 @@ def run_command(argv, log_path):
         marks = [("start-up, load and stack responses", start)]
         ends = {}
         for line in process.stdout:
-            log.write(line)
-            log.flush()
+            if not PROGRESS_BAR.search(line):
+                log.write(line)
+                log.flush()
             text = line.strip()
             now = time.perf_counter()
             if (match := STAGE_END.match(text)):
