@@ -31,7 +31,7 @@ from sklearn.linear_model import Ridge
 
 from sk_braintune import FIRDelayer, RidgeEncoder
 from sk_braintune.datasets import make_story_dataset
-from sk_braintune.evaluation import zscore_per_story
+from sk_braintune.preprocessing import zscore_per_story
 from sk_braintune.features.lanczos import lanczos_resample
 from sk_braintune.features.lowlevel import lowlevel_features
 from sk_braintune.metrics import noise_ceiling, normalized_correlation, roi_means
@@ -55,7 +55,7 @@ def word_features(story, step=0.1):
 features = np.concatenate([np.hstack([word_features(s), powspec[s]]) for s in stories])
 responses = np.concatenate([dataset.responses[s] for s in stories])
 groups = np.concatenate([[s] * len(dataset.responses[s]) for s in stories])
-features = zscore_per_story(features, groups)
+features = zscore_per_story(features, groups, dtype=np.float32)
 train, test = groups != test_story, groups == test_story
 kinds = dataset.voxel_labels
 print(f"features {features.shape}, responses {responses.shape}")

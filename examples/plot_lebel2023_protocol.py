@@ -119,7 +119,8 @@ normalized_by_layer = np.array(normalized_by_layer)
 # Alignment per layer
 # -------------------
 # The paper reports means over voxels with a reliable signal; voxels whose noise ceiling is at
-# most 0.05 are NaN here and left out of the means (the reference code counts them as 0). With
+# most 0.05 are NaN here and left out of the means (the reference code divides by the ceiling
+# after ``nan_to_num``, which gives +-inf there). With
 # ROI labels (``voxel_labels`` of :func:`~sk_braintune.datasets.load_lebel2023`),
 # :func:`~sk_braintune.metrics.roi_means` gives the same per region.
 reliable = dataset.noise_ceiling > 0.4

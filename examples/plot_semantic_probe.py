@@ -22,7 +22,8 @@ import numpy as np
 
 from sk_braintune import SemanticProbe
 from sk_braintune.analysis.figures import plot_probe_scores
-from sk_braintune.analysis.probe import pooled_layer_features, probe_layers
+from sk_braintune.analysis.probe import probe_layers
+from sk_braintune.features import pooled_layer_features
 from sk_braintune.datasets import make_intent_dataset
 from sk_braintune.models import load_whisper_tiny_en
 
@@ -36,7 +37,7 @@ for index in (train[0], test[0]):
 # %%
 # Frozen features of every layer
 # ------------------------------
-# :func:`~sk_braintune.analysis.probe.pooled_layer_features` runs the model on every clip
+# :func:`~sk_braintune.features.pooled_layer_features` runs the model on every clip
 # (unpadded: clips of different lengths never share a batch) and mean-pools each layer over
 # the frames holding real audio, giving ``(n_clips, n_layers, dim)``. Computing them once lets
 # every probe below reuse them.

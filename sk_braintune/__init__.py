@@ -14,6 +14,7 @@ _LAZY_EXPORTS = {
     "SpeechFeatureExtractor": "features.extractor",
     "FIRDelayer": "encoding.delays",
     "RidgeEncoder": "encoding.ridge",
+    "BandedRidgeEncoder": "encoding.banded",
     "BrainTuner": "tuning.tuner",
     "SemanticProbe": "analysis.probe",
     "LowLevelSpeechFeatures": "features.lowlevel",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StageTimer", "dataset_summary", "format_results_table", "write_results",
-           "save_config", "peak_memory_mib"]
+from ._utils import atomic_write_text
+
+__all__ = ["StageTimer", "dataset_summary", "format_results_table", "write_json",
+           "write_results", "save_config", "peak_memory_mib"]
 
 
 class StageTimer:
@@ -109,6 +110,18 @@ def _json_default(value):
     return repr(value)
 
 
+def write_json(path, value):
+    """Write ``value`` as indented JSON to ``path`` atomically (NumPy values, paths converted).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+    value : object
+        JSON-serialisable, NumPy scalars and arrays and paths included.
+    """
+    atomic_write_text(path, json.dumps(value, indent=2, default=_json_default, allow_nan=True))
+
+
 def write_results(results, output):
     """Write ``results.json`` and ``results.csv`` (the table) into ``output``.
 
@@ -133,9 +146,7 @@ def write_results(results, output):
         np.savez_compressed(npz_path, **{k.replace("-", "_"): v for k, v in voxel_scores.items()})
         paths.append(str(npz_path))
     json_path = output / "results.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=_json_default, allow_nan=True))
-    os.replace(tmp, json_path)
+    write_json(json_path, results)
     csv_path = output / "results.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results["table"][0]))

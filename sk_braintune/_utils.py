@@ -1,4 +1,4 @@
-"""Small shared helpers: optional imports, torch device resolution, cache directory, atomic writes."""
+"""Small shared helpers: optional imports, torch device, cache folder, atomic writes, data files."""
 
 from __future__ import annotations
 

@@ -23,8 +23,18 @@ __all__ = [
 ]
 
 
+#: Spread (standard deviation) below which a column counts as constant, relative to its
+#: largest magnitude: far above float64 round-off of a mean (~1e-16), far below any signal.
+_ROUND_OFF = 1e3 * np.finfo(np.float64).eps
+
+
 def _column_correlations(y_true, y_pred, sample_weight=None):
-    """Pearson r per column of two (n_samples, n_targets) arrays; 0 for constant columns."""
+    """Pearson r per column of two (n_samples, n_targets) arrays; 0 for constant columns.
+
+    A column is constant when its spread about the mean is at round-off level relative to its
+    magnitude (``std <= 1e3 * eps * max|x|``): the centred values of a constant non-zero
+    column are round-off, not zeros, and their correlation would be a meaningless +-1.
+    """
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     if sample_weight is None:
@@ -37,12 +47,16 @@ def _column_correlations(y_true, y_pred, sample_weight=None):
     true_centred = y_true - weights @ y_true
     pred_centred = y_pred - weights @ y_pred
     covariance = weights @ (true_centred * pred_centred)
-    norms = np.sqrt((weights @ true_centred ** 2) * (weights @ pred_centred ** 2))
+    true_var = weights @ true_centred ** 2
+    pred_var = weights @ pred_centred ** 2
+    norms = np.sqrt(true_var * pred_var)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = covariance / norms
     # A constant prediction or response carries no linear information: count it as r = 0,
     # so that averages over voxels are not poisoned by NaN.
-    return np.where(norms > 0, r, 0.0)
+    constant = ((np.sqrt(true_var) <= _ROUND_OFF * np.abs(y_true).max(0))
+                | (np.sqrt(pred_var) <= _ROUND_OFF * np.abs(y_pred).max(0)))
+    return np.where((norms > 0) & ~constant, r, 0.0)
 
 
 def correlation_score(y_true, y_pred, multioutput="uniform_average", sample_weight=None):
@@ -64,7 +78,9 @@ def correlation_score(y_true, y_pred, multioutput="uniform_average", sample_weig
     Returns
     -------
     score : float or ndarray of shape (n_targets,)
-        Targets whose true or predicted values are constant get r = 0.
+        Targets whose true or predicted values are constant get r = 0 (constant: a spread at
+        round-off level relative to the values' magnitude, so that a constant non-zero voxel
+        is not scored r = +-1 from round-off).
 
     Examples
     --------
@@ -112,7 +128,8 @@ def noise_ceiling(repeats):
     Parameters
     ----------
     repeats : array-like of shape (n_repeats, n_trs, n_voxels)
-        Responses to the same stimulus presented ``n_repeats`` (>= 2) times.
+        Responses to the same stimulus presented ``n_repeats`` (>= 2) times; for one voxel
+        pass shape ``(n_repeats, n_trs, 1)``.
 
     Returns
     -------
@@ -120,11 +137,11 @@ def noise_ceiling(repeats):
         float64; may slightly exceed 1 by chance for near-noiseless voxels.
     """
     repeats = np.asarray(repeats, dtype=np.float64)
-    if repeats.ndim == 2:
-        repeats = repeats[:, :, None]
     if repeats.ndim != 3:
+        hint = (" (a 2-D array is ambiguous: for one voxel use repeats[:, :, None], for one "
+                "repeat there is no ceiling to estimate)" if repeats.ndim == 2 else "")
         raise ValueError(f"repeats must have shape (n_repeats, n_trs, n_voxels); got "
-                         f"{repeats.shape}.")
+                         f"{repeats.shape}{hint}.")
     n_repeats, n_trs = repeats.shape[:2]
     if n_repeats < 2 or n_trs < 2:
         raise ValueError(f"noise_ceiling needs at least 2 repeats of at least 2 TRs; got "
@@ -144,7 +161,9 @@ def normalized_correlation(r, cc_max, min_ceiling=0.05):
 
     Voxels with ``cc_max <= min_ceiling`` carry no measurable signal; dividing by a tiny
     ceiling would explode, so they are set to NaN and thereby excluded from means taken with
-    ``np.nanmean`` or :func:`roi_means` (the reference code counts them as 0 instead).
+    ``np.nanmean`` or :func:`roi_means`. (The reference code divides ``corrs / cc_max`` after
+    ``nan_to_num(cc_max)``: zero-ceiling voxels get +-inf, or NaN where r is 0 too, and any
+    mean over them is not finite.)
 
     Parameters
     ----------

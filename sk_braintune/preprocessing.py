@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["zscore", "zscore_per_story", "mel_filterbank"]
+__all__ = ["zscore", "zscore_per_story", "split_by_story", "mel_filterbank"]
 
 
 def zscore(X, axis=0, *, dtype=np.float64):
@@ -61,6 +61,23 @@ def zscore_per_story(X, groups=None, *, dtype=np.float64):
         rows = groups == story
         out[rows] = zscore(X[rows], axis=0, dtype=dtype)
     return out
+
+
+def split_by_story(matrix, groups):
+    """Rows of ``matrix`` per story, stories in order of first appearance.
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (n_samples, ...)
+    groups : array-like of shape (n_samples,)
+        Story of each row.
+
+    Returns
+    -------
+    per_story : dict of str to ndarray of shape (n_story_samples, ...)
+    """
+    groups = np.asarray(groups)
+    return {story: matrix[groups == story] for story in dict.fromkeys(groups)}
 
 
 def _hz_to_mel(f):

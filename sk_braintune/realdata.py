@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ._reporting import StageTimer, _json_default, save_config
-from .study import StudyInputError, _alignment, _by_story, _extract, _per_layer, _story_split
+from ._reporting import StageTimer, save_config, write_json
+from .study import StudyInputError, show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
@@ -65,9 +64,11 @@ def run_tune(config):
     -------
     tuner : BrainTuner
     """
+    from .model_selection import HeldOutStories
     from .tuning import BrainTuner
     from .windows import windows_from_dataset
 
+    show_library_messages(not config.get("quiet"))
     data = _load_real(config)
     output = Path(config.get("output") or "sk_braintune_results")
     stages = StageTimer()
@@ -84,7 +85,7 @@ def run_tune(config):
               "lr_backbone": float(config.get("lr_backbone") or 5e-5),
               "lr_head": float(config.get("lr_head") or 1e-4),
               "batch_size": int(config.get("batch_size") or 128),
-              "validation": _story_split(groups, valid) if valid else 0.1,
+              "validation": HeldOutStories(valid) if valid else 0.1,
               "device": config.get("device", "auto"),
               "random_state": int(config.get("seed", 0)),
               "verbose": not config.get("quiet"),
@@ -97,8 +98,7 @@ def run_tune(config):
             raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
     tuner.save_pretrained(output / "backbone")
     np.save(output / "selected_voxels.npy", selected)
-    (output / "history.json").write_text(json.dumps(tuner.history_, indent=2,
-                                                    default=_json_default))
+    write_json(output / "history.json", tuner.history_)
     save_config(config, output)
     from .analysis import figures as fig
 
@@ -122,9 +122,11 @@ def run_evaluate(config):
     -------
     results : dict
     """
-    from .features.lowlevel import lowlevel_features
+    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .features import extract_layer_features
     from .windows import windows_from_dataset
 
+    show_library_messages(not config.get("quiet"))
     data = _load_real(config)
     output = Path(config.get("output") or "sk_braintune_results")
     stages = StageTimer()
@@ -137,34 +139,32 @@ def run_evaluate(config):
                                         window=float(config.get("window") or 16.0))
     with stages(f"features of {config['model']} on {len(X)} windows"):
         try:
-            feats, layer_indices = _extract(config["model"], X, layers=_parse_layers(config),
-                                            batch_size=int(config.get("batch_size") or 16),
-                                            device=config.get("device", "auto"),
-                                            verbose=not config.get("quiet"))
+            feats, layer_indices = extract_layer_features(config["model"], X,
+                                                          layers=_parse_layers(config),
+                                                          batch_size=int(config.get("batch_size")
+                                                                         or 16),
+                                                          device=config.get("device", "auto"),
+                                                          verbose=not config.get("quiet"))
         except OSError as exc:
             raise StudyInputError(f"could not load model {config['model']!r}: {exc}") from exc
     n_layers = len(layer_indices)
     labels = np.asarray(data.voxel_labels)
     nc = np.asarray(data.noise_ceiling)
+    # the demo's encoding model (inner CV clamped to the training stories by the evaluation);
+    # config "ridge_backend" = "torch" runs the ridge on the GPU
+    encoder = default_encoder(cv=5, backend=config.get("ridge_backend") or "numpy")
     with stages("alignment per layer"):
-        table = _alignment(feats, n_layers, y, groups, train, test, nc, labels,
-                           cv=min(5, len(train)))
+        table = layerwise_alignment(feats, n_layers, y, groups, train, test, noise_ceiling=nc,
+                                    voxel_labels=labels, estimator=encoder)
     with stages(f"low-level impact (layer {layer_indices[-1]})"):
-        from .analysis import low_level_comparison
-
-        lowlevel = [lowlevel_features(data, kind, train + test, fit_stories=train)
-                    for kind in ("powspec", "phoneme", "articulation")]
-        last = _per_layer(feats, n_layers)[:, -1]
-        comparison = low_level_comparison(
-            _by_story(last, groups), lowlevel, {s: data.responses[s] for s in train + test},
-            train, test, cv=min(5, len(train)), noise_ceiling=nc, voxel_labels=labels)
+        impact = low_level_impacts(data, {"model": split_layers(feats, n_layers)[:, -1]},
+                                   groups, train, test, estimator=encoder, cv=5)["model"]
     results = {"layer_indices": [int(k) for k in layer_indices],
                "layers": {roi: v.tolist() for roi, v in table["roi"].items()},
-               "low_level_impact": comparison.impact.to_dict(orient="records"),
+               "low_level_impact": impact,
                "stage_seconds": stages.times}
     output.mkdir(parents=True, exist_ok=True)
-    (output / "evaluation.json").write_text(json.dumps(results, indent=2,
-                                                       default=_json_default))
+    write_json(output / "evaluation.json", results)
     np.save(output / "normalized_r_per_layer.npy", table["voxels"])
     save_config(config, output)
     from .analysis import figures as fig

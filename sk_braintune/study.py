@@ -18,7 +18,8 @@ from ._reporting import (StageTimer, dataset_summary, format_results_table, peak
                          save_config, write_results)
 
 __all__ = ["StudyInputError", "demo_settings", "model_names", "control_targets", "run_demo",
-           "run_dataset_summary", "run_braintuning_study", "shared_layer_features"]
+           "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
+           "show_library_messages"]
 
 # control kind (``settings["controls"]``) -> the model's name in the results
 CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI"}
@@ -97,6 +98,32 @@ def model_names(settings):
     return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in controls))
 
 
+def show_library_messages(verbose=True):
+    """Send the package's INFO log messages (dataset and tuning progress) to the terminal.
+
+    Library modules log instead of printing; the commands call this so that a verbose run
+    shows those messages. Calling it again changes nothing.
+
+    Parameters
+    ----------
+    verbose : bool, default=True
+        False: leave logging as it is.
+    """
+    import logging
+    import sys
+
+    if not verbose:
+        return
+    logger = logging.getLogger("sk_braintune")
+    if not any(getattr(h, "_sk_braintune_terminal", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._sk_braintune_terminal = True
+        logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def _set_torch_threads(config):
     import torch
 
@@ -117,6 +144,7 @@ def run_dataset_summary(config):
     """
     from .datasets import make_story_dataset
 
+    show_library_messages(not config.get("quiet"))
     data = make_story_dataset(random_state=config.get("seed", 0),
                               verbose=not config.get("quiet"))
     print("Built-in story dataset")
@@ -124,22 +152,6 @@ def run_dataset_summary(config):
 
 
 # -- feature extraction helpers -------------------------------------------------------------
-
-def _extract(source, windows, *, layers="all", batch_size=16, device="auto", verbose=False):
-    """Mean-pooled features of the chosen layers of ``windows`` from a model path or a tuner.
-
-    Returns the features (layers concatenated) and the tuple of their ``hidden_states`` indices.
-    """
-    from sklearn.frozen import FrozenEstimator
-
-    from .features import SpeechFeatureExtractor
-
-    model = source if isinstance(source, str) else FrozenEstimator(source)
-    extractor = SpeechFeatureExtractor(model=model, layers=layers, pooling="mean",
-                                       batch_size=batch_size, device=device, verbose=verbose)
-    features = extractor.fit_transform(windows)
-    return features, tuple(extractor.layers_)
-
 
 def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="auto",
                           verbose=False):
@@ -166,46 +178,22 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     features : dict of str to ndarray of shape (n_windows, (N + 1) * hidden_size)
         Key ``"pretrained"`` plus the keys of ``tuned``.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    n_layers = pretrained.num_hidden_layers + 1
-    dim = pretrained.hidden_size
-    out = {name: np.empty((len(windows), n_layers * dim), np.float32)
-           for name in ["pretrained", *tuned]}
-    last = n_layers - 1
     from ._utils import resolve_device
+    from .features import pooled_features
 
     device = resolve_device(device)
     models = [pretrained, *tuned.values()]
     for model in models:
-        model.eval().to(device)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(windows), batch_size),
-                          desc=f"features ({len(models)} models)", unit="batch",
-                          disable=not verbose, leave=False):
-            index = np.arange(start, min(start + batch_size, len(windows)))
-            x = torch.from_numpy(np.asarray(windows[index], dtype=np.float32)).to(device)
-            hidden, mask = pretrained.hidden_states_at(x, range(n_layers))
-            weights = mask.to(hidden[0].dtype)[..., None]
-            count = weights.sum(dim=1)
-
-            def pool(h):
-                return ((h * weights).sum(dim=1) / count).float().cpu().numpy()
-
-            shared = np.concatenate([pool(h) for h in hidden[:last]], axis=1)
-            out["pretrained"][index] = np.concatenate([shared, pool(hidden[last])], axis=1)
-            for name, model in tuned.items():
-                top = model.forward_from(hidden[last - 1], last - 1, mask)
-                out[name][index] = np.concatenate([shared, pool(top)], axis=1)
-    for model in models:
-        model.to("cpu")
-    return out
-
-
-def _per_layer(features, n_layers):
-    n, total = features.shape
-    return features.reshape(n, n_layers, total // n_layers)
+        model.to(device)
+    try:
+        features, tuned_features = pooled_features(
+            pretrained, windows, range(pretrained.num_hidden_layers + 1), "mean",
+            batch_size=batch_size, tops=tuned, progress=verbose,
+            description=f"features ({len(models)} models)")
+    finally:
+        for model in models:
+            model.to("cpu")
+    return {"pretrained": features, **tuned_features}
 
 
 # -- the study ----------------------------------------------------------------------------------
@@ -241,8 +229,10 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``.
     """
     from .datasets import make_story_dataset
+    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .model_selection import HeldOutStories
     from .models import load_whisper_tiny_en
-    from .tuning import BrainTuner
+    from .tuning import BrainTuner, FrozenLayerCache
     from .windows import windows_from_dataset
 
     stages = stages or StageTimer()
@@ -264,10 +254,12 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     X_all, y_all, g_all = windows_from_dataset(data, fit_stories + test, window=window)
     selected = np.flatnonzero(np.asarray(data.noise_ceiling) > settings["min_ceiling"])
     results["n_tuning_targets"] = int(selected.size)
-    validation = _story_split(g_fit, valid)
+    validation = HeldOutStories(valid)
 
+    # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
+    # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings["tuner"], validation=validation, device=device,
-                        random_state=seed, verbose=verbose)
+                        random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
     tuners = {}
     with stages(f"brain-tuning on {len(fit_stories)} stories, {selected.size} voxels "
                 f"with noise ceiling > {settings['min_ceiling']}"):
@@ -292,11 +284,15 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
     labels = np.asarray(data.voxel_labels)
     nc = np.asarray(data.noise_ceiling)
+    # one encoding model for every fit: settings["ridge_backend"] = "torch" runs them on the GPU
+    encoder = default_encoder(cv=settings["ridge_cv"],
+                              backend=settings.get("ridge_backend", "numpy"))
     layers = {}
     with stages("alignment: voxelwise ridge per layer, scored on the held-out story"):
         for name in names:
-            layers[name] = _alignment(features[name], n_layers, y_all, g_all, train + valid,
-                                      test, nc, labels, cv=settings["ridge_cv"])
+            layers[name] = layerwise_alignment(features[name], n_layers, y_all, g_all,
+                                               train + valid, test, noise_ceiling=nc,
+                                               voxel_labels=labels, estimator=encoder)
     results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
                          for name, t in layers.items()}
 
@@ -306,8 +302,9 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     if "low_level_impact" in analyses:
         with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
                     "regressed out"):
-            results["low_level_impact"] = _low_level_impacts(
-                data, features, n_layers, g_all, train + valid, test, nc, labels,
+            last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
+            results["low_level_impact"] = low_level_impacts(
+                data, last_layers, g_all, train + valid, test, estimator=encoder,
                 cv=settings["ridge_cv"])
     if "probe" in analyses:
         with stages("semantic probe: spoken intents, split by paraphrase"):
@@ -349,6 +346,7 @@ def control_targets(kind, responses, groups, random_state=None):
     details : dict
         What was done (JSON-serialisable), with a one-line ``description``.
     """
+    from .preprocessing import split_by_story
     from .tuning.controls import block_permuted_targets, other_story_targets
 
     if kind == "block-permuted":
@@ -359,7 +357,7 @@ def control_targets(kind, responses, groups, random_state=None):
                          "description": f"15-TR blocks permuted >= {min_distance} blocks away"}
     if kind == "other-story":
         groups = np.asarray(groups)
-        by_story = _by_story(responses, groups)
+        by_story = split_by_story(responses, groups)
         # contiguous stories <=> the story changes exactly once between consecutive stories
         if np.count_nonzero(groups[1:] != groups[:-1]) != len(by_story) - 1:
             raise StudyInputError("other-story targets need each story's rows contiguous")
@@ -377,51 +375,13 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
         pretrained = load_backbone(model_path)
         return shared_layer_features(pretrained, {n: t.backbone_ for n, t in tuners.items()},
                                      windows, device=device, verbose=verbose)
+    from .features import extract_layer_features
+
     features = {}
     for name, source in {"pretrained": model_path, **tuners}.items():
-        features[name], _ = _extract(source, windows, device=device, verbose=verbose)
+        features[name], _ = extract_layer_features(source, windows, device=device,
+                                                   verbose=verbose)
     return features
-
-
-def _story_split(groups, validation_stories):
-    from .model_selection import HeldOutStories
-
-    return HeldOutStories(list(validation_stories))
-
-
-def _alignment(features, n_layers, responses, groups, train, test, noise_ceiling, labels, cv):
-    from .evaluation import layerwise_alignment
-
-    return layerwise_alignment(features, n_layers, responses, groups, train, test,
-                               noise_ceiling=noise_ceiling, voxel_labels=labels, cv=cv)
-
-
-def _by_story(matrix, groups):
-    groups = np.asarray(groups)
-    return {s: matrix[groups == s] for s in dict.fromkeys(groups)}
-
-
-def _low_level_impacts(data, features, n_layers, groups, train, test, noise_ceiling, labels,
-                       cv):
-    from .analysis import low_level_comparison
-    from .features.lowlevel import lowlevel_features
-
-    stories = train + test
-    lowlevel = [lowlevel_features(data, kind, stories, fit_stories=train)
-                for kind in ("powspec", "phoneme", "diphone", "articulation")]
-    responses = {s: np.asarray(data.responses[s]) for s in stories}
-    out = {}
-    for name, feats in features.items():
-        last = _per_layer(feats, n_layers)[:, -1]
-        comparison = low_level_comparison(
-            _by_story(last, groups), lowlevel, responses, train, test, cv=cv,
-            noise_ceiling=noise_ceiling, voxel_labels=labels)
-        table = comparison.impact
-        out[name] = {str(row["roi"] if "roi" in table else idx): {
-            "A": float(row["A"]), "A_resid": float(row["A_resid"]),
-            "impact_percent": float(row["impact_percent"])}
-            for idx, row in table.iterrows()}
-    return out
 
 
 def _probe_scores(sources, settings, *, seed, device, verbose):
@@ -541,6 +501,7 @@ def run_demo(config):
         settings["controls"] = tuple(config["controls"])
         model_names(settings)  # unknown names (possible from a config file) fail here
     verbose = not config.get("quiet")
+    show_library_messages(verbose)
     stages = StageTimer()
     print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "
           f"({'quick' if config.get('quick') else 'full'} run), results in {output}/",

@@ -57,12 +57,24 @@ def _check_audio(audio, name, sample_rate):
         )
     if audio.size == 0:
         raise ValueError(f"Story {name!r} has no audio samples.")
+    _check_finite(audio, name)
     if sample_rate != DEFAULT_SAMPLE_RATE:
         raise ValueError(
             f"Speech models expect 16 kHz audio; got sample_rate={sample_rate}. Resample first "
             "(sk_braintune.datasets.to_mono_16k)."
         )
     return audio.astype(np.float32, copy=False)
+
+
+def _check_finite(audio, name):
+    """NaN or inf in a waveform would silently poison every feature computed from it."""
+    finite = np.isfinite(audio)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"Audio of story {name!r} holds {bad.size} NaN or infinite sample(s) (the first at "
+            f"sample {bad[0]}); every window and feature would inherit them. Fix the recording "
+            "or replace them, e.g. np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0).")
 
 
 def _check_tr_times(tr_times, name):
@@ -116,6 +128,9 @@ class AudioWindows:
         Window length in samples.
     sample_rate : int, default=16000
         Sample rate in Hz.
+    check_finite : bool, default=True
+        Raise a ValueError naming the story when a waveform holds NaN or inf (subsets made by
+        indexing share already checked waveforms and skip the check).
 
     Attributes
     ----------
@@ -126,8 +141,11 @@ class AudioWindows:
     """
 
     def __init__(self, waveforms, stories, ends, tr_times, window_samples,
-                 sample_rate=DEFAULT_SAMPLE_RATE):
+                 sample_rate=DEFAULT_SAMPLE_RATE, check_finite=True):
         self.waveforms = dict(waveforms)
+        if check_finite:
+            for name, waveform in self.waveforms.items():
+                _check_finite(np.asarray(waveform), name)
         self.stories = np.asarray(stories, dtype=object)
         self.ends = np.asarray(ends, dtype=np.int64)
         self.tr_times = np.asarray(tr_times, dtype=np.float64)
@@ -197,7 +215,7 @@ class AudioWindows:
         return AudioWindows(
             {s: w for s, w in self.waveforms.items() if s in used},
             self.stories[index], self.ends[index], self.tr_times[index],
-            self.window_samples, self.sample_rate,
+            self.window_samples, self.sample_rate, check_finite=False,
         )
 
     def __iter__(self):
@@ -275,7 +293,7 @@ class AudioWindows:
                 waveforms[s] = w
         return cls(waveforms, np.concatenate([p.stories for p in parts]),
                    np.concatenate([p.ends for p in parts]),
-                   np.concatenate([p.tr_times for p in parts]), ws, sr)
+                   np.concatenate([p.tr_times for p in parts]), ws, sr, check_finite=False)
 
 
 def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT_SAMPLE_RATE):
@@ -303,7 +321,8 @@ def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT
     Raises
     ------
     ValueError
-        For stereo or empty audio, a sample rate other than 16 kHz, non-increasing TR times,
+        For stereo or empty audio, audio holding NaN or inf (the error names the story and the
+        first bad sample), a sample rate other than 16 kHz, non-increasing TR times,
         or volumes that end after the audio by more than one window (responses longer than the
         audio).
     TypeError
@@ -339,8 +358,9 @@ def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT
         stories.extend([name] * len(end))
         ends.append(end)
         times.append(times_s)
+    # each waveform was checked above (_check_audio), before padding
     return AudioWindows(waveforms, np.asarray(stories, dtype=object), np.concatenate(ends),
-                        np.concatenate(times), window_samples, sample_rate)
+                        np.concatenate(times), window_samples, sample_rate, check_finite=False)
 
 
 def windows_from_dataset(dataset, stories=None, *, window=10.0):

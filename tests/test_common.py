@@ -13,6 +13,7 @@ from pathlib import Path
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sk_braintune import (
+    BandedRidgeEncoder,
     BrainTuner,
     FIRDelayer,
     PowerSpectrumFeatures,
@@ -60,6 +61,9 @@ ESTIMATORS = [
     FIRDelayer(delays=(0, 2)),
     RidgeEncoder(alphas=[0.1, 10.0, 1000.0], cv=3),
     RidgeEncoder(alphas=[0.1, 10.0], cv=3, alpha_per_target=False, solver="dual"),
+    BandedRidgeEncoder(alphas=[0.1, 10.0, 1000.0], cv=3, random_state=0),
+    BandedRidgeEncoder(alphas=[0.1, 10.0], n_iter=3, cv=3, cv_scoring="mse", solver="primal",
+                       random_state=0),
     # wav2vec2-family extractors refuse windows shorter than their CNN's receptive field
     # (325 samples here) with a clear error, and sklearn's checks use windows of 1-20 samples;
     # the Whisper front-end accepts any length, so it stands in for the extractor here.

@@ -237,3 +237,51 @@ def test_grid_search_over_ridge_never_re_extracts(model_dirs, windows, tmp_path)
         clone(search).fit(windows, y, groups=windows.groups)
     finally:
         backbone_module.AudioBackbone.hidden_states_at = original
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_pooled_features_tops_equal_running_each_model(model_dirs, windows, family):
+    """The demo's shared frozen layers: one pretrained pass + each tuned model's top block."""
+    from sk_braintune.features.extractor import pooled_features
+
+    pretrained = load_backbone(model_dirs[family])
+    tuned = load_backbone(model_dirs[family])
+    with torch.no_grad():  # a different last block, everything below shared
+        for p in tuned._layers[-1].parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    tuned.train()  # left in training mode: the loop must run it in eval mode and restore
+    layers = range(pretrained.num_hidden_layers + 1)
+    shared, tops = pooled_features(pretrained, windows, layers, batch_size=3,
+                                   tops={"tuned": tuned})
+    assert tuned.training
+    np.testing.assert_array_equal(shared, pooled_features(pretrained, windows, layers,
+                                                          batch_size=3))
+    alone = pooled_features(tuned, windows, layers, batch_size=3)
+    np.testing.assert_allclose(tops["tuned"], alone, atol=1e-5, rtol=1e-5)
+    dim = pretrained.hidden_size
+    assert not np.allclose(tops["tuned"][:, -dim:], shared[:, -dim:], atol=1e-3)
+
+
+def test_pooled_features_head_and_batches_against_direct_calls(model_dirs, windows):
+    from sk_braintune.features.extractor import forward_batches, pooled_features
+    from sk_braintune.models.pooling import pool_frames
+
+    backbone = load_backbone(model_dirs["wav2vec2"])
+    head = torch.nn.Linear(backbone.hidden_size, 3)
+    x = windows.to_array()
+    with torch.inference_mode():
+        out = backbone(torch.from_numpy(x), output_hidden_states=False)
+        pooled = pool_frames(out.last_hidden_state, out.frame_mask)
+        expected = head(pooled).numpy()
+    order = [np.array([4, 0]), np.arange(1, 4), np.arange(5, len(x))]  # any partition
+    got = pooled_features(backbone, windows, "last_hidden_state", head=head, batches=order)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    seen = []
+    forward_batches(backbone, windows, [1], lambda index, hidden, mask: seen.append(
+        (index.tolist(), hidden[0].shape[0])), batch_size=4,
+        progress=lambda it, desc, total: (seen.append((desc, total)), it)[1])
+    assert seen[0] == ("features", -(-len(x) // 4))
+    assert [s[0] for s in seen[1:]] == [list(range(i, min(i + 4, len(x))))
+                                       for i in range(0, len(x), 4)]
+    with pytest.raises(ValueError, match="last_hidden_state"):
+        pooled_features(backbone, windows, [1], head=head)

@@ -163,3 +163,19 @@ def test_power_spectrum_finds_a_tone_in_the_last_tr():
     assert out[0].max() > out[1].max() + 10  # the second window's last TR is silent
     story = power_spectrum_features(silent_end, np.array([1.0, 3.0]), n_bands=16)
     assert story[0].max() > story[1].max()
+
+
+def test_one_silence_set_for_textgrids_and_phone_features():
+    from sk_braintune.datasets.textgrid import SILENCE_LABELS, drop_silences
+    from sk_braintune.features.lowlevel import normalize_phone
+
+    for label in SILENCE_LABELS:
+        for variant in (label, label.upper(), f" {label} "):
+            assert normalize_phone(variant, "arpabet") is None, variant
+            assert normalize_phone(variant.strip().lower(), "espeak") is None, variant
+    for label in ("sp1", "_", "{BR}", "sentence_start"):  # formerly in only one of two sets
+        assert label.lower() in SILENCE_LABELS
+    table = pd.DataFrame({"onset": [0.0, 1.0, 2.0, 3.0], "offset": [1.0, 2.0, 3.0, 4.0],
+                          "label": ["AH0", "sp1", "_", "T"]})
+    assert drop_silences(table)["label"].tolist() == ["AH0", "T"]
+    assert normalize_phone("AH0") == "AH" and normalize_phone("t", "espeak") == "t"

@@ -136,3 +136,26 @@ def test_weighted_correlation_equals_repeated_samples():
     np.testing.assert_allclose(
         correlation_score(y_true, y_pred, "raw_values", sample_weight=counts),
         correlation_score(y_true[repeated], y_pred[repeated], "raw_values"))
+
+
+def test_constant_nonzero_voxels_score_zero_not_one():
+    rng = np.random.default_rng(7)
+    prediction = rng.standard_normal((37, 3))
+    y = prediction + 0.1 * rng.standard_normal((37, 3))
+    y[:, 1] = 0.3  # constant non-zero: its centred values are round-off, not zeros
+    y[:, 2] = 3.3
+    for column in (1, 2):  # the case that used to give r = +-1
+        assert np.any(y[:, column] - y[:, column].mean() != 0)
+    r = correlation_score(y, prediction, "raw_values")
+    assert r[0] > 0.9 and r[1] == 0 and r[2] == 0
+    # a constant prediction (to round-off) scores 0 as well
+    flat = np.full(37, 7.1) + np.finfo(float).eps * 7.1 * rng.standard_normal(37)
+    assert correlation_score(y[:, 0], flat) == 0
+    # a small but real signal is not mistaken for a constant
+    tiny = 1e-9 * prediction[:, 0] + 5.0
+    assert correlation_score(tiny, prediction[:, 0]) == pytest.approx(1.0)
+
+
+def test_noise_ceiling_rejects_two_dimensional_input():
+    with pytest.raises(ValueError, match="2-D array is ambiguous"):
+        noise_ceiling(np.ones((3, 20)))

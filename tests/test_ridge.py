@@ -191,3 +191,118 @@ def test_direct_order_with_many_targets_matches_brute_force():
     np.testing.assert_allclose(big.cv_scores_, expected, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(small.cv_scores_, big.cv_scores_, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(big.best_alphas_, alphas[expected.argmax(0)])
+
+
+def _reference_ridge_corr(Rstim, Pstim, Rresp, Presp, alphas, singcutoff=1e-10):
+    """The reference ``ridge_corr(..., use_corr=False)``, written again from its formula."""
+    U, S, Vh = np.linalg.svd(Rstim, full_matrices=False)
+    keep = S > singcutoff
+    U, S, Vh = U[:, keep], S[keep], Vh[keep]
+    UR = U.T @ Rresp
+    PVh = Pstim @ Vh.T
+    assumed_variance = (1 + Presp.var(0)) / 2
+    scores = []
+    for alpha in alphas:
+        prediction = (PVh * (S / (S ** 2 + alpha ** 2))) @ UR
+        rsq = 1 - (Presp - prediction).var(0) / assumed_variance
+        score = np.sqrt(np.abs(rsq)) * np.sign(rsq)
+        score[np.isnan(score)] = 0
+        scores.append(score)
+    return np.array(scores)
+
+
+def _reference_alphas(X, Y, splits, reference_alphas, centre):
+    scores = []
+    for train, test in splits:
+        Rstim, Pstim, Rresp, Presp = X[train], X[test], Y[train], Y[test]
+        if centre:  # the intercept RidgeEncoder fits: training means removed
+            Pstim, Rstim = Pstim - Rstim.mean(0), Rstim - Rstim.mean(0)
+            Presp, Rresp = Presp - Rresp.mean(0), Rresp - Rresp.mean(0)
+        scores.append(_reference_ridge_corr(Rstim, Pstim, Rresp, Presp, reference_alphas))
+    return reference_alphas[np.argmax(np.mean(scores, axis=0), axis=0)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_huth_protocol_alphas_equal_the_reference_formula(dtype):
+    rng = np.random.default_rng(11)
+    n_trs, n_features, n_voxels = 600, 40, 2000
+    X = rng.standard_normal((n_trs, n_features)) @ rng.standard_normal((n_features, n_features))
+    X = (X - X.mean(0)) / X.std(0)
+    weights = rng.standard_normal((n_features, n_voxels)) * np.exp(rng.uniform(-5, 0, n_voxels))
+    Y = X @ weights + rng.standard_normal((n_trs, n_voxels))
+    Y = (Y - Y.mean(0)) / Y.std(0)  # the reference z-scores responses
+    cv = ChunkedBootstrap(n_splits=5, chunk_length=20, chunking="reference", random_state=0)
+    splits = list(cv.split(X))
+    model = RidgeEncoder(alphas="huth", cv=cv, cv_scoring="huth_rsq", dtype=dtype).fit(
+        X.astype(dtype), Y.astype(dtype))
+    reference_alphas = np.logspace(1, 4, 15)  # the reference's units: lambda = alpha^2
+    expected = _reference_alphas(X, Y, splits, reference_alphas, centre=True) ** 2
+    np.testing.assert_allclose(ALPHA_GRIDS["huth"], reference_alphas ** 2)
+    agreement = np.mean(np.isclose(model.best_alphas_, expected, rtol=1e-9))
+    assert agreement >= 0.999, agreement
+    assert len(np.unique(expected)) >= 8  # the voxels span the grid
+    # the reference itself fits no intercept: on z-scored data that changes little
+    uncentred = _reference_alphas(X, Y, splits, reference_alphas, centre=False) ** 2
+    assert np.mean(np.isclose(model.best_alphas_, uncentred, rtol=1e-9)) >= 0.97
+    # the criterion is not the correlation: choosing by r picks other alphas
+    by_r = RidgeEncoder(alphas="huth", cv=cv, dtype=dtype).fit(X, Y)
+    assert np.mean(by_r.best_alphas_ == model.best_alphas_) < 0.9
+
+
+def test_reference_chunking_rule():
+    cv = ChunkedBootstrap(n_splits=4, chunk_length=10, chunking="reference", random_state=0)
+    for train, test in cv.split(np.zeros((107, 1))):
+        assert len(test) == 10 * int(107 * 0.25 / 10)  # 2 chunks, rounded down
+        assert np.all(test < 100)  # the trailing partial chunk (100-106) always trains
+        runs = np.split(test, np.flatnonzero(np.diff(test) > 1) + 1)
+        assert all(run[0] % 10 == 0 and len(run) % 10 == 0 for run in runs)
+    default = ChunkedBootstrap(n_splits=20, chunk_length=10, random_state=0)
+    held = np.concatenate([test for _, test in default.split(np.zeros((107, 1)))])
+    assert held.max() == 106  # the default rule can hold out the partial chunk
+    assert len(next(default.split(np.zeros((107, 1))))[1]) in (30, 27)  # round(0.25 * 11) = 3
+    groups = np.repeat([0, 1], [55, 52])
+    for train, test in cv.split(np.zeros((107, 1)), groups=groups):
+        assert not np.any(np.isin(test, np.r_[50:55, 105:107]))  # each story's partial chunk
+    with pytest.raises(ValueError, match="chunking"):
+        next(ChunkedBootstrap(chunking="huth").split(np.zeros((100, 1))))
+
+
+def test_constant_voxel_scores_zero():
+    X, Y, groups = _data(80, 10, seed=12)
+    Y = Y.astype(np.float64)
+    Y[:, 3] = 0.3  # a constant non-zero voxel: centred, its values are round-off, not zeros
+    assert np.any(Y[:, 3] - Y[:, 3].mean() != 0)
+    model = RidgeEncoder(alphas=ALPHAS, cv=4, dtype="float64").fit(X, Y, groups=groups)
+    prediction = model.predict(X)[:, 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        naive = np.corrcoef(Y[:, 3], prediction)[0, 1]
+    assert abs(naive) > 0.5  # round-off against round-off: what was scored before
+    r = model.score_voxels(X, Y)
+    assert r[3] == 0
+    assert np.all(np.abs(r[np.arange(12) != 3]) > 0)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_cholesky_refit_matches_sklearn_and_falls_back(backend):
+    from sk_braintune.encoding import _solvers
+
+    X, Y, _ = _data(100, 140, n_targets=30, seed=13)
+    penalties = np.repeat([30.0, 300.0, 3e4], 10)
+    ops = _solvers.make_ops(backend, "float32", "cpu")
+    means = X.mean(0, dtype=np.float64)
+    features = ops.copy_in(X)
+    features -= ops.asarray(means)
+    gram = features @ features.T
+    coef, intercept = _solvers._cholesky_refit(ops, features, Y, penalties, gram, 2 ** 20,
+                                                means)
+    for v in (0, 15, 29):
+        reference = Ridge(alpha=penalties[v]).fit(X.astype(np.float64), Y[:, v].astype(np.float64))
+        np.testing.assert_allclose(coef[v], reference.coef_, rtol=1e-4,
+                                   atol=1e-5 * np.abs(reference.coef_).max())
+        assert intercept[v] == pytest.approx(reference.intercept_, rel=1e-4)
+    # penalties at round-off level of the kernel, or fewer features than samples: decompose
+    assert _solvers._cholesky_refit(ops, features, Y, np.full(30, 1e-6), gram, 2 ** 20,
+                                    means) is None
+    narrow = features[:, :50]
+    assert _solvers._cholesky_refit(ops, narrow, Y, penalties, narrow @ narrow.T, 2 ** 20,
+                                    means[:50]) is None

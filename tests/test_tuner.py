@@ -9,8 +9,9 @@ torch = pytest.importorskip("torch")
 
 from sklearn.model_selection import GridSearchCV, GroupKFold, GroupShuffleSplit  # noqa: E402
 
+from sk_braintune.models.pooling import pool_frames  # noqa: E402
 from sk_braintune.testing.models import make_tiny_model  # noqa: E402
-from sk_braintune.tuning import BrainTuner, tuner as tuner_module  # noqa: E402
+from sk_braintune.tuning import BrainTuner, Callback, FrozenLayerCache  # noqa: E402
 from sk_braintune.tuning import _network, _training  # noqa: E402
 
 SR = 16_000
@@ -46,7 +47,7 @@ def toy(models):
     backbone = load_backbone(models["wav2vec2"])
     with torch.no_grad():
         out = backbone(torch.from_numpy(X), output_hidden_states=False)
-        features = _training.pool(out.last_hidden_state, out.frame_mask).numpy()
+        features = pool_frames(out.last_hidden_state, out.frame_mask).numpy()
     rng = np.random.RandomState(1)
     features = (features - features.mean(0)) / features.std(0)
     y = features @ rng.randn(features.shape[1], 5) + 0.3 * rng.randn(n, 5)
@@ -170,6 +171,16 @@ def test_random_state_leaves_global_rngs_alone(models, toy):
     assert not np.array_equal(c.fit(X, y, groups=groups).predict(X[:8]), a.predict(X[:8]))
 
 
+class EpochEndHook(Callback):
+    """User callback calling ``function(tuner, epoch, history)`` after each epoch's checkpoint."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def on_epoch_end(self, estimator, run):
+        self.function(estimator, run.epoch, run.history)
+
+
 def _state(est):
     state = {f"backbone.{k}": v for k, v in est.backbone_.state_dict().items()}
     state.update({f"head.{k}": v for k, v in est.head_.state_dict().items()})
@@ -177,7 +188,7 @@ def _state(est):
 
 
 @pytest.mark.parametrize("trainable_layers", [None, 1])
-def test_resume_after_interruption_equals_uninterrupted_run(models, toy, tmp_path, monkeypatch,
+def test_resume_after_interruption_equals_uninterrupted_run(models, toy, tmp_path,
                                                             trainable_layers):
     X, y, groups = toy
     params = dict(max_epochs=3, validation=0.25, patience=None,
@@ -192,10 +203,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(models, toy, tmp_pat
             raise Interrupted
 
     ckpt = tmp_path / "ckpt"
-    monkeypatch.setattr(tuner_module, "_epoch_end_hook", interrupt)
     with pytest.raises(Interrupted):
-        BrainTuner(models["wav2vec2"], checkpoint_dir=str(ckpt), **params).fit(X, y, groups=groups)
-    monkeypatch.setattr(tuner_module, "_epoch_end_hook", None)
+        BrainTuner(models["wav2vec2"], checkpoint_dir=str(ckpt),
+                   callbacks=[EpochEndHook(interrupt)], **params).fit(X, y, groups=groups)
     assert (ckpt / "checkpoint.pt").exists()
     resumed = BrainTuner(models["wav2vec2"], checkpoint_dir=str(ckpt), **params)
     resumed.fit(X, y, groups=groups)
@@ -376,8 +386,7 @@ def test_feature_extractor_accepts_frozen_tuner(models, toy):
     np.testing.assert_allclose(features, est.transform(X[:6]), rtol=1e-4, atol=1e-5)
 
 
-def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp_path,
-                                                                 monkeypatch):
+def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp_path):
     X, y, groups = toy
     seen = []
 
@@ -386,9 +395,9 @@ def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp
         if len(seen) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tuner_module, "_epoch_end_hook", interrupt)
     params = dict(max_epochs=2, validation=0.25, trainable_layers=0, batch_size=16,
-                  checkpoint_dir=str(tmp_path / "ckpt"), random_state=None)
+                  checkpoint_dir=str(tmp_path / "ckpt"), random_state=None,
+                  callbacks=[EpochEndHook(interrupt)])
     with pytest.raises(KeyboardInterrupt):
         BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
     resumed = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
@@ -398,8 +407,7 @@ def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp
 
 def test_frozen_cache_is_reused_by_the_next_fit(models, toy, monkeypatch):
     X, y, groups = toy
-    params = dict(max_epochs=1, trainable_layers=1, **FAST)
-    _network.clear_frozen_cache()
+    params = dict(max_epochs=1, trainable_layers=1, frozen_cache=FrozenLayerCache(), **FAST)
     fresh = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
     calls = []
     monkeypatch.setattr(_network, "cache_hidden",
@@ -407,4 +415,3 @@ def test_frozen_cache_is_reused_by_the_next_fit(models, toy, monkeypatch):
     reused = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
     assert not calls
     np.testing.assert_array_equal(reused.predict(X[:8]), fresh.predict(X[:8]))
-    _network.clear_frozen_cache()

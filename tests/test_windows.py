@@ -240,3 +240,26 @@ def test_dict_inputs_must_match():
         make_windows({"a": np.zeros(SR * 4, np.float32)}, {"b": [1.0]}, window=1.0)
     with pytest.raises(TypeError, match="tr_times must be a dict"):
         make_windows({"a": np.zeros(SR * 4, np.float32)}, [1.0], window=1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_make_windows_rejects_non_finite_audio_naming_the_story(bad):
+    audio = {"ok": np.zeros(16000 * 4, np.float32), "broken": np.zeros(16000 * 4, np.float32)}
+    audio["broken"][12345] = bad
+    times = {"ok": np.array([1.0, 3.0]), "broken": np.array([1.0, 3.0])}
+    with pytest.raises(ValueError, match=r"story 'broken' holds 1 NaN or infinite.*12345"):
+        make_windows(audio, times, window=2.0, tr=2.0)
+    del audio["broken"], times["broken"]
+    assert make_windows(audio, times, window=2.0, tr=2.0).shape == (2, 32000)
+
+
+def test_audio_windows_rejects_non_finite_waveforms():
+    from sk_braintune.windows import AudioWindows
+
+    waveform = np.zeros(1000, np.float32)
+    waveform[7] = np.nan
+    with pytest.raises(ValueError, match=r"story 's'.*sample 7"):
+        AudioWindows({"s": waveform}, ["s"], [500], [0.01], 100)
+    windows = AudioWindows({"s": np.zeros(1000, np.float32)}, ["s", "s"], [500, 600],
+                           [0.01, 0.02], 100)
+    assert windows[1:].shape == (1, 100)

@@ -3,8 +3,9 @@
 :class:`SemanticProbe` fits a linear classifier on one layer of frozen features, or on a learned
 softmax-weighted sum of all layers (the SUPERB convention), mean-pooled over the frames that
 hold real audio. Epochs are selected on a validation split carved from the training data, never
-on the test set. :func:`pooled_layer_features` computes the ``(n, n_layers, dim)`` features once
-so that many probes (one per layer, :func:`probe_layers`) share them.
+on the test set. :func:`~sk_braintune.features.extractor.pooled_layer_features` computes the
+``(n, n_layers, dim)`` features once so that many probes (one per layer,
+:func:`probe_layers`) share them.
 """
 
 from __future__ import annotations
@@ -17,110 +18,12 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (check_is_fitted, check_random_state, column_or_1d,
                                       validate_data)
 
-__all__ = ["SemanticProbe", "pooled_layer_features", "probe_layers"]
+from ..features.extractor import pooled_layer_features
+from ..tuning.callbacks import EarlyStopping
+
+__all__ = ["SemanticProbe", "probe_layers"]
 
 _SCORINGS = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "f1_samples")
-
-
-# ---------------------------------------------------------------------------------------------
-# frozen features
-# ---------------------------------------------------------------------------------------------
-def _audio_items(audio):
-    """Audio as (list of 1-D float32 arrays, equal_length flag)."""
-    if hasattr(audio, "batches") and hasattr(audio, "window_samples"):  # AudioWindows
-        return [np.asarray(w, dtype=np.float32) for w in audio], True
-    if isinstance(audio, np.ndarray) and audio.ndim == 2:
-        return list(audio.astype(np.float32, copy=False)), True
-    if isinstance(audio, np.ndarray) and audio.ndim == 1 and audio.dtype != object:
-        return [audio.astype(np.float32, copy=False)], True
-    items = [np.asarray(a, dtype=np.float32).ravel() for a in audio]
-    if not items:
-        raise ValueError("no audio given")
-    return items, len({len(a) for a in items}) == 1
-
-
-def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device="auto",
-                          exact=True, verbose=False):
-    """Mean-pooled hidden states of every layer for each audio clip.
-
-    Clips of different lengths (e.g. single words) are never padded together: only clips of the
-    same length share a batch, so each clip's features are those of the clip alone. Each clip
-    is pooled over its real frames (the backbone's ``frame_mask``, e.g. Whisper's non-padding
-    frames). Pass clips unpadded (``bunch.audio``, not a zero-padded matrix).
-
-    Parameters
-    ----------
-    source : str, AudioBackbone or fitted estimator
-        See :func:`sk_braintune.features.extractor.resolve_backbone` (a fitted model's
-        backbone is copied, never modified).
-    audio : AudioWindows, ndarray of shape (n, n_samples), or list of 1-D arrays
-        16 kHz float audio.
-    layers : "all" or sequence of int, default="all"
-        ``hidden_states`` indices (0 = input embeddings).
-    batch_size : int, default=16
-    device : str, default="auto"
-        CUDA when present.
-    exact : bool, default=True
-        True: only clips of equal length share a batch (features independent of the batch).
-        False: clips sorted by length are batched with right zero-padding and each is pooled
-        over its own ``frame_count(len(clip))`` frames: much faster for many clips of distinct
-        lengths, but the padding is seen by waveform normalisation and attention, so features
-        differ slightly from those of the clip alone.
-    verbose : bool, default=False
-        Progress bar.
-
-    Returns
-    -------
-    features : ndarray of shape (n, n_layers, hidden_size), float32
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from .._utils import resolve_device
-
-    from ..features.extractor import resolve_backbone
-
-    device = resolve_device(device)
-    backbone = resolve_backbone(source, device=device)
-    items, _ = _audio_items(audio)
-    layer_index = (list(range(backbone.num_hidden_layers + 1)) if isinstance(layers, str)
-                   else [int(k) for k in layers])
-    # Only clips of equal length share a batch: zero-padding would change the features (waveform
-    # normalisation and attention see the padding), so pooled features of a clip never depend on
-    # the other clips.
-    lengths = np.array([len(a) for a in items])
-    batches = []
-    if exact:
-        for n in np.unique(lengths):
-            same = np.flatnonzero(lengths == n)
-            batches.extend(same[i:i + batch_size] for i in range(0, len(same), batch_size))
-    else:
-        order = np.argsort(lengths, kind="stable")
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    out = np.zeros((len(items), len(layer_index), backbone.hidden_size), dtype=np.float32)
-    was_training = backbone.training
-    original_device = next(backbone.parameters()).device
-    backbone.eval().to(device)
-    try:
-        with torch.inference_mode():
-            for index in tqdm(batches, disable=not verbose, desc="pooled features"):
-                batch = np.zeros((len(index), lengths[index].max()), dtype=np.float32)
-                for row, i in enumerate(index):
-                    batch[row, :lengths[i]] = items[i]
-                hidden, mask = backbone.hidden_states_at(torch.from_numpy(batch).to(device),
-                                                         layer_index)
-                if not exact:  # each clip's own frames only
-                    real = torch.tensor([backbone.frame_count(lengths[i]) for i in index],
-                                        device=mask.device)
-                    frames = torch.arange(mask.shape[1], device=mask.device)
-                    mask = mask & (frames[None] < real[:, None])
-                weights = mask.float() / mask.float().sum(dim=1, keepdim=True).clamp(min=1.0)
-                pooled = torch.stack([torch.einsum("bf,bfd->bd", weights, h.float())
-                                      for h in hidden], dim=1)
-                out[index] = pooled.cpu().numpy()
-    finally:
-        backbone.to(original_device).train(was_training)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,26 +143,27 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
     def _validation_split(self, y_codes, groups, rng):
+        """The tuner's validation split with the probe's splitter: whole groups when given,
+        stratified by class when every class can be split, else a plain random split."""
         from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+
+        from ..tuning import validation_split
 
         n = len(y_codes)
         if self.validation_fraction == 0 or n < 10:
-            return np.arange(n), np.array([], dtype=int)
+            return validation_split(n, None, None, rng)
         seed = rng.randint(np.iinfo(np.int32).max)
-        if groups is not None:
-            groups = np.asarray(groups)
-            if len(np.unique(groups)) >= 2:
-                splitter = GroupShuffleSplit(1, test_size=self.validation_fraction, random_state=seed)
-                return next(splitter.split(np.zeros(n), groups=groups))
-        if y_codes.ndim == 1:
+        fraction = self.validation_fraction
+        splitter = ShuffleSplit(1, test_size=fraction, random_state=seed)
+        if groups is not None and len(np.unique(np.asarray(groups))) >= 2:
+            splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+        elif y_codes.ndim == 1:
             counts = np.bincount(y_codes)
-            n_valid = int(np.ceil(self.validation_fraction * n))
+            n_valid = int(np.ceil(fraction * n))
             if counts.min() >= 2 and n_valid >= len(counts) and n - n_valid >= len(counts):
-                splitter = StratifiedShuffleSplit(1, test_size=self.validation_fraction,
-                                                  random_state=seed)
-                return next(splitter.split(np.zeros(n), y_codes))
-        return next(ShuffleSplit(1, test_size=self.validation_fraction,
-                                 random_state=seed).split(np.zeros(n)))
+                splitter = StratifiedShuffleSplit(1, test_size=fraction, random_state=seed)
+        return validation_split(n, None if groups is None else np.asarray(groups), splitter,
+                                rng, y=y_codes)
 
     def _score_codes(self, y_true, y_pred):
         from sklearn.metrics import f1_score
@@ -357,8 +261,15 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
         train_t = torch.as_tensor(train, device=device)
         valid_t = torch.as_tensor(valid, device=device)
         batch = len(train) if self.batch_size is None else int(self.batch_size)
-        best = (-np.inf, np.inf)
-        best_state, self.best_epoch_, history, stale = None, 0, [], 0
+        # a better score wins; at equal score only a clearly lower loss counts, so that patience
+        # can stop a run whose loss creeps down while nothing else changes
+        stopper = EarlyStopping(int(self.patience), monitor=("valid_score", "valid_loss"),
+                                lower_is_better=(False, True), min_delta=(1e-12, 1e-3))
+        history = []
+
+        def current_state():
+            return [t.detach().clone() for t in (logits_w, weight, bias)]
+
         for epoch in range(int(self.max_epochs)):
             order = train_t[torch.as_tensor(rng.permutation(len(train)), device=device)] \
                 if batch < len(train) else train_t
@@ -379,22 +290,14 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
                     pred = self._decode(logits.cpu().numpy())
                 record["valid_score"] = self._score_codes(
                     codes[valid] if not self.multilabel_ else codes[valid].astype(int), pred)
-                # a better score wins; at equal score only a clearly lower loss counts, so that
-                # patience can stop a run whose loss creeps down while nothing else changes
-                improved = (record["valid_score"] > best[0] + 1e-12 or (
-                    record["valid_score"] >= best[0] - 1e-12
-                    and record["valid_loss"] < best[1] - 1e-3))
-                if improved:
-                    best = (record["valid_score"], record["valid_loss"])
-                    best_state = [t.detach().clone() for t in (logits_w, weight, bias)]
-                    self.best_epoch_, stale = epoch, 0
-                else:
-                    stale += 1
             history.append(record)
-            if len(valid) and stale >= int(self.patience):
+            if len(valid) and stopper.update(
+                    epoch, (record["valid_score"], record["valid_loss"]), current_state):
                 break
-        if best_state is None:
-            best_state = [t.detach().clone() for t in (logits_w, weight, bias)]
+        best_state = stopper.best_state
+        self.best_epoch_ = stopper.best_epoch
+        if best_state is None:  # no validation: the last epoch
+            best_state = current_state()
             self.best_epoch_ = len(history) - 1
         self.history_ = history
         layer_logits, weight, bias = (t.cpu().numpy().astype(np.float64) for t in best_state)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..preprocessing import zscore
 
 __all__ = ["Residualizer", "low_level_impact", "low_level_comparison"]
 
@@ -204,28 +206,6 @@ def low_level_impact(A, A_resid, voxel_labels=None, rois=None):
     return table
 
 
-def _zscore(X):
-    X = np.asarray(X, dtype=np.float64)
-    std = X.std(axis=0)
-    return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
-
-
-def _delay(X, delays):
-    """FIR delays of one story, zero-filled at its start: (n_trs, d * len(delays))."""
-    from ..encoding import FIRDelayer
-
-    return FIRDelayer(delays=tuple(delays)).fit_transform(X) if len(delays) else X
-
-
-def _fit_encoder(encoder, X, y, groups):
-    """Fit with story groups when the encoder's fit accepts them."""
-    import inspect
-
-    if "groups" in inspect.signature(encoder.fit).parameters:
-        return encoder.fit(X, y, groups=groups)
-    return encoder.fit(X, y)
-
-
 def _stack(per_story, stories):
     return np.concatenate([per_story[s] for s in stories], axis=0)
 
@@ -241,14 +221,14 @@ def _as_story_dict(value, name):
 
 
 def low_level_comparison(features, lowlevel, responses, train_stories, test_stories, *,
-                         delays=(1, 2, 3, 4), encoder=None, alphas=None, cv=5,
+                         delays=(1, 2, 3, 4), estimator=None, alphas=None, cv=5,
                          noise_ceiling=None, voxel_labels=None, rois=None, min_ceiling=0.05):
     """Encoding model on raw features vs. refit on low-level residuals, on held-out stories.
 
     Per story, model and low-level features are z-scored; a :class:`Residualizer` is fitted on
-    the training stories and applied to every story; both feature sets get FIR delays per story
-    (no leakage across stories); an encoder is fitted on the training stories for each and
-    scored per voxel on the test stories.
+    the training stories and applied to every story; both feature sets are then scored by
+    :func:`sk_braintune.evaluation.fit_score_encoding` (FIR delays per story, the encoding model
+    fitted on the training stories, Pearson r per voxel on the test stories).
 
     Parameters
     ----------
@@ -260,12 +240,13 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
     train_stories, test_stories : list of str
     delays : tuple of int, default=(1, 2, 3, 4)
         FIR delays in TRs (empty for none).
-    encoder : regressor, optional
-        Encoding model, cloned twice; a :class:`sk_braintune.encoding.RidgeEncoder` by default.
-        Receives ``groups`` in ``fit`` when it accepts them.
+    estimator : regressor or Pipeline, optional
+        Encoding model, cloned twice (see :func:`sk_braintune.evaluation.fit_score_encoding`:
+        its integer ``cv`` is clamped to the training stories and it receives their
+        ``groups``); ``RidgeEncoder(alphas="default", cv=cv)`` by default.
     alphas, cv :
-        Passed to the :class:`Residualizer` (and ``cv`` to the default encoder); an int ``cv``
-        larger than the number of training stories becomes one fold per story.
+        Passed to the :class:`Residualizer` (and ``cv`` to the default encoding model); an int
+        ``cv`` larger than the number of training stories becomes one fold per story.
     noise_ceiling : ndarray of shape (n_voxels,), optional
         cc_max per voxel; when given, alignments are r / cc_max with voxels of
         ``cc_max <= min_ceiling`` excluded (NaN) from ROI means.
@@ -283,7 +264,9 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
         ``impact`` (DataFrame per ROI: ``A``, ``A_resid``, ``impact_percent``, ``n_voxels``),
         ``residualizer`` (fitted).
     """
-    from ..metrics import correlation_score, normalized_correlation
+    from ..evaluation import default_encoder, fit_score_encoding
+    from ..metrics import normalized_correlation
+    from ..model_selection import clamp_cv
 
     lowlevel = _as_story_dict(lowlevel, "lowlevel")
     stories = list(train_stories) + list(test_stories)
@@ -292,29 +275,29 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
             raise ValueError(f"story {s!r}: features ({len(features[s])}), low-level features "
                              f"({len(lowlevel[s])}) and responses ({len(responses[s])}) must have "
                              "one row per TR each")
-    model_z = {s: _zscore(features[s]) for s in stories}
-    low_z = {s: _zscore(lowlevel[s]) for s in stories}
+    model_z = {s: zscore(features[s]) for s in stories}
+    low_z = {s: zscore(lowlevel[s]) for s in stories}
     d_low = next(iter(low_z.values())).shape[1]
     groups = np.concatenate([[s] * len(features[s]) for s in train_stories])
-    if isinstance(cv, numbers.Integral) and len(train_stories) < cv:
-        if len(train_stories) >= 2:  # one story per fold
-            cv = len(train_stories)
-        else:  # a single story: contiguous blocks of it
-            groups = None
+    if len(train_stories) >= 2:
+        cv = clamp_cv(cv, groups)  # at most one story per fold
+    elif isinstance(cv, numbers.Integral):
+        groups = None  # a single story: contiguous blocks of it
     residualizer = Residualizer(lowlevel=d_low, alphas=alphas, cv=cv).fit(
         np.hstack([_stack(model_z, train_stories), _stack(low_z, train_stories)]), groups=groups)
     resid = {s: residualizer.transform(np.hstack([model_z[s], low_z[s]])) for s in stories}
 
-    if encoder is None:
-        encoder = _ridge(None, cv, dtype="float32", cv_scoring="correlation")
-    y_train = _stack(responses, train_stories)
-    y_test = _stack(responses, test_stories)
+    if estimator is None:
+        estimator = default_encoder(cv=cv)
+    # the encoding fits see the stories stacked in this order, each story's rows contiguous
+    fit_groups = np.concatenate([[s] * len(features[s]) for s in stories])
+    y = _stack(responses, stories)
     scores = {}
     for name, feats in (("raw", model_z), ("resid", resid)):
-        delayed = {s: _delay(np.asarray(feats[s], dtype=np.float32), tuple(delays)) for s in stories}
-        model = _fit_encoder(clone(encoder), _stack(delayed, train_stories), y_train, groups)
-        scores[name] = correlation_score(y_test, np.asarray(model.predict(_stack(delayed, test_stories))),
-                                         multioutput="raw_values")
+        result = fit_score_encoding(_stack(feats, stories), y, fit_groups, train_stories,
+                                    test_stories, estimator=estimator, delays=tuple(delays),
+                                    standardize=False)
+        scores[name] = result["r"]
     align_raw, align_resid = scores["raw"], scores["resid"]
     if noise_ceiling is not None:
         align_raw = normalized_correlation(align_raw, noise_ceiling, min_ceiling)

@@ -37,6 +37,8 @@ _LAZY_EXPORTS = {
     "make_word_pairs": ".word_pairs",
     "make_phone_presence_dataset": ".intents",
     "load_synonym_pairs": ".word_pairs",
+    "near_homophone_pairs": ".word_pairs",
+    "phone_edit_distance": ".word_pairs",
     "windows_from_dataset": "sk_braintune.windows",
     "select_participant": ".participants",
     "participant_windows": ".participants",

@@ -187,6 +187,7 @@ def participant_windows(data, stories, window, participants=None):
             targets.append(np.asarray(per[p].responses[s], dtype=np.float32))
     index = np.concatenate(index)
     X = AudioWindows(base.waveforms, base.stories[index], base.ends[index], base.tr_times[index],
-                     base.window_samples, base.sample_rate)
+                     base.window_samples, base.sample_rate,
+                     check_finite=False)  # make_windows checked the waveforms
     y = np.concatenate(targets)
     return X, y, X.groups.copy(), np.concatenate(labels)

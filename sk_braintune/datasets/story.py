@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 import time
 
 import numpy as np
 
 from .._utils import atomic_write_bytes, cache_dir, data_file
+from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
+
+logger = logging.getLogger(__name__)
 
 _GENERATOR_VERSION = 2
 DEFAULT_TEST_STORY = "lighthouse_keeper"
@@ -81,12 +85,6 @@ def _cache_key(params, texts):
     blob = json.dumps({"params": params, "texts": texts, "version": _GENERATOR_VERSION},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _zscore(x, axis=0):
-    x = np.asarray(x, dtype=np.float64)
-    std = x.std(axis=axis, keepdims=True)
-    return (x - x.mean(axis=axis, keepdims=True)) / np.where(std > 0, std, 1.0)
 
 
 def _check_int(name, value, minimum):
@@ -234,7 +232,7 @@ def make_story_dataset(n_train_stories=None, *, n_repeats=6, snr=(0.1, 2.0),
             with open(path, "rb") as f:
                 data = pickle.load(f)
             if verbose:
-                print(f"[make_story_dataset] loaded from cache {path}")
+                logger.info(f"[make_story_dataset] loaded from cache {path}")
             return _to_bunch(data, Bunch)
         except Exception:  # a corrupt or stale cache file is regenerated
             pass
@@ -303,7 +301,7 @@ def _generate(texts, stories, split, params, verbose):
         tr_times[name] = (np.arange(n_trs) + 0.5) * tr
         words[name], phones[name] = utt.words, utt.phones
     if verbose:
-        print(f"[make_story_dataset] synthesised {len(stories)} stories "
+        logger.info(f"[make_story_dataset] synthesised {len(stories)} stories "
               f"({sum(a.size for a in audio.values()) / sample_rate:.0f} s) in "
               f"{time.perf_counter() - start:.1f} s")
 
@@ -313,7 +311,7 @@ def _generate(texts, stories, split, params, verbose):
     bounds = np.cumsum([0] + [len(c) for c in contexts])
     per_story = {name: embeddings[bounds[i]:bounds[i + 1]] for i, name in enumerate(stories)}
     if verbose:
-        print(f"[make_story_dataset] embedded {len(embeddings)} word contexts "
+        logger.info(f"[make_story_dataset] embedded {len(embeddings)} word contexts "
               f"({time.perf_counter() - start:.1f} s)")
 
     # Semantic axes: principal axes of within-story variation (z-scoring per story removes
@@ -340,7 +338,7 @@ def _generate(texts, stories, split, params, verbose):
             convolved = convolve_hrf(fine, hrf)
             sampled = np.stack([np.interp(tr_times[name], fine_times + _FINE_STEP / 2, col)
                                 for col in convolved.T], axis=1)
-            out[name] = _zscore(sampled).astype(np.float32)
+            out[name] = zscore(sampled).astype(np.float32)
 
     n_kind = [params[f"n_{kind}_voxels"] for kind in _VOXEL_KINDS]
     labels = np.repeat(np.array(_VOXEL_KINDS), n_kind)
@@ -371,7 +369,7 @@ def _generate(texts, stories, split, params, verbose):
 
     def present(name, seed):
         noise = np.random.default_rng(seed).standard_normal(signal[name].shape)
-        return _zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
+        return zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
 
     seeds = np.random.SeedSequence(params["random_state"]).spawn(len(stories))
     responses, repeats = {}, {}
@@ -397,7 +395,7 @@ def _generate(texts, stories, split, params, verbose):
         f"{n_rep} times; per-presentation SNR {low:g}-{high:g} (variance ratio)."
     )
     if verbose:
-        print(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
+        logger.info(f"[make_story_dataset] done in {time.perf_counter() - start:.1f} s")
     ceiling = noise_ceiling(repeats[test]).astype(np.float64)
     own_truth = dict(semantic_weights=sem_weights.astype(np.float32),
                      acoustic_weights=ac_weights.astype(np.float32),

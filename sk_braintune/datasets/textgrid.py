@@ -5,11 +5,12 @@ Praat writes TextGrids as text in a *long* format (``xmin = 0``, ``intervals [1]
 Both formats hold the same sequence of values once keys, ``[index]`` labels and ``<exists>``
 flags are skipped, so one token reader serves both.
 
-**Silence and non-speech labels.** Forced aligners mark pauses with ``"sp"``, ``"sil"``, ``"{SL}"`` or an empty label, and
-non-speech sounds with ``{BR}`` (breath), ``{LG}`` (laughter), ``{LS}`` (lip smack), ``{NS}``
-(noise), ``{CG}`` (cough); espeak-ng writes pauses as ``"_"``. :data:`SILENCE_LABELS` lists them all (compared lower-cased, without
-surrounding white space); :func:`drop_silences` removes them, as HuthLab's loaders do before
-building word and phone features.
+**Silence and non-speech labels.** Forced aligners mark pauses with ``"sp"``, ``"sil"``,
+``"{SL}"`` or an empty label, and non-speech sounds with ``{BR}`` (breath), ``{LG}``
+(laughter), ``{LS}`` (lip smack), ``{NS}`` (noise), ``{CG}`` (cough); espeak-ng writes pauses as
+``"_"``. :data:`SILENCE_LABELS` lists them all (compared lower-cased, without surrounding white
+space); :func:`drop_silences` removes them, as HuthLab's loaders do before building word and
+phone features, and the low-level phone features drop the same set.
 """
 
 from __future__ import annotations

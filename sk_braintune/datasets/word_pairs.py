@@ -13,9 +13,68 @@ import numpy as np
 
 from .._utils import data_file
 
-__all__ = ["load_synonym_pairs", "make_word_pairs"]
+__all__ = ["phone_edit_distance", "near_homophone_pairs", "load_synonym_pairs",
+           "make_word_pairs"]
 
 _VERSION = 1
+
+
+def phone_edit_distance(a, b):
+    """Levenshtein distance between two phone sequences, divided by the longer length.
+
+    Parameters
+    ----------
+    a, b : sequence of str
+        Phone symbols (a string is taken as one symbol per character).
+
+    Returns
+    -------
+    distance : float
+        In [0, 1]; 0 for identical sequences (and for two empty ones).
+    """
+    a, b = list(a), list(b)
+    if not a and not b:
+        return 0.0
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        current = [i]
+        for j, y in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1] / max(len(a), len(b))
+
+
+def near_homophone_pairs(phones, max_distance=0.4, exclude=(), include_identical=False):
+    """Word pairs whose phone strings are close: normalised edit distance below ``max_distance``.
+
+    Parameters
+    ----------
+    phones : dict of str to sequence of str
+        Phone sequence per word (e.g. from espeak-ng).
+    max_distance : float, default=0.4
+        Pairs with ``phone_edit_distance < max_distance`` qualify.
+    exclude : iterable of (str, str), default=()
+        Pairs to leave out in either order (the synonym pairs).
+    include_identical : bool, default=False
+        Keep pairs with identical phones (true homophones such as "sea"/"see"); left out by
+        default because synthesised speech makes their audio identical.
+
+    Returns
+    -------
+    pairs : list of (str, str, float)
+        ``(word_a, word_b, distance)`` with ``word_a < word_b``, sorted by distance then words.
+    """
+    excluded = {frozenset(p) for p in exclude}
+    words = sorted(phones)
+    pairs = []
+    for i, a in enumerate(words):
+        for b in words[i + 1:]:
+            if frozenset((a, b)) in excluded:
+                continue
+            d = phone_edit_distance(phones[a], phones[b])
+            if d < max_distance and (include_identical or d > 0):
+                pairs.append((a, b, d))
+    return sorted(pairs, key=lambda p: (p[2], p[0], p[1]))
 
 
 def load_synonym_pairs():
@@ -62,7 +121,6 @@ def make_word_pairs(voices=("en-us",), rate=160, *, max_distance=0.4, n_homophon
     from sklearn.utils import Bunch
 
     from .._utils import cache_dir
-    from ..analysis.preference import near_homophone_pairs
     from .intents import _key, _load_cached, _save_cached, _synthesize_all, _vocabulary
 
     synonyms = load_synonym_pairs()

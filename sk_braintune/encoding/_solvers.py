@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["make_ops", "choose_solver", "cross_validate_alphas", "refit"]
+__all__ = ["make_ops", "choose_solver", "cross_validate_alphas", "refit", "SCORINGS"]
 
 # An eigendecomposition costs about this many float32-GEMM flops per n^3 (x86 OpenBLAS:
 # eigh(2400) ~ 2.5-3.7 s vs sgemm ~ 79 GFLOP/s); only used to pick a path.
@@ -74,6 +74,16 @@ class _NumpyOps:
     def eigh(self, matrix):
         """Eigenvalues (numpy float64) and eigenvectors (compute dtype); may overwrite input."""
         return _lapack_eigh(matrix, self.np_dtype)
+
+    def cholesky_solver(self, matrix):
+        """``rhs -> matrix^{-1} rhs`` for a positive definite ``matrix``, or None if not PD."""
+        from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+        try:
+            factor = cho_factor(matrix, lower=True, overwrite_a=True, check_finite=False)
+        except LinAlgError:
+            return None
+        return lambda rhs: cho_solve(factor, rhs, check_finite=False)
 
 
 def _lapack_eigh(matrix, dtype):
@@ -135,6 +145,13 @@ class _TorchOps:
 
     def einsum(self, subscripts, *operands):
         return self.torch.einsum(subscripts, *operands)
+
+    def cholesky_solver(self, matrix):
+        """``rhs -> matrix^{-1} rhs`` for a positive definite ``matrix``, or None if not PD."""
+        factor, info = self.torch.linalg.cholesky_ex(matrix)
+        if int(info) != 0:
+            return None
+        return lambda rhs: self.torch.cholesky_solve(rhs, factor)
 
     def eigh(self, matrix):
         if matrix.device.type == "cpu":
@@ -221,8 +238,12 @@ class _Basis:
         self.projector = projector      # (m, n_tr) in compute dtype
 
 
-def _dual_fold(ops, gram, train, test, eps):
-    """Diagonalise the centred training kernel of one fold (``gram`` = X X^T, X centred)."""
+def _centred_fold_kernels(ops, gram, train, test):
+    """Centred training kernel and held-out cross kernel of one fold, in float64.
+
+    ``gram`` is ``X X^T`` of features centred over all samples; centring again over the
+    fold's training rows is done in float64, where the cancellation is harmless.
+    """
     kernel = ops.cast(ops.submatrix(gram, train, train), ops.float64)
     row_means = kernel.mean(0)
     grand_mean = row_means.mean()
@@ -233,7 +254,12 @@ def _dual_fold(ops, gram, train, test, eps):
     cross -= cross.mean(1)[:, None]
     cross -= row_means[None, :]
     cross += grand_mean
-    # centred in float64 (cancellation); the float64 copy is freed before the decomposition
+    return kernel, cross
+
+
+def _dual_fold(ops, kernel, cross, eps):
+    """Diagonalise the centred training kernel of one fold (float64 kernels, consumed)."""
+    # the float64 copy is freed before the decomposition
     kernel = ops.cast(kernel, ops.dtype) if ops.np_dtype != np.float64 else kernel
     values, vectors = ops.eigh(kernel)
     del kernel
@@ -270,25 +296,103 @@ def _chunk_sizes(ops, n_train, n_test, rank, stack_width, n_alphas, n_targets, w
     return alpha_chunk, int(min(n_targets, max(batch, 32)))
 
 
+#: Held-out scores computed from stacked predictions (see :func:`_reduce_scores`).
+SCORINGS = ("correlation", "mse", "huth_rsq")
+
+
 def _prepare_test_targets(ops, test_targets, train_means, scoring):
-    """Centre held-out targets in place (test mean for r, training mean for MSE) and sum squares."""
-    test_targets -= test_targets.mean(0) if scoring == "correlation" else train_means
+    """Centre held-out targets in place and sum their squares.
+
+    Centred at the held-out mean for the criteria that ignore offsets (correlation, and the
+    reference's ``huth_rsq``, built on variances), at the training mean for the MSE.
+    """
+    test_targets -= train_means if scoring == "mse" else test_targets.mean(0)
     sum_squares = ops.to_numpy((test_targets * test_targets).sum(0)).astype(np.float64)
     return test_targets, sum_squares
 
 
 def _reduce_scores(ops, predictions, test_targets, target_ss, scoring):
-    """Per-alpha, per-target score of stacked predictions (numpy float64, shape (a, b))."""
+    """Per-alpha, per-target score of stacked predictions (numpy float64, shape (a, b)).
+
+    ``"huth_rsq"`` is the criterion of the reference ``ridge_corr(..., use_corr=False)``:
+    ``Rsq = 1 - var(y - p) / ((1 + var(y)) / 2)`` (variances over held-out TRs, ddof 0; the
+    ``1`` assumes z-scored responses), scored as ``sign(Rsq) * sqrt(|Rsq|)``.
+    """
     n_test = predictions.shape[1]
     squares = ops.to_numpy(ops.einsum("aib,aib->ab", predictions, predictions)).astype(np.float64)
     cross = ops.to_numpy(ops.einsum("aib,ib->ab", predictions, test_targets)).astype(np.float64)
-    if scoring == "correlation":
-        sums = ops.to_numpy(predictions.sum(1)).astype(np.float64)
-        prediction_ss = np.maximum(squares - sums ** 2 / n_test, 0.0)
-        denominator = np.sqrt(prediction_ss * target_ss[None, :])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(denominator > 0, cross / denominator, 0.0)
-    return -(target_ss[None, :] - 2.0 * cross + squares) / n_test
+    if scoring == "mse":
+        return -(target_ss[None, :] - 2.0 * cross + squares) / n_test
+    sums = ops.to_numpy(predictions.sum(1)).astype(np.float64)
+    prediction_ss = np.maximum(squares - sums ** 2 / n_test, 0.0)
+    if scoring == "huth_rsq":
+        # targets are centred at their held-out mean, so cross = sum(y_c * p_c)
+        residual_variance = np.maximum(target_ss[None, :] - 2.0 * cross + prediction_ss,
+                                       0.0) / n_test
+        assumed_variance = (1.0 + target_ss[None, :] / n_test) / 2.0
+        rsq = 1.0 - residual_variance / assumed_variance
+        return np.sign(rsq) * np.sqrt(np.abs(rsq))
+    denominator = np.sqrt(prediction_ss * target_ss[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, cross / denominator, 0.0)
+
+
+def _fold_scores(ops, targets, train, test, alphas, basis, scoring, working_memory):
+    """Scores (n_alphas, n_targets) of one fold from its diagonalised training problem."""
+    n_targets = targets.shape[1]
+    n_train, n_test = len(train), len(test)
+    rank = basis.eigenvalues.size
+    order = _batch_flops(n_train, n_test, rank, len(alphas), n_targets)[1]
+    width = rank if order == "project" else n_train
+    alpha_chunk, batch = _chunk_sizes(ops, n_train, n_test, rank, width, len(alphas),
+                                      n_targets, working_memory)
+    chunks = [slice(first, min(len(alphas), first + alpha_chunk))
+              for first in range(0, len(alphas), alpha_chunk)]
+    shrinkage = 1.0 / (basis.eigenvalues[None, :] + np.asarray(alphas)[:, None])
+    scores = np.zeros((len(alphas), n_targets))
+
+    def stack(chunk):
+        """All alphas' held-out operators of a chunk, stacked along rows."""
+        factors = ops.asarray(shrinkage[chunk])
+        stacked = (basis.test_basis[None, :, :] * factors[:, None, :]).reshape(-1, rank)
+        return stacked if order == "project" else stacked @ basis.projector
+
+    def batch_scores(columns, operators):
+        """Scores of target batch ``columns`` for each (chunk, stacked operator)."""
+        # fancy indexing copies, so the in-place centring never touches ``targets``
+        train_targets = ops.asarray(targets[train, columns])
+        train_means = train_targets.mean(0)
+        train_targets -= train_means
+        if order == "project":
+            train_targets = basis.projector @ train_targets
+        test_targets, target_ss = _prepare_test_targets(
+            ops, ops.asarray(targets[test, columns]), train_means, scoring)
+        for chunk, stacked in operators:
+            if stacked is None:
+                stacked = stack(chunk)
+            predictions = (stacked @ train_targets).reshape(chunk.stop - chunk.start,
+                                                            n_test, -1)
+            scores[chunk, columns] += _reduce_scores(ops, predictions, test_targets,
+                                                     target_ss, scoring)
+            del predictions
+
+    batches = [slice(start, min(n_targets, start + batch))
+               for start in range(0, n_targets, batch)]
+    if order == "project" or len(chunks) == 1:
+        # stacking is a cheap scaling ("project"), or done once: targets are projected
+        # once per batch and every chunk reuses them
+        operators = ([(chunks[0], stack(chunks[0]))] if len(chunks) == 1
+                     else [(chunk, None) for chunk in chunks])
+        for columns in batches:
+            batch_scores(columns, operators)
+    else:
+        # "direct" stacking costs a GEMM: build each chunk once, stream the batches
+        for chunk in chunks:
+            operators = [(chunk, stack(chunk))]
+            for columns in batches:
+                batch_scores(columns, operators)
+            del operators
+    return scores
 
 
 def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, scoring,
@@ -305,7 +409,7 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     splits : list of (train, test) index arrays
     alphas : ndarray of shape (n_alphas,)
     solver : {"dual", "primal"}
-    scoring : {"correlation", "mse"}
+    scoring : {"correlation", "mse", "huth_rsq"}
     working_memory : int
         Bytes for the per-batch buffers and the stacked matrices.
     gram : backend array of shape (n_samples, n_samples), default=None
@@ -316,7 +420,8 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
     Returns
     -------
     scores : ndarray of shape (n_alphas, n_targets)
-        Mean over folds of the per-fold score (Pearson r, or minus the mean squared error).
+        Mean over folds of the per-fold score (Pearson r, minus the mean squared error, or
+        the reference's signed root of its R^2 for ``"huth_rsq"``).
     """
     eps = float(np.finfo(ops.np_dtype).eps)
     n_targets = targets.shape[1]
@@ -325,58 +430,14 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
         gram = features @ features.T
     for fold, (train, test) in enumerate(splits):
         train_index, test_index = ops.index(train), ops.index(test)
-        basis = (_dual_fold(ops, gram, train_index, test_index, eps) if solver == "dual"
-                 else _primal_fold(ops, features, train_index, test_index, eps))
-        n_train, n_test, rank = len(train), len(test), basis.eigenvalues.size
-        _, order = _batch_flops(n_train, n_test, rank, len(alphas), n_targets)
-        width = rank if order == "project" else n_train
-        alpha_chunk, batch = _chunk_sizes(ops, n_train, n_test, rank, width, len(alphas),
-                                          n_targets, working_memory)
-        shrinkage = 1.0 / (basis.eigenvalues[None, :] + np.asarray(alphas)[:, None])
-        chunks = [slice(first, min(len(alphas), first + alpha_chunk))
-                  for first in range(0, len(alphas), alpha_chunk)]
-
-        def stack(chunk):
-            """All alphas' held-out operators of a chunk, stacked along rows."""
-            factors = ops.asarray(shrinkage[chunk])
-            stacked = (basis.test_basis[None, :, :] * factors[:, None, :]).reshape(-1, rank)
-            return stacked if order == "project" else stacked @ basis.projector
-
-        def batch_scores(columns, operators):
-            """Scores of target batch ``columns`` for each (chunk, stacked operator)."""
-            # fancy indexing copies, so the in-place centring never touches ``targets``
-            train_targets = ops.asarray(targets[train, columns])
-            train_means = train_targets.mean(0)
-            train_targets -= train_means
-            if order == "project":
-                train_targets = basis.projector @ train_targets
-            test_targets, target_ss = _prepare_test_targets(
-                ops, ops.asarray(targets[test, columns]), train_means, scoring)
-            for chunk, stacked in operators:
-                if stacked is None:
-                    stacked = stack(chunk)
-                predictions = (stacked @ train_targets).reshape(chunk.stop - chunk.start,
-                                                                n_test, -1)
-                scores[chunk, columns] += _reduce_scores(ops, predictions, test_targets,
-                                                         target_ss, scoring)
-                del predictions
-
-        batches = [slice(start, min(n_targets, start + batch))
-                   for start in range(0, n_targets, batch)]
-        if order == "project" or len(chunks) == 1:
-            # stacking is a cheap scaling ("project"), or done once: targets are projected
-            # once per batch and every chunk reuses them
-            operators = ([(chunks[0], stack(chunks[0]))] if len(chunks) == 1
-                         else [(chunk, None) for chunk in chunks])
-            for columns in batches:
-                batch_scores(columns, operators)
+        if solver == "dual":
+            kernel, cross = _centred_fold_kernels(ops, gram, train_index, test_index)
+            basis = _dual_fold(ops, kernel, cross, eps)
+            del kernel, cross
         else:
-            # "direct" stacking costs a GEMM: build each chunk once, stream the batches
-            for chunk in chunks:
-                operators = [(chunk, stack(chunk))]
-                for columns in batches:
-                    batch_scores(columns, operators)
-                del operators
+            basis = _primal_fold(ops, features, train_index, test_index, eps)
+        scores += _fold_scores(ops, targets, train, test, alphas, basis, scoring,
+                               working_memory)
         del basis
         if progress is not None:
             progress(fold + 1)
@@ -414,9 +475,15 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     eps = float(np.finfo(ops.np_dtype).eps)
     n_samples, n_features = features.shape
     n_targets = targets.shape[1]
+    if feature_means is None:
+        feature_means = np.zeros(n_features)
     if solver == "dual":
         if gram is None:
             gram = features @ features.T
+        result = _cholesky_refit(ops, features, targets, penalties, gram, working_memory,
+                                 feature_means)
+        if result is not None:
+            return result
         # the Gram matrix of centred features is the centred kernel; it is consumed here
         values, vectors = ops.eigh(gram)
         del gram
@@ -439,8 +506,6 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     batch = int(min(n_targets, max(32, working_memory // per_target)))
     coef = np.empty((n_targets, n_features), dtype=ops.np_dtype)
     intercept = np.empty(n_targets)
-    if feature_means is None:
-        feature_means = np.zeros(n_features)
     for start in range(0, n_targets, batch):
         columns = slice(start, min(n_targets, start + batch))
         # a contiguous slice of targets may be a view: copy before centring in place
@@ -450,10 +515,71 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
         projected = projector @ batch_targets
         del batch_targets
         projected *= ops.asarray(1.0 / (values[:, None] + penalties[None, columns]))
-        weights = (lift @ projected if lift is not None
-                   else features.T @ (projector.T @ projected))
-        coef[columns] = ops.to_numpy(weights.T)
+        # (targets x features) straight from the GEMM: BLAS reads the transposed operands
+        # in place, while transposing a (features x targets) result afterwards was a
+        # cache-unfriendly copy (~10% of the refit at 3,072 features x 10,000 targets)
+        weights = (projected.T @ lift.T if lift is not None
+                   else (projected.T @ projector) @ features)
+        coef[columns] = ops.to_numpy(weights)
         # per batch, so that no float64 copy of the whole coef_ is ever made
         intercept[columns] = (ops.to_numpy(means).astype(np.float64)
                               - feature_means @ coef[columns].T.astype(np.float64))
+    return coef, intercept
+
+
+def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, feature_means):
+    """Dual refit by one Cholesky factorisation per distinct penalty, or None to decompose.
+
+    ``W = X^T (K + lambda I)^{-1} Y_c`` for the targets of each penalty. With few distinct
+    penalties this replaces the eigendecomposition of ``K`` (~20 n^3 flops) and ``X^T U``
+    (2 p n^2) by ``n^3 / 3`` per penalty; the per-target work (two triangular solves, then
+    ``X^T``) has the flops of ``U^T Y`` and ``(X^T U) D``. It was also more accurate in
+    float32 than the eigenbasis, whose truncation of round-off-level eigenvalues costs
+    accuracy on collinear features. The constant vector spans the
+    null space of the centred kernel: the solution's error along it is multiplied by
+    ``X_c^T 1 = 0``. Used only when every penalty is far above the round-off of the kernel
+    (``lambda >= 100 eps trace(K)``, and ``trace(K) >= lambda_max``); ``gram`` is left intact
+    when None is returned.
+    """
+    unique = np.unique(penalties)
+    n_samples, n_features = features.shape
+    n_targets = targets.shape[1]
+    if n_features < n_samples:
+        # fewer features than samples: the kernel has a null space beyond the constant
+        # vector, which the eigendecomposition drops and the factorisation would amplify
+        return None
+    # GEMM-equivalent flops: LAPACK's Cholesky ran at about half the GEMM rate and the
+    # triangular solves at about 0.7 of it here (OpenBLAS, one thread)
+    cholesky = (len(unique) * 2.0 * n_samples ** 3 / 3.0
+                + 2.0 * n_samples ** 2 * n_targets / 0.7)
+    eigen = (_EIGH_FLOPS_PER_N3 * n_samples ** 3 + 2.0 * n_features * n_samples ** 2
+             + 2.0 * n_samples ** 2 * n_targets)
+    if cholesky >= eigen:
+        return None
+    trace = float(ops.to_numpy(gram.diagonal().sum()))
+    if unique[0] < 100.0 * float(np.finfo(ops.np_dtype).eps) * max(trace, 0.0):
+        return None
+    coef = np.empty((n_targets, n_features), dtype=ops.np_dtype)
+    intercept = np.empty(n_targets)
+    per_target = ops.itemsize * (3 * n_samples + 2 * n_features)
+    batch = int(max(32, working_memory // per_target))
+    diagonal = ops.index(np.arange(n_samples))
+    for penalty in unique:
+        shifted = gram.clone() if ops.name == "torch" else gram.copy()
+        shifted[diagonal, diagonal] += float(penalty)
+        solve = ops.cholesky_solver(shifted)
+        del shifted
+        if solve is None:
+            return None
+        columns_all = np.flatnonzero(penalties == penalty)
+        for start in range(0, len(columns_all), batch):
+            columns = columns_all[start:start + batch]
+            batch_targets = ops.asarray(targets[:, columns])
+            means = batch_targets.mean(0)
+            batch_targets -= means
+            dual = solve(batch_targets)
+            del batch_targets
+            coef[columns] = ops.to_numpy(dual.T @ features)
+            intercept[columns] = (ops.to_numpy(means).astype(np.float64)
+                                  - coef[columns].astype(np.float64) @ feature_means)
     return coef, intercept

@@ -16,12 +16,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..windows import AudioWindows
+from ..models.pooling import POOLINGS, pool_frames
+from ..windows import is_audio_windows
 from .cache import FeatureCache, hash_arrays, key_of
 
-__all__ = ["SpeechFeatureExtractor", "pooled_features"]
+__all__ = ["SpeechFeatureExtractor", "forward_batches", "pooled_features",
+           "pooled_layer_features", "extract_layer_features"]
 
-POOLINGS = ("mean", "last", "last_tr_mean")
 SAMPLE_RATE = 16_000
 _DTYPES = ("float32", "float16", "bfloat16")
 
@@ -57,82 +58,296 @@ def frame_step_samples(backbone, n_samples):
     return n_samples / backbone.frame_count(n_samples)
 
 
-def _pool(hidden, mask, pooling, n_tr_frames):
-    """Pool (B, F, D) frames over the real frames in ``mask`` (B, F) -> (B, D)."""
-    import torch
+def _audio_batch(windows, index):
+    """float32 batch of the rows ``index``; variable-length clips right-padded with zeros."""
+    if is_audio_windows(windows):
+        return np.stack([windows[i] for i in index])
+    if isinstance(windows, np.ndarray):
+        # a copy: read-only inputs (memmaps) cannot back a torch tensor
+        return np.array(windows[index], dtype=np.float32, copy=True)
+    lengths = [len(windows[i]) for i in index]
+    batch = np.zeros((len(index), max(lengths)), dtype=np.float32)
+    for row, i in enumerate(index):
+        batch[row, :lengths[row]] = windows[i]
+    return batch
 
-    real = mask.sum(dim=1)  # real frames form a prefix of the sequence
-    if pooling == "last":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), real - 1]
-    if pooling == "last_tr_mean":
-        frame = torch.arange(mask.shape[1], device=mask.device)[None]
-        mask = mask & (frame >= (real - n_tr_frames).clamp(min=0)[:, None])
-    weights = mask.to(hidden.dtype)[..., None]
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+
+def forward_batches(backbone, windows, layers, on_batch, *, batch_size=16, batches=None,
+                    load_batch=None, autocast=None, progress=False, description="features",
+                    also_eval=()):
+    """The package's one batched forward loop: run ``backbone`` on audio, batch by batch.
+
+    Each batch's audio is assembled, moved to the backbone's device and run (eval mode, no
+    gradients, inside ``autocast``); ``on_batch(index, hidden, frame_mask)`` then consumes the
+    outputs inside the same contexts. :func:`pooled_features` (extraction, probes, preference,
+    the demo's shared layers, tuner inference) and the tuner's frozen-layer cache run on it.
+
+    Parameters
+    ----------
+    backbone : AudioBackbone
+        Used on its device and in its dtype; its mode is restored after.
+    windows : AudioWindows, ndarray of shape (n_windows, n_samples), or list of 1-D arrays
+        The audio; any sized sequence when ``load_batch`` assembles the batches.
+    layers : sequence of int or "last_hidden_state"
+        ``hidden_states`` indices (0 = input embeddings), or the backbone's
+        ``last_hidden_state`` (after the final layer norm of stable-layer-norm models).
+    on_batch : callable
+        ``on_batch(index, hidden, frame_mask)``: ``index`` (ndarray of int) the batch's rows,
+        ``hidden`` a list of tensors (B, F, D) in the order of ``layers``, ``frame_mask`` (B, F)
+        bool.
+    batch_size : int, default=16
+        Rows per batch when ``batches`` is None.
+    batches : sequence of array-like of int, optional
+        The rows of each batch; consecutive runs of ``batch_size`` rows when None.
+    load_batch : callable, optional
+        ``load_batch(index) -> ndarray (len(index), n_samples) float32``; by default the rows of
+        ``windows`` (clips of a list right-padded with zeros to the batch's longest).
+    autocast : callable, optional
+        Context-manager factory (e.g. bf16 autocast on CUDA); none when None.
+    progress : bool or callable, default=False
+        Show a progress bar, or ``progress(iterable, description, total) -> iterable``.
+    description : str, default="features"
+        Progress bar label.
+    also_eval : sequence of torch.nn.Module, default=()
+        Other modules ``on_batch`` runs, put in eval mode for the loop (modes restored after).
+    """
+    import contextlib
+
+    import torch
+    from tqdm.auto import tqdm
+
+    use_last_state = isinstance(layers, str)
+    if use_last_state and layers != "last_hidden_state":
+        raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
+    layers = layers if use_last_state else [int(k) for k in layers]
+    n = len(windows)
+    if batches is None:
+        batches = [np.arange(start, min(start + batch_size, n))
+                   for start in range(0, n, batch_size)]
+    if load_batch is None:
+        def load_batch(index):
+            return _audio_batch(windows, index)
+    autocast = autocast or contextlib.nullcontext
+    if callable(progress):
+        batches = progress(batches, description, len(batches))
+    else:
+        batches = tqdm(batches, desc=description, unit="batch", disable=not progress,
+                       leave=False)
+    device = next(backbone.parameters()).device
+    models = [backbone, *also_eval]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()  # no dropout at extraction, even for a backbone caught mid-training
+    try:
+        with torch.inference_mode():
+            for index in batches:
+                index = np.asarray(index)
+                x = torch.from_numpy(load_batch(index)).to(device, non_blocking=True)
+                with autocast():
+                    if use_last_state:
+                        output = backbone(x, output_hidden_states=False)
+                        hidden, mask = [output.last_hidden_state], output.frame_mask
+                    else:
+                        hidden, mask = backbone.hidden_states_at(x, layers)
+                    on_batch(index, hidden, mask)
+    finally:
+        for m, mode in zip(models, was_training):
+            m.train(mode)
 
 
 def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16, tr=2.0045,
-                    progress=False, description="features"):
+                    progress=False, description="features", batches=None, frame_counts=None,
+                    weights_first=False, tops=None, load_batch=None, autocast=None, head=None):
     """Run ``backbone`` on windows in batches and pool the chosen layers.
 
-    This is the one batched forward path shared by :class:`SpeechFeatureExtractor` and the
-    story-level protocol (:mod:`sk_braintune.features.protocol`).
+    Pooling on top of :func:`forward_batches` (the one batched forward loop):
+    :class:`SpeechFeatureExtractor`, the story-level protocol
+    (:mod:`sk_braintune.features.protocol`), the per-clip features of the probe and the semantic
+    preference (:func:`pooled_layer_features`), the demo's shared frozen layers and
+    :class:`~sk_braintune.BrainTuner` inference all use it.
 
     Parameters
     ----------
     backbone : AudioBackbone
         Used on its device and in its dtype; run in eval mode (its mode is restored after).
-    windows : AudioWindows or ndarray of shape (n_windows, n_samples)
-    layers : sequence of int
-        Indices into ``hidden_states`` (0 = input embeddings).
+    windows : AudioWindows, ndarray of shape (n_windows, n_samples), or list of 1-D arrays
+        16 kHz audio. Clips of a list may differ in length: those sharing a batch are
+        right-padded with zeros (see ``batches`` and ``frame_counts``).
+    layers : sequence of int or "last_hidden_state"
+        Indices into ``hidden_states`` (0 = input embeddings), or the backbone's
+        ``last_hidden_state`` (after the final layer norm of stable-layer-norm models; what a
+        :class:`~sk_braintune.BrainTuner` head sees).
     pooling : {"mean", "last", "last_tr_mean"}, default="mean"
         Over the frames that hold real audio: all of them, the last one, or those of the final
         ``tr`` seconds of the window.
     batch_size : int, default=16
+        Rows per batch when ``batches`` is None.
     tr : float, default=2.0045
         Seconds pooled by ``"last_tr_mean"``.
     progress : bool, default=False
         Show a progress bar.
     description : str, default="features"
         Progress bar label.
+    batches : sequence of array-like of int, optional
+        The rows of each batch (together every row once), e.g. clips of equal length together;
+        consecutive runs of ``batch_size`` rows when None.
+    frame_counts : array-like of int of shape (n_windows,), optional
+        Frames of each row's own audio: frames beyond are left out of its pooling (for clips
+        right-padded in a batch, ``backbone.frame_count(len(clip))``).
+    weights_first : bool, default=False
+        Mean pooling in float32 with normalised weights (see
+        :func:`sk_braintune.models.pooling.pool_frames`).
+    tops : dict of str to AudioBackbone, optional
+        Models whose layers below the last equal ``backbone``'s (tuned with
+        ``trainable_layers=1``): ``backbone``'s hidden states are computed once and only the
+        last block of each of these runs on top of ``hidden_states[N - 1]``, which equals
+        running each model separately. ``layers`` must then end with ``N`` and hold ``N - 1``.
+        They are used on their own device and run in eval mode (modes restored after).
+    load_batch : callable, optional
+        ``load_batch(index) -> ndarray (len(index), n_samples) float32``, replacing the default
+        batch assembly (e.g. a tuner's left-padding of too-short windows).
+    autocast : callable, optional
+        Context-manager factory wrapping each batch's forward pass and pooling (e.g. bf16
+        autocast on CUDA).
+    head : callable, optional
+        With ``layers="last_hidden_state"``: a module applied to the float32 pooled features;
+        its outputs are returned instead of the features.
 
     Returns
     -------
     features : ndarray of shape (n_windows, len(layers) * hidden_size), float32
-        Layer blocks in the order of ``layers``.
+        Layer blocks in the order of ``layers`` (``hidden_size`` columns for
+        ``"last_hidden_state"``, the head's outputs with ``head``).
+    top_features : dict of str to ndarray of shape (n_windows, len(layers) * hidden_size)
+        Only with ``tops``: each model's features, the layers below the last shared with
+        ``features``.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    n, n_samples = windows.shape
-    layers = [int(k) for k in layers]
-    out = np.empty((n, len(layers) * backbone.hidden_size), dtype=np.float32)
+    n = len(windows)
+    use_last_state = isinstance(layers, str)
+    if head is not None and not use_last_state:
+        raise ValueError('a head applies to layers="last_hidden_state" only')
+    if use_last_state and layers != "last_hidden_state":
+        raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
+    layers = layers if use_last_state else [int(k) for k in layers]
+    with_tops, tops = tops is not None, dict(tops or {})
+    if tops and use_last_state:
+        raise ValueError('tops need hidden_states indices, not "last_hidden_state"')
+    n_columns = (head.out_features if head is not None else backbone.hidden_size) \
+        if use_last_state else len(layers) * backbone.hidden_size
+    out = np.empty((n, n_columns), dtype=np.float32)
+    top_out = {name: np.empty_like(out) for name in tops}
     if n == 0:
-        return out
-    n_tr_frames = max(1, int(round(tr * SAMPLE_RATE / frame_step_samples(backbone, n_samples))))
-    device = next(backbone.parameters()).device
-    lazy = isinstance(windows, AudioWindows)
-    starts = range(0, n, batch_size)
-    was_training = backbone.training
-    backbone.eval()  # no dropout at extraction, even for a backbone caught mid-training
+        return (out, top_out) if with_tops else out
+    last = backbone.num_hidden_layers
+    if tops and (layers[-1] != last or last - 1 not in layers):
+        raise ValueError(f"tops need layers ending with {last} and holding {last - 1}, got "
+                         f"{layers}")
+    n_tr_frames = None
+    if pooling == "last_tr_mean":
+        n_samples = windows.shape[1] if hasattr(windows, "shape") else len(windows[0])
+        n_tr_frames = max(1, round(tr * SAMPLE_RATE / frame_step_samples(backbone, n_samples)))
+
+    def pool_batch(index, hidden, mask):
+        if frame_counts is not None:  # each clip's own frames only
+            real = torch.as_tensor(np.asarray(frame_counts)[index], device=mask.device)
+            frames = torch.arange(mask.shape[1], device=mask.device)
+            mask = mask & (frames[None] < real[:, None])
+        pooled = [pool_frames(h, mask, pooling, n_tr_frames, weights_first=weights_first)
+                  for h in hidden]
+        if head is not None:
+            out[index] = head(pooled[0].float()).float().cpu().numpy()
+            return
+        out[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
+        for name, model in tops.items():
+            top = model.forward_from(hidden[layers.index(last - 1)], last - 1, mask)
+            pooled_top = pool_frames(top, mask, pooling, n_tr_frames, weights_first=weights_first)
+            top_out[name][index] = torch.cat(pooled[:-1] + [pooled_top],
+                                             dim=1).float().cpu().numpy()
+
+    forward_batches(backbone, windows, layers, pool_batch, batch_size=batch_size,
+                    batches=batches, load_batch=load_batch, autocast=autocast,
+                    progress=progress, description=description, also_eval=list(tops.values()))
+    return (out, top_out) if with_tops else out
+
+
+def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device="auto",
+                          exact=True, verbose=False):
+    """Mean-pooled hidden states of every layer for each audio clip (probe, preference).
+
+    Clips of different lengths (e.g. single words) are never padded together: only clips of the
+    same length share a batch, so each clip's features are those of the clip alone. Each clip
+    is pooled over its real frames (the backbone's ``frame_mask``, e.g. Whisper's non-padding
+    frames). Pass clips unpadded (``bunch.audio``, not a zero-padded matrix).
+
+    Parameters
+    ----------
+    source : str, AudioBackbone or fitted estimator
+        See :func:`resolve_backbone` (a fitted model's backbone is copied, never modified).
+    audio : AudioWindows, ndarray of shape (n, n_samples), or list of 1-D arrays
+        16 kHz float audio.
+    layers : "all" or sequence of int, default="all"
+        ``hidden_states`` indices (0 = input embeddings).
+    batch_size : int, default=16
+    device : str, default="auto"
+        CUDA when present.
+    exact : bool, default=True
+        True: only clips of equal length share a batch (features independent of the batch).
+        False: clips sorted by length are batched with right zero-padding and each is pooled
+        over its own ``frame_count(len(clip))`` frames: much faster for many clips of distinct
+        lengths, but the padding is seen by waveform normalisation and attention, so features
+        differ slightly from those of the clip alone.
+    verbose : bool, default=False
+        Progress bar.
+
+    Returns
+    -------
+    features : ndarray of shape (n, n_layers, hidden_size), float32
+    """
+    from .._utils import resolve_device
+
+    device = resolve_device(device)
+    backbone = resolve_backbone(source, device=device)
+    items = _audio_items(audio)
+    layer_index = (list(range(backbone.num_hidden_layers + 1)) if isinstance(layers, str)
+                   else [int(k) for k in layers])
+    lengths = np.array([len(a) for a in items])
+    if exact:
+        # zero-padding would change the features (waveform normalisation and attention see the
+        # padding), so only clips of equal length share a batch
+        batches = []
+        for n in np.unique(lengths):
+            same = np.flatnonzero(lengths == n)
+            batches.extend(same[i:i + batch_size] for i in range(0, len(same), batch_size))
+        frame_counts = None
+    else:
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        frame_counts = np.array([backbone.frame_count(n) for n in lengths])
+    original_device = next(backbone.parameters()).device
+    backbone.to(device)
     try:
-        with torch.inference_mode():
-            for start in tqdm(starts, desc=description, unit="batch", disable=not progress,
-                              leave=False):
-                stop = min(start + batch_size, n)
-                if lazy:
-                    batch = np.stack([windows[i] for i in range(start, stop)])
-                else:
-                    # a copy: read-only inputs (memmaps) cannot back a torch tensor
-                    batch = np.array(windows[start:stop], dtype=np.float32, copy=True)
-                x = torch.from_numpy(batch).to(device, non_blocking=True)
-                hidden, mask = backbone.hidden_states_at(x, layers)
-                pooled = torch.cat([_pool(h, mask, pooling, n_tr_frames) for h in hidden],
-                                   dim=1)
-                out[start:stop] = pooled.float().cpu().numpy()
+        features = pooled_features(backbone, items, layer_index, "mean", batches=batches,
+                                   frame_counts=frame_counts, weights_first=True,
+                                   progress=verbose, description="pooled features")
     finally:
-        backbone.train(was_training)
-    return out
+        backbone.to(original_device)
+    return features.reshape(len(items), len(layer_index), backbone.hidden_size)
+
+
+def _audio_items(audio):
+    """Audio as a list of 1-D float32 arrays."""
+    if is_audio_windows(audio):
+        return [np.asarray(w, dtype=np.float32) for w in audio]
+    if isinstance(audio, np.ndarray) and audio.ndim == 2:
+        return list(audio.astype(np.float32, copy=False))
+    if isinstance(audio, np.ndarray) and audio.ndim == 1 and audio.dtype != object:
+        return [audio.astype(np.float32, copy=False)]
+    items = [np.asarray(a, dtype=np.float32).ravel() for a in audio]
+    if not items:
+        raise ValueError("no audio given")
+    return items
 
 
 def resolve_backbone(model, *, device="auto", dtype="float32"):
@@ -307,7 +522,7 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError(f"tr must be a positive number of seconds, got {self.tr!r}")
 
     def _validate_X(self, X, reset):
-        if isinstance(X, AudioWindows):
+        if is_audio_windows(X):
             if X.sample_rate != SAMPLE_RATE:
                 raise ValueError(f"Audio must be 16 kHz, got {X.sample_rate} Hz.")
             if reset:
@@ -394,7 +609,7 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
     def _extract_cached(self, X):
         cache = FeatureCache(self.cache_dir)
         model_key = self._cache_key()
-        if not isinstance(X, AudioWindows):
+        if not is_audio_windows(X):
             key = key_of(model=model_key, data=hash_arrays(X))
             with cache.locked(key):
                 entry = cache.get(key)
@@ -457,3 +672,42 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.input_tags.two_d_array = True
         return tags
+
+
+def extract_layer_features(source, windows, *, layers="all", pooling="mean", batch_size=16,
+                           device="auto", verbose=False):
+    """Pooled features of the chosen layers of ``windows``, from a model path or a fitted model.
+
+    The demo and ``sk-braintune evaluate`` extract their features with this.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, AudioBackbone or fitted estimator
+        A model name or path, or a fitted :class:`~sk_braintune.BrainTuner` (or
+        :class:`SpeechFeatureExtractor`), wrapped in :class:`~sklearn.frozen.FrozenEstimator`
+        so it is never refitted.
+    windows : AudioWindows or ndarray of shape (n_windows, n_samples)
+    layers : "all", int or sequence of int, default="all"
+        ``hidden_states`` indices (see :class:`SpeechFeatureExtractor`).
+    pooling : {"mean", "last", "last_tr_mean"}, default="mean"
+    batch_size : int, default=16
+    device : str, default="auto"
+    verbose : bool, default=False
+        Progress bar.
+
+    Returns
+    -------
+    features : ndarray of shape (n_windows, n_layers * hidden_size), float32
+        Layers concatenated.
+    layers : tuple of int
+        The ``hidden_states`` index of each block of columns.
+    """
+    from sklearn.base import BaseEstimator
+    from sklearn.frozen import FrozenEstimator
+
+    model = (FrozenEstimator(source) if isinstance(source, BaseEstimator)
+             and not isinstance(source, FrozenEstimator) else source)
+    extractor = SpeechFeatureExtractor(model=model, layers=layers, pooling=pooling,
+                                       batch_size=batch_size, device=device, verbose=verbose)
+    features = extractor.fit_transform(windows)
+    return features, tuple(int(k) for k in extractor.layers_)

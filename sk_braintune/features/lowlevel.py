@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._utils import data_file
 from ..datasets.textgrid import SILENCE_LABELS
 from ..preprocessing import mel_filterbank
+from ..windows import is_audio_windows
 from .lanczos import lanczos_resample
 
 __all__ = [
@@ -507,7 +508,7 @@ class PowerSpectrumFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def _validate(self, X, reset):
-        if hasattr(X, "batches") and hasattr(X, "window_samples"):  # AudioWindows: stay lazy
+        if is_audio_windows(X):  # stay lazy
             if reset:
                 self.n_features_in_ = int(X.shape[1])
             elif X.shape[1] != self.n_features_in_:

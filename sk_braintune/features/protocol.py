@@ -14,30 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..preprocessing import zscore_per_story
 from ..windows import make_windows
 from .extractor import pooled_features, resolve_backbone, resolve_layers
 from .lanczos import lanczos_resample
 
-__all__ = ["extract_stories_features", "extract_story_features", "zscore_columns"]
+__all__ = ["extract_stories_features", "extract_story_features"]
 
 SAMPLE_RATE = 16_000
-
-
-def zscore_columns(features):
-    """Z-score each column (population std); constant columns become 0.
-
-    Parameters
-    ----------
-    features : ndarray of shape (n_samples, n_features)
-
-    Returns
-    -------
-    zscored : ndarray of shape (n_samples, n_features), float32
-    """
-    features = np.asarray(features, dtype=np.float64)
-    std = features.std(axis=0)
-    std[std == 0] = 1.0
-    return ((features - features.mean(axis=0)) / std).astype(np.float32)
 
 
 def _prepare(model, layers, device):
@@ -88,7 +72,7 @@ def _story_features(backbone, layers, audio, tr_times, *, window, step, tr, trim
             raise ValueError(f"{name!r}: trimming {trim} leaves no TRs of {len(resampled)}.")
         resampled = resampled[start:len(resampled) - stop]
     if zscore:
-        return zscore_columns(resampled)
+        return zscore_per_story(resampled).astype(np.float32)  # one story
     return np.asarray(resampled, dtype=np.float32)
 
 

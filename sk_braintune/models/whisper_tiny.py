@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._utils import atomic_write_bytes, require
+from .._utils import atomic_replace_dir, atomic_write_bytes, require
 from .._utils import cache_dir as _cache_root
 from .ctranslate2_reader import read_ctranslate2_model
 
@@ -415,13 +415,8 @@ def load_whisper_tiny_en(cache_dir=None, *, force=False):
             json.dump(marker, f, indent=2)
         if not force and _is_complete(target, fingerprint):
             return str(target)  # another process finished first
-        if target.exists():
-            # Move the old copy aside first: rename cannot replace a non-empty directory.
-            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, stale / "model")
-            shutil.rmtree(stale, ignore_errors=True)
         os.chmod(staging, 0o755)  # mkdtemp makes it private (0700)
-        os.replace(staging, target)
+        atomic_replace_dir(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._utils import atomic_write_bytes
+from ..windows import is_audio_windows
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -22,8 +23,8 @@ def windows_fingerprint(X):
     return h.hexdigest()
 
 
-def data_fingerprint(X, y, groups):
-    """Hash of the training data: windows (their samples), targets and story labels.
+def data_fingerprint(X, y, groups, participants=None):
+    """Hash of the training data: windows (their samples), targets, story and participant labels.
 
     For an :class:`~sk_braintune.windows.AudioWindows` the stored waveforms and window ends are
     hashed (cheap), for arrays their bytes.
@@ -39,11 +40,14 @@ def data_fingerprint(X, y, groups):
     h.update(y.tobytes())
     if groups is not None:
         h.update("\0".join(map(str, np.asarray(groups).tolist())).encode())
+    if participants is not None:  # absent for one participant: the hash stays as it was
+        h.update(b"participants")
+        h.update(np.ascontiguousarray(participants, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
 def _hash_windows(h, X):
-    if hasattr(X, "waveforms") and hasattr(X, "ends"):
+    if is_audio_windows(X):
         h.update(repr((X.shape, X.window_samples)).encode())
         for story in sorted(X.waveforms):
             h.update(str(story).encode())

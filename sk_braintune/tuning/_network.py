@@ -14,30 +14,11 @@ import math
 
 import numpy as np
 
-from ._training import pool
+from ..models.pooling import pool_frames
 
-# the frozen-layer cache is stored as float16 beyond this size (float32 below)
+# the frozen-layer cache is stored as float16 beyond this size (float32 below); a cache shared
+# between fits is a sk_braintune.tuning.FrozenLayerCache
 CACHE_FLOAT32_LIMIT_BYTES = 4 * 1024 ** 3
-# the last cache up to this size is kept for the next fit on the same model and windows
-KEEP_CACHE_LIMIT_BYTES = 2 * 1024 ** 3
-_last_cache = {}
-
-
-def clear_frozen_cache():
-    """Forget the frozen-layer cache kept from the last fit (frees its memory)."""
-    _last_cache.clear()
-
-
-def remembered_cache(key):
-    """The cache kept for ``key`` (model, windows, layer, ...), or None."""
-    return _last_cache.get(key)
-
-
-def remember_cache(key, hidden, frame_mask):
-    """Keep one cache (the latest, if small enough) for a following fit, e.g. a control run."""
-    _last_cache.clear()
-    if hidden.element_size() * hidden.nelement() <= KEEP_CACHE_LIMIT_BYTES:
-        _last_cache[key] = (hidden, frame_mask)
 
 
 def make_head(in_features, n_targets, seed):
@@ -56,17 +37,27 @@ def make_head(in_features, n_targets, seed):
     return head
 
 
+def pooled_full(backbone, waveforms, pooling):
+    """Pooled last hidden state from waveforms, shape (B, D): one backbone forward."""
+    out = backbone(waveforms, output_hidden_states=False)
+    return pool_frames(out.last_hidden_state, out.frame_mask, pooling)
+
+
+def pooled_cached(backbone, hidden, frame_mask, start_layer, pooling):
+    """Pooled last hidden state from cached hidden states of layer ``start_layer``, (B, D)."""
+    last = backbone.forward_from(hidden, start_layer, frame_mask)
+    return pool_frames(last, frame_mask, pooling)
+
+
 def forward_full(backbone, head, waveforms, pooling):
     """Predictions from waveforms, shape (B, K); also returns the pooled features (B, D)."""
-    out = backbone(waveforms, output_hidden_states=False)
-    pooled = pool(out.last_hidden_state, out.frame_mask, pooling)
+    pooled = pooled_full(backbone, waveforms, pooling)
     return head(pooled), pooled
 
 
 def forward_cached(backbone, head, hidden, frame_mask, start_layer, pooling):
     """Predictions from cached hidden states of layer ``start_layer``, shape (B, K)."""
-    last = backbone.forward_from(hidden, start_layer, frame_mask)
-    pooled = pool(last, frame_mask, pooling)
+    pooled = pooled_cached(backbone, hidden, frame_mask, start_layer, pooling)
     return head(pooled), pooled
 
 
@@ -129,31 +120,28 @@ def cache_hidden(backbone, windows_fn, n_windows, start_layer, batch_size, devic
     """
     import torch
 
-    was_training = backbone.training
-    backbone.eval()
-    hidden_store = mask_store = None
-    starts = range(0, n_windows, batch_size)
-    try:
-        with torch.inference_mode():
-            for start in progress(starts, "caching frozen layers", len(starts)):
-                index = np.arange(start, min(start + batch_size, n_windows))
-                x = torch.from_numpy(windows_fn(index)).to(device)
-                with autocast():
-                    hidden, mask = backbone.hidden_at(x, start_layer)
-                if hidden_store is None:
-                    n_bytes = n_windows * hidden.shape[1] * hidden.shape[2] * 4
-                    dtype = torch.float32 if n_bytes <= CACHE_FLOAT32_LIMIT_BYTES else torch.float16
-                    hidden_store = torch.empty((n_windows, *hidden.shape[1:]), dtype=dtype,
-                                               pin_memory=device.type == "cuda")
-                    mask_store = torch.empty((n_windows, mask.shape[1]), dtype=torch.bool)
-                hidden_store[index[0]:index[-1] + 1] = hidden.to("cpu", hidden_store.dtype)
-                mask_store[index[0]:index[-1] + 1] = mask.to("cpu")
-    finally:
-        backbone.train(was_training)
-    return hidden_store, mask_store
+    from ..features import forward_batches
+
+    store = {}
+
+    def keep(index, hidden, mask):
+        (hidden,) = hidden
+        if not store:
+            n_bytes = n_windows * hidden.shape[1] * hidden.shape[2] * 4
+            dtype = torch.float32 if n_bytes <= CACHE_FLOAT32_LIMIT_BYTES else torch.float16
+            store["hidden"] = torch.empty((n_windows, *hidden.shape[1:]), dtype=dtype,
+                                          pin_memory=device.type == "cuda")
+            store["mask"] = torch.empty((n_windows, mask.shape[1]), dtype=torch.bool)
+        store["hidden"][index[0]:index[-1] + 1] = hidden.to("cpu", store["hidden"].dtype)
+        store["mask"][index[0]:index[-1] + 1] = mask.to("cpu")
+
+    forward_batches(backbone, range(n_windows), [start_layer], keep, batch_size=batch_size,
+                    load_batch=windows_fn, autocast=autocast, progress=progress,
+                    description="caching frozen layers")
+    return store.get("hidden"), store.get("mask")
 
 
-def apply_lora(backbone, rank, alpha, trainable_names):
+def apply_lora(backbone, rank, alpha, trainable_names, dropout=0.0):
     """Inject LoRA adapters (peft) into the attention projections of the trainable blocks.
 
     Parameters
@@ -164,6 +152,8 @@ def apply_lora(backbone, rank, alpha, trainable_names):
         LoRA scaling numerator; ``2 * rank`` when None.
     trainable_names : set of str or None
         Backbone parameter names allowed to adapt (None: all blocks).
+    dropout : float, default=0.0
+        Dropout on the adapters' input (peft's ``lora_dropout``).
 
     Returns
     -------
@@ -190,7 +180,7 @@ def apply_lora(backbone, rank, alpha, trainable_names):
         raise ValueError("lora_rank: found no attention projections (q/k/v/out_proj) to adapt in "
                          "the trainable layers of this backbone.")
     alpha = float(alpha if alpha is not None else 2 * rank)
-    config = peft.LoraConfig(r=int(rank), lora_alpha=alpha, lora_dropout=0.0,
+    config = peft.LoraConfig(r=int(rank), lora_alpha=alpha, lora_dropout=float(dropout),
                              target_modules=targets, bias="none")
     peft.inject_adapter_in_model(config, backbone.encoder)
     for name, p in backbone.named_parameters():

@@ -1,8 +1,8 @@
 """Training machinery of :class:`~sk_braintune.tuning.BrainTuner`, kept free of estimator logic.
 
-Learning-rate schedule, optimiser parameter groups, losses, pooling, streamed correlation sums,
-early stopping and the story-level validation split. torch is imported inside the functions that
-need it so that this module can be imported cheaply.
+Learning-rate schedule, optimiser parameter groups, losses, streamed correlation sums
+and the story-level validation split (early stopping is a callback, in ``callbacks.py``). torch
+is imported inside the functions that need it so that this module can be imported cheaply.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ import warnings
 
 import numpy as np
 
-LOSSES = ("mse", "correlation", "cosine_mse")
+LOSSES = ("mse", "correlation", "spatial_correlation", "cosine_mse", "mse_plus_cosine")
+OPTIMIZERS = ("adam", "adamw")
+# the multi-brain-tuning paper's cos+L2 loss: Huber (this delta) + COSINE_WEIGHT * (1 - cos)
+HUBER_DELTA = 0.6
+COSINE_WEIGHT = 0.5
+# poolings BrainTuner offers (sk_braintune.models.pooling.pool_frames does the pooling)
 POOLINGS = ("mean", "last")
 
 
@@ -73,8 +78,9 @@ def set_learning_rates(optimizer, base_lrs, factor):
         group["lr"] = base * factor
 
 
-def make_optimizer(backbone_params, head_params, lr_backbone, lr_head, weight_decay=0.0):
-    """Adam with two parameter groups: backbone (``lr_backbone``) then head (``lr_head``).
+def make_optimizer(backbone_params, head_params, lr_backbone, lr_head, weight_decay=0.0,
+                   kind="adam"):
+    """Adam(W) with two parameter groups: backbone (``lr_backbone``) then head (``lr_head``).
 
     Parameters
     ----------
@@ -83,10 +89,12 @@ def make_optimizer(backbone_params, head_params, lr_backbone, lr_head, weight_de
         group 0 is always the backbone's).
     lr_backbone, lr_head : float
     weight_decay : float, default=0.0
+        Adam: an L2 penalty added to the gradient; AdamW: decoupled weight decay.
+    kind : {"adam", "adamw"}, default="adam"
 
     Returns
     -------
-    optimizer : torch.optim.Adam
+    optimizer : torch.optim.Adam or torch.optim.AdamW
     base_lrs : list of float
     """
     import torch
@@ -95,50 +103,31 @@ def make_optimizer(backbone_params, head_params, lr_backbone, lr_head, weight_de
         {"params": list(backbone_params), "lr": lr_backbone, "name": "backbone"},
         {"params": list(head_params), "lr": lr_head, "name": "head"},
     ]
-    optimizer = torch.optim.Adam(groups, lr=lr_head, weight_decay=weight_decay)
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}")
+    optimizer_class = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(groups, lr=lr_head, weight_decay=weight_decay)
     return optimizer, [lr_backbone, lr_head]
 
 
-# -- pooling and losses --------------------------------------------------------------------------
-def pool(hidden, frame_mask, pooling="mean"):
-    """Pool frames into one vector per window, over real frames only.
-
-    Parameters
-    ----------
-    hidden : torch.Tensor of shape (B, F, D)
-    frame_mask : torch.Tensor of shape (B, F), bool
-        True for frames holding real audio.
-    pooling : {"mean", "last"}
-        Mean over real frames, or the last real frame.
-
-    Returns
-    -------
-    pooled : torch.Tensor of shape (B, D)
-    """
-    import torch
-
-    mask = frame_mask.to(hidden.device)
-    if pooling == "mean":
-        weights = mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-    if pooling == "last":
-        positions = torch.arange(mask.shape[1], device=mask.device)
-        last = torch.where(mask, positions, torch.zeros_like(positions)).amax(1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
+# -- losses --------------------------------------------------------------------------------
 def compute_loss(pred, target, loss="mse"):
     """Training loss of a batch.
 
     Parameters
     ----------
     pred, target : torch.Tensor of shape (B, K)
-    loss : {"mse", "correlation", "cosine_mse"}
-        ``"mse"``: mean squared error over samples and targets. ``"correlation"``: 1 minus the
-        mean over targets of the Pearson r across the batch's samples (needs B >= 2).
-        ``"cosine_mse"``: MSE plus the mean over samples of 1 minus the cosine similarity between
-        predicted and true target vectors (a pattern-shape term).
+    loss : {"mse", "correlation", "spatial_correlation", "cosine_mse", "mse_plus_cosine"}
+        - ``"mse"``: mean squared error over samples and targets.
+        - ``"correlation"``: 1 minus the mean over targets of the Pearson r across the batch's
+          samples (needs B >= 2).
+        - ``"spatial_correlation"``: 1 minus the mean over samples of the Pearson r across the
+          targets (voxels) of each sample.
+        - ``"cosine_mse"``: the multi-brain-tuning paper's cos+L2 loss, the Huber loss
+          (``delta=0.6``, mean over samples and targets) plus 0.5 times the mean over samples
+          of 1 minus the cosine similarity between predicted and true target vectors.
+        - ``"mse_plus_cosine"``: MSE plus the mean of 1 minus the cosine similarity (what
+          ``"cosine_mse"`` meant before).
 
     Returns
     -------
@@ -155,7 +144,16 @@ def compute_loss(pred, target, loss="mse"):
         tc = target - target.mean(0, keepdim=True)
         r = (pc * tc).sum(0) / (pc.norm(dim=0) * tc.norm(dim=0)).clamp_min(1e-8)
         return 1.0 - r.mean()
+    if loss == "spatial_correlation":
+        pc = pred - pred.mean(1, keepdim=True)
+        tc = target - target.mean(1, keepdim=True)
+        r = (pc * tc).sum(1) / (pc.norm(dim=1) * tc.norm(dim=1)).clamp_min(1e-8)
+        return 1.0 - r.mean()
     if loss == "cosine_mse":
+        cos = torch.nn.functional.cosine_similarity(pred, target, dim=1, eps=1e-8)
+        huber = torch.nn.functional.huber_loss(pred, target, delta=HUBER_DELTA)
+        return huber + COSINE_WEIGHT * torch.mean(1.0 - cos)
+    if loss == "mse_plus_cosine":
         cos = torch.nn.functional.cosine_similarity(pred, target, dim=1, eps=1e-8)
         return torch.mean((pred - target) ** 2) + torch.mean(1.0 - cos)
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -212,55 +210,13 @@ def pearson_per_target(y_true, y_pred):
     return sums.correlations()
 
 
-# -- early stopping ------------------------------------------------------------------------------
-class EarlyStopping:
-    """Track the best validation loss; stop after ``patience`` epochs without improvement.
-
-    Parameters
-    ----------
-    patience : int or None
-        Epochs without improvement before stopping; ``None`` never stops early (the best epoch is
-        still restored).
-    min_delta : float, default=0.0
-        Improvement smaller than this does not count.
-    """
-
-    def __init__(self, patience, min_delta=0.0):
-        self.patience = patience
-        self.min_delta = min_delta
-        self.best_loss = math.inf
-        self.best_epoch = -1
-        self.bad_epochs = 0
-        self.best_state = None
-
-    def step(self, epoch, loss, state_fn):
-        """Record an epoch; returns True when training should stop.
-
-        ``state_fn()`` is called (and its result kept) only when the epoch is a new best.
-        """
-        if loss < self.best_loss - self.min_delta:
-            self.best_loss = float(loss)
-            self.best_epoch = int(epoch)
-            self.bad_epochs = 0
-            self.best_state = state_fn()
-        else:
-            self.bad_epochs += 1
-        return self.patience is not None and self.bad_epochs >= self.patience
-
-    def state_dict(self):
-        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs, "best_state": self.best_state}
-
-    def load_state_dict(self, state):
-        self.best_loss = state["best_loss"]
-        self.best_epoch = state["best_epoch"]
-        self.bad_epochs = state["bad_epochs"]
-        self.best_state = state["best_state"]
-
-
 # -- validation split ----------------------------------------------------------------------------
 def validation_split(n_samples, groups, validation, rng, X=None, y=None):
     """Split sample indices into training and validation, holding out whole stories.
+
+    Used by :class:`~sk_braintune.tuning.BrainTuner` (over distinct stimulus windows, so that a
+    held-out story is held out for every participant) and by
+    :class:`~sk_braintune.analysis.SemanticProbe` (which passes its splitter).
 
     Parameters
     ----------

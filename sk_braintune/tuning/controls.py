@@ -21,6 +21,8 @@ import numbers
 
 import numpy as np
 
+from ..preprocessing import zscore_per_story
+
 __all__ = ["other_story_targets", "block_permuted_targets", "representation_targets"]
 
 
@@ -224,26 +226,10 @@ def representation_targets(features, groups=None, n_components=None, random_stat
     if not np.all(np.isfinite(features)):
         raise ValueError("features contain NaN or inf")
 
-    def zscore(a, rows):
-        block = a[rows]
-        std = block.std(axis=0)
-        a[rows] = (block - block.mean(axis=0)) / np.where(std > 0, std, 1.0)
-
-    def zscore_all(a):
-        if groups is None:
-            zscore(a, slice(None))
-        else:
-            g = np.asarray(groups)
-            if g.shape != (a.shape[0],):
-                raise ValueError(f"groups must have shape ({a.shape[0]},), got {g.shape}")
-            for name in dict.fromkeys(g.tolist()):
-                zscore(a, g == name)
-        return a
-
-    targets = zscore_all(features.copy())
+    targets = zscore_per_story(features, groups)
     if n_components is not None:
         from sklearn.decomposition import PCA
 
         targets = PCA(n_components=n_components, random_state=random_state).fit_transform(targets)
-        targets = zscore_all(targets)
+        targets = zscore_per_story(targets, groups)
     return targets.astype(np.float32)

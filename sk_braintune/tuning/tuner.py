@@ -8,11 +8,9 @@ responses. The tuned backbone then replaces the pretrained one in the encoding p
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +19,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted,
                                       validate_data)
 
-from . import _checkpoint, _network, _training
+from ..windows import is_audio_windows
+from . import _loop, _training
+from .callbacks import check_callbacks
+from .frozen_cache import FrozenLayerCache
 
 __all__ = ["BrainTuner"]
 
-# Test hook: called as ``_epoch_end_hook(tuner, epoch, history)`` after each epoch's checkpoint
-# is written (tests raise from it to simulate an interrupted fit).
-_epoch_end_hook = None
-
 # parameters that do not change the result of a fit (ignored when matching a checkpoint)
-_NON_RESULT_PARAMS = ("verbose", "checkpoint_dir", "device")
-
-
-def _is_windows(X):
-    return hasattr(X, "waveforms") and hasattr(X, "window_samples") and hasattr(X, "shape")
+_NON_RESULT_PARAMS = ("verbose", "checkpoint_dir", "device", "callbacks", "frozen_cache")
 
 
 class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
@@ -69,13 +62,39 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         (``hidden_at(x, N - k)`` under ``torch.inference_mode``, kept on the CPU as float32, or
         float16 beyond 4 GiB) and train the top blocks on the cached hidden states each epoch.
         Much faster; the frozen layers run without dropout (eval mode), as they would in any
-        frozen feature extractor. The latest cache (up to 2 GiB) is kept in memory so that the
-        next fit with the same model, windows and ``trainable_layers`` (e.g. a control run)
-        skips this step; ``sk_braintune.tuning._network.clear_frozen_cache()`` frees it.
-    loss : {"mse", "correlation", "cosine_mse"}, default="mse"
+        frozen feature extractor.
+    frozen_cache : FrozenLayerCache or None, default=None
+        Where the frozen layers' outputs are kept between fits: tuners given the same
+        :class:`~sk_braintune.tuning.FrozenLayerCache` (e.g. a brain-tuned model and its
+        controls, on the same model, windows and ``trainable_layers``) compute them once.
+        ``clone`` keeps the same instance, so a grid search shares it too. None: computed for
+        this fit only, nothing is kept.
+    loss : {"mse", "correlation", "spatial_correlation", "cosine_mse", "mse_plus_cosine"}, \
+            default="mse"
         ``"mse"``: mean squared error. ``"correlation"``: 1 - mean Pearson r over targets, across
-        the samples of each (micro-)batch. ``"cosine_mse"``: MSE + mean(1 - cosine similarity)
-        between predicted and true target vectors of each sample.
+        the samples of each (micro-)batch. ``"spatial_correlation"``: 1 - mean over samples of
+        the Pearson r across the targets (voxels) of each sample. ``"cosine_mse"``: the
+        multi-brain-tuning paper's cos+L2, Huber loss (delta 0.6) + 0.5 * mean(1 - cosine
+        similarity) between predicted and true target vectors of each sample.
+        ``"mse_plus_cosine"``: MSE + mean(1 - cosine similarity) (what ``"cosine_mse"``
+        meant before the multi-participant release; see the changelog). With several
+        participants each participant's loss is computed on its own rows of the batch.
+    head : {"shared", "per_participant"}, default="shared"
+        With ``participants``: one linear head for everyone over the common voxel space (the
+        multi-brain-tuning paper's choice), or one head per participant (``predict`` and
+        ``score`` then need ``participants``). Targets are standardised with the training rows
+        of all participants either way. Ignored without ``participants``.
+    participant_schedule : {"sequential", "averaged"}, default="sequential"
+        With ``participants``: the backbone runs once per batch of stimulus windows in both.
+        ``"sequential"`` (the paper's): each participant's loss on those windows is
+        back-propagated in turn and the gradients add up before the optimiser step (computed
+        as one backward pass of their sum, which gives the same gradient). ``"averaged"``: one
+        loss, the mean of the participants' losses. With Adam the two differ only through the
+        gradient's scale (number of participants in the batch), which Adam normalises away
+        except for its ``eps`` and an L2 ``weight_decay``.
+    optimizer : {"adam", "adamw"}, default="adam"
+        Adam (``weight_decay`` is an L2 penalty in the gradient) or AdamW (decoupled weight
+        decay); two parameter groups, backbone and head, either way.
     lr_backbone : float, default=5e-5
         Peak learning rate of the backbone's parameters (LoRA adapters with ``lora_rank``).
     lr_head : float, default=1e-4
@@ -84,7 +103,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         Fraction of all optimiser steps spent in linear warm-up; then linear decay to 0 at the
         last step (see :func:`sk_braintune.tuning._training.lr_factor` for the exact formula).
     weight_decay : float, default=0.0
-        Adam's L2 penalty (both groups).
+        Weight decay of both groups (see ``optimizer``).
     batch_size : int, default=128
         Windows per optimiser step (also the inference batch).
     micro_batch_size : int or None, default=None
@@ -115,6 +134,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         blocks instead of their weights; they are merged into the weights after ``fit``.
     lora_alpha : float or None, default=None
         LoRA scaling numerator (``2 * lora_rank`` when None).
+    lora_dropout : float, default=0.0
+        Dropout on the LoRA adapters' input during training.
     device : str, default="auto"
         "auto" uses CUDA when present, else the CPU. The model is moved back to the CPU after
         ``fit``; ``predict``/``transform`` move it to ``device`` for the call.
@@ -125,19 +146,28 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         Seeds the head's initialisation, LoRA initialisation, dropout, shuffling and the
         validation split. The caller's global NumPy and torch RNGs are left untouched (for
         ``None`` one seed is drawn from NumPy's global RNG, as scikit-learn does).
+    callbacks : list of Callback or None, default=None
+        User callbacks (:class:`~sk_braintune.tuning.Callback` subclasses), called after the
+        built-in ones (early stopping, checkpoint, progress bar) at each hook.
     verbose : bool, default=False
-        Progress bar per epoch.
+        Progress bar per epoch and an epoch summary logged at INFO level
+        (``sk_braintune.tuning.callbacks`` logger).
 
     Attributes
     ----------
     backbone_ : AudioBackbone
         The tuned backbone (on the CPU, eval mode).
-    head_ : torch.nn.Linear
-        Linear head from pooled features to standardised targets (on the CPU).
+    head_ : torch.nn.Linear or torch.nn.ModuleList
+        Linear head from pooled features to standardised targets (on the CPU); with
+        ``head="per_participant"`` one per participant, in the order of ``participants_``.
+    participants_ : ndarray or None
+        Sorted participant labels seen in ``fit`` (None without ``participants``).
     history_ : list of dict
         Per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``valid_r`` (mean Pearson r over
         targets on the validation stories; NaN without validation), ``lr_backbone`` and
-        ``lr_head`` (at the epoch's last step), ``seconds``.
+        ``lr_head`` (at the epoch's last step), ``seconds``. With ``participants`` also
+        ``valid_r_per_participant`` (participant -> mean r over targets on its validation
+        rows); ``valid_r`` and ``valid_loss`` are then means over participants.
     best_epoch_ : int
         0-based epoch whose weights were kept.
     n_features_in_ : int
@@ -153,25 +183,47 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    Several participants (the multi-brain-tuning follow-up, Moussa et al., NeurIPS 2025): pass
+    one row per (stimulus window, participant) pair with ``participants`` (e.g. from
+    :func:`sk_braintune.datasets.participant_windows`); rows of one window share one forward
+    pass, the validation split holds out whole stories for all participants. The paper's
+    recipe is reachable with ``lora_rank=8, lora_alpha=32, lora_dropout=0.1,
+    optimizer="adamw", lr_backbone=1e-4, lr_head=1e-4`` (LoRA on the attention q/k/v/out
+    projections, CNN frozen, 10% warm-up then linear decay, batch 128, up to 30 epochs with
+    early stopping are the defaults) and ``loss="mse"``, ``"spatial_correlation"`` or
+    ``"cosine_mse"``; the defaults stay those of the single-participant paper.
+
     Layers follow the ``hidden_states`` convention: 0 = input embeddings, N = last block.
     Searches (``GridSearchCV``) on one GPU should use ``n_jobs=1``: every fit holds a model on it.
     Without ``groups`` (and without ``AudioWindows``, whose stories are used), samples are taken as
     one contiguous run.
     """
 
+    # predict/score need participants only with one head per participant: not requested by
+    # default, so a shared-head tuner in a search ignores routed participants
+    # (set_score_request(participants=True) asks for them)
+    __metadata_request__predict = {"participants": False}
+    __metadata_request__score = {"participants": False}
+
     def __init__(self, model, *, pooling="mean", freeze_feature_encoder=True,
-                 trainable_layers=None, cache_frozen=True, loss="mse", lr_backbone=5e-5,
-                 lr_head=1e-4, warmup_fraction=0.1, weight_decay=0.0, batch_size=128,
-                 micro_batch_size=None, max_epochs=30, validation=0.1, patience=5,
-                 standardize_targets=True, transform_layers="last", checkpoint_dir=None,
-                 lora_rank=None, lora_alpha=None, device="auto", precision="auto",
-                 random_state=None, verbose=False):
+                 trainable_layers=None, cache_frozen=True, frozen_cache=None, loss="mse",
+                 head="shared", participant_schedule="sequential", optimizer="adam",
+                 lr_backbone=5e-5, lr_head=1e-4, warmup_fraction=0.1, weight_decay=0.0,
+                 batch_size=128, micro_batch_size=None, max_epochs=30, validation=0.1,
+                 patience=5, standardize_targets=True, transform_layers="last",
+                 checkpoint_dir=None, lora_rank=None, lora_alpha=None, lora_dropout=0.0,
+                 device="auto", precision="auto", random_state=None, callbacks=None,
+                 verbose=False):
         self.model = model
         self.pooling = pooling
         self.freeze_feature_encoder = freeze_feature_encoder
         self.trainable_layers = trainable_layers
         self.cache_frozen = cache_frozen
+        self.frozen_cache = frozen_cache
         self.loss = loss
+        self.head = head
+        self.participant_schedule = participant_schedule
+        self.optimizer = optimizer
         self.lr_backbone = lr_backbone
         self.lr_head = lr_head
         self.warmup_fraction = warmup_fraction
@@ -186,9 +238,11 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
         self.device = device
         self.precision = precision
         self.random_state = random_state
+        self.callbacks = callbacks
         self.verbose = verbose
 
     def __sklearn_tags__(self):
@@ -211,6 +265,20 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"pooling must be one of {_training.POOLINGS}, got {self.pooling!r}")
         if self.loss not in _training.LOSSES:
             raise ValueError(f"loss must be one of {_training.LOSSES}, got {self.loss!r}")
+        if self.head not in _loop.HEADS:
+            raise ValueError(f"head must be one of {_loop.HEADS}, got {self.head!r}")
+        if self.participant_schedule not in _loop.PARTICIPANT_SCHEDULES:
+            raise ValueError(f"participant_schedule must be one of "
+                             f"{_loop.PARTICIPANT_SCHEDULES}, got {self.participant_schedule!r}")
+        if self.optimizer not in _training.OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_training.OPTIMIZERS}, got "
+                             f"{self.optimizer!r}")
+        if not (isinstance(self.lora_dropout, numbers.Real) and 0 <= self.lora_dropout < 1):
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if self.frozen_cache is not None and not isinstance(self.frozen_cache, FrozenLayerCache):
+            raise TypeError("frozen_cache must be None or a sk_braintune.tuning.FrozenLayerCache, "
+                            f"got {type(self.frozen_cache).__name__}")
+        check_callbacks(self.callbacks)
         if self.transform_layers not in ("last", "all"):
             raise ValueError(f"transform_layers must be 'last' or 'all', got "
                              f"{self.transform_layers!r}")
@@ -254,7 +322,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
 
     def _check_X(self, X, *, reset, y=None):
         """Validate windows: AudioWindows stay lazy, arrays/lists become float32 2-D arrays."""
-        if _is_windows(X):
+        if is_audio_windows(X):
             if y is not None:
                 y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
                 check_consistent_length(X, y)
@@ -273,7 +341,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     # -- helpers -----------------------------------------------------------------------------
     def _window_batch(self, X, index, n_input_samples):
         """float32 array (len(index), n_input_samples): windows, left-padded with silence."""
-        batch = X[index].to_array() if _is_windows(X) else np.asarray(X[index], dtype=np.float32)
+        batch = (X[index].to_array() if is_audio_windows(X)
+                 else np.asarray(X[index], dtype=np.float32))
         if batch.shape[1] < n_input_samples:
             pad = np.zeros((batch.shape[0], n_input_samples - batch.shape[1]), dtype=np.float32)
             batch = np.concatenate([pad, batch], axis=1)
@@ -318,20 +387,27 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         return params
 
     # -- fit ---------------------------------------------------------------------------------
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, participants=None):
         """Fine-tune the backbone and head on ``(X, y)``.
 
         Parameters
         ----------
-        X : AudioWindows, ndarray of shape (n_trs, n_samples) or list of 1-D arrays
-            16 kHz causal audio windows, one per TR. Windows too short to give one frame are
-            left-padded with silence.
-        y : ndarray of shape (n_trs, n_targets) or (n_trs,)
-            Targets per TR: voxel responses, a control (see :mod:`sk_braintune.tuning.controls`)
+        X : AudioWindows, ndarray of shape (n_rows, n_samples) or list of 1-D arrays
+            16 kHz causal audio windows, one per TR (per TR and participant with
+            ``participants``: a window then appears once per participant who heard it). Windows
+            too short to give one frame are left-padded with silence.
+        y : ndarray of shape (n_rows, n_targets) or (n_rows,)
+            Targets per row: voxel responses (of the row's participant, in the voxel space
+            common to all participants), a control (see :mod:`sk_braintune.tuning.controls`)
             or another model's representations.
-        groups : array-like of shape (n_trs,), optional
-            Story of each TR (routed with ``set_fit_request(groups=True)``); the validation split
-            holds out whole stories. Defaults to ``X.groups`` for ``AudioWindows``.
+        groups : array-like of shape (n_rows,), optional
+            Story of each row (routed with ``set_fit_request(groups=True)``); the validation
+            split holds out whole stories. Defaults to ``X.groups`` for ``AudioWindows``.
+        participants : array-like of shape (n_rows,), optional
+            Participant of each row (routed with ``set_fit_request(participants=True)``). The
+            rows of one window (same story and end for ``AudioWindows``, same samples for
+            arrays) are forwarded once per batch for all their participants. None: one
+            participant, every row its own window.
 
         Returns
         -------
@@ -354,12 +430,24 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         y2 = y.reshape(len(y), -1)
         if not np.all(np.isfinite(y2)):
             raise ValueError("y contains NaN or inf; drop or impute those voxels/TRs first.")
-        if groups is None and _is_windows(X):
+        if groups is None and is_audio_windows(X):
             groups = np.asarray(X.groups)
         if groups is not None:
             groups = np.asarray(groups)
             check_consistent_length(X, groups)
+        codes = None
+        self.participants_ = None
+        if participants is not None:
+            participants = np.asarray(participants)
+            if participants.ndim != 1:
+                raise ValueError(f"participants must be 1-D (one label per row), got shape "
+                                 f"{participants.shape}")
+            check_consistent_length(X, participants)
+            self.participants_, codes = np.unique(participants, return_inverse=True)
         self.n_outputs_ = y2.shape[1]
+        callbacks = check_callbacks(self.callbacks)
+        data = _loop.TrainingData(X, y2.astype(np.float32), groups, codes,
+                                  None if codes is None else len(self.participants_))
 
         device = resolve_device(self.device)
         precision = self._resolve_precision(device)
@@ -373,244 +461,12 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         try:
             with torch.random.fork_rng(devices=fork_devices):
                 torch.manual_seed(seed)
-                self._fit(X, y2.astype(np.float32), groups, seed, device, precision, ckpt_dir)
+                _loop.TrainingRun(self, data, seed, device, precision, callbacks,
+                                  ckpt_dir).fit()
         finally:
             if owns_dir:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
         return self
-
-    def _fit(self, X, y, groups, seed, device, precision, ckpt_dir):
-        import torch
-
-        from ..models.backbone import load_backbone
-
-        backbone = load_backbone(str(self.model), device="cpu")
-        self._check_params(backbone.num_hidden_layers)
-        n_layers = backbone.num_hidden_layers
-        backbone_fingerprint = backbone.fingerprint()
-        fingerprint = _checkpoint.config_fingerprint(self._result_params(), backbone_fingerprint)
-        data_fingerprint = _checkpoint.data_fingerprint(X, y, groups)
-        backbone.to(device)
-        n_input = self._min_input_samples(backbone, X.shape[1])
-        autocast = self._autocast_factory(device, precision)
-
-        checkpoint = _checkpoint.load_checkpoint(ckpt_dir)
-        if checkpoint is not None:
-            if checkpoint["config"] != fingerprint or checkpoint["data"] != data_fingerprint:
-                what = "configuration" if checkpoint["config"] != fingerprint else "data"
-                raise ValueError(
-                    f"checkpoint_dir={str(ckpt_dir)!r} holds a checkpoint of another {what} "
-                    "(parameters, model weights or training data differ), so it cannot be resumed. "
-                    "Use another checkpoint_dir, or delete that checkpoint to start afresh."
-                )
-            # the interrupted run's seed: same validation split even with random_state=None
-            seed = checkpoint["seed"]
-
-        # -- what trains ------------------------------------------------------------------------
-        k = self.trainable_layers
-        start_layer = None if k is None else n_layers - k
-        if start_layer is None:
-            if self.freeze_feature_encoder:
-                backbone.freeze_feature_encoder()
-            trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
-        else:
-            trainable = _network.parameters_after(backbone, start_layer, n_input)
-            for name, p in backbone.named_parameters():
-                p.requires_grad_(name in trainable)
-        if self.lora_rank is not None:
-            _network.apply_lora(backbone, self.lora_rank, self.lora_alpha, trainable)
-        backbone_params = [p for p in backbone.parameters() if p.requires_grad]
-        self.n_trainable_parameters_ = int(sum(p.numel() for p in backbone_params))
-        use_cache = start_layer is not None and self.cache_frozen
-        if device.type == "cuda" and hasattr(backbone.encoder, "gradient_checkpointing_enable"):
-            backbone.encoder.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-
-        head = _network.make_head(backbone.hidden_size, y.shape[1], seed).to(device)
-        optimizer, base_lrs = _training.make_optimizer(
-            backbone_params, list(head.parameters()), self.lr_backbone, self.lr_head,
-            self.weight_decay)
-
-        # -- data -------------------------------------------------------------------------------
-        split_rng = np.random.RandomState(seed)
-        train_index, valid_index = _training.validation_split(
-            len(y), groups, self.validation, split_rng, X=np.zeros((len(y), 1)), y=y)
-        if len(train_index) == 0:
-            raise ValueError("the validation split left no training samples")
-        if self.standardize_targets:
-            mean = y[train_index].mean(0)
-            scale = y[train_index].std(0)
-            scale = np.where(scale > 0, scale, 1.0)
-        else:
-            mean, scale = np.zeros(y.shape[1]), np.ones(y.shape[1])
-        targets = torch.from_numpy(((y - mean) / scale).astype(np.float32))
-        self.target_mean_ = mean.astype(np.float64)
-        self.target_scale_ = scale.astype(np.float64)
-        self.validation_groups_ = (np.unique(groups[valid_index]) if groups is not None
-                                   else np.array([], dtype=object))
-
-        def windows_fn(index):
-            return self._window_batch(X, index, n_input)
-
-        cached_hidden = cached_mask = None
-        if use_cache:
-            # a control tuned next on the same windows reuses the frozen layers' outputs
-            cache_key = (backbone_fingerprint, _checkpoint.windows_fingerprint(X), start_layer,
-                         n_input, precision)
-            remembered = _network.remembered_cache(cache_key)
-            if remembered is None:
-                cached_hidden, cached_mask = _network.cache_hidden(
-                    backbone, windows_fn, len(y), start_layer, self.batch_size, device,
-                    autocast, self._progress)
-                _network.remember_cache(cache_key, cached_hidden, cached_mask)
-            else:
-                cached_hidden, cached_mask = remembered
-
-        def predict_batch(index):
-            if use_cache:
-                hidden = cached_hidden[index].to(device, torch.float32, non_blocking=True)
-                mask = cached_mask[index].to(device)
-                return _network.forward_cached(backbone, head, hidden, mask, start_layer,
-                                               self.pooling)[0]
-            waves = torch.from_numpy(windows_fn(index)).to(device)
-            return _network.forward_full(backbone, head, waves, self.pooling)[0]
-
-        # -- resume state -----------------------------------------------------------------------
-        shuffle_rng = np.random.RandomState((seed + 1) % (2 ** 31))
-        stopper = _training.EarlyStopping(self.patience)
-        history, first_epoch, step, finished = [], 0, 0, False
-        named_trainable = [(n, p) for n, p in backbone.named_parameters() if p.requires_grad]
-
-        def trainable_state():
-            return {"backbone": {n: p.detach().to("cpu", copy=True) for n, p in named_trainable},
-                    "head": {n: t.detach().to("cpu", copy=True)
-                             for n, t in head.state_dict().items()}}
-
-        def load_trainable_state(state):
-            with torch.no_grad():
-                params = dict(named_trainable)
-                for name, value in state["backbone"].items():
-                    params[name].copy_(value)
-            head.load_state_dict(state["head"])
-
-        if checkpoint is not None:
-            load_trainable_state(checkpoint["trainable"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            shuffle_rng.set_state(checkpoint["shuffle_rng"])
-            torch.set_rng_state(checkpoint["torch_rng"])
-            if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-            stopper.load_state_dict(checkpoint["stopper"])
-            history = list(checkpoint["history"])
-            first_epoch, step, finished = checkpoint["epoch"] + 1, checkpoint["step"], \
-                checkpoint["finished"]
-
-        # -- training loop ----------------------------------------------------------------------
-        batch_size = min(self.batch_size, len(train_index))
-        micro = self.micro_batch_size or batch_size
-        steps_per_epoch = math.ceil(len(train_index) / batch_size)
-        total_steps = self.max_epochs * steps_per_epoch
-        warmup_steps = _training.n_warmup_steps(total_steps, self.warmup_fraction)
-
-        epoch = first_epoch
-        while not finished and epoch < self.max_epochs:
-            started = time.perf_counter()
-            backbone.train()
-            head.train()
-            order = train_index[shuffle_rng.permutation(len(train_index))]
-            loss_sum, n_seen = 0.0, 0
-            bar = self._progress(range(steps_per_epoch), f"epoch {epoch + 1}/{self.max_epochs}",
-                                 steps_per_epoch)
-            for b in bar:
-                index = order[b * batch_size:(b + 1) * batch_size]
-                _training.set_learning_rates(
-                    optimizer, base_lrs, _training.lr_factor(step, total_steps, warmup_steps))
-                optimizer.zero_grad(set_to_none=True)
-                for c in range(0, len(index), micro):
-                    chunk = index[c:c + micro]
-                    with autocast():
-                        pred = predict_batch(chunk)
-                    loss = _training.compute_loss(pred, targets[chunk].to(device), self.loss)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"training loss became {loss.item()} at epoch {epoch}; lower "
-                            "lr_backbone/lr_head, or use precision='fp32'.")
-                    (loss * (len(chunk) / len(index))).backward()
-                    loss_sum += loss.item() * len(chunk)
-                    n_seen += len(chunk)
-                optimizer.step()
-                step += 1
-                if self.verbose:
-                    bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-            record = {"epoch": epoch, "train_loss": loss_sum / max(n_seen, 1),
-                      "lr_backbone": optimizer.param_groups[0]["lr"],
-                      "lr_head": optimizer.param_groups[1]["lr"]}
-            backbone.eval()
-            head.eval()
-            valid_loss, valid_r = self._validate(predict_batch, targets, valid_index, device,
-                                                 autocast)
-            record.update(valid_loss=valid_loss, valid_r=valid_r,
-                          seconds=time.perf_counter() - started)
-            history.append(record)
-            if self.verbose:
-                print(f"epoch {epoch + 1}/{self.max_epochs}: train loss {record['train_loss']:.4f}"
-                      f", valid loss {valid_loss:.4f}, valid r {valid_r:.4f}")
-            monitored = valid_loss if len(valid_index) else record["train_loss"]
-            stop = stopper.step(epoch, monitored, trainable_state) if len(valid_index) else False
-            if not len(valid_index):
-                stopper.best_epoch, stopper.best_state = epoch, None
-            finished = stop or epoch + 1 >= self.max_epochs
-            _checkpoint.save_checkpoint(ckpt_dir, {
-                "config": fingerprint, "data": data_fingerprint, "seed": seed, "epoch": epoch,
-                "step": step,
-                "finished": finished, "trainable": trainable_state(),
-                "optimizer": optimizer.state_dict(), "shuffle_rng": shuffle_rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "stopper": stopper.state_dict(), "history": history,
-            })
-            if _epoch_end_hook is not None:
-                _epoch_end_hook(self, epoch, history)
-            epoch += 1
-
-        # -- finish: best weights, merge adapters, back to the CPU ------------------------------
-        if stopper.best_state is not None:
-            load_trainable_state(stopper.best_state)
-        self.best_epoch_ = int(stopper.best_epoch if stopper.best_epoch >= 0 else len(history) - 1)
-        self.history_ = history
-        if self.lora_rank is not None:
-            _network.merge_lora(backbone)
-        if hasattr(backbone.encoder, "gradient_checkpointing_disable") and device.type == "cuda":
-            backbone.encoder.gradient_checkpointing_disable()
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        del cached_hidden, cached_mask, optimizer
-        self.backbone_ = backbone.to("cpu").eval()
-        self.head_ = head.to("cpu").eval().requires_grad_(False)
-        self._n_input_samples_ = n_input
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _validate(self, predict_batch, targets, valid_index, device, autocast):
-        """Validation loss and mean r (modules in eval mode), streamed to CPU correlation sums."""
-        import torch
-
-        if len(valid_index) == 0:
-            return float("nan"), float("nan")
-        sums = _training.CorrelationSums(targets.shape[1])
-        loss_sum = 0.0
-        with torch.inference_mode():
-            for start in range(0, len(valid_index), self.batch_size):
-                index = valid_index[start:start + self.batch_size]
-                with autocast():
-                    pred = predict_batch(index)
-                target = targets[index].to(device)
-                if self.loss != "correlation":
-                    loss_sum += _training.compute_loss(pred, target, self.loss).item() * len(index)
-                sums.update(pred, target)
-        r = float(np.mean(sums.correlations()))
-        valid_loss = 1.0 - r if self.loss == "correlation" else loss_sum / len(valid_index)
-        return valid_loss, r
 
     # -- inference ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -628,39 +484,77 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             self.backbone_.to("cpu")
             self.head_.to("cpu")
 
-    def _pooled(self, X, layers):
-        """Pooled features (and head predictions) for every window, in batches."""
+    def _pooled(self, X, layers, participant_codes=None):
+        """Pooled features (and head predictions) for every window, in batches.
+
+        ``participant_codes`` (one per window) picks each window's head when there is one head
+        per participant.
+        """
         import torch
 
-        n = X.shape[0]
-        n_input = getattr(self, "_n_input_samples_", X.shape[1])
-        features, predictions = [], []
-        with self._on_device() as (device, autocast), torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                index = np.arange(start, min(start + self.batch_size, n))
-                waves = torch.from_numpy(self._window_batch(X, index, n_input)).to(device)
-                with autocast():
-                    out = self.backbone_(waves, output_hidden_states=layers == "all")
-                    mask = out.frame_mask
-                    last = _training.pool(out.last_hidden_state, mask, self.pooling)
-                    if layers == "predict":
-                        predictions.append(self.head_(last.float()).float().cpu().numpy())
-                        continue
-                    if layers == "all":
-                        pooled = [_training.pool(h, mask, self.pooling).float()
-                                  for h in out.hidden_states]
-                        features.append(torch.cat(pooled, dim=1).cpu().numpy())
-                    else:
-                        features.append(last.float().cpu().numpy())
-        chunks = predictions if layers == "predict" else features
-        return np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+        from ..features import pooled_features
 
-    def predict(self, X):
+        n_input = getattr(self, "_n_input_samples_", X.shape[1])
+        with self._on_device() as (device, autocast):
+            per_participant = layers == "predict" and participant_codes is not None
+            out = pooled_features(
+                self.backbone_, X,
+                range(self.backbone_.num_hidden_layers + 1) if layers == "all"
+                else "last_hidden_state", self.pooling, batch_size=self.batch_size,
+                load_batch=lambda index: self._window_batch(X, index, n_input),
+                autocast=autocast,
+                head=self.head_ if layers == "predict" and not per_participant else None)
+        if per_participant:  # each window through its participant's head (on the CPU)
+            with torch.inference_mode():
+                out = self._head_predict(torch.from_numpy(out), participant_codes)
+        return out
+
+    def _head_predict(self, pooled, codes):
+        """Head output for a batch of pooled features, as a float32 NumPy array."""
+        import torch
+
+        if codes is None:
+            return self.head_(pooled).float().cpu().numpy()
+        out = torch.empty((pooled.shape[0], self.n_outputs_), dtype=torch.float32)
+        for code in np.unique(codes):
+            rows = np.flatnonzero(codes == code)
+            index = torch.as_tensor(rows, device=pooled.device)
+            out[rows] = self.head_[int(code)](pooled[index]).float().cpu()
+        return out.numpy()
+
+    @property
+    def _per_participant_heads(self):
+        return getattr(self, "participants_", None) is not None and self.head == "per_participant"
+
+    def _participant_codes(self, X, participants):
+        """Head index of each row (per-participant heads), or None (one shared head)."""
+        if not self._per_participant_heads:
+            return None
+        if participants is None:
+            raise ValueError(
+                "this BrainTuner has one head per participant (head='per_participant'): pass "
+                "participants= (one label per row) to predict/score, routed with "
+                "set_predict_request(participants=True) / set_score_request(participants=True) "
+                "in a Pipeline or search.")
+        participants = np.asarray(participants)
+        check_consistent_length(X, participants)
+        codes = np.searchsorted(self.participants_, participants)
+        codes = np.clip(codes, 0, len(self.participants_) - 1)
+        unknown = self.participants_[codes] != participants
+        if np.any(unknown):
+            raise ValueError(f"participants {sorted(set(participants[unknown].tolist()))} have no "
+                             f"head; this model was fitted on {list(self.participants_)}. Use "
+                             "head='shared' to predict for new participants.")
+        return codes
+
+    def predict(self, X, participants=None):
         """Predict the targets of each window.
 
         Parameters
         ----------
         X : AudioWindows, ndarray of shape (n_trs, n_samples) or list of 1-D arrays
+        participants : array-like of shape (n_trs,), optional
+            Participant of each row: needed (and only used) with ``head="per_participant"``.
 
         Returns
         -------
@@ -669,7 +563,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, _ = self._check_X(X, reset=False)
-        pred = self._pooled(X, "predict").astype(np.float64)
+        codes = self._participant_codes(X, participants)
+        pred = self._pooled(X, "predict", codes).astype(np.float64)
         pred = (pred * self.target_scale_ + self.target_mean_).astype(self._y_dtype_)
         return pred.ravel() if self._y_1d_ else pred
 
@@ -705,7 +600,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                          for layer in range(self.backbone_.num_hidden_layers + 1)
                          for j in range(dim)], dtype=object)
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None, participants=None):
         """Mean Pearson correlation over targets between predictions and ``y``.
 
         Parameters
@@ -714,6 +609,10 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         y : ndarray of shape (n_trs, n_targets) or (n_trs,)
         sample_weight : None
             Not supported (present for scikit-learn's scorer signature).
+        participants : array-like of shape (n_trs,), optional
+            Participant of each row. When given, the score is the mean over participants of
+            each participant's mean r over targets (and it picks the head with
+            ``head="per_participant"``, where it is required); otherwise all rows are pooled.
 
         Returns
         -------
@@ -722,9 +621,15 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         """
         if sample_weight is not None:
             raise ValueError("BrainTuner.score does not support sample_weight")
-        pred = self.predict(X)
+        pred = self.predict(X, participants=participants)
         y = np.asarray(y, dtype=np.float64)
-        return float(np.mean(_training.pearson_per_target(y, pred)))
+        if participants is None:
+            return float(np.mean(_training.pearson_per_target(y, pred)))
+        participants = np.asarray(participants)
+        check_consistent_length(y, participants)
+        return float(np.mean([np.mean(_training.pearson_per_target(y[participants == p],
+                                                                   pred[participants == p]))
+                              for p in np.unique(participants)]))
 
     def save_pretrained(self, directory):
         """Export the tuned backbone so that Hugging Face tools load it.
@@ -753,6 +658,9 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         self.backbone_.save_pretrained(directory)
         buffer = io.BytesIO()
         torch.save({"head": self.head_.state_dict(), "target_mean": self.target_mean_,
-                    "target_scale": self.target_scale_, "pooling": self.pooling}, buffer)
+                    "target_scale": self.target_scale_, "pooling": self.pooling,
+                    "participants": (None if getattr(self, "participants_", None) is None
+                                     else list(self.participants_.tolist())),
+                    "per_participant_heads": self._per_participant_heads}, buffer)
         atomic_write_bytes(directory / "braintuner_head.pt", buffer.getvalue())
         return directory
