@@ -28,7 +28,8 @@ def _fit_layer(layer, features, responses, groups):
     """One layer's held-out r (our per-layer loop body)."""
     stories = list(dict.fromkeys(groups))
     result = fit_score_encoding(features[:, layer::3], responses, groups, stories[:-1],
-                                stories[-1:], delays=(1, 2), alphas=np.logspace(-1, 4, 6), cv=3)
+                                stories[-1:], delays=(1, 2),
+                                estimator=RidgeEncoder(alphas=np.logspace(-1, 4, 6), cv=3))
     return result["r"]
 
 
@@ -99,3 +100,23 @@ def test_grid_search_over_a_ridge_pipeline_on_dask_equals_sequential(cluster):
     assert sequential.best_params_["delay__delays"] in [(1, 2), (1, 2, 3)]
     np.testing.assert_allclose(on_dask.best_estimator_[-1].coef_,
                                sequential.best_estimator_[-1].coef_, rtol=1e-5)
+
+
+def test_layerwise_alignment_on_dask_equals_sequential(cluster):
+    from sk_braintune.evaluation import layerwise_alignment
+
+    X, Y, groups = _stories(seed=3)
+    features = np.hstack([X, X[:, ::-1] ** 2, X[:, :2]])[:, :15]
+    stories = list(dict.fromkeys(groups))
+    kwargs = dict(noise_ceiling=np.full(Y.shape[1], 0.8), voxel_labels=np.repeat(["a", "b"], 6))
+    sequential = layerwise_alignment(features, 3, Y, groups, stories[:-1], stories[-1:],
+                                     **kwargs)
+    before = _executed(cluster)
+    with parallel_config(backend="dask"):
+        on_dask = layerwise_alignment(features, 3, Y, groups, stories[:-1], stories[-1:],
+                                      n_jobs=-1, **kwargs)
+    assert _executed(cluster) > before
+    np.testing.assert_array_equal(on_dask["voxels"], sequential["voxels"])
+    assert sequential["voxels"].shape == (3, Y.shape[1])
+    for label in ("a", "b"):
+        np.testing.assert_array_equal(on_dask["roi"][label], sequential["roi"][label])
