@@ -269,7 +269,7 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                     n_repeats=10, n_layers=3, hidden_size=32, n_delays=4, n_alphas=None,
                     selected_fraction=1.0, longest_story_seconds=800.0,
                     working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
-                    training_gib=4.0):
+                    training_gib=2.7, select_before_stacking=False):
     """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune`` on ds003020 data.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
@@ -305,10 +305,15 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     lowlevel_gib : float, default=0.8
         The low-level feature spaces and their residualisation (measured on the simulated
         ds003020; it grows with the stories, not the voxels).
-    training_gib : float, default=4.0
-        The tuner's activations, gradients, optimiser state and target copies (measured for
-        the benchmark's small wav2vec2 at batch 128, 10 s windows, 23,700 voxels; a base-size
-        model needs several times more: measure it with ``benchmarks/bench_tuner.py``).
+    training_gib : float, default=2.7
+        The tuner's activations, gradients and optimiser state, besides its two copies of the
+        selected targets (float32 and standardised), which are added from the sizes. Measured
+        for the benchmark's small wav2vec2 at batch 128 and 10 s windows; a base-size model
+        needs several times more: measure it with ``benchmarks/bench_tuner.py``.
+    select_before_stacking : bool, default=False
+        ``tune`` only: the responses are stacked for the selected voxels only (what
+        :meth:`~sk_braintune.datasets.LazyStoryArray.take_columns` allows) instead of for
+        all voxels and then indexed.
 
     Returns
     -------
@@ -356,6 +361,7 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         stages["low_level"] = (stages["features"] + terms["responses"] + terms["ridge"]
                                + terms["lowlevel"])
     else:
-        stages["tune"] = (base + terms["responses"] + terms["selected_responses"]
-                          + terms["training"])
+        stacked = (terms["selected_responses"] if select_before_stacking
+                   else terms["responses"] + terms["selected_responses"])
+        stages["tune"] = base + stacked + terms["training"] + 2 * terms["selected_responses"]
     return {"stages": stages, "peak_gib": max(stages.values()), "terms": terms}

@@ -95,6 +95,11 @@ def test_memory_estimate_adds_up_the_arrays_held():
                            selected_fraction=0.25)
     assert tune["terms"]["selected_responses"] == pytest.approx(
         0.25 * est["terms"]["responses"])
+    # stacking the selected voxels only saves the whole stacked matrix
+    first = estimate_memory(n_trs, n_voxels, audio_seconds=seconds, command="tune",
+                            selected_fraction=0.25, select_before_stacking=True)
+    assert tune["stages"]["tune"] - first["stages"]["tune"] == pytest.approx(
+        est["terms"]["responses"])
     # three times the stories: three times the responses
     bigger = estimate_memory(3 * n_trs, n_voxels, audio_seconds=3 * seconds, n_test_trs=350)
     assert bigger["terms"]["responses"] == pytest.approx(3 * est["terms"]["responses"])
