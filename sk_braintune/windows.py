@@ -405,5 +405,14 @@ def windows_from_dataset(dataset, stories=None, *, window=10.0):
     X = make_windows({s: dataset.audio[s] for s in stories},
                      {s: dataset.tr_times[s] for s in stories},
                      window=window, tr=dataset.tr, sample_rate=dataset.sample_rate)
-    y = np.concatenate([np.asarray(dataset.responses[s], dtype=np.float32) for s in stories])
+    # filled story by story: lazily read responses (load_lebel2023) are never all in memory
+    # twice, as a list of per-story arrays plus their concatenation would be
+    lengths = [len(dataset.responses[s]) for s in stories]
+    first = np.asarray(dataset.responses[stories[0]], dtype=np.float32)
+    y = np.empty((sum(lengths), *first.shape[1:]), dtype=np.float32)
+    start = 0
+    for s, length in zip(stories, lengths):
+        y[start:start + length] = first if s == stories[0] else np.asarray(
+            dataset.responses[s], dtype=np.float32)
+        start += length
     return X, y, X.groups.copy()

@@ -372,3 +372,262 @@ def test_subpackages_import_cheaply_and_exports_resolve():
     assert "load_lebel2023" in dir(datasets)
     with pytest.raises(AttributeError):
         datasets.no_such_loader
+
+
+# -- several participants, lazy responses, common voxel space ----------------------------------
+def _file(root, subject, story, name="data"):
+    with h5py.File(root / f"derivative/preprocessed_data/{subject}/{story}.hf5") as f:
+        return f[name][...]
+
+
+@pytest.fixture(scope="module")
+def uneven_root(tmp_path_factory):
+    """Three participants in their own voxel spaces (16, 12 and 20 voxels)."""
+    return make_miniature_lebel2023(tmp_path_factory.mktemp("uneven"),
+                                    subjects=("UTS01", "UTS02", "UTS03"),
+                                    n_voxels={"UTS01": 16, "UTS02": 12, "UTS03": 20})
+
+
+def test_several_participants_follow_the_contract(root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        data = load_lebel2023(root, ["UTS02", 1])
+    assert data.participants == ("UTS02", "UTS01")
+    assert set(data.participant_data) == {"UTS01", "UTS02"}
+    assert data.subject == "UTS02"
+    for participant in data.participants:
+        own = data.participant_data[participant]
+        for story in STORIES:
+            np.testing.assert_array_equal(own.responses[story],
+                                          np.nan_to_num(_file(root, participant, story)))
+        repeats = _file(root, participant, "wheretheressmoke", "individual_repeats")
+        np.testing.assert_array_equal(own.repeats["wheretheressmoke"], repeats)
+        np.testing.assert_allclose(own.noise_ceiling, noise_ceiling(repeats), rtol=1e-6)
+    # the top level is the first participant's; the stimuli are shared
+    first = data.participant_data["UTS02"]
+    assert data.responses is first.responses and data.noise_ceiling is first.noise_ceiling
+    assert not np.array_equal(data.participant_data["UTS01"].noise_ceiling,
+                              data.noise_ceiling)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        single = load_lebel2023(root, "UTS02")
+    assert single.participants == ("UTS02",) and list(single.participant_data) == ["UTS02"]
+    np.testing.assert_array_equal(single.audio["storyA"], data.audio["storyA"])
+    np.testing.assert_array_equal(single.noise_ceiling, data.noise_ceiling)
+
+
+def test_drop_removes_the_voxels_nan_in_any_participant(tmp_path):
+    root = make_miniature_lebel2023(tmp_path, subjects=("UTS01", "UTS02"), nan_voxels=2)
+    with h5py.File(root / "derivative/preprocessed_data/UTS02/storyA.hf5", "r+") as f:
+        values = f["data"][...]
+        values[3, 5] = np.nan  # one more NaN voxel, in the second participant only
+        f["data"][...] = values
+    with pytest.warns(NaNVoxelWarning, match="3 of 16 voxels removed"):
+        data = load_lebel2023(root, ["UTS01", "UTS02"], nan_policy="drop")
+    kept = np.array([v for v in range(16) if v not in (5, 14, 15)])
+    np.testing.assert_array_equal(data.voxel_indices, kept)
+    for participant in data.participants:
+        np.testing.assert_array_equal(data.participant_data[participant].responses["storyB"],
+                                      _file(root, participant, "storyB")[:, kept])
+    assert data.participant_data["UTS02"].nan_voxels == {"storyA": 1, "storyB": 2,
+                                                         "wheretheressmoke": 0}
+
+
+def test_different_voxel_counts_need_a_common_space(uneven_root):
+    with pytest.raises(ValueError, match=r"different numbers of voxels.*'UTS02': 12.*"
+                                         r"common_space"):
+        load_lebel2023(uneven_root, ["UTS01", "UTS02"])
+
+
+def test_common_space_from_index_arrays_and_files(uneven_root, tmp_path):
+    index = {"UTS01": np.arange(4, 14), "UTS02": np.arange(10)[::-1],
+             "UTS03": np.array([0, 2, 4, 6, 8, 10, 12, 14, 16, 18])}
+    np.save(tmp_path / "uts02.npy", index["UTS02"])
+    (tmp_path / "uts03.txt").write_text(" ".join(map(str, index["UTS03"])))
+    spec = {"UTS01": index["UTS01"], "UTS02": tmp_path / "uts02.npy",
+            "UTS03": str(tmp_path / "uts03.txt")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        data = load_lebel2023(uneven_root, ["UTS01", "UTS02", "UTS03"], common_space=spec)
+    for participant, columns in index.items():
+        own = data.participant_data[participant]
+        for story in STORIES:
+            expected = np.nan_to_num(_file(uneven_root, participant, story))[:, columns]
+            np.testing.assert_array_equal(own.responses[story], expected)
+            assert own.responses[story].shape == (expected.shape[0], 10)
+        repeats = _file(uneven_root, participant, "wheretheressmoke",
+                        "individual_repeats")[:, :, columns]
+        np.testing.assert_allclose(own.noise_ceiling, noise_ceiling(repeats), rtol=1e-6)
+    assert data.voxel_labels.shape == (10,)
+
+
+def test_common_space_from_projection_matrices(uneven_root, tmp_path):
+    import scipy.sparse
+
+    rng = np.random.default_rng(0)
+    dense = {"UTS01": rng.random((16, 5)), "UTS02": rng.random((12, 5))}
+    scipy.sparse.save_npz(tmp_path / "uts02.npz", scipy.sparse.csr_matrix(dense["UTS02"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        data = load_lebel2023(uneven_root, ["UTS01", "UTS02"],
+                              common_space={"UTS01": dense["UTS01"],
+                                            "UTS02": tmp_path / "uts02.npz"})
+        # NaN voxels touch every common voxel of a dense projection: "drop" would leave none
+        with pytest.raises(ValueError, match="every voxel has NaN"):
+            load_lebel2023(uneven_root, ["UTS01", "UTS02"], nan_policy="drop",
+                           common_space=dense)
+    for participant, matrix in dense.items():
+        for story in STORIES:
+            expected = np.nan_to_num(_file(uneven_root, participant, story)).astype(
+                np.float64) @ matrix
+            np.testing.assert_allclose(data.participant_data[participant].responses[story],
+                                       expected, rtol=1e-5, atol=1e-5)
+    # a sparse matrix touching only NaN-free voxels: drop keeps every common voxel
+    sparse = {p: scipy.sparse.eye(n, 8, format="csr") for p, n in (("UTS01", 16),
+                                                                    ("UTS02", 12))}
+    clean = load_lebel2023(uneven_root, ["UTS01", "UTS02"], nan_policy="drop",
+                           common_space=sparse)
+    np.testing.assert_array_equal(clean.voxel_indices, np.arange(8))
+    np.testing.assert_allclose(clean.participant_data["UTS02"].responses["storyB"],
+                               _file(uneven_root, "UTS02", "storyB")[:, :8])
+
+
+def test_common_space_errors(uneven_root):
+    ok = {"UTS01": np.arange(5), "UTS02": np.arange(5)}
+    with pytest.raises(ValueError, match=r"no mapping for \['UTS02'\]"):
+        load_lebel2023(uneven_root, ["UTS01", "UTS02"], common_space={"UTS01": np.arange(5)})
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 12\)"):
+        load_lebel2023(uneven_root, ["UTS01", "UTS02"],
+                       common_space={**ok, "UTS02": np.arange(13)})
+    with pytest.raises(ValueError, match="different numbers of voxels"):
+        load_lebel2023(uneven_root, ["UTS01", "UTS02"],
+                       common_space={**ok, "UTS02": np.arange(4)})
+    with pytest.raises(ValueError, match=r"one row per voxel of the participant \(12\)"):
+        load_lebel2023(uneven_root, ["UTS01", "UTS02"],
+                       common_space={**ok, "UTS02": np.ones((16, 5))})
+    with pytest.raises(ValueError, match="integer voxel indices"):
+        load_lebel2023(uneven_root, ["UTS01", "UTS02"],
+                       common_space={**ok, "UTS02": np.linspace(0, 1, 5)})
+    with pytest.raises(ValueError, match="twice"):
+        load_lebel2023(uneven_root, ["UTS01", "uts01"])
+
+
+def test_responses_are_read_lazily_and_behave_like_arrays(root):
+    import pickle
+
+    from sk_braintune.datasets import LazyStoryArray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        lazy = load_lebel2023(root, ["UTS01", "UTS02"])
+        eager = load_lebel2023(root, ["UTS01", "UTS02"], lazy=False)
+    array = lazy.responses["storyB"]
+    assert isinstance(array, LazyStoryArray)
+    assert isinstance(eager.responses["storyB"], np.ndarray)
+    full = eager.responses["storyB"]
+    assert array.shape == full.shape == (13, 16) and array.dtype == np.float32
+    assert len(array) == 13 and array.ndim == 2 and array.nbytes == full.nbytes
+    np.testing.assert_array_equal(np.asarray(array), full)
+    for key in (3, -1, slice(2, 9), slice(None, None, -2), np.array([7, 1, 7]),
+                full[:, 0] > 0, (slice(1, 4), [0, 5]), (Ellipsis, 2), (5, slice(2, 4))):
+        np.testing.assert_array_equal(array[key], full[key])
+    with pytest.raises(IndexError):
+        array[13]
+    np.testing.assert_array_equal(array * 2 - 1, full * 2 - 1)
+    np.testing.assert_allclose(array.mean(0), full.mean(0))
+    np.testing.assert_array_equal(np.isnan(array), np.zeros_like(full, dtype=bool))
+    np.testing.assert_array_equal(np.asarray(array, dtype=np.float64), full.astype(np.float64))
+    # the repeats too, and the object pickles as a path and a few numbers
+    np.testing.assert_array_equal(lazy.repeats["wheretheressmoke"][1],
+                                  eager.repeats["wheretheressmoke"][1])
+    assert len(pickle.dumps(array)) < 1000
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(array)), full)
+    X, y, groups = windows_from_dataset(lazy, "train", window=4.0)
+    _, y_eager, _ = windows_from_dataset(eager, "train", window=4.0)
+    np.testing.assert_array_equal(y, y_eager)
+    # a subset of voxels stays lazy and composes with earlier selections
+    subset = array.take_columns([5, 2, 9])
+    assert isinstance(subset, LazyStoryArray) and subset.shape == (13, 3)
+    np.testing.assert_array_equal(subset, full[:, [5, 2, 9]])
+    np.testing.assert_array_equal(subset.take_columns(np.array([False, True, True])),
+                                  full[:, [2, 9]])
+    np.testing.assert_array_equal(lazy.repeats["wheretheressmoke"].take_columns([0, 3]),
+                                  eager.repeats["wheretheressmoke"][..., [0, 3]])
+
+
+def test_concatenating_lazy_stories_reads_one_story_at_a_time(root, monkeypatch):
+    from sk_braintune.datasets import LazyStoryArray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        lazy = load_lebel2023(root, "UTS01")
+        eager = load_lebel2023(root, "UTS01", lazy=False)
+    live, peak = [0], [0]
+    read = LazyStoryArray._read
+
+    def counting_read(self, row_index=None):
+        block = read(self, row_index)
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        return _Released(block, live)
+
+    monkeypatch.setattr(LazyStoryArray, "_read", counting_read)
+    stacked = np.concatenate([lazy.responses[s] for s in STORIES])
+    np.testing.assert_array_equal(stacked,
+                                  np.concatenate([eager.responses[s] for s in STORIES]))
+    assert stacked.dtype == np.float32 and peak[0] == 1  # never two stories alive at once
+    mixed = np.concatenate([lazy.responses["storyA"], eager.responses["storyB"].astype(float)])
+    assert mixed.dtype == np.float64
+    np.testing.assert_array_equal(np.vstack([lazy.responses["storyA"]] * 2),
+                                  np.concatenate([eager.responses["storyA"]] * 2))
+
+
+class _Released(np.ndarray):
+    """An ndarray that counts itself out of ``live`` when garbage-collected."""
+
+    def __new__(cls, array, live):
+        obj = np.asarray(array).view(cls)
+        obj._live = live
+        return obj
+
+    def __array_finalize__(self, obj):
+        self._live = None
+
+    def __del__(self):
+        if getattr(self, "_live", None) is not None:
+            self._live[0] -= 1
+
+
+def test_several_participants_work_with_the_participant_helpers(root):
+    from sk_braintune.datasets import participant_windows, select_participant
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NaNVoxelWarning)
+        data = load_lebel2023(root, ["UTS01", "UTS02"])
+    second = select_participant(data, "UTS02")
+    np.testing.assert_array_equal(second.responses["storyA"],
+                                  _file(root, "UTS02", "storyA"))
+    np.testing.assert_array_equal(second.noise_ceiling,
+                                  data.participant_data["UTS02"].noise_ceiling)
+    X, y, groups, labels = participant_windows(data, ["storyA", "storyB"], window=4.0)
+    assert len(X) == len(y) == 2 * (12 + 13)
+    for participant in data.participants:
+        for story in ("storyA", "storyB"):
+            rows = (labels == participant) & (groups == story)
+            np.testing.assert_array_equal(y[rows],
+                                          np.nan_to_num(_file(root, participant, story)))
+
+
+def test_miniature_sizes_per_story_and_participant(tmp_path):
+    root = make_miniature_lebel2023(tmp_path, subjects=("UTS01", "UTS02"), stories=STORIES,
+                                    n_trs=[20, 15, 18], n_voxels={"UTS01": 7, "UTS02": 9},
+                                    nan_voxels=0, sample_rate=16000, stereo=False)
+    assert _file(root, "UTS01", "storyA").shape == (20, 7)
+    assert _file(root, "UTS02", "storyB").shape == (15, 9)
+    assert _file(root, "UTS02", "wheretheressmoke", "individual_repeats").shape == (3, 18, 9)
+    assert _respdict(root)["storyB"] == 15 + 5 + 15
+    with pytest.raises(ValueError, match="3 stories"):
+        make_miniature_lebel2023(tmp_path / "x", n_trs=[20, 15])
+    with pytest.raises(ValueError, match="UTS02"):
+        make_miniature_lebel2023(tmp_path / "y", subjects=("UTS01", "UTS02"),
+                                 n_voxels={"UTS01": 4})

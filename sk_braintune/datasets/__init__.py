@@ -24,6 +24,7 @@ _LAZY_EXPORTS = {
     "TEST_STORY": ".lebel2023",
     "TEST_STORY_EXTRA_TRIM": ".lebel2023",
     "NaNVoxelWarning": ".lebel2023",
+    "LazyStoryArray": ".lebel2023",
     "read_textgrid": ".textgrid",
     "words_and_phones": ".textgrid",
     "drop_silences": ".textgrid",

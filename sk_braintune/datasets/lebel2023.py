@@ -45,6 +45,7 @@ __all__ = [
     "TEST_STORY_EXTRA_TRIM",
     "VALIDATION_STORIES",
     "NaNVoxelWarning",
+    "LazyStoryArray",
     "lebel2023_tr_times",
     "lebel2023_paths",
     "load_lebel2023",
@@ -166,45 +167,288 @@ def lebel2023_paths(root, subject, story):
     }
 
 
-def _read_responses(path, story):
+class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
+    """One story's responses (or repeats), read from its hf5 file on every access.
+
+    Behaves like the float32 array it stands for: ``shape``, ``dtype``, ``ndim``, ``len``,
+    indexing (``a[rows]``, ``a[:, voxels]``), ``np.asarray(a)``, NumPy ufuncs and operators; any
+    other ndarray attribute (``a.mean(0)``, ``a.T``) reads the array first. Nothing is held in
+    memory between accesses, and the object pickles as a few paths and indices, so it travels
+    cheaply to worker processes and cluster jobs. For a 2-D array, indexing by rows reads only
+    those rows from the file.
+
+    Each access reads the file's rows, replaces NaN by 0, maps the file's voxels to the output
+    voxel space (``mapping``) and keeps the output columns ``columns``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The hf5 file.
+    dataset : {"data", "individual_repeats"}
+        HDF5 dataset: ``(n_file_rows, n_file_voxels)`` or ``(n_repeats, n_file_rows,
+        n_file_voxels)``.
+    rows : (int, int)
+        ``start, stop`` of the kept rows (TRs) in the file.
+    mapping : ndarray of shape (n_common,) of int, or (n_file_voxels, n_common) matrix, optional
+        File voxels to a common voxel space: an index of file voxels, or a projection matrix
+        (dense or ``scipy.sparse``) applied as ``responses @ mapping``. None keeps the file's
+        voxels.
+    columns : ndarray of int, optional
+        Columns of the mapped space kept (e.g. voxels without NaN). None keeps all.
+    n_file_voxels : int
+        Voxels in the file (for the shape).
+    n_repeats : int, optional
+        For ``"individual_repeats"``: the number of repeats (the leading axis).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(n_trs, n_voxels)``, or ``(n_repeats, n_trs, n_voxels)`` for repeats.
+    dtype : numpy.dtype
+        Always float32.
+    """
+
+    def __init__(self, path, dataset, rows, *, mapping=None, columns=None, n_file_voxels,
+                 n_repeats=None):
+        self.path = str(path)
+        self.dataset = dataset
+        self.rows = (int(rows[0]), int(rows[1]))
+        self.mapping = mapping
+        self.columns = columns
+        self.n_file_voxels = int(n_file_voxels)
+        self.n_repeats = n_repeats
+
+    @property
+    def shape(self):
+        if self.columns is not None:
+            n_out = len(self.columns)
+        elif self.mapping is None:
+            n_out = self.n_file_voxels
+        else:
+            n_out = self.mapping.shape[-1] if self.mapping.ndim == 2 else len(self.mapping)
+        lead = () if self.n_repeats is None else (int(self.n_repeats),)
+        return (*lead, self.rows[1] - self.rows[0], int(n_out))
+
+    dtype = np.dtype(np.float32)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return (f"LazyStoryArray({self.path!r}, {self.dataset!r}, shape={self.shape}, "
+                f"dtype=float32)")
+
+    def _read(self, row_index=None):
+        """Rows (file-relative indices, sorted unique, or None for all) -> output block."""
+        import h5py
+
+        start, stop = self.rows
+        with h5py.File(self.path, "r") as f:
+            source = f[self.dataset]
+            if row_index is None:
+                selection = slice(start, stop)
+            elif row_index.size and np.all(np.diff(row_index) == 1):
+                selection = slice(start + int(row_index[0]), start + int(row_index[-1]) + 1)
+            else:
+                selection = start + row_index
+            if self.n_repeats is None:
+                block = source[selection]
+            else:
+                block = source[:, selection]
+        block = np.asarray(block, dtype=np.float32)
+        np.nan_to_num(block, copy=False, nan=0.0)
+        if self.mapping is not None:
+            if self.mapping.ndim == 1:
+                block = block[..., self.mapping]
+            else:
+                flat = block.reshape(-1, block.shape[-1])
+                mapped = self.mapping.T @ flat.T  # works for dense and scipy.sparse matrices
+                block = np.asarray(mapped, dtype=np.float32).T.reshape(*block.shape[:-1], -1)
+        if self.columns is not None:
+            block = block[..., self.columns]
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        block = self._read()
+        return block if dtype is None else block.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        if self.n_repeats is not None:
+            return self._read()[key]
+        key = key if isinstance(key, tuple) else (key,)
+        if not key or key[0] is Ellipsis or key[0] is None:
+            return self._read()[key]
+        n_rows = self.shape[0]
+        first = key[0]
+        if isinstance(first, (int, np.integer)):
+            index = int(first) + n_rows if first < 0 else int(first)
+            if not 0 <= index < n_rows:
+                raise IndexError(f"row {first} is out of range for {n_rows} rows")
+            return self._read(np.array([index]))[(0, *key[1:])]
+        wanted = np.arange(n_rows)[first]
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        block = self._read(unique)
+        if isinstance(first, slice):
+            # a slice stays a slice (a basic index), so later fancy indices do not broadcast
+            # against it; the rows read are sorted, a negative step reverses them
+            rows = slice(None, None, -1) if (first.step or 1) < 0 else slice(None)
+            return block[(rows, *key[1:])]
+        return block[(inverse.reshape(wanted.shape), *key[1:])]
+
+    def __iter__(self):
+        yield from np.asarray(self)
+
+    def take_columns(self, columns):
+        """A lazy array of some of the voxels only (nothing is read).
+
+        Parameters
+        ----------
+        columns : array-like of int or bool of shape (n_voxels,)
+            Voxels (columns) to keep, e.g. those with a noise ceiling above a threshold.
+
+        Returns
+        -------
+        subset : LazyStoryArray
+            Reads the same file; its columns are ``self[..., columns]``.
+        """
+        columns = np.arange(self.shape[-1])[np.asarray(columns)]
+        if columns.ndim != 1:
+            raise ValueError("columns must be a 1-D array of voxel indices or a voxel mask.")
+        kept = columns if self.columns is None else np.asarray(self.columns)[columns]
+        return LazyStoryArray(self.path, self.dataset, self.rows, mapping=self.mapping,
+                              columns=kept, n_file_voxels=self.n_file_voxels,
+                              n_repeats=self.n_repeats)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = tuple(np.asarray(x) if isinstance(x, LazyStoryArray) else x for x in inputs)
+        if "out" in kwargs:
+            kwargs["out"] = tuple(np.asarray(x) if isinstance(x, LazyStoryArray) else x
+                                  for x in kwargs["out"])
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func is np.concatenate:
+            return _concatenate(*args, **kwargs)
+        return func(*_materialize(args), **_materialize(kwargs))
+
+    def astype(self, dtype, copy=True):
+        """The array read from the file, converted to ``dtype``."""
+        return self._read().astype(dtype, copy=False)
+
+    def __getattr__(self, name):
+        # private names stay private (pickle and copy probe them); anything else an ndarray
+        # has reads the array, so code written for in-memory responses keeps working
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self._read(), name)
+
+
+def _materialize(value):
+    """Lazy arrays inside (nested) arguments -> ndarrays."""
+    if isinstance(value, LazyStoryArray):
+        return np.asarray(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialize(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _materialize(v) for k, v in value.items()}
+    return value
+
+
+def _concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
+    """``np.concatenate`` that reads lazy arrays one at a time into the preallocated result.
+
+    Plain NumPy would first read every story (a list of copies) and then concatenate (a second
+    copy of everything); this holds one story at a time besides the result.
+    """
+    arrays = list(arrays)
+    if axis != 0 or kwargs or not arrays:
+        return np.concatenate(_materialize(arrays), axis=axis, out=out, dtype=dtype, **kwargs)
+    shapes = [tuple(np.shape(a)) for a in arrays]
+    if any(len(shape) == 0 or shape[1:] != shapes[0][1:] for shape in shapes):
+        return np.concatenate(_materialize(arrays), axis=axis, out=out, dtype=dtype)
+    if dtype is None:
+        dtype = np.result_type(*[a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+                                 for a in arrays])
+    total = sum(shape[0] for shape in shapes)
+    result = np.empty((total, *shapes[0][1:]), dtype=dtype) if out is None else out
+    if result.shape != (total, *shapes[0][1:]):
+        raise ValueError(f"out has shape {result.shape}; expected {(total, *shapes[0][1:])}")
+    start = 0
+    for array, shape in zip(arrays, shapes):
+        result[start:start + shape[0]] = np.asarray(array)
+        start += shape[0]
+    return result
+
+
+def _inspect_story(path, story):
+    """Shapes of 'data' and 'individual_repeats' in one file (nothing is read)."""
     import h5py
 
     with h5py.File(path, "r") as f:
         if "data" not in f:
             raise ValueError(f"{path} has no dataset 'data' (found {sorted(f)}); expected the "
                              "ds003020 preprocessed responses (n_trs, n_voxels).")
-        data = np.asarray(f["data"][...], dtype=np.float32)
-        repeats = (np.asarray(f["individual_repeats"][...], dtype=np.float32)
-                   if "individual_repeats" in f else None)
-    if data.ndim != 2:
-        raise ValueError(f"{path}: 'data' must be 2-D (n_trs, n_voxels); got shape "
-                         f"{data.shape}.")
-    if data.shape[0] == 0 or data.shape[1] == 0:
-        raise ValueError(f"story {story!r} is empty: {path} holds 'data' of shape "
-                         f"{data.shape}.")
-    if repeats is not None and (repeats.ndim != 3 or repeats.shape[1:] != data.shape):
+        shape = tuple(f["data"].shape)
+        repeats_shape = (tuple(f["individual_repeats"].shape) if "individual_repeats" in f
+                         else None)
+    if len(shape) != 2:
+        raise ValueError(f"{path}: 'data' must be 2-D (n_trs, n_voxels); got shape {shape}.")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"story {story!r} is empty: {path} holds 'data' of shape {shape}.")
+    if repeats_shape is not None and (len(repeats_shape) != 3 or repeats_shape[1:] != shape):
         raise ValueError(f"{path}: 'individual_repeats' must have shape (n_repeats, "
-                         f"{data.shape[0]}, {data.shape[1]}) to match 'data'; got "
-                         f"{repeats.shape}.")
-    return data, repeats
+                         f"{shape[0]}, {shape[1]}) to match 'data'; got {repeats_shape}.")
+    return shape, repeats_shape
 
 
-def _align_rows(story, path, data, repeats, n_respdict, extra):
-    """Check data rows against the convention and apply the story's extra trim."""
+def _nan_columns(path, rows, has_repeats, chunk_rows=64):
+    """Voxels (file columns) with a NaN in the kept rows of 'data' or 'individual_repeats'.
+
+    Read in blocks of rows so that memory stays at a few rows of the file.
+    """
+    import h5py
+
+    start, stop = rows
+    with h5py.File(path, "r") as f:
+        mask = np.zeros(f["data"].shape[1], dtype=bool)
+        blocks = [(f["data"], None)]
+        if has_repeats:
+            blocks += [(f["individual_repeats"], k)
+                       for k in range(f["individual_repeats"].shape[0])]
+        for source, repeat in blocks:
+            for first in range(start, stop, chunk_rows):
+                rows_read = slice(first, min(stop, first + chunk_rows))
+                block = source[rows_read] if repeat is None else source[repeat, rows_read]
+                mask |= np.isnan(block).any(axis=0)
+    return mask
+
+
+def _row_range(story, path, n_file_rows, n_respdict, extra):
+    """Rows of the file kept, checked against the convention (and the story's extra trim)."""
     trim_start, trim_end = LEBEL2023_TRIM
     convention_rows = n_respdict - RESPDICT_PAD - trim_start - trim_end
     expected = convention_rows - sum(extra)
-    rows = data.shape[0]
-    if rows == expected:  # delivered already trimmed (or no extra trim)
-        return data, repeats
-    if rows == convention_rows and sum(extra):
-        stop = rows - extra[1]
-        return data[extra[0]:stop], (None if repeats is None else repeats[:, extra[0]:stop])
+    if n_file_rows == expected:  # delivered already trimmed (or no extra trim)
+        return 0, n_file_rows
+    if n_file_rows == convention_rows and sum(extra):
+        return extra[0], n_file_rows - extra[1]
     extra_note = (f" (or {convention_rows} before the extra trim of {extra} TRs)"
                   if sum(extra) else "")
     raise ValueError(
-        f"story {story!r}: {path} has {rows} rows but respdict.json gives {n_respdict} TRs; "
-        f"the convention (n - {RESPDICT_PAD} simulated triggers trimmed "
+        f"story {story!r}: {path} has {n_file_rows} rows but respdict.json gives {n_respdict} "
+        f"TRs; the convention (n - {RESPDICT_PAD} simulated triggers trimmed "
         f"[{trim_start}:-{trim_end}]) expects {expected} rows{extra_note}. The responses and "
         "respdict.json do not belong together (wrong subject folder or an edited file?).")
 
@@ -255,20 +499,108 @@ def _voxel_labels(voxel_labels, n_voxels):
     return labels
 
 
+def _common_space_mapping(spec, participant, n_file_voxels):
+    """A participant's map to the common voxel space: int index (n_common,) or matrix."""
+    source = spec
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"common_space[{participant!r}]: file not found: {path}")
+        if path.suffix == ".npz":
+            import scipy.sparse
+
+            try:
+                spec = scipy.sparse.load_npz(path)
+            except (ValueError, OSError, KeyError):
+                with np.load(path, allow_pickle=False) as npz:
+                    spec = npz[npz.files[0]]
+        elif path.suffix == ".npy":
+            spec = np.load(path, allow_pickle=False)
+        else:
+            spec = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    import scipy.sparse
+
+    if scipy.sparse.issparse(spec):
+        matrix = scipy.sparse.csr_matrix(spec, dtype=np.float32)
+    else:
+        array = np.asarray(spec)
+        if array.ndim == 1:
+            if array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(f"common_space[{participant!r}] ({source!r:.60}): a 1-D "
+                                 "mapping must be a non-empty array of integer voxel indices "
+                                 f"(one per common voxel); got dtype {array.dtype}, size "
+                                 f"{array.size}.")
+            if array.min() < 0 or array.max() >= n_file_voxels:
+                raise ValueError(f"common_space[{participant!r}]: voxel indices must lie in "
+                                 f"[0, {n_file_voxels}) (the participant's voxels); got "
+                                 f"[{array.min()}, {array.max()}].")
+            return array.astype(np.int64)
+        if array.ndim != 2:
+            raise ValueError(f"common_space[{participant!r}] must be an index array of shape "
+                             f"(n_common,) or a projection matrix of shape ({n_file_voxels}, "
+                             f"n_common); got shape {array.shape}.")
+        matrix = array.astype(np.float32)
+    if matrix.shape[0] != n_file_voxels:
+        raise ValueError(f"common_space[{participant!r}]: a projection matrix needs one row per "
+                         f"voxel of the participant ({n_file_voxels}); got shape "
+                         f"{matrix.shape}.")
+    return matrix
+
+
+def _mapped_mask(mask, mapping):
+    """File-space voxel mask -> common-space mask (a common voxel touched by a masked one)."""
+    if mapping is None:
+        return mask
+    if mapping.ndim == 1:
+        return mask[mapping]
+    touched = abs(mapping).T @ mask.astype(np.float32)
+    return np.asarray(touched).ravel() > 0
+
+
+def _chunked_noise_ceiling(repeats, chunk_voxels=8192):
+    """Schoppe cc_max of (R, n, v) repeats, in voxel chunks (the metric is per voxel)."""
+    from ..metrics import noise_ceiling
+
+    repeats = np.asarray(repeats, dtype=np.float32)
+    n_voxels = repeats.shape[-1]
+    return np.concatenate([noise_ceiling(repeats[:, :, first:first + chunk_voxels])
+                           for first in range(0, n_voxels, chunk_voxels)])
+
+
+def _participant_list(subject):
+    if isinstance(subject, (str, bytes, int, np.integer, os.PathLike)):
+        names = [_subject_name(subject)]
+    else:
+        names = [_subject_name(s) for s in subject]
+    if not names:
+        raise ValueError("subject is empty; pass a participant such as 'UTS01' or a list.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"subject lists a participant twice: {names}.")
+    return names
+
+
 def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr=TRIGGER_TR,
                    extra_trim=None, nan_policy="zero", split=None, voxel_labels=None,
-                   verbose=False):
-    """Load one participant of LeBel et al. (2023) in the sk_braintune dataset format.
+                   common_space=None, lazy=True, verbose=False):
+    """Load one or several participants of LeBel et al. (2023) in the sk_braintune format.
+
+    Responses are not read into memory: each story's ``responses`` (and ``repeats``) is a
+    :class:`LazyStoryArray` that reads its rows from the hf5 file when used
+    (``np.asarray(data.responses[story])``, ``data.responses[story][rows]``), so that a
+    participant with 90,000 voxels and 84 stories costs no memory until a story is needed.
 
     Parameters
     ----------
     root : str or path-like
         Local copy of OpenNeuro ds003020 (or a folder holding ``ds003020/``).
-    subject : str or int
-        Participant, ``"UTS01"`` to ``"UTS08"`` (``1`` or ``"1"`` also work).
+    subject : str or int, or sequence of those
+        Participant(s), ``"UTS01"`` to ``"UTS08"`` (``1`` or ``"1"`` also work). With several,
+        the result holds every participant (``participants``, ``participant_data``) over one
+        voxel space; the top-level ``responses``, ``repeats`` and ``noise_ceiling`` are those of
+        the first.
     stories : list of str, optional
-        Stories to load, in order. By default every story with responses for ``subject``
-        (sorted by name).
+        Stories to load, in order. By default every story with responses for all the
+        participants (sorted by name).
     tr : float, default=2.0045
         Acquisition TR (s), stored as the bunch's ``tr`` (used for the end of each volume when
         cutting audio windows).
@@ -283,16 +615,29 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
     nan_policy : {"zero", "drop", "raise"}, default="zero"
         What to do with voxels holding NaN (the release has some): ``"zero"`` replaces NaN by 0
         (what HuthLab's loaders do); ``"drop"`` removes every voxel with a NaN in any loaded
-        story, the same voxels for all stories (``voxel_indices`` says which remain);
-        ``"raise"`` raises a ValueError listing the stories. ``"zero"`` and ``"drop"`` issue a
-        :class:`NaNVoxelWarning` with the counts, which are also in ``nan_voxels``.
+        story of any participant, the same voxels for all (``voxel_indices`` says which
+        remain); ``"raise"`` raises a ValueError listing the stories. ``"zero"`` and ``"drop"``
+        issue a :class:`NaNVoxelWarning` with the counts, which are also in ``nan_voxels``.
     split : dict, optional
         ``{"train": [...], "validation": [...], "test": [...]}`` of loaded stories. By default
         the paper's: test ``wheretheressmoke``, validation ``stagefright`` and ``life``, the
         rest train, restricted to the loaded stories.
     voxel_labels : array-like of shape (n_voxels,) or path, optional
-        ROI name per voxel of the files (``.npy`` or a text file of white-space separated
-        labels). Default: ``"unlabelled"`` everywhere.
+        ROI name per voxel of the files (of the common space with ``common_space``; ``.npy`` or
+        a text file of white-space separated labels). Default: ``"unlabelled"`` everywhere.
+    common_space : dict of str to array-like, sparse matrix or path, optional
+        Per participant, its map to a voxel space shared by all (needed when the participants'
+        voxel counts differ; each participant's preprocessed voxels are in their own cortical
+        space): an int index array of shape ``(n_common,)`` (common voxel ``j`` is the
+        participant's voxel ``index[j]``), or a projection matrix of shape ``(n_voxels_p,
+        n_common)`` (dense, or ``scipy.sparse``; responses become ``responses @ matrix``,
+        e.g. a surface resampling). Paths: ``.npy`` (either form), ``.npz`` (a scipy sparse
+        matrix, or one array), or a text file of indices. Keys are participant names
+        (``"UTS01"``). NaN become 0 before the projection; with ``nan_policy="drop"`` a common
+        voxel is dropped when any voxel mapped to it has a NaN.
+    lazy : bool, default=True
+        Read responses on access (:class:`LazyStoryArray`). False reads every story into
+        memory now (plain ndarrays), which is faster for repeated use of small data.
     verbose : bool, default=False
         Show a progress bar over stories.
 
@@ -305,8 +650,8 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         - ``audio``: story -> ndarray of shape (n_samples,), float32 mono at 16 kHz,
         - ``tr_times``: story -> ndarray of shape (n_trs,), float64 mid-volume times of the rows
           of ``responses`` relative to the audio start,
-        - ``responses``: story -> ndarray of shape (n_trs, n_voxels), float32,
-        - ``repeats``: story -> ndarray of shape (n_repeats, n_trs, n_voxels) for stories with
+        - ``responses``: story -> array of shape (n_trs, n_voxels), float32 (lazy, see above),
+        - ``repeats``: story -> array of shape (n_repeats, n_trs, n_voxels) for stories with
           ``individual_repeats``,
         - ``noise_ceiling``: ndarray of shape (n_voxels,), Schoppe cc_max from the repeats
           (of the test story when loaded, else of the first story with repeats), or None when
@@ -314,11 +659,15 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         - ``words``, ``phones``: story -> DataFrame (``onset``, ``offset``, ``label``), silences
           dropped, phones in ARPAbet with stress digits (``phone_set == "arpabet"``),
         - ``split``: dict of story lists, ``voxel_labels``: ndarray of shape (n_voxels,) of str,
+        - ``participants``: tuple of participant names; ``participant_data``: participant ->
+          Bunch of its ``responses``, ``repeats``, ``noise_ceiling``, ``noise_ceiling_story``
+          and ``nan_voxels``, all over the same voxels,
         - ``description`` (str),
 
-        and, specific to this loader: ``subject``, ``root``, ``trigger_tr``,
-        ``n_trs_respdict`` (story -> n), ``nan_voxels`` (story -> number of voxels with NaN),
-        ``voxel_indices`` (ndarray of shape (n_voxels,), columns of the files kept),
+        and, specific to this loader: ``subject`` (the first participant), ``root``,
+        ``trigger_tr``, ``n_trs_respdict`` (story -> n), ``nan_voxels`` (story -> number of
+        voxels with NaN, of the first participant), ``voxel_indices`` (ndarray of shape
+        (n_voxels,), columns of the files, or of the common space, that are kept),
         ``noise_ceiling_story``.
 
     Raises
@@ -328,13 +677,17 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         names the path and the expected layout).
     ValueError
         Row counts that disagree with respdict.json, empty stories, responses that outlast the
-        audio, voxel counts that differ between stories, NaN with ``nan_policy="raise"``.
+        audio, voxel counts that differ between stories or (without ``common_space``) between
+        participants, NaN with ``nan_policy="raise"``.
 
     Examples
     --------
     >>> from sk_braintune.datasets import load_lebel2023, windows_from_dataset
     >>> data = load_lebel2023("~/data/ds003020", "UTS03")  # doctest: +SKIP
     >>> X, y, groups = windows_from_dataset(data, "train", window=16.0)  # doctest: +SKIP
+    >>> both = load_lebel2023("~/data/ds003020", ["UTS01", "UTS02"],
+    ...                       common_space={"UTS01": "uts01_to_fsaverage.npz",
+    ...                                     "UTS02": "uts02_to_fsaverage.npz"})  # doctest: +SKIP
     """
     from sklearn.utils import Bunch
     from tqdm.auto import tqdm
@@ -347,23 +700,35 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
     if not (np.isfinite(tr) and tr > 0 and np.isfinite(trigger_tr) and trigger_tr > 0):
         raise ValueError(f"tr and trigger_tr must be positive; got {tr!r} and {trigger_tr!r}.")
     root = _find_root(root)
-    subject = _subject_name(subject)
-    subject_dir = root / "derivative" / "preprocessed_data" / subject
-    if not subject_dir.is_dir():
-        available = sorted(p.name for p in subject_dir.parent.iterdir() if p.is_dir())
-        raise FileNotFoundError(f"no responses for subject {subject!r}: {subject_dir} is "
-                                f"missing; available subjects: {available}.")
+    participants = _participant_list(subject)
+    preprocessed = root / "derivative" / "preprocessed_data"
+    folders = {}
+    for participant in participants:
+        folder = preprocessed / participant
+        if not folder.is_dir():
+            available = sorted(p.name for p in preprocessed.iterdir() if p.is_dir())
+            raise FileNotFoundError(f"no responses for subject {participant!r}: {folder} is "
+                                    f"missing; available subjects: {available}.")
+        folders[participant] = folder
+    if common_space is not None:
+        missing = [p for p in participants if p not in common_space]
+        if missing:
+            raise ValueError(f"common_space has no mapping for {missing}; it needs one per "
+                             f"loaded participant (keys {participants}).")
     respdict_path = root / "derivative" / "respdict.json"
     if not respdict_path.is_file():
         raise FileNotFoundError(f"{respdict_path} is missing; it gives each story's number "
                                 f"of TRs (expected {_LAYOUT}).")
     with open(respdict_path, encoding="utf-8") as f:
         respdict = json.load(f)
-    available = sorted(p.stem for p in subject_dir.glob("*.hf5"))
+    available = {p: sorted(path.stem for path in folders[p].glob("*.hf5"))
+                 for p in participants}
     if stories is None:
-        stories = available
+        stories = [s for s in available[participants[0]]
+                   if all(s in available[p] for p in participants[1:])]
         if not stories:
-            raise FileNotFoundError(f"{subject_dir} holds no <story>.hf5 files.")
+            raise FileNotFoundError(
+                f"no <story>.hf5 files common to {participants} in {preprocessed}.")
     elif isinstance(stories, str):
         stories = [stories]
     stories = list(stories)
@@ -373,111 +738,165 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         raise ValueError("stories is empty; pass None to load every story.")
     extra_trim = {TEST_STORY: TEST_STORY_EXTRA_TRIM} if extra_trim is None else extra_trim
 
-    audio, tr_times, responses, repeats, words, phones, n_trs = {}, {}, {}, {}, {}, {}, {}
-    for story in tqdm(stories, desc=f"LeBel 2023 {subject}", disable=not verbose):
-        path = subject_dir / f"{story}.hf5"
-        if not path.is_file():
-            raise FileNotFoundError(f"no responses of {subject} for story {story!r}: {path} is "
-                                    f"missing; stories with responses: {available}.")
+    for participant in participants:
+        for story in stories:
+            path = folders[participant] / f"{story}.hf5"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no responses of {participant} for story {story!r}: {path} is missing; "
+                    f"stories with responses: {available[participant]}.")
+
+    # -- stimuli (shared by the participants) and row ranges ------------------------------
+    audio, tr_times, words, phones, n_trs, extras = {}, {}, {}, {}, {}, {}
+    for story in tqdm(stories, desc="LeBel 2023 stimuli", disable=not verbose):
         if story not in respdict:
             raise ValueError(f"story {story!r} is not in {respdict_path}; its TR times cannot "
                              "be computed.")
-        data, story_repeats = _read_responses(path, story)
-        extra = _pair(extra_trim.get(story, 0), f"extra_trim[{story!r}]")
-        data, story_repeats = _align_rows(story, path, data, story_repeats,
-                                          int(respdict[story]), extra)
-        times = lebel2023_tr_times(respdict[story], trigger_tr=trigger_tr, extra_trim=extra)
+        extras[story] = _pair(extra_trim.get(story, 0), f"extra_trim[{story!r}]")
+        tr_times[story] = lebel2023_tr_times(respdict[story], trigger_tr=trigger_tr,
+                                             extra_trim=extras[story])
+        n_trs[story] = int(respdict[story])
 
-        paths = lebel2023_paths(root, subject, story)
+    # -- each participant's files: shapes, rows, NaN voxels (read in row blocks) ----------
+    files = {}  # participant -> story -> (path, rows, has_repeats, n_repeats)
+    file_masks, n_file_voxels = {}, {}
+    for participant in participants:
+        files[participant], file_masks[participant] = {}, {}
+        voxel_counts = {}
+        for story in tqdm(stories, desc=f"LeBel 2023 {participant}", disable=not verbose):
+            path = folders[participant] / f"{story}.hf5"
+            shape, repeats_shape = _inspect_story(path, story)
+            rows = _row_range(story, path, shape[0], n_trs[story], extras[story])
+            files[participant][story] = (path, rows, repeats_shape)
+            voxel_counts[story] = shape[1]
+            file_masks[participant][story] = _nan_columns(path, rows,
+                                                          repeats_shape is not None)
+        if len(set(voxel_counts.values())) > 1:
+            raise ValueError(f"{participant}: stories have different numbers of voxels: "
+                             f"{voxel_counts}; they must come from the same participant's "
+                             "preprocessed data.")
+        n_file_voxels[participant] = next(iter(voxel_counts.values()))
+
+    if common_space is None:
+        if len(set(n_file_voxels.values())) > 1:
+            raise ValueError(
+                f"the participants have different numbers of voxels: {n_file_voxels}. Each "
+                "participant's preprocessed responses are in their own cortical space, so "
+                "several participants need a shared voxel set: pass common_space={participant:"
+                " mapping}, one mapping per participant, either an index array of shape "
+                "(n_common,) selecting its voxels or a projection matrix of shape "
+                "(n_voxels_participant, n_common) (e.g. to a common surface), or a .npy/.npz "
+                "file holding one.")
+        mappings = dict.fromkeys(participants)
+        n_voxels = n_file_voxels[participants[0]]
+    else:
+        mappings = {p: _common_space_mapping(common_space[p], p, n_file_voxels[p])
+                    for p in participants}
+        widths = {p: (m.shape[1] if m.ndim == 2 else len(m)) for p, m in mappings.items()}
+        if len(set(widths.values())) > 1:
+            raise ValueError(f"common_space maps the participants to different numbers of "
+                             f"voxels: {widths}; every mapping must end in the same common "
+                             "voxel set.")
+        n_voxels = next(iter(widths.values()))
+    labels = _voxel_labels(voxel_labels, n_voxels)
+
+    masks = {p: {s: _mapped_mask(file_masks[p][s], mappings[p]) for s in stories}
+             for p in participants}
+    nan_voxels = {p: {s: int(masks[p][s].sum()) for s in stories} for p in participants}
+    with_nan = {p: {s: c for s, c in counts.items() if c} for p, counts in nan_voxels.items()}
+    with_nan = {p: counts for p, counts in with_nan.items() if counts}
+    keep = None
+    if with_nan:
+        described = "; ".join(f"{p}: {counts}" for p, counts in with_nan.items())
+        if nan_policy == "raise":
+            raise ValueError(f"voxels with NaN responses ({described}; story: number of "
+                             "voxels); pass nan_policy='zero' or 'drop'.")
+        if nan_policy == "zero":
+            action = "set to 0"
+        else:
+            keep = ~np.logical_or.reduce([m for p in participants for m in masks[p].values()])
+            if not keep.any():
+                raise ValueError("every voxel has NaN in some loaded story; nothing is left "
+                                 "with nan_policy='drop' (use 'zero').")
+            action = f"dropped: {n_voxels - keep.sum()} of {n_voxels} voxels removed"
+            labels = labels[keep]
+        warnings.warn(f"voxels with NaN responses ({described}; story: number of voxels), "
+                      f"{action} (nan_policy={nan_policy!r}).", NaNVoxelWarning, stacklevel=2)
+    voxel_indices = np.arange(n_voxels) if keep is None else np.flatnonzero(keep)
+    columns = None if keep is None else voxel_indices
+
+    # -- stimuli files --------------------------------------------------------------------
+    for story in stories:
+        paths = lebel2023_paths(root, participants[0], story)
         if not paths["audio"].is_file():
             raise FileNotFoundError(f"audio of story {story!r} not found: {paths['audio']} "
                                     f"(expected {_LAYOUT}).")
         if not paths["textgrid"].is_file():
             raise FileNotFoundError(f"word/phone alignment of story {story!r} not found: "
                                     f"{paths['textgrid']} (expected {_LAYOUT}).")
+    for story in tqdm(stories, desc="LeBel 2023 audio", disable=not verbose):
+        paths = lebel2023_paths(root, participants[0], story)
         wave = load_audio(paths["audio"])
         duration = wave.size / TARGET_SAMPLE_RATE
+        times = tr_times[story]
         last_volume_end = times[-1] + tr / 2.0
         # The convention ends the kept volumes before the sound stops; a volume ending more
         # than a TR after it means the audio and responses do not belong together.
         if last_volume_end > duration + trigger_tr:
             raise ValueError(
-                f"story {story!r}: the responses ({len(data)} TRs) last until "
+                f"story {story!r}: the responses ({len(times)} TRs) last until "
                 f"{last_volume_end:.1f} s but the audio {paths['audio']} lasts {duration:.1f} s; "
                 "the responses are longer than the audio (truncated or wrong audio file?).")
-        story_words, story_phones = words_and_phones(read_textgrid(paths["textgrid"]))
+        audio[story] = wave
+        words[story], phones[story] = words_and_phones(read_textgrid(paths["textgrid"]))
 
-        audio[story], tr_times[story], responses[story] = wave, times, data
-        if story_repeats is not None:
-            repeats[story] = story_repeats
-        words[story], phones[story], n_trs[story] = story_words, story_phones, int(
-            respdict[story])
-
-    n_file_voxels = {story: data.shape[1] for story, data in responses.items()}
-    if len(set(n_file_voxels.values())) > 1:
-        raise ValueError(f"stories have different numbers of voxels: {n_file_voxels}; they "
-                         "must come from the same participant's preprocessed data.")
-    n_voxels = next(iter(n_file_voxels.values()))
-    labels = _voxel_labels(voxel_labels, n_voxels)
-
-    nan_masks = {}
-    for story in stories:
-        mask = np.isnan(responses[story]).any(axis=0)
-        if story in repeats:
-            mask |= np.isnan(repeats[story]).any(axis=(0, 1))
-        nan_masks[story] = mask
-    nan_voxels = {story: int(mask.sum()) for story, mask in nan_masks.items()}
-    voxel_indices = np.arange(n_voxels)
-    with_nan = {story: count for story, count in nan_voxels.items() if count}
-    if with_nan:
-        if nan_policy == "raise":
-            raise ValueError(f"voxels with NaN responses in stories {with_nan} (story: number "
-                             "of voxels); pass nan_policy='zero' or 'drop'.")
-        if nan_policy == "zero":
-            for story in with_nan:
-                np.nan_to_num(responses[story], copy=False, nan=0.0)
-                if story in repeats:
-                    np.nan_to_num(repeats[story], copy=False, nan=0.0)
-            action = "set to 0"
-        else:
-            keep = ~np.logical_or.reduce(list(nan_masks.values()))
-            if not keep.any():
-                raise ValueError("every voxel has NaN in some loaded story; nothing is left "
-                                 "with nan_policy='drop' (use 'zero').")
-            voxel_indices = np.flatnonzero(keep)
-            for story in stories:
-                responses[story] = np.ascontiguousarray(responses[story][:, keep])
-                if story in repeats:
-                    repeats[story] = np.ascontiguousarray(repeats[story][:, :, keep])
-            labels = labels[keep]
-            action = f"dropped: {n_voxels - keep.sum()} of {n_voxels} voxels removed"
-        warnings.warn(f"{subject}: voxels with NaN responses {with_nan} (story: number of "
-                      f"voxels), {action} (nan_policy={nan_policy!r}).", NaNVoxelWarning,
-                      stacklevel=2)
-
+    # -- per-participant responses, repeats and noise ceilings -----------------------------
     split = _check_split(split, stories)
-    ceiling_story = next((s for s in split["test"] if s in repeats),
-                         next((s for s in stories if s in repeats), None))
-    noise_ceiling = None
-    if ceiling_story is not None:
-        from ..metrics import noise_ceiling as _noise_ceiling
+    participant_data = {}
+    for participant in participants:
+        responses, repeats = {}, {}
+        for story in stories:
+            path, rows, repeats_shape = files[participant][story]
+            common = dict(mapping=mappings[participant], columns=columns,
+                          n_file_voxels=n_file_voxels[participant])
+            responses[story] = LazyStoryArray(path, "data", rows, **common)
+            if repeats_shape is not None:
+                repeats[story] = LazyStoryArray(path, "individual_repeats", rows,
+                                                n_repeats=repeats_shape[0], **common)
+        if not lazy:
+            responses = {s: np.asarray(a) for s, a in responses.items()}
+            repeats = {s: np.asarray(a) for s, a in repeats.items()}
+        ceiling_story = next((s for s in split["test"] if s in repeats),
+                             next((s for s in stories if s in repeats), None))
+        noise_ceiling = (None if ceiling_story is None
+                         else _chunked_noise_ceiling(repeats[ceiling_story]))
+        participant_data[participant] = Bunch(
+            responses=responses, repeats=repeats, noise_ceiling=noise_ceiling,
+            noise_ceiling_story=ceiling_story, nan_voxels=nan_voxels[participant],
+            subject=participant)
 
-        noise_ceiling = _noise_ceiling(repeats[ceiling_story])
-
+    first = participant_data[participants[0]]
     n_kept = len(voxel_indices)
+    ceiling_story = first.noise_ceiling_story
+    space = ("" if common_space is None
+             else f" (common voxel space of {n_voxels} voxels from common_space)")
     description = (
-        f"LeBel et al. (2023), OpenNeuro ds003020, participant {subject}: {len(stories)} "
-        f"stories, {n_kept} voxels, TR {tr} s. TR times follow the simulated-trigger convention "
-        f"(respdict - {RESPDICT_PAD} triggers every {trigger_tr} s, sound at {SOUND_START} s, "
-        f"trimmed [{LEBEL2023_TRIM[0]}:-{LEBEL2023_TRIM[1]}]). NaN policy: {nan_policy}. "
+        f"LeBel et al. (2023), OpenNeuro ds003020, participant"
+        f"{'s' if len(participants) > 1 else ''} {', '.join(participants)}: {len(stories)} "
+        f"stories, {n_kept} voxels{space}, TR {tr} s. TR times follow the simulated-trigger "
+        f"convention (respdict - {RESPDICT_PAD} triggers every {trigger_tr} s, sound at "
+        f"{SOUND_START} s, trimmed [{LEBEL2023_TRIM[0]}:-{LEBEL2023_TRIM[1]}]). NaN policy: "
+        f"{nan_policy}. "
         + (f"Noise ceiling from {ceiling_story!r}." if ceiling_story else "No repeats loaded, "
            "so no noise ceiling.")
     )
     return Bunch(
         stories=stories, sample_rate=TARGET_SAMPLE_RATE, audio=audio, tr=float(tr),
-        tr_times=tr_times, responses=responses, repeats=repeats, noise_ceiling=noise_ceiling,
-        words=words, phones=phones, phone_set="arpabet", split=split, voxel_labels=labels,
-        description=description, subject=subject, root=str(root), trigger_tr=float(trigger_tr),
-        n_trs_respdict=n_trs, nan_voxels=nan_voxels, voxel_indices=voxel_indices,
+        tr_times=tr_times, responses=first.responses, repeats=first.repeats,
+        noise_ceiling=first.noise_ceiling, words=words, phones=phones, phone_set="arpabet",
+        split=split, voxel_labels=labels, description=description,
+        participants=tuple(participants), participant_data=participant_data,
+        subject=participants[0], root=str(root), trigger_tr=float(trigger_tr),
+        n_trs_respdict=n_trs, nan_voxels=first.nan_voxels, voxel_indices=voxel_indices,
         noise_ceiling_story=ceiling_story,
     )

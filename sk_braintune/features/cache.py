@@ -8,10 +8,18 @@ audio content), so a changed model or input can never be served stale features.
 File format: an 8-byte magic, a 32-byte BLAKE2b digest of the payload, then the payload (an
 ``.npz`` archive). Writes are atomic (temporary file, then rename). A truncated or corrupt entry
 fails the digest check, is reported with a warning, deleted, and recomputed by the caller.
+
+Several processes (joblib workers, Slurm jobs of one array) may fill one cache directory at
+once: a reader never sees a half-written entry (the rename is atomic), writes and deletions of
+an entry hold its lock file (``<key>.npz.lock``, a :mod:`filelock` lock, which works across
+processes and on shared file systems that support ``flock``), and :meth:`FeatureCache.locked`
+lets a caller make its read-compute-write of an entry exclusive, so that concurrent jobs
+neither lose each other's additions nor compute the same features twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,7 +30,7 @@ import numpy as np
 
 from .._utils import atomic_write_bytes
 
-__all__ = ["FeatureCache", "hash_arrays", "hash_windows"]
+__all__ = ["FeatureCache", "hash_arrays", "hash_windows", "key_of"]
 
 _MAGIC = b"SKBTFC01"
 _DIGEST_SIZE = 32
@@ -123,6 +131,36 @@ class FeatureCache:
         """
         return self.directory / f"{key}.npz"
 
+    def _lock(self, key):
+        from filelock import FileLock
+
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one lock object per file in this process (is_singleton), so that nested use of the
+        # same entry's lock (locked() around put()) re-enters instead of deadlocking
+        return FileLock(f"{path}.lock", is_singleton=True)
+
+    @contextlib.contextmanager
+    def locked(self, key, timeout=-1):
+        """Hold the entry's lock: no other process writes or deletes it meanwhile.
+
+        Parameters
+        ----------
+        key : str
+        timeout : float, default=-1
+            Seconds to wait for the lock (-1: as long as it takes); past it,
+            ``filelock.Timeout`` is raised.
+
+        Examples
+        --------
+        >>> with cache.locked(key):  # doctest: +SKIP
+        ...     entry = cache.get(key)
+        ...     if entry is None:
+        ...         cache.put(key, features=compute())
+        """
+        with self._lock(key).acquire(timeout=timeout):
+            yield self
+
     def get(self, key):
         """Read an entry.
 
@@ -141,25 +179,27 @@ class FeatureCache:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
-        header = len(_MAGIC) + _DIGEST_SIZE
-        problem = None
-        if len(data) < header or data[:len(_MAGIC)] != _MAGIC:
-            problem = "bad header (truncated or not a cache file)"
-        elif _digest(data[header:]) != data[len(_MAGIC):header]:
-            problem = "checksum mismatch (truncated or corrupted)"
-        else:
+        problem = _problem(data)
+        if problem is None:
             try:
-                with np.load(io.BytesIO(data[header:]), allow_pickle=False) as npz:
+                with np.load(io.BytesIO(data[_HEADER:]), allow_pickle=False) as npz:
                     return {name: npz[name] for name in npz.files}
             except Exception as exc:  # noqa: BLE001 - any unreadable payload is a corrupt entry
                 problem = f"unreadable payload ({exc})"
         warnings.warn(f"Feature cache entry {path} is corrupt: {problem}; deleting it and "
                       "recomputing.", UserWarning, stacklevel=2)
-        path.unlink(missing_ok=True)
+        with self._lock(key):
+            # another process may have replaced it with a good entry since it was read
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                current = None
+            if current is not None and _problem(current) is not None:
+                path.unlink(missing_ok=True)
         return None
 
     def put(self, key, **arrays):
-        """Write an entry atomically.
+        """Write an entry atomically, holding its lock.
 
         Parameters
         ----------
@@ -170,4 +210,17 @@ class FeatureCache:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         payload = buffer.getvalue()
-        atomic_write_bytes(self.path(key), _MAGIC + _digest(payload) + payload)
+        with self._lock(key):
+            atomic_write_bytes(self.path(key), _MAGIC + _digest(payload) + payload)
+
+
+_HEADER = len(_MAGIC) + _DIGEST_SIZE
+
+
+def _problem(data):
+    """Why ``data`` is not a valid entry, or None."""
+    if len(data) < _HEADER or data[:len(_MAGIC)] != _MAGIC:
+        return "bad header (truncated or not a cache file)"
+    if _digest(data[_HEADER:]) != data[len(_MAGIC):_HEADER]:
+        return "checksum mismatch (truncated or corrupted)"
+    return None

@@ -609,12 +609,13 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
         model_key = self._cache_key()
         if not is_audio_windows(X):
             key = key_of(model=model_key, data=hash_arrays(X))
-            entry = cache.get(key)
-            if entry is not None and entry["features"].shape == (X.shape[0],
-                                                                  self.n_features_out_):
-                return entry["features"]
-            features = self._extract(X)
-            cache.put(key, features=features)
+            with cache.locked(key):
+                entry = cache.get(key)
+                if entry is not None and entry["features"].shape == (X.shape[0],
+                                                                      self.n_features_out_):
+                    return entry["features"]
+                features = self._extract(X)
+                cache.put(key, features=features)
             return features
         # one entry per story: CV folds made of whole stories share them
         out = np.empty((X.shape[0], self.n_features_out_), dtype=np.float32)
@@ -623,22 +624,25 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
             rows = np.flatnonzero(X.stories == story)
             key = key_of(model=model_key, audio=hash_arrays(X.waveforms[story]),
                          window=X.window_samples)
-            entry = cache.get(key)
-            if entry is None:
-                known_ends = np.empty(0, dtype=np.int64)
-                known = np.empty((0, self.n_features_out_), dtype=np.float32)
-            else:
-                known_ends, known = entry["ends"], entry["features"]
-            wanted = np.unique(X.ends[rows])
-            missing = wanted[~np.isin(wanted, known_ends)]
-            if missing.size:
-                first_row = {int(e): r for r, e in zip(rows[::-1], X.ends[rows][::-1])}
-                new = self._extract(X[np.array([first_row[int(e)] for e in missing])])
-                known_ends = np.concatenate([known_ends, missing])
-                known = np.concatenate([known, new])
-                order = np.argsort(known_ends, kind="stable")
-                known_ends, known = known_ends[order], known[order]
-                cache.put(key, ends=known_ends, features=known)
+            # read-compute-write under the entry's lock: concurrent jobs filling the same
+            # cache neither lose each other's windows nor compute them twice
+            with cache.locked(key):
+                entry = cache.get(key)
+                if entry is None:
+                    known_ends = np.empty(0, dtype=np.int64)
+                    known = np.empty((0, self.n_features_out_), dtype=np.float32)
+                else:
+                    known_ends, known = entry["ends"], entry["features"]
+                wanted = np.unique(X.ends[rows])
+                missing = wanted[~np.isin(wanted, known_ends)]
+                if missing.size:
+                    first_row = {int(e): r for r, e in zip(rows[::-1], X.ends[rows][::-1])}
+                    new = self._extract(X[np.array([first_row[int(e)] for e in missing])])
+                    known_ends = np.concatenate([known_ends, missing])
+                    known = np.concatenate([known, new])
+                    order = np.argsort(known_ends, kind="stable")
+                    known_ends, known = known_ends[order], known[order]
+                    cache.put(key, ends=known_ends, features=known)
             out[rows] = known[np.searchsorted(known_ends, X.ends[rows])]
         return out
 

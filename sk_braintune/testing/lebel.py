@@ -36,11 +36,10 @@ _GAP_SECONDS = 0.15  # an "sp" pause after every fourth word
 _LEAD_SECONDS = 0.5  # leading and trailing silence (empty label)
 
 
-def _story_rows(index, story, n_trs, extra_start, pretrimmed_test):
-    """(rows of data, respdict n) for one story."""
+def _story_rows(rows, extra_start, pretrimmed_test):
+    """(rows of data, respdict n) for one story with ``rows`` rows after all trims."""
     from ..datasets.lebel2023 import LEBEL2023_TRIM, RESPDICT_PAD
 
-    rows = n_trs + index  # stories of slightly different lengths catch mix-ups
     n_respdict = rows + RESPDICT_PAD + sum(LEBEL2023_TRIM) + extra_start
     file_rows = rows if pretrimmed_test else rows + extra_start
     return file_rows, n_respdict
@@ -125,8 +124,12 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
                              stories=("storyA", "storyB", "wheretheressmoke"), *, n_voxels=16,
                              n_trs=12, n_repeats=3, random_state=0, stereo=True,
                              sample_rate=44100, textgrid_format="long", nan_voxels=1,
-                             pretrimmed_test=True):
-    """Write a tiny dataset in the ds003020 layout and formats.
+                             pretrimmed_test=True, noise_sd=(0.3, 3.0), verbose=False):
+    """Write a dataset in the ds003020 layout and formats: tiny by default, or full size.
+
+    The same writer makes the miniature copies of the tests and the full-size simulation of
+    ``benchmarks/bench_realdata_scale.py`` (27 or 84 stories of 300-400 TRs, 90,000 voxels):
+    memory stays at a few copies of one story's responses whatever the size.
 
     Parameters
     ----------
@@ -138,10 +141,12 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
         Story names. Story ``i`` has ``n_trs + i`` response rows. ``"wheretheressmoke"`` also
         gets ``individual_repeats`` and 40 more TRs in ``respdict.json`` (the extra trim the
         loader applies by default).
-    n_voxels : int, default=16
-        Voxels per story.
-    n_trs : int, default=12
-        Response rows of the first story (after all trims).
+    n_voxels : int or dict of str to int, default=16
+        Voxels per story, or per participant (``{"UTS01": 16, "UTS02": 12}``: participants in
+        their own voxel spaces, as in the real release).
+    n_trs : int or sequence of int, default=12
+        Response rows of the first story (after all trims); story ``i`` gets ``n_trs + i``.
+        A sequence gives each story's rows.
     n_repeats : int, default=3
         Repeats of the test story.
     random_state : int, default=0
@@ -158,6 +163,11 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
     pretrimmed_test : bool, default=True
         If True, the test story's ``data`` already lacks the 40 extra TRs; otherwise it holds
         them and the loader removes them.
+    noise_sd : (float, float), default=(0.3, 3.0)
+        Noise standard deviation of the first and last voxel (linear in between), against a
+        signal of unit variance; larger values give lower noise ceilings.
+    verbose : bool, default=False
+        Show a progress bar over the files written.
 
     Returns
     -------
@@ -169,7 +179,8 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
     The audio of a story with ``n`` TRs in ``respdict.json`` lasts ``(n - 5) * 2.0 - 10.0`` s,
     the end of the simulated trigger grid, so the last kept volume ends 10 s before the sound.
     Responses are a smooth random signal shared by the repeats plus independent noise whose
-    level grows with the voxel index, so noise ceilings decrease across voxels.
+    level grows with the voxel index, so noise ceilings decrease across voxels. Values are
+    float32 draws; the files are uncompressed, contiguous HDF5 datasets like the release's.
 
     Examples
     --------
@@ -180,6 +191,7 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
     """
     import h5py
     from scipy.io import wavfile
+    from tqdm.auto import tqdm
 
     from ..datasets.lebel2023 import (
         RESPDICT_PAD,
@@ -192,15 +204,28 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
     if textgrid_format not in ("long", "short", "mixed"):
         raise ValueError(f"textgrid_format must be 'long', 'short' or 'mixed'; got "
                          f"{textgrid_format!r}.")
+    stories = list(stories)
+    if np.ndim(n_trs) == 0:
+        story_trs = [int(n_trs) + index for index in range(len(stories))]
+    else:
+        story_trs = [int(n) for n in n_trs]
+        if len(story_trs) != len(stories):
+            raise ValueError(f"n_trs gives {len(story_trs)} lengths for {len(stories)} "
+                             "stories; pass one per story or a single int.")
+    voxel_counts = (dict(n_voxels) if isinstance(n_voxels, dict)
+                    else dict.fromkeys(subjects, int(n_voxels)))
+    missing = [s for s in subjects if s not in voxel_counts]
+    if missing:
+        raise ValueError(f"n_voxels has no count for subjects {missing}.")
     root = Path(root)
     rng = np.random.default_rng(random_state)
     (root / "stimuli").mkdir(parents=True, exist_ok=True)
     (root / "derivative" / "TextGrids").mkdir(parents=True, exist_ok=True)
 
     respdict, layout = {}, {}
-    for index, story in enumerate(stories):
+    for index, story in enumerate(tqdm(stories, desc="stimuli", disable=not verbose)):
         extra = TEST_STORY_EXTRA_TRIM if story == TEST_STORY else 0
-        file_rows, n_respdict = _story_rows(index, story, n_trs, extra, pretrimmed_test)
+        file_rows, n_respdict = _story_rows(story_trs[index], extra, pretrimmed_test)
         respdict[story] = n_respdict
         layout[story] = file_rows
         duration = (n_respdict - RESPDICT_PAD) * TRIGGER_TR - SOUND_START
@@ -216,28 +241,42 @@ def make_miniature_lebel2023(root, subjects=("UTS01",),
     (root / "derivative" / "respdict.json").write_text(json.dumps(respdict, indent=1))
 
     nan_story = stories[1] if len(stories) > 1 else stories[0]
-    noise_sd = np.linspace(0.3, 3.0, n_voxels)
     for subject in subjects:
         folder = root / "derivative" / "preprocessed_data" / subject
         folder.mkdir(parents=True, exist_ok=True)
-        for story in stories:
+        count = voxel_counts[subject]
+        voxel_noise = np.linspace(*noise_sd, count, dtype=np.float32)
+        for story in tqdm(stories, desc=subject, disable=not verbose):
             rows = layout[story]
-            # smooth signal: random walk low-passed by a short moving average
-            drive = rng.standard_normal((rows + 4, n_voxels)).cumsum(axis=0)
-            signal = np.stack([np.convolve(drive[:, v], np.ones(5) / 5, mode="valid")
-                               for v in range(n_voxels)], axis=1)
-            signal = (signal - signal.mean(0)) / (signal.std(0) + 1e-6)
+            signal = _smooth_signal(rng, rows, count)
             with h5py.File(folder / f"{story}.hf5", "w") as f:
                 if story == TEST_STORY:
-                    repeats = signal + noise_sd * rng.standard_normal((n_repeats, rows, n_voxels))
-                    repeats = repeats.astype(np.float32)
-                    data = repeats.mean(axis=0)
-                    f.create_dataset("individual_repeats", data=repeats)
+                    # written one repeat at a time: memory stays at a few copies of one story
+                    repeats = f.create_dataset("individual_repeats", (n_repeats, rows, count),
+                                               dtype=np.float32)
+                    data = np.zeros((rows, count), dtype=np.float32)
+                    for k in range(n_repeats):
+                        repeat = signal + voxel_noise * rng.standard_normal((rows, count),
+                                                                         dtype=np.float32)
+                        repeats[k] = repeat
+                        data += repeat
+                    data /= np.float32(n_repeats)
                 else:
-                    data = (signal + noise_sd * rng.standard_normal((rows, n_voxels))).astype(
-                        np.float32)
+                    data = signal + voxel_noise * rng.standard_normal((rows, count),
+                                                                   dtype=np.float32)
                 if story == nan_story and nan_voxels:
-                    data = data.copy()
-                    data[:, n_voxels - nan_voxels:] = np.nan
-                f.create_dataset("data", data=data.astype(np.float32))
+                    data[:, count - nan_voxels:] = np.nan
+                f.create_dataset("data", data=data)
     return root
+
+
+def _smooth_signal(rng, rows, n_voxels):
+    """Random walk low-passed by a 5-TR moving average, z-scored per voxel, float32."""
+    drive = rng.standard_normal((rows + 4, n_voxels), dtype=np.float32).cumsum(axis=0)
+    signal = drive[4:].copy()
+    for shift in range(4):
+        signal += drive[shift:shift + rows]
+    del drive
+    signal -= signal.mean(axis=0)
+    signal /= signal.std(axis=0) + np.float32(1e-6)
+    return signal
