@@ -7,7 +7,7 @@ This module imports nothing heavy: it sits at the bottom of the package's layers
 
 from __future__ import annotations
 
-__all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning"]
+__all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning", "JobError"]
 
 
 class StudyInputError(ValueError):
@@ -27,3 +27,20 @@ class SettingsError(StudyInputError):
 
 class NaNVoxelWarning(UserWarning):
     """Some voxels hold NaN in the responses; says how many and what the loader did."""
+
+
+class JobError(RuntimeError):
+    """A job of :func:`sk_braintune.executors.run_jobs` failed; the message names it and its stderr log.
+
+    Attributes
+    ----------
+    index : int
+        Position of the failed job in ``jobs``.
+    stderr : pathlib.Path or None
+        The job's stderr log (None for ``executor="none"``).
+    """
+
+    def __init__(self, message, index, stderr=None):
+        super().__init__(message)
+        self.index = index
+        self.stderr = stderr

@@ -22,29 +22,14 @@ import logging
 import time
 from pathlib import Path
 
+from .exceptions import JobError
+
 __all__ = ["EXECUTORS", "JobError", "job_grid", "make_executor", "run_jobs", "estimate_memory"]
 
 logger = logging.getLogger(__name__)
 
 EXECUTORS = ("none", "local", "slurm")
 """Names accepted by ``executor``."""
-
-
-class JobError(RuntimeError):
-    """A job of :func:`run_jobs` failed; the message names it and its stderr log.
-
-    Attributes
-    ----------
-    index : int
-        Position of the failed job in ``jobs``.
-    stderr : pathlib.Path or None
-        The job's stderr log (None for ``executor="none"``).
-    """
-
-    def __init__(self, message, index, stderr=None):
-        super().__init__(message)
-        self.index = index
-        self.stderr = stderr
 
 
 def job_grid(**axes):

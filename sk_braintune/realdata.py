@@ -60,12 +60,8 @@ def _run(function, jobs, config, kind):
     """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``."""
     if config.executor == "none":
         return [function(job) for job in jobs]
-    try:
-        from .executors import JobError, run_jobs
-    except ImportError:
-        raise StudyInputError(f"--executor {config.executor} needs "
-                              "sk_braintune.executors.run_jobs, which this version lacks; "
-                              "use --executor none") from None
+    from .executors import JobError, run_jobs
+
     folder = Path(config.output) / "jobs" / kind
     try:
         return list(run_jobs(function, jobs, executor=config.executor, folder=folder,
@@ -151,23 +147,23 @@ def run_tune(config, command_line=None):
     return summary
 
 
-def _check_several_participants_supported():
-    """Tuning on several participants needs the multi-participant loader and tuner."""
-    import inspect
+def _selected_voxels(data, columns, stories):
+    """A shallow copy of ``data`` whose responses of ``stories`` hold only ``columns``.
 
-    from .datasets import load_lebel2023
-    from .tuning import BrainTuner
+    Lazy (hf5-backed) responses stay lazy (``take_columns``): nothing is read here.
+    """
+    from sklearn.utils import Bunch
 
-    missing = []
-    if "participant_data" not in (load_lebel2023.__doc__ or ""):
-        missing.append("load_lebel2023(root, subject=[...]) returning participants and "
-                       "participant_data")
-    if "participants" not in inspect.signature(BrainTuner.fit).parameters:
-        missing.append("BrainTuner.fit(X, y, groups=..., participants=...)")
-    if missing:
-        raise StudyInputError("tuning one model on several participants (--subject with more "
-                              "than one value) needs " + " and ".join(missing) + ", which this "
-                              "version lacks; tune on one participant")
+    def subset(responses):
+        return {s: (responses[s].take_columns(columns) if hasattr(responses[s], "take_columns")
+                    else np.asarray(responses[s])[:, columns]) for s in stories}
+
+    out = Bunch(**data)
+    out.responses = subset(data.responses)
+    if "participant_data" in data:
+        out.participant_data = {p: Bunch(**dict(d, responses=subset(d["responses"])))
+                                for p, d in data.participant_data.items()}
+    return out
 
 
 def tune_job(job):
@@ -192,8 +188,6 @@ def tune_job(job):
     config = job["config"]
     subjects = list(config.subject)
     several = len(subjects) > 1
-    if several:
-        _check_several_participants_supported()
     data = _load_real(config, subjects if several else subjects[0])
     output = Path(config.output)
     stages = StageTimer()
@@ -201,20 +195,15 @@ def tune_job(job):
     valid = list(data.split["validation"])
     fit_params = {}
     if several:
-        from .datasets import participant_windows
-
         participants = tuple(data.get("participants", ()))
         if participants != tuple(subjects):
             raise StudyInputError(f"the loader returned participants {participants} for "
                                   f"--subject {' '.join(subjects)}")
-        X, y, groups, labels = participant_windows(data, train + valid, config.window)
-        fit_params["participants"] = labels
         # one shared voxel selection: the mean noise ceiling over the participants
-        ceilings = np.stack([np.asarray(data.participant_data[p].noise_ceiling, float)
-                             for p in participants])
-        noise_ceiling = ceilings.mean(axis=0)
+        ceilings = [data.participant_data[p].noise_ceiling for p in participants]
+        noise_ceiling = (None if any(c is None for c in ceilings)
+                         else np.mean([np.asarray(c, float) for c in ceilings], axis=0))
     else:
-        X, y, groups = windows_from_dataset(data, train + valid, window=config.window)
         noise_ceiling = data.noise_ceiling
     if noise_ceiling is None:
         raise StudyInputError("no loaded story has repeats, so there is no noise ceiling to "
@@ -224,6 +213,16 @@ def tune_job(job):
     if selected.size == 0:
         raise StudyInputError(f"no voxel has a noise ceiling above {config.min_ceiling:g} "
                               f"(highest: {np.nanmax(noise_ceiling):.3f}); lower --min-ceiling")
+    # the selected voxels only, before stacking: at full size the stacked responses of every
+    # voxel would not fit next to the tuner's copies
+    targets = _selected_voxels(data, selected, train + valid)
+    if several:
+        from .datasets import participant_windows
+
+        X, y, groups, labels = participant_windows(targets, train + valid, config.window)
+        fit_params["participants"] = labels
+    else:
+        X, y, groups = windows_from_dataset(targets, train + valid, window=config.window)
     params = {"max_epochs": config.epochs, "lr_backbone": config.lr_backbone,
               "lr_head": config.lr_head, "batch_size": config.batch_size,
               "validation": HeldOutStories(valid) if valid else 0.1,
@@ -232,7 +231,7 @@ def tune_job(job):
     with stages(f"brain-tuning {config.model} on {len(train + valid)} stories, "
                 f"{', '.join(subjects)}, {selected.size} voxels"):
         try:
-            tuner = BrainTuner(config.model, **params).fit(X, y[:, selected], groups=groups,
+            tuner = BrainTuner(config.model, **params).fit(X, y, groups=groups,
                                                            **fit_params)
         except OSError as exc:
             raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
