@@ -31,8 +31,8 @@ def test_readme_example_runs_offline(tmp_path):
     block = first_python_block(README.read_text(encoding="utf-8"))
     hub_ids = HUB_MODEL.findall(block)
     if hub_ids:
-        pytest.xfail(f"the README example names hub models {hub_ids}, which need network "
-                     "access; the offline example must come first")
+        pytest.fail(f"the README example names hub models {hub_ids}, which need network "
+                    "access; the offline example must come first")
     script = tmp_path / "readme_example.py"
     script.write_text(block, encoding="utf-8")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
@@ -43,3 +43,6 @@ def test_readme_example_runs_offline(tmp_path):
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"README example failed:\n{done.stderr[-3000:]}"
+    printed = re.search(r"mean r on the held-out story: (-?[0-9.]+)", done.stdout)
+    assert printed is not None, done.stdout[-2000:]
+    assert -1.0 <= float(printed.group(1)) <= 1.0
