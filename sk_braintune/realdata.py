@@ -268,7 +268,11 @@ def run_evaluate(config, command_line=None):
     (first participant; ``voxel_scores.npz`` holds every participant's), ``results.csv`` (one row
     per participant and ROI: normalised r per layer, best layer), ``roi_summary.csv`` (per ROI,
     mean and s.e.m. over participants), one ``alignment_<participant>.png`` each,
-    ``config.toml``, ``manifest.json`` and ``report.html``.
+    ``config.toml``, ``manifest.json`` and ``report.html``. Unless switched off in the
+    settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
+    low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
+    block-bootstrap interval of the mean normalised r), and ``voxel_scores.npz`` the per-voxel
+    ``<participant>_p_values`` and ``<participant>_q_values`` of the last layer.
 
     Parameters
     ----------
@@ -399,7 +403,9 @@ def evaluate_job(job):
     -------
     results : dict of str to dict
         Participant -> ``layer_indices``, ``layers`` (ROI -> normalised r per layer),
-        ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``, ``split``,
+        ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``,
+        ``variance_partitioning`` and ``significance`` (when on), ``voxel_significance``
+        (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
     from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,

@@ -177,7 +177,8 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
 
 # -- the study ----------------------------------------------------------------------------------
 
-ANALYSES = ("alignment", "low_level_impact", "probe", "semantic_preference")
+ANALYSES = ("alignment", "significance", "low_level_impact", "variance_partitioning",
+            "probe", "semantic_preference")
 
 
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
@@ -205,7 +206,12 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     -------
     results : dict
         JSON-serialisable: ``table`` (rows per model), ``layers`` (per model, per voxel kind,
-        per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``.
+        per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``; with
+        ``settings.significance``, ``significance`` (per model, per voxel kind: voxels with
+        q < 0.05, 95% interval of the mean normalised r; the per-voxel p/q values go to
+        ``voxel_scores`` as ``<model>_p_values`` / ``<model>_q_values``); with
+        ``settings.variance_partitioning``, ``variance_partitioning`` (per model, per voxel
+        kind: unique model / low-level, shared, shared fraction of the last layer).
     """
     from .datasets import make_story_dataset
     from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,
@@ -282,7 +288,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results["voxel_scores"] = {name: t["voxels"] for name, t in layers.items()}
     results["voxel_labels"] = labels.tolist()
 
-    if settings.get("significance", True):
+    if "significance" in analyses and settings.get("significance", True):
         with stages(f"significance: {settings['n_permutations']} block permutations, BH-FDR, "
                     "block-bootstrap intervals (last layer)"):
             results["significance"] = {}
@@ -307,7 +313,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             results["low_level_impact"] = low_level_impacts(
                 data, last_layers, g_all, train + valid, test, estimator=encoder,
                 cv=settings["ridge_cv"], lowlevel=lowlevel)
-    if settings.get("variance_partitioning", True):
+    if "variance_partitioning" in analyses and settings.get("variance_partitioning", True):
         with stages("variance partitioning: last layer vs the same low-level features "
                     "(banded ridge)"):
             partitions = variance_partition_summary(
