@@ -20,9 +20,13 @@ This is the one evaluation path of the demo (``sk_braintune.study``), the real-d
 from __future__ import annotations
 
 import inspect
+import logging
+import math
 import numbers
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LOW_LEVEL_KINDS", "delay_per_story", "layer_slices", "split_layers",
            "default_encoder", "fit_score_encoding", "layerwise_alignment",
@@ -452,9 +456,15 @@ def alignment_significance(y_true, y_pred, voxel_labels, *, groups=None, noise_c
     """
     from sklearn.utils import check_random_state
 
-    from .encoding import block_permutation_test, fdr_bh, roi_confidence_intervals
+    from .encoding import block_permutation_test, fdr_bh, roi_confidence_intervals, time_blocks
 
     labels = np.asarray(voxel_labels)
+    n_blocks = len(time_blocks(len(y_true), block_length, groups))
+    if math.factorial(min(n_blocks, 20)) < 20 * n_permutations:
+        # few blocks have few distinct orders: many permutations repeat the observed one
+        logger.warning("the held-out data make only %d blocks of %d TRs (%d orders): the "
+                       "block-permutation p-values cannot be small; use a longer test story",
+                       n_blocks, block_length, math.factorial(n_blocks))
     rng = check_random_state(random_state)
     r, p_values = block_permutation_test(y_true, y_pred, block_length=block_length,
                                          n_permutations=n_permutations, groups=groups,
