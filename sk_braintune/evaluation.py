@@ -20,12 +20,18 @@ This is the one evaluation path of the demo (``sk_braintune.study``), the real-d
 from __future__ import annotations
 
 import inspect
+import logging
+import math
 import numbers
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["LOW_LEVEL_KINDS", "delay_per_story", "layer_slices", "split_layers",
-           "default_encoder", "fit_score_encoding", "layerwise_alignment", "low_level_impacts"]
+           "default_encoder", "fit_score_encoding", "layerwise_alignment",
+           "lowlevel_feature_spaces", "low_level_impacts", "variance_partition_summary",
+           "alignment_significance"]
 
 # low-level feature spaces regressed out by the low-level impact (demo and real data alike)
 LOW_LEVEL_KINDS = ("powspec", "phoneme", "diphone", "articulation")
@@ -169,7 +175,8 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
     result : dict
         ``r`` (n_voxels,) Pearson r on the test rows, ``normalized`` (n_voxels,) or None,
         ``best_alphas`` (n_voxels,) or None when the model has no ``best_alphas_``, ``model``
-        (the fitted estimator).
+        (the fitted estimator), ``prediction`` (n_test_rows, n_voxels) the predictions of the
+        test rows (in row order), ``test_rows`` (n_trs,) bool mask of those rows.
     """
     from sklearn.base import clone
 
@@ -198,16 +205,24 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
     else:
         train_groups = None  # one story: an integer cv takes contiguous blocks of it
     _fit_with_groups(model, X[train], responses[train], train_groups)
-    r = correlation_score(responses[test], np.asarray(model.predict(X[test])),
-                          multioutput="raw_values")
+    prediction = np.asarray(model.predict(X[test])).reshape(int(test.sum()), -1)
+    r = correlation_score(responses[test], prediction, multioutput="raw_values")
     normalized = None if noise_ceiling is None else normalized_correlation(r, noise_ceiling)
     return {"r": r, "normalized": normalized,
-            "best_alphas": getattr(model, "best_alphas_", None), "model": model}
+            "best_alphas": getattr(model, "best_alphas_", None), "model": model,
+            "prediction": prediction, "test_rows": test}
 
 
-def _normalized_layer_scores(layer_features, **kwargs):
-    """One layer of :func:`layerwise_alignment` (module level: picklable for joblib)."""
-    return fit_score_encoding(layer_features, **kwargs)["normalized"]
+def _layer_scores(item, **kwargs):
+    """One layer of :func:`layerwise_alignment` (module level: picklable for joblib).
+
+    ``item`` is ``(layer_features, keep_prediction)``; the held-out prediction comes back only
+    where asked (the last layer), so workers do not ship every layer's predictions.
+    """
+    layer_features, keep_prediction = item
+    result = fit_score_encoding(layer_features, **kwargs)
+    return (result["normalized"], result["prediction"] if keep_prediction else None,
+            result["test_rows"])
 
 
 def layerwise_alignment(features, n_layers, responses, groups, train_stories, test_stories, *,
@@ -238,8 +253,11 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
     Returns
     -------
     table : dict
-        ``{"roi": {label: ndarray (n_layers,)}, "voxels": ndarray (n_layers, n_voxels)}``: ROI
-        means of the normalised r per layer, and the per-voxel normalised r.
+        ``{"roi": {label: ndarray (n_layers,)}, "voxels": ndarray (n_layers, n_voxels),
+        "last_layer": dict}``: ROI means of the normalised r per layer, the per-voxel
+        normalised r, and the last layer's held-out fit (``y_true`` and ``prediction`` of
+        shape (n_test_rows, n_voxels), ``groups`` (n_test_rows,)) for
+        :func:`alignment_significance` without a refit.
     """
     from .metrics import roi_means
 
@@ -248,21 +266,49 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
     from .parallel import parallel_map
 
     per_layer = split_layers(features, n_layers)
-    fit_layer = partial(_normalized_layer_scores, responses=responses, groups=groups,
+    fit_layer = partial(_layer_scores, responses=responses, groups=groups,
                         train_stories=train_stories, test_stories=test_stories,
                         estimator=estimator, delays=delays, noise_ceiling=noise_ceiling)
-    per_voxel = np.asarray(parallel_map(
-        fit_layer, (per_layer[:, layer] for layer in range(n_layers)), n_jobs=n_jobs))
+    scores = parallel_map(fit_layer, ((per_layer[:, layer], layer == n_layers - 1)
+                                      for layer in range(n_layers)), n_jobs=n_jobs)
+    per_voxel = np.asarray([normalized for normalized, _, _ in scores])
+    _, prediction, test_rows = scores[-1]
+    last_layer = {"y_true": np.asarray(responses)[test_rows], "prediction": prediction,
+                  "groups": np.asarray(groups)[test_rows]}
     labels = np.asarray(voxel_labels)
     rois = {}
     for layer_scores in per_voxel:
         for label, value in roi_means(layer_scores, labels).items():
             rois.setdefault(label, []).append(value)
-    return {"roi": {k: np.asarray(v) for k, v in rois.items()}, "voxels": per_voxel}
+    return {"roi": {k: np.asarray(v) for k, v in rois.items()}, "voxels": per_voxel,
+            "last_layer": last_layer}
+
+
+def lowlevel_feature_spaces(dataset, train_stories, test_stories, kinds=LOW_LEVEL_KINDS):
+    """The low-level feature spaces of :func:`low_level_impacts`, built once for reuse.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        Story dataset.
+    train_stories, test_stories : sequence of str
+        The features are fitted (e.g. phoneme vocabularies) on the training stories.
+    kinds : sequence of str, default=LOW_LEVEL_KINDS
+
+    Returns
+    -------
+    lowlevel : list of dict of str to ndarray of shape (n_trs_story, d_kind)
+        One dict (story -> features) per kind of ``kinds``.
+    """
+    from .features.lowlevel import lowlevel_features
+
+    train = list(train_stories)
+    stories = train + list(test_stories)
+    return [lowlevel_features(dataset, kind, stories, fit_stories=train) for kind in kinds]
 
 
 def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
-                      estimator=None, cv=5, kinds=LOW_LEVEL_KINDS):
+                      estimator=None, cv=5, kinds=LOW_LEVEL_KINDS, lowlevel=None):
     """Low-level impact on the alignment of each model's features (demo and real data alike).
 
     The low-level features of ``kinds`` (:func:`sk_braintune.features.lowlevel.lowlevel_features`,
@@ -287,6 +333,9 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
         Inner CV of the residualising ridge (and of the default encoding model).
     kinds : sequence of str, default=LOW_LEVEL_KINDS
         Low-level feature spaces regressed out.
+    lowlevel : list of dict, optional
+        Those spaces already built by :func:`lowlevel_feature_spaces` (``kinds`` is then
+        ignored).
 
     Returns
     -------
@@ -294,12 +343,12 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
         Per model, per ROI: ``{"A", "A_resid", "impact_percent"}`` (floats).
     """
     from .analysis import low_level_comparison
-    from .features.lowlevel import lowlevel_features
     from .preprocessing import split_by_story
 
     train, test = list(train_stories), list(test_stories)
     stories = train + test
-    lowlevel = [lowlevel_features(dataset, kind, stories, fit_stories=train) for kind in kinds]
+    if lowlevel is None:
+        lowlevel = lowlevel_feature_spaces(dataset, train, test, kinds)
     responses = {s: np.asarray(dataset.responses[s]) for s in stories}
     noise_ceiling = np.asarray(dataset.noise_ceiling)
     labels = np.asarray(dataset.voxel_labels)
@@ -314,3 +363,138 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
             "impact_percent": float(row["impact_percent"])}
             for idx, row in table.iterrows()}
     return out
+
+
+
+def variance_partition_summary(dataset, features, groups, train_stories, test_stories, *,
+                               lowlevel=None, kinds=LOW_LEVEL_KINDS, delays=(1, 2, 3, 4),
+                               n_iter=10, cv=5, backend="numpy", random_state=0):
+    """Variance partitioning of each model's features vs the low-level features, per ROI.
+
+    A second estimate of the low-level impact next to :func:`low_level_impacts`: per voxel,
+    :func:`sk_braintune.encoding.variance_partitioning` splits the held-out R^2 of the joint
+    banded-ridge model (model features + the low-level features of ``kinds``, each z-scored
+    per story and FIR-delayed within stories) into the variance only the model explains, only
+    the low-level features explain, and both explain (negative estimates corrected by the
+    least-squares projection of de Heer et al. 2017); the ``shared_fraction``
+    ``shared / (unique_model + shared)`` is the share of the model's explained variance that
+    low-level features also explain. Means per voxel kind / ROI of ``dataset.voxel_labels``
+    by :func:`sk_braintune.encoding.partition_roi_summary`.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        Story dataset (``responses``, ``voxel_labels`` and what the low-level features need).
+    features : dict of str to ndarray of shape (n_trs, d)
+        Features per model (e.g. its last layer), rows in the order of ``groups``.
+    groups : array-like of shape (n_trs,)
+        Story of each row; each story one contiguous run.
+    train_stories, test_stories : sequence of str
+    lowlevel : list of dict, optional
+        The low-level spaces from :func:`lowlevel_feature_spaces` (built here when None).
+    kinds : sequence of str, default=LOW_LEVEL_KINDS
+    delays : sequence of int, default=(1, 2, 3, 4)
+    n_iter : int, default=10
+        Band-weight candidates of the joint model (few keep it cheap).
+    cv : int, default=5
+        Story-grouped inner CV folds (clamped to the training stories).
+    backend : {"numpy", "torch"}, default="numpy"
+    random_state : int, default=0
+        Seeds the band-weight candidates.
+
+    Returns
+    -------
+    partitions : dict
+        ``{"roi": {model: {roi: {"unique_model", "unique_lowlevel", "shared",
+        "shared_fraction", "r2_joint", "n_voxels"}}}, "voxels": {model: {key: ndarray
+        (n_voxels,)}}}`` (ROI means leave NaN voxels out).
+    """
+    from .encoding import partition_roi_summary, variance_partitioning
+    from .preprocessing import zscore_per_story
+
+    groups = np.asarray(groups)
+    train, test = list(train_stories), list(test_stories)
+    if lowlevel is None:
+        lowlevel = lowlevel_feature_spaces(dataset, train, test, kinds)
+    stories = list(dict.fromkeys(groups.tolist()))
+    low = np.concatenate([np.hstack([np.asarray(space[s], dtype=np.float32) for space in lowlevel])
+                          for s in stories])
+    responses = np.concatenate([np.asarray(dataset.responses[s]) for s in stories])
+    if len(low) != len(groups) or len(responses) != len(groups):
+        raise ValueError(f"the low-level features ({len(low)} rows) and responses "
+                         f"({len(responses)}) of the stories {stories} do not match groups "
+                         f"({len(groups)} rows); give groups story by story, in time order")
+    low = delay_per_story(zscore_per_story(low, groups, dtype=np.float32), groups, delays)
+    labels = np.asarray(dataset.voxel_labels)
+    keys = ("unique_model", "unique_lowlevel", "shared", "shared_fraction", "r2_joint")
+    out = {"roi": {}, "voxels": {}}
+    for name, feats in features.items():
+        X = delay_per_story(zscore_per_story(feats, groups, dtype=np.float32), groups, delays)
+        result = variance_partitioning(X, low, responses, groups, train, test, n_iter=n_iter,
+                                       cv=cv, backend=backend, random_state=random_state)
+        out["voxels"][name] = {k: np.asarray(result[k]) for k in keys}
+        out["roi"][name] = {str(roi): {k: float(v) if k != "n_voxels" else int(v)
+                                       for k, v in row.items()}
+                            for roi, row in partition_roi_summary(result, labels,
+                                                                  keys=keys).items()}
+    return out
+
+
+def alignment_significance(y_true, y_pred, voxel_labels, *, groups=None, noise_ceiling=None,
+                           block_length=10, n_permutations=1000, n_bootstraps=1000,
+                           alpha=0.05, random_state=0):
+    """Significance of a held-out fit: per-voxel p and q values, ROI counts and intervals.
+
+    Per voxel, the p-value of the held-out Pearson r comes from permuting blocks of
+    ``block_length`` TRs of the predictions
+    (:func:`sk_braintune.encoding.block_permutation_test`, one-sided, r > 0); q-values are
+    Benjamini-Hochberg adjusted across voxels (:func:`sk_braintune.encoding.fdr_bh`). Per ROI:
+    the number of voxels with ``q < alpha`` and a block-bootstrap confidence interval (95%)
+    of the mean normalised r (:func:`sk_braintune.encoding.roi_confidence_intervals`).
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of shape (n_test_rows, n_voxels)
+        Held-out responses and predictions (``layerwise_alignment(...)["last_layer"]``).
+    voxel_labels : array-like of shape (n_voxels,)
+    groups : array-like of shape (n_test_rows,), optional
+        Story of each row: blocks never straddle stories.
+    noise_ceiling : ndarray of shape (n_voxels,), optional
+        Normalises the r of the intervals (raw r when None).
+    block_length : int, default=10
+    n_permutations, n_bootstraps : int, default=1000
+    alpha : float, default=0.05
+        FDR level of the counts.
+    random_state : int, default=0
+        Seeds the permutations and the bootstrap.
+
+    Returns
+    -------
+    significance : dict
+        ``r``, ``p_values``, ``q_values`` (ndarrays of shape (n_voxels,)) and ``roi``:
+        ``{roi: {"n_voxels", "n_significant", "mean", "low", "high"}}``.
+    """
+    from sklearn.utils import check_random_state
+
+    from .encoding import block_permutation_test, fdr_bh, roi_confidence_intervals, time_blocks
+
+    labels = np.asarray(voxel_labels)
+    n_blocks = len(time_blocks(len(y_true), block_length, groups))
+    if math.factorial(min(n_blocks, 20)) < 20 * n_permutations:
+        # few blocks have few distinct orders: many permutations repeat the observed one
+        logger.warning("the held-out data make only %d blocks of %d TRs (%d orders): the "
+                       "block-permutation p-values cannot be small; use a longer test story",
+                       n_blocks, block_length, math.factorial(n_blocks))
+    rng = check_random_state(random_state)
+    r, p_values = block_permutation_test(y_true, y_pred, block_length=block_length,
+                                         n_permutations=n_permutations, groups=groups,
+                                         random_state=rng)
+    significant, q_values = fdr_bh(p_values, alpha=alpha)
+    intervals = roi_confidence_intervals(y_true, y_pred, labels, block_length=block_length,
+                                         n_bootstraps=n_bootstraps, groups=groups,
+                                         cc_max=noise_ceiling, random_state=rng)
+    roi = {str(label): {"n_voxels": int(np.sum(labels == label)),
+                        "n_significant": int(np.sum(significant & (labels == label))),
+                        **{k: float(v) for k, v in interval.items()}}
+           for label, interval in intervals.items()}
+    return {"r": r, "p_values": p_values, "q_values": q_values, "roi": roi}

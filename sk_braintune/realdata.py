@@ -267,7 +267,11 @@ def run_evaluate(config, command_line=None):
     (first participant; ``voxel_scores.npz`` holds every participant's), ``results.csv`` (one row
     per participant and ROI: normalised r per layer, best layer), ``roi_summary.csv`` (per ROI,
     mean and s.e.m. over participants), one ``alignment_<participant>.png`` each,
-    ``config.toml``, ``manifest.json`` and ``report.html``.
+    ``config.toml``, ``manifest.json`` and ``report.html``. Unless switched off in the
+    settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
+    low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
+    block-bootstrap interval of the mean normalised r), and ``voxel_scores.npz`` the per-voxel
+    ``<participant>_p_values`` and ``<participant>_q_values`` of the last layer.
 
     Parameters
     ----------
@@ -300,11 +304,16 @@ def run_evaluate(config, command_line=None):
     output.mkdir(parents=True, exist_ok=True)
     first = per_participant[subjects[0]]
     voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
+    np.save(output / "normalized_r_per_layer.npy", voxels[subjects[0]])
+    for participant, result in per_participant.items():
+        for key, values in result.pop("voxel_significance", {}).items():
+            voxels[f"{participant}_{key}"] = values
     results = {"layer_indices": first["layer_indices"], "layers": first["layers"],
                "low_level_impact": first["low_level_impact"],
+               **{key: first[key] for key in ("variance_partitioning", "significance")
+                  if key in first},
                "stage_seconds": first["stage_seconds"], "participants": per_participant}
     write_json(output / "evaluation.json", results)
-    np.save(output / "normalized_r_per_layer.npy", voxels[subjects[0]])
     np.savez_compressed(output / "voxel_scores.npz", **voxels)
     rows, summary_rows = _evaluation_tables(per_participant)
     _write_csv(rows, output / "results.csv")
@@ -332,6 +341,22 @@ def run_evaluate(config, command_line=None):
     for row in rows:
         layers = [v for k, v in row.items() if k.startswith("layer_")]
         print(f"{row['participant']:<8}{row['roi']:<14}" + " ".join(f"{v:6.3f}" for v in layers))
+    second = [(participant, roi, result.get("variance_partitioning", {}).get(roi),
+               result.get("significance", {}).get(roi))
+              for participant, result in per_participant.items()
+              for roi in result["layers"]]
+    if any(parts or sig for _, _, parts, sig in second):
+        print("\nlast layer: variance partitioning vs low-level features (unique, shared R^2, "
+              "shared %), voxels with q < 0.05, 95% CI of the mean normalised r")
+        for participant, roi, parts, sig in second:
+            text = f"{participant:<8}{roi:<14}"
+            if parts:
+                text += (f"unique {parts['unique_model']:7.4f} shared {parts['shared']:7.4f} "
+                         f"shared {100 * parts['shared_fraction']:5.1f}%  ")
+            if sig:
+                text += (f"sig {sig['n_significant']}/{sig['n_voxels']} "
+                         f"ci [{sig['low']:.3f}, {sig['high']:.3f}]")
+            print(text)
     print(f"results in {output}")
     return results
 
@@ -377,10 +402,14 @@ def evaluate_job(job):
     -------
     results : dict of str to dict
         Participant -> ``layer_indices``, ``layers`` (ROI -> normalised r per layer),
-        ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``, ``split``,
+        ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``,
+        ``variance_partitioning`` and ``significance`` (when on), ``voxel_significance``
+        (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
-    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,
+                             low_level_impacts, lowlevel_feature_spaces, split_layers,
+                             variance_partition_summary)
     from .features import extract_layer_features
     from .report import dataset_fingerprints, voxel_selection
     from .windows import windows_from_dataset
@@ -418,15 +447,36 @@ def evaluate_job(job):
         with stages(f"{participant}: alignment per layer"):
             table = layerwise_alignment(feats, n_layers, y, groups, train, test,
                                         noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
+        last_layer = {"model": split_layers(feats, n_layers)[:, -1]}
         with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
-            impact = low_level_impacts(data, {"model": split_layers(feats, n_layers)[:, -1]},
-                                       groups, train, test, estimator=encoder, cv=5)["model"]
+            lowlevel = lowlevel_feature_spaces(data, train, test)
+            impact = low_level_impacts(data, last_layer, groups, train, test,
+                                       estimator=encoder, cv=5, lowlevel=lowlevel)["model"]
+        extra, extra_voxels = {}, {}
+        if config.variance_partitioning:
+            with stages(f"{participant}: variance partitioning (layer {layer_indices[-1]})"):
+                extra["variance_partitioning"] = variance_partition_summary(
+                    data, last_layer, groups, train, test, lowlevel=lowlevel,
+                    n_iter=config.partitioning_n_iter, cv=5, backend=config.ridge_backend,
+                    random_state=config.seed)["roi"]["model"]
+        if config.significance:
+            with stages(f"{participant}: significance (layer {layer_indices[-1]})"):
+                fit = table["last_layer"]
+                sig = alignment_significance(fit["y_true"], fit["prediction"], labels,
+                                             groups=fit["groups"], noise_ceiling=nc,
+                                             n_permutations=config.n_permutations,
+                                             n_bootstraps=config.n_permutations,
+                                             random_state=config.seed)
+                extra["significance"] = sig["roi"]
+                extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
         voxel_indices = data.get("voxel_indices")
         out[participant] = {
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),
             "low_level_impact": impact,
+            **extra,
+            "voxel_significance": extra_voxels,
             "split": {k: list(v) for k, v in data.split.items()},
             "voxel_selection": voxel_selection(
                 np.arange(nc.size) if voxel_indices is None else voxel_indices, nc.size),

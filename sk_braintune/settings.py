@@ -562,6 +562,15 @@ class DemoSettings(_SettingsBase):
     ridge_backend : {"numpy", "torch"}
         Backend of the ridge encoding models (``"torch"`` runs them on the GPU when there is
         one).
+    significance : bool
+        Block-permutation p-values, BH-FDR q-values and block-bootstrap ROI intervals of the
+        last layer's held-out r.
+    n_permutations : int
+        Block permutations (and bootstrap samples) of the significance analysis.
+    variance_partitioning : bool
+        Unique and shared variance of the last layer vs the low-level features.
+    partitioning_n_iter : int
+        Band-weight candidates of the variance partitioning's banded ridge.
 
     See Also
     --------
@@ -582,6 +591,14 @@ class DemoSettings(_SettingsBase):
                              choices=tuple(CONTROL_MODELS))
     ridge_backend: str = option("numpy", str, "backend of the ridge encoding models",
                                 choices=RIDGE_BACKENDS)
+    significance: bool = option(True, bool, "p/q values and ROI intervals of the last layer",
+                                command_line=False)
+    n_permutations: int = option(1000, int, "block permutations of the significance test",
+                                 minimum=1, command_line=False)
+    variance_partitioning: bool = option(True, bool, "variance partitioning vs low-level "
+                                         "features", command_line=False)
+    partitioning_n_iter: int = option(10, int, "band-weight candidates of the partitioning",
+                                      minimum=1, command_line=False)
 
     @classmethod
     def preset(cls, quick=False, epochs=None, **overrides):
@@ -821,6 +838,16 @@ class EvaluateSettings(_RealDataSettings):
         ``"all"`` or comma-separated ``hidden_states`` indices.
     ridge_backend : {"numpy", "torch"}
         Backend of the ridge encoding models.
+    significance : bool
+        Block-permutation p-values, BH-FDR q-values and block-bootstrap ROI intervals of the
+        last layer's held-out r (config file only).
+    n_permutations : int
+        Block permutations (and bootstrap samples) of the significance analysis.
+    variance_partitioning : bool
+        Unique and shared variance of the last layer vs the low-level features (config file
+        only).
+    partitioning_n_iter : int
+        Band-weight candidates of the variance partitioning's banded ridge.
     """
 
     window: float = option(16.0, float, "audio window per TR in seconds", minimum=0,
@@ -829,6 +856,14 @@ class EvaluateSettings(_RealDataSettings):
     layers: str = option("all", str, '"all" or comma-separated hidden_states indices')
     ridge_backend: str = option("numpy", str, "ridge backend: numpy, or torch (on the GPU "
                                 "with --device cuda)", choices=RIDGE_BACKENDS)
+    significance: bool = option(True, bool, "p/q values and ROI intervals of the last layer",
+                                command_line=False)
+    n_permutations: int = option(1000, int, "block permutations of the significance test",
+                                 minimum=1)
+    variance_partitioning: bool = option(True, bool, "variance partitioning vs low-level "
+                                         "features", command_line=False)
+    partitioning_n_iter: int = option(10, int, "band-weight candidates of the partitioning",
+                                      minimum=1)
 
     def layer_indices(self):
         """``"all"`` or the tuple of layer indices ``layers`` names.

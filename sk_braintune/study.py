@@ -177,7 +177,8 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
 
 # -- the study ----------------------------------------------------------------------------------
 
-ANALYSES = ("alignment", "low_level_impact", "probe", "semantic_preference")
+ANALYSES = ("alignment", "significance", "low_level_impact", "variance_partitioning",
+            "probe", "semantic_preference")
 
 
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
@@ -205,10 +206,17 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     -------
     results : dict
         JSON-serialisable: ``table`` (rows per model), ``layers`` (per model, per voxel kind,
-        per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``.
+        per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``; with
+        ``settings.significance``, ``significance`` (per model, per voxel kind: voxels with
+        q < 0.05, 95% interval of the mean normalised r; the per-voxel p/q values go to
+        ``voxel_scores`` as ``<model>_p_values`` / ``<model>_q_values``); with
+        ``settings.variance_partitioning``, ``variance_partitioning`` (per model, per voxel
+        kind: unique model / low-level, shared, shared fraction of the last layer).
     """
     from .datasets import make_story_dataset
-    from .evaluation import default_encoder, layerwise_alignment, low_level_impacts, split_layers
+    from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,
+                             low_level_impacts, lowlevel_feature_spaces, split_layers,
+                             variance_partition_summary)
     from .model_selection import HeldOutStories
     from .models import load_whisper_tiny_en
     from .tuning import BrainTuner, FrozenLayerCache
@@ -280,13 +288,39 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results["voxel_scores"] = {name: t["voxels"] for name, t in layers.items()}
     results["voxel_labels"] = labels.tolist()
 
+    if "significance" in analyses and settings.get("significance", True):
+        with stages(f"significance: {settings['n_permutations']} block permutations, BH-FDR, "
+                    "block-bootstrap intervals (last layer)"):
+            results["significance"] = {}
+            for name in names:
+                fit = layers[name]["last_layer"]
+                sig = alignment_significance(fit["y_true"], fit["prediction"], labels,
+                                             groups=fit["groups"], noise_ceiling=nc,
+                                             n_permutations=settings["n_permutations"],
+                                             n_bootstraps=settings["n_permutations"],
+                                             random_state=seed)
+                results["significance"][name] = sig["roi"]
+                key = name.replace("-", "_")
+                results["voxel_scores"][f"{key}_p_values"] = sig["p_values"]
+                results["voxel_scores"][f"{key}_q_values"] = sig["q_values"]
+
+    lowlevel = None
+    last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
     if "low_level_impact" in analyses:
         with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
                     "regressed out"):
-            last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
+            lowlevel = lowlevel_feature_spaces(data, train + valid, test)
             results["low_level_impact"] = low_level_impacts(
                 data, last_layers, g_all, train + valid, test, estimator=encoder,
-                cv=settings["ridge_cv"])
+                cv=settings["ridge_cv"], lowlevel=lowlevel)
+    if "variance_partitioning" in analyses and settings.get("variance_partitioning", True):
+        with stages("variance partitioning: last layer vs the same low-level features "
+                    "(banded ridge)"):
+            partitions = variance_partition_summary(
+                data, last_layers, g_all, train + valid, test, lowlevel=lowlevel,
+                n_iter=settings["partitioning_n_iter"], cv=settings["ridge_cv"],
+                backend=settings.get("ridge_backend", "numpy"), random_state=seed)
+            results["variance_partitioning"] = partitions["roi"]
     if "probe" in analyses:
         with stages("semantic probe: spoken intents, split by paraphrase"):
             results["probe"] = _probe_scores(sources, settings, seed=seed, device=device,
@@ -434,6 +468,29 @@ def _results_rows(results, n_layers):
     return rows
 
 
+def _second_table(results):
+    """Rows of the demo's second table: variance partitioning and significance per model."""
+    rows = []
+    for name in results["models"]:
+        partitions = results.get("variance_partitioning", {}).get(name, {})
+        significance = results.get("significance", {}).get(name, {})
+        if not partitions and not significance:
+            continue
+        row = {"model": name}
+        for roi in ("semantic", "auditory"):
+            if roi in partitions:
+                row[f"{roi[:3]}_unique"] = partitions[roi]["unique_model"]
+                row[f"{roi[:3]}_shared"] = partitions[roi]["shared"]
+                row[f"{roi[:3]}_shared_%"] = 100 * partitions[roi]["shared_fraction"]
+        for roi in ("semantic", "auditory"):
+            if roi in significance:
+                entry = significance[roi]
+                row[f"{roi[:3]}_sig"] = f"{entry['n_significant']}/{entry['n_voxels']}"
+                row[f"{roi[:3]}_ci"] = f"[{entry['low']:.2f}, {entry['high']:.2f}]"
+        rows.append(row)
+    return rows
+
+
 def _write_figures(results, tuners, output):
     from .analysis import figures as fig
 
@@ -535,6 +592,14 @@ def run_demo(config, command_line=None):
           f"{results.get('probe', {}).get('chance', float('nan')):.3f}); sem_pref: synonyms "
           "minus near-homophones (last layer).")
     print(format_results_table(results["table"]))
+    second = _second_table(results)
+    if second:
+        print()
+        print("Second estimate and significance (last layer). unique/shared: variance "
+              "partitioning R^2 vs low-level\nfeatures, shared_%: shared / (unique + shared); "
+              "sig: voxels with q < 0.05 (block permutation,\nBH-FDR); ci: 95% block-bootstrap "
+              "interval of the mean normalised r.")
+        print(format_results_table(second))
     print()
     print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
           f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"

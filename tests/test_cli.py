@@ -264,6 +264,25 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
                                    results["layers"][row["roi"]], rtol=1e-6)
     summary = list(csv.DictReader(open(evaluation / "roi_summary.csv")))
     assert {row["roi"] for row in summary} == set(results["layers"])
+    # the second low-level estimate and the significance of the last layer
+    partitions = results["variance_partitioning"]
+    assert set(partitions) == set(results["layers"])
+    for entry in partitions.values():
+        assert entry["unique_model"] >= 0 and entry["unique_lowlevel"] >= 0
+        assert entry["shared"] >= 0
+        assert math.isnan(entry["shared_fraction"]) or 0 <= entry["shared_fraction"] <= 1
+    assert results["participants"]["UTS01"]["variance_partitioning"] == partitions
+    scores = np.load(evaluation / "voxel_scores.npz")
+    p_values, q_values = scores["UTS01_p_values"], scores["UTS01_q_values"]
+    assert p_values.shape == q_values.shape == (per_layer.shape[1],)
+    assert np.all((p_values >= 1 / 1001) & (p_values <= 1)) and np.all(q_values >= p_values)
+    labels = np.asarray(data.voxel_labels)
+    for roi, entry in results["significance"].items():
+        assert entry["n_voxels"] == np.sum(labels == roi)
+        assert entry["n_significant"] == np.sum((q_values <= 0.05) & (labels == roi))
+        # the interval's centre is the ROI mean of the last layer's saved normalised r
+        np.testing.assert_allclose(entry["mean"], results["layers"][roi][-1], rtol=1e-5)
+        assert entry["low"] <= entry["mean"] <= entry["high"]
 
 
 def _check_manifest(folder, command, data, model=None):
@@ -487,7 +506,8 @@ def test_evaluate_torch_ridge_and_the_demos_four_low_level_kinds(miniature, tiny
             "layers": "0,2", "output": str(tmp_path / "eval"), "quiet": True, "device": "cpu",
             "ridge_backend": "torch"})
     # the ridges of the encoding fits run on torch (the residualiser's own ridge stays numpy)
-    assert backends.count("torch") == 2 + 2  # 2 layers + low-level raw and residual fits
+    # 2 layers + low-level raw and residual fits + the partitioning's two single-space ridges
+    assert backends.count("torch") == 2 + 2 + 2
     assert kinds == list(evaluation.LOW_LEVEL_KINDS)
     impact = results["low_level_impact"]
     assert impact and all({"A", "A_resid", "impact_percent"} <= set(v) for v in impact.values())

@@ -141,3 +141,114 @@ def test_split_layers_is_a_view():
     per_layer = split_layers(X, 3)
     assert per_layer.shape == (2, 3, 4) and np.shares_memory(per_layer, X)
     np.testing.assert_array_equal(per_layer[:, -1], X[:, 8:])
+
+
+# -- the second low-level estimate and the significance of the demo and ``evaluate`` ----------
+
+def _zscore_delay(X, groups, delays):
+    """z-score per story and delay within stories, by hand (as in ``_by_hand``)."""
+    Xz = np.empty_like(X, dtype=np.float64)
+    for s in np.unique(groups):
+        rows = groups == s
+        Xz[rows] = (X[rows] - X[rows].mean(0)) / X[rows].std(0)
+    parts = []
+    for s in dict.fromkeys(groups):
+        block = Xz[groups == s]
+        parts.append(np.hstack([np.vstack([np.zeros((d, block.shape[1])),
+                                           block[:len(block) - d]]) for d in delays]))
+    return np.vstack(parts)
+
+
+def test_layerwise_alignment_keeps_the_last_layers_held_out_fit():
+    X, Y, groups, stories = _data(dim=6)
+    encoder = RidgeEncoder(alphas=[1.0, 10.0], dtype="float64")
+    table = layerwise_alignment(X, 2, Y, groups, stories[:3], stories[3:],
+                                noise_ceiling=np.ones(Y.shape[1]),
+                                voxel_labels=np.array(["a"] * Y.shape[1]), estimator=encoder)
+    direct = fit_score_encoding(split_layers(X, 2)[:, -1], Y, groups, stories[:3], stories[3:],
+                                estimator=encoder)
+    last = table["last_layer"]
+    test = groups == stories[3]
+    np.testing.assert_array_equal(last["y_true"], Y[test])
+    np.testing.assert_array_equal(last["groups"], groups[test])
+    np.testing.assert_allclose(last["prediction"], direct["prediction"], rtol=1e-10)
+    np.testing.assert_allclose(last["prediction"], direct["model"].predict(
+        _zscore_delay(split_layers(X, 2)[:, -1], groups, (1, 2, 3, 4))[test]), rtol=1e-5,
+        atol=1e-6)
+    r = [np.corrcoef(last["prediction"][:, j], Y[test][:, j])[0, 1] for j in range(Y.shape[1])]
+    np.testing.assert_allclose(table["voxels"][-1], r, rtol=1e-5)
+
+
+def test_alignment_significance_is_the_underlying_tests_with_one_random_stream():
+    from sklearn.utils import check_random_state
+
+    from sk_braintune.encoding import block_permutation_test, fdr_bh, roi_confidence_intervals
+    from sk_braintune.evaluation import alignment_significance
+
+    rng = np.random.default_rng(1)
+    n_trs, n_signal, n_null = 200, 10, 30
+    signal = rng.standard_normal((n_trs, n_signal + n_null))
+    y_pred = signal.copy()
+    y_true = signal + 2 * rng.standard_normal(signal.shape)
+    y_true[:, n_signal:] = rng.standard_normal((n_trs, n_null))  # planted null voxels
+    labels = np.array(["sig"] * n_signal + ["null"] * n_null)
+    groups = np.repeat(["a", "b"], n_trs // 2)
+    nc = np.full(labels.size, 0.5)
+    result = alignment_significance(y_true, y_pred, labels, groups=groups, noise_ceiling=nc,
+                                    n_permutations=200, n_bootstraps=100, random_state=3)
+    stream = check_random_state(3)
+    r, p = block_permutation_test(y_true, y_pred, n_permutations=200, groups=groups,
+                                  random_state=stream)
+    rejected, q = fdr_bh(p)
+    intervals = roi_confidence_intervals(y_true, y_pred, labels, n_bootstraps=100,
+                                         groups=groups, cc_max=nc, random_state=stream)
+    np.testing.assert_array_equal(result["p_values"], p)
+    np.testing.assert_array_equal(result["q_values"], q)
+    np.testing.assert_allclose(result["r"], [np.corrcoef(y_true[:, j], y_pred[:, j])[0, 1]
+                                             for j in range(labels.size)], rtol=1e-10)
+    for roi in ("sig", "null"):
+        entry = result["roi"][roi]
+        assert entry["n_voxels"] == np.sum(labels == roi)
+        assert entry["n_significant"] == np.sum(rejected & (labels == roi))
+        assert (entry["mean"], entry["low"], entry["high"]) == tuple(
+            intervals[roi][k] for k in ("mean", "low", "high"))
+        assert entry["low"] <= entry["mean"] <= entry["high"]
+    # r ~ 0.45 over 200 TRs is far outside the block-permutation null; the null voxels are not
+    assert result["roi"]["sig"]["n_significant"] == n_signal
+    assert result["roi"]["null"]["n_significant"] <= 2
+
+
+def test_variance_partition_summary_is_variance_partitioning_on_the_delayed_spaces():
+    from sklearn.utils import Bunch
+
+    from sk_braintune.encoding import partition_roi_summary, variance_partitioning
+    from sk_braintune.evaluation import variance_partition_summary
+
+    rng = np.random.default_rng(2)
+    stories = ["s0", "s1", "s2", "s3"]
+    groups = np.repeat(stories, 40)
+    shared, only_model = rng.standard_normal((2, len(groups), 2))
+    model = np.hstack([shared, only_model]) @ rng.standard_normal((4, 5))
+    low_a, low_b = shared[:, :1], shared[:, 1:] + 0.1 * rng.standard_normal((len(groups), 1))
+    Y = np.hstack([shared @ [[1.0], [1.0]] + only_model @ [[1.0], [0.0]],
+                   shared @ [[1.0], [0.5]]]) + 0.3 * rng.standard_normal((len(groups), 2))
+    by_story = lambda a: {s: a[groups == s] for s in stories}  # noqa: E731
+    dataset = Bunch(responses=by_story(Y), voxel_labels=np.array(["both", "low"]))
+    lowlevel = [by_story(low_a), by_story(low_b)]
+    out = variance_partition_summary(dataset, {"m": model}, groups, stories[:3], stories[3:],
+                                     lowlevel=lowlevel, delays=(0, 1), n_iter=4, cv=3,
+                                     random_state=0)
+    direct = variance_partitioning(_zscore_delay(model, groups, (0, 1)),
+                                   _zscore_delay(np.hstack([low_a, low_b]), groups, (0, 1)),
+                                   Y, groups, stories[:3], stories[3:], n_iter=4, cv=3,
+                                   random_state=0)
+    for key in ("unique_model", "unique_lowlevel", "shared", "shared_fraction"):
+        np.testing.assert_allclose(out["voxels"]["m"][key], direct[key], rtol=1e-4, atol=1e-5)
+    summary = partition_roi_summary(direct, dataset.voxel_labels)
+    for roi in ("both", "low"):
+        for key in ("unique_model", "shared", "shared_fraction"):
+            np.testing.assert_allclose(out["roi"]["m"][roi][key], summary[roi][key],
+                                       rtol=1e-4, atol=1e-5)
+    # planted: voxel "both" has variance only the model explains, voxel "low" has none
+    assert out["roi"]["m"]["both"]["unique_model"] > 0.1
+    assert out["roi"]["m"]["low"]["unique_model"] < 0.05
