@@ -259,10 +259,9 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
         shape (n_test_rows, n_voxels), ``groups`` (n_test_rows,)) for
         :func:`alignment_significance` without a refit.
     """
-    from .metrics import roi_means
-
     from functools import partial
 
+    from .metrics import roi_means
     from .parallel import parallel_map
 
     per_layer = split_layers(features, n_layers)
