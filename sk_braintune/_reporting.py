@@ -90,7 +90,9 @@ def format_results_table(rows):
     text : str
     """
     columns = [c for c in rows[0] if c != "model"]
-    widths = [max(len(c), 7) + 2 for c in columns]
+    # wide enough for the header and for every value (text cells such as "[0.09, 0.27]")
+    widths = [max([len(c), 7] + [len(str(row[c])) for row in rows
+                                 if not isinstance(row[c], float)]) + 2 for c in columns]
     header = f"{'model':<13}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
     lines = [header, "-" * len(header)]
     for row in rows:
