@@ -53,6 +53,8 @@ numpydoc_validation_exclude = {
     # dataclasses documented by their Attributes (the fields), not as constructor Parameters
     r"\.Utterance$",
     r"\.BackboneOutput$",
+    # callback hooks that override Callback's: the base class documents their parameters
+    r"\.callbacks\.(Checkpoint|EarlyStopping|ProgressBar)\.on_[a-z_]+$",
 }
 
 templates_path = ["_templates"]

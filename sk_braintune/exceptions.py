@@ -30,7 +30,15 @@ class NaNVoxelWarning(UserWarning):
 
 
 class JobError(RuntimeError):
-    """A job of :func:`sk_braintune.executors.run_jobs` failed; the message names it and its stderr log.
+    """A job of :func:`~sk_braintune.executors.run_jobs` failed (the message names its log).
+
+    Parameters
+    ----------
+    message : str
+    index : int
+        Position of the failed job in ``jobs``.
+    stderr : pathlib.Path or None, default=None
+        The job's stderr log.
 
     Attributes
     ----------

@@ -163,9 +163,10 @@ def run_jobs(function, jobs, *, executor="none", folder=None, slurm_partition=No
     folder : str or path-like, optional
         Logs and pickles of the jobs (required for ``"local"`` and ``"slurm"``; on a cluster
         it must be on a file system the compute nodes see).
-    slurm_partition, gpus, time_min, mem_gb, cpus_per_task, name, slurm_array_parallelism,
-    slurm_additional_parameters, slurm_setup
+    slurm_partition, gpus, time_min, mem_gb, cpus_per_task, name
         Resources of each job, see :func:`make_executor`; ignored with ``"none"``.
+    slurm_array_parallelism, slurm_additional_parameters, slurm_setup
+        Slurm-only options, see :func:`make_executor`.
     poll_seconds : float, default=1.0
         How often the state of submitted jobs is checked.
     verbose : bool, default=False

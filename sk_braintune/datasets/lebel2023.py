@@ -220,6 +220,7 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     @property
     def shape(self):
+        """Shape of the array, ``(n_trs, n_voxels)`` or ``(R, n_trs, n_voxels)``."""
         if self.columns is not None:
             n_out = len(self.columns)
         elif self.mapping is None:
@@ -233,14 +234,17 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
 
     @property
     def ndim(self):
+        """Number of dimensions."""
         return len(self.shape)
 
     @property
     def size(self):
+        """Number of elements."""
         return int(np.prod(self.shape))
 
     @property
     def nbytes(self):
+        """Bytes the array takes once read."""
         return self.size * self.dtype.itemsize
 
     def __len__(self):
@@ -344,7 +348,19 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
         return func(*_materialize(args), **_materialize(kwargs))
 
     def astype(self, dtype, copy=True):
-        """The array read from the file, converted to ``dtype``."""
+        """The array read from the file, converted to ``dtype``.
+
+        Parameters
+        ----------
+        dtype : numpy dtype
+        copy : bool, default=True
+            Accepted for NumPy compatibility: the result is always a new array (read from the
+            file).
+
+        Returns
+        -------
+        array : ndarray
+        """
         return self._read().astype(dtype, copy=False)
 
     def __getattr__(self, name):

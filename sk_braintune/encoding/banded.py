@@ -102,7 +102,7 @@ class BandedRidgeEncoder(_VoxelwiseRidge):
 
     Parameters
     ----------
-    bands : list of int, list of slices / index arrays / boolean masks, or None, default=None
+    bands : list of int, list of slices / index arrays / bool masks, or None, default=None
         The bands: sizes of consecutive column groups (summing to ``n_features``), or the
         columns of each band (together: every column exactly once). ``None`` is one band of
         all features (then the model is :class:`RidgeEncoder`).

@@ -151,6 +151,11 @@ class FeatureCache:
             Seconds to wait for the lock (-1: as long as it takes); past it,
             ``filelock.Timeout`` is raised.
 
+        Yields
+        ------
+        None
+            The lock is held inside the ``with`` block.
+
         Examples
         --------
         >>> with cache.locked(key):  # doctest: +SKIP
