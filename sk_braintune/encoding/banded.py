@@ -228,13 +228,7 @@ class BandedRidgeEncoder(_VoxelwiseRidge):
         -------
         self : BandedRidgeEncoder
         """
-        self._check_params()
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=[np.float32, np.float64])
-        alphas = self._check_alphas()
-        one_target = y.ndim == 1
-        targets = y.reshape(len(y), -1)
-        groups = self._check_groups(groups, X.shape[0])
+        X, targets, groups, alphas, one_target = self._fit_inputs(X, y, groups)
         n_samples, n_features = X.shape
         n_targets = targets.shape[1]
         bands = _resolve_bands(self.bands, n_features)

@@ -50,6 +50,15 @@ class _VoxelwiseRidge(MultiOutputMixin, RegressorMixin, BaseEstimator):
                              f"shape {groups.shape}.")
         return groups
 
+    def _fit_inputs(self, X, y, groups):
+        """Checked parameters and data of ``fit``: X, 2-D targets, groups, alphas, 1-D y?"""
+        self._check_params()
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             dtype=[np.float32, np.float64])
+        alphas = self._check_alphas()
+        groups = self._check_groups(groups, X.shape[0])
+        return X, y.reshape(len(y), -1), groups, alphas, y.ndim == 1
+
     def _splits(self, X, y, groups):
         return inner_cv_splits(self.cv, X, y, groups, self.random_state)
 
@@ -266,13 +275,7 @@ class RidgeEncoder(_VoxelwiseRidge):
         -------
         self : RidgeEncoder
         """
-        self._check_params()
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=[np.float32, np.float64])
-        alphas = self._check_alphas()
-        one_target = y.ndim == 1
-        targets = y.reshape(len(y), -1)
-        groups = self._check_groups(groups, X.shape[0])
+        X, targets, groups, alphas, one_target = self._fit_inputs(X, y, groups)
         splits = self._splits(X, targets, groups)
         n_samples, n_features = X.shape
         n_targets = targets.shape[1]
