@@ -45,7 +45,8 @@ Usage::
         --context-words 1 3 8 20 --minutes 15 30 60 120 0 \\
         --output benchmarks/results/semantic_learnability_library.json
     # later: only the SSL column again (another SSL model), merged into that JSON
-    python benchmarks/semantic_learnability.py ... --models ssl --ssl-model PATH --merge
+    python benchmarks/semantic_learnability.py ... --models ssl --ssl-model PATH \
+        --models-only --merge
     # the default collection, as before
     python benchmarks/semantic_learnability.py --seeds 0 1 2 3 4 5 --models \\
         [--context-words 3] [--n-train-stories 3 6 9]
@@ -136,8 +137,11 @@ def model_fingerprint(path):
     return digest.hexdigest()[:16]
 
 
-def story_features(key, path, data, window, cache_root, batch_size):
-    """Every layer's mean-pooled window features of every story of ``data``, cached on disk.
+def story_features(key, path, data, stories, window, cache_root, batch_size):
+    """Every layer's mean-pooled window features of ``stories``, cached on disk per story.
+
+    The cache file of a story is named by the model's weights, the story's audio and the
+    window, so only stories not extracted before are run through the model.
 
     Returns
     -------
@@ -147,27 +151,28 @@ def story_features(key, path, data, window, cache_root, batch_size):
     from sk_braintune.features import extract_layer_features
     from sk_braintune.windows import windows_from_dataset
 
-    stories = sorted(data.stories)
-    audio_digest = hashlib.sha256()
-    for s in stories:
-        audio_digest.update(s.encode())
-        audio_digest.update(np.ascontiguousarray(data.audio[s]).tobytes())
-    name = f"{key}_{model_fingerprint(path)}_{audio_digest.hexdigest()[:12]}_w{window:g}.npz"
-    cache_file = Path(cache_root) / name
-    if cache_file.is_file():
-        with np.load(cache_file) as saved:
-            return {s: saved[s] for s in stories}, int(saved["__n_layers__"])
-    start = time.perf_counter()
-    X, _, groups = windows_from_dataset(data, stories, window=window)
-    print(f"{key}: extracting {len(X)} windows of {window:g} s ...", flush=True)
-    features, layers = extract_layer_features(path, X, batch_size=batch_size, verbose=True)
-    out = {s: features[groups == s] for s in stories}
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npz")
-    np.savez(tmp, __n_layers__=len(layers), **out)
-    tmp.replace(cache_file)
-    print(f"{key}: features in {time.perf_counter() - start:.0f} s -> {cache_file}", flush=True)
-    return out, len(layers)
+    folder = Path(cache_root) / f"{key}_{model_fingerprint(path)}_w{window:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def cache_file(story):
+        digest = hashlib.sha256(np.ascontiguousarray(data.audio[story]).tobytes())
+        return folder / f"{story}_{digest.hexdigest()[:12]}.npy"
+
+    missing = [s for s in stories if not cache_file(s).is_file()]
+    if missing:
+        start = time.perf_counter()
+        X, _, groups = windows_from_dataset(data, missing, window=window)
+        print(f"{key}: extracting {len(X)} windows of {window:g} s ({len(missing)} stories) ...",
+              flush=True)
+        features, layers = extract_layer_features(path, X, batch_size=batch_size, verbose=True)
+        for s in missing:
+            tmp = cache_file(s).with_suffix(".tmp.npy")
+            np.save(tmp, features[groups == s])
+            tmp.replace(cache_file(s))
+        (folder / "n_layers.txt").write_text(str(len(layers)))
+        print(f"{key}: features in {time.perf_counter() - start:.0f} s -> {folder}", flush=True)
+    n_layers = int((folder / "n_layers.txt").read_text())
+    return {s: np.load(cache_file(s)) for s in stories}, n_layers
 
 
 # -- one seed, one size: every feature space against every simulator setting --------------------
@@ -224,7 +229,7 @@ def score_size(args, seed, size, model_features, word_vectors):
     vocabulary = sorted({w for s in fit for w in words[s]})
     index = {w: i for i, w in enumerate(vocabulary)}
     oracle = {}
-    if not args.merge:  # --merge: the speech models' columns only
+    if not args.models_only:
         for name in WORD_SPACES:
             start = time.perf_counter()
             parts = []
@@ -320,10 +325,21 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--features-only", action="store_true",
                         help="extract (cache) the speech models' features and stop")
+    parser.add_argument("--models-only", action="store_true",
+                        help="score only the speech models (not the word spaces, the power "
+                             "spectrum and the oracle), e.g. to rerun one model's column")
     parser.add_argument("--merge", action="store_true",
-                        help="update the rows already in --output with these models' columns")
+                        help="merge into --output: rows already there get these models' "
+                             "columns (updated), new rows are added")
     parser.add_argument("--output", default=None, help="write the rows as JSON here")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only print the table of the rows already in --output")
     args = parser.parse_args()
+    if args.summarize:
+        saved = json.loads(Path(args.output).read_text())
+        args.context_words = sorted({r["context_words"] for r in saved["rows"]})
+        summarize(saved["rows"], args)
+        return
     if args.minutes and args.n_train_stories:
         parser.error("give --minutes or --n-train-stories, not both")
     sizes = args.n_train_stories or args.minutes or [0]
@@ -333,8 +349,14 @@ def main():
     from sk_braintune.models.minilm import embed_texts
 
     sources = model_sources(args)
-    everything = make_story_dataset(stories=args.stories)  # every story, for the features
-    model_features = {key: story_features(key, path, everything, args.window,
+    everything = make_story_dataset(stories=args.stories)  # every story's audio and words
+    needed = set()  # the stories the grid fits or tests on
+    for seed in args.seeds:
+        for size in sizes:
+            split = make_story_dataset(**dataset_kwargs(args, seed, args.context_words[0],
+                                                        size)).split
+            needed.update(split["train"] + split["validation"] + split["test"])
+    model_features = {key: story_features(key, path, everything, sorted(needed), args.window,
                                           args.feature_cache, args.batch_size)
                       for key, (path, _) in sources.items()}
     if args.features_only:
@@ -363,7 +385,7 @@ def main():
 def write(args, sources, rows):
     """Write the settings and rows (with ``--merge``, update the models' columns only)."""
     path = Path(args.output)
-    out = {"settings": {k: v for k, v in vars(args).items() if k not in ("merge",)},
+    out = {"settings": {k: v for k, v in vars(args).items() if k != "merge"},
            "models": {MODEL_NAMES[k]: info for k, (_, info) in sources.items()},
            "rows": rows}
     if args.merge and path.is_file():
@@ -379,7 +401,8 @@ def write(args, sources, rows):
                           "semantic_best_layer"):
                 row.setdefault(field, {}).update(
                     {k: v for k, v in new.get(field, {}).items()
-                     if k in sources})
+                     if k in sources or not args.models_only})
+            row.setdefault("seconds", {}).update(new.get("seconds", {}))
             add_headroom(row)
         old["models"].update(out["models"])
         merged = old.setdefault("merged_settings", [])
@@ -401,14 +424,17 @@ def summarize(rows, args):
     columns = [ORACLE, *WORD_SPACES, ACOUSTIC, *models]
     print("\nsemantic-voxel normalised r (mean over held-out stories; speech models: best "
           "layer), auditory r of the models, headroom vs each speech model")
-    head = f"{'size':>6} {'ctx':>3} {'min':>6} " + " ".join(f"{c[:12]:>12}" for c in columns)
+    head = f"{'size':>6} {'ctx':>3} {'min':>6} {'n':>2} " + " ".join(f"{c[:12]:>12}" for c in columns)
     head += " " + " ".join(f"{'aud ' + m:>11}" for m in models)
     head += " " + " ".join(f"{h + ' ' + m:>14}" for m in models for h in ("orc-", "lrn-"))
     print(head)
     for size in dict.fromkeys(r["size"] for r in rows):
         for c in args.context_words:
             subset = [r for r in rows if r["size"] == size and r["context_words"] == c]
-            line = f"{size!s:>6} {c:>3} {np.mean([r['train_minutes'] for r in subset]):6.1f} "
+            if not subset:
+                continue
+            line = (f"{size!s:>6} {c:>3} {np.mean([r['train_minutes'] for r in subset]):6.1f} "
+                    f"{len(subset):2d} ")
             line += " ".join(f"{mean(subset, 'semantic', k):12.3f}" for k in columns)
             line += " " + " ".join(f"{mean(subset, 'auditory', m):11.3f}" for m in models)
             line += " " + " ".join(f"{mean(subset, 'headroom', f'{h} - {m}'):14.3f}"
