@@ -235,6 +235,8 @@ def main():
                            for roi, v in alignment.items()},
             "seconds": {"features": extract_s, "ridge": ridge_s},
         }
+        print(name, "auditory by layer", " ".join(f"{v:.3f}" for v in alignment["auditory"]),
+              "| semantic", " ".join(f"{v:.3f}" for v in alignment["semantic"]), flush=True)
         if is_baseline(path) or args.no_probe:
             print(name, json.dumps(results["models"][name]), flush=True)
             continue

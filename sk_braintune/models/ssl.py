@@ -38,7 +38,7 @@ __all__ = ["SSL_RECIPE", "load_ssl_speech_model", "package_ssl_model", "packaged
 logger = logging.getLogger(__name__)
 
 #: Bump when the recipe's code changes, so that stale cached models are rebuilt.
-SSL_REVISION = 1
+SSL_REVISION = 2
 MARKER_FILE = "sk_braintune_ssl.json"
 #: The packaged model (package data): float16 encoder weights and their record.
 PACKAGED_DIR = Path(__file__).resolve().parent.parent / "data" / "ssl_model"
@@ -51,9 +51,10 @@ _HOP = 160  # log-mel hop (10 ms); two mel frames per encoder frame
 #: :func:`pretrain_ssl_speech_model`).
 SSL_RECIPE = dict(
     encoder_layers=4, d_model=256, attention_heads=4, ffn_dim=1024, crop_seconds=8.0,
-    batch_size=8, n_steps=600, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
+    batch_size=8, n_steps=900, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
     mask_probability=0.05, mask_span=10, codebook_size=1024, codebook_dim=16,
-    summary_weight=0.0, summary_chunks=8, summary_layer=-1,
+    summary_weight=1.0, summary_chunks=4, summary_layer=2, summary_target="input",
+    summary_readout="frames",
 )
 
 
@@ -190,35 +191,64 @@ def _chunk_means(mel, n_chunks):
         1, 2).reshape(batch, n_chunks * n_mels)
 
 
+def _slotted_frames(mel, n_chunks):
+    """(batch, 80, 2T) log-mel -> (batch, T, n_chunks * 80).
+
+    Each encoder frame's log-mel (the mean of its two mel frames) placed in the slot of its
+    chunk of the crop, zeros in the other slots: the frame-wise targets whose mean over the
+    crop is the crop's chunk means (divided by ``n_chunks``).
+    """
+    import torch
+
+    batch, n_mels, n = mel.shape
+    frames = mel[:, :, : n - n % 2].reshape(batch, n_mels, n // 2, 2).mean(dim=3)
+    frames = frames.transpose(1, 2)  # (batch, T, 80)
+    n_frames = frames.shape[1]
+    slot = torch.arange(n_frames) * n_chunks // n_frames
+    out = torch.zeros(batch, n_frames, n_chunks, n_mels, dtype=frames.dtype)
+    out[:, torch.arange(n_frames), slot] = frames
+    return out.reshape(batch, n_frames, n_chunks * n_mels)
+
+
+def _masked_input(mel, mask, noise):
+    """The encoder's input: the two mel frames of each masked encoder frame become noise."""
+    import torch
+
+    return torch.where(mask.repeat_interleave(2, dim=1)[:, None, :], noise, mel)
+
+
 def _loss(encoder, head, mel, mask, targets, noise, summary=None):
     """Masked-prediction cross-entropy and, with ``summary``, the window-summary error.
 
     ``summary`` is ``(summary_head, layer, target)``: the hidden state of ``layer`` averaged
-    over the crop's frames must predict ``target`` (the crop's standardised chunk-mean
-    log-mel) through the linear ``summary_head``.
+    over the crop's frames must predict ``target(log_mel)`` (the standardised chunk means of
+    ``log_mel``: the clean crop, or with ``summary[3]`` the masked input the encoder saw)
+    through the linear ``summary_head``.
     """
     import torch
 
-    # masked encoder frames: their two mel frames become small noise
-    mel_mask = mask.repeat_interleave(2, dim=1)[:, None, :]
-    masked = torch.where(mel_mask, noise, mel)
+    masked = _masked_input(mel, mask, noise)
     out = encoder(input_features=masked, output_hidden_states=summary is not None)
     hidden = out.last_hidden_state
     logits = head(hidden[mask])
     masked_loss = torch.nn.functional.cross_entropy(logits, targets[mask])
     if summary is None:
         return masked_loss, None
-    summary_head, layer, target = summary
-    pooled = (hidden if layer == -1 else out.hidden_states[layer]).mean(dim=1)
-    return masked_loss, torch.nn.functional.mse_loss(summary_head(pooled), target)
+    summary_head, layer, target, of_input, pooled = summary
+    states = hidden if layer == -1 else out.hidden_states[layer]
+    if pooled:
+        states = states.mean(dim=1)
+    return masked_loss, torch.nn.functional.mse_loss(summary_head(states),
+                                                     target(masked if of_input else mel))
 
 
 def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model=256,
                               attention_heads=4, ffn_dim=1024, crop_seconds=8.0, batch_size=8,
-                              n_steps=600, learning_rate=1e-3, warmup_steps=60,
+                              n_steps=900, learning_rate=1e-3, warmup_steps=60,
                               weight_decay=0.01, mask_probability=0.05, mask_span=10,
-                              codebook_size=1024, codebook_dim=16, summary_weight=0.0,
-                              summary_chunks=8, summary_layer=-1, max_source_positions=1500,
+                              codebook_size=1024, codebook_dim=16, summary_weight=1.0,
+                              summary_chunks=4, summary_layer=2, summary_target="input",
+                              summary_readout="frames", max_source_positions=1500,
                               random_state=0, verbose=False):
     """Pretrain a Whisper-architecture speech encoder with BEST-RQ and save it.
 
@@ -282,7 +312,9 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
                   mask_probability=mask_probability, mask_span=mask_span,
                   codebook_size=codebook_size, codebook_dim=codebook_dim,
                   summary_weight=summary_weight, summary_chunks=summary_chunks,
-                  summary_layer=summary_layer, max_source_positions=max_source_positions,
+                  summary_layer=summary_layer, summary_target=summary_target,
+                  summary_readout=summary_readout,
+                  max_source_positions=max_source_positions,
                   random_state=random_state)
     crop_frames = int(round(crop_seconds * _SAMPLE_RATE / (2 * _HOP)))
     if crop_frames < 2 * mask_span:
@@ -294,6 +326,10 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     if not -1 <= summary_layer <= encoder_layers:
         raise ValueError(f"summary_layer must be -1 (the output) or a hidden-state index 0.."
                          f"{encoder_layers}, got {summary_layer}")
+    if summary_readout not in ("pooled", "frames"):
+        raise ValueError(f"summary_readout must be 'pooled' or 'frames', got {summary_readout!r}")
+    if summary_target not in ("input", "clean"):
+        raise ValueError(f"summary_target must be 'input' or 'clean', got {summary_target!r}")
     if summary_weight < 0 or not 1 <= summary_chunks <= 2 * crop_frames:
         raise ValueError(f"need summary_weight >= 0 and 1 <= summary_chunks <= "
                          f"{2 * crop_frames}, got {summary_weight} and {summary_chunks}")
@@ -337,21 +373,41 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         stacked = _BestRQ.stacked(statistics_mel)
         flat = stacked.reshape(-1, stacked.shape[-1])
         mean, std = flat.mean(0), flat.std(0).clamp(min=1e-5)
-        chunked = _chunk_means(statistics_mel, summary_chunks)
-        summary_mean, summary_std = chunked.mean(0), chunked.std(0).clamp(min=1e-5)
     quantiser = _BestRQ(mean, std, codebook_size, codebook_dim, generator)
-
-    def summary_of(mel):
-        if summary_weight == 0:
-            return None
-        target = (_chunk_means(mel, summary_chunks) - summary_mean) / summary_std
-        return summary_head, summary_layer, target
 
     def masks_and_noise(n, rng_):
         mask = torch.from_numpy(_span_mask(rng_, n, crop_frames, mask_probability, mask_span))
         noise = torch.from_numpy(rng_.standard_normal((n, 80, 2 * crop_frames)).astype(
             np.float32) * np.float32(0.1))
         return mask, noise
+
+    # standardisation of the summary targets: statistics of the same 64 crops, masked like
+    # the encoder's input when the summary is of the input
+    with torch.no_grad():
+        statistics_input = statistics_mel
+        if summary_target == "input":
+            statistics_input = _masked_input(statistics_mel, *masks_and_noise(
+                64, np.random.default_rng([random_state, 3])))
+        chunked = _chunk_means(statistics_input, summary_chunks)
+        summary_mean, summary_std = chunked.mean(0), chunked.std(0).clamp(min=1e-5)
+
+    def summary_target_of(mel):
+        if summary_readout == "frames":
+            # per-bin standardisation of the frames (the quantiser's statistics); the slots of
+            # the other chunks stay 0
+            frames_mean = ((mean[:80] + mean[80:]) / 2).repeat(summary_chunks)
+            frames_std = ((std[:80] + std[80:]) / 2).repeat(summary_chunks)
+            slotted = _slotted_frames(mel, summary_chunks)
+            occupied = slotted != 0
+            return torch.where(occupied, (slotted - frames_mean) / frames_std, slotted) * (
+                summary_chunks ** 0.5)
+        return (_chunk_means(mel, summary_chunks) - summary_mean) / summary_std
+
+    def summary_of(mel):
+        if summary_weight == 0:
+            return None
+        return (summary_head, summary_layer, summary_target_of, summary_target == "input",
+                summary_readout == "pooled")
 
     fixed_rng = np.random.default_rng([random_state, 2])
     fixed_mel = batch_of(batch_size, fixed_rng)
