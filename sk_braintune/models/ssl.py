@@ -5,16 +5,37 @@ HuBERT), trained without transcripts. No such checkpoint ships offline, so this 
 one on the built-in story library's speech (the validation and test stories excluded):
 
 - the model is a randomly initialised Whisper-architecture encoder (transformers'
-  ``WhisperModel``; 4 blocks of width 256 by default, 3.5 M encoder parameters) over 80-bin log-mel frames, so it loads
-  through :func:`sk_braintune.models.load_backbone` like any Whisper checkpoint;
-- the objective is BEST-RQ (Chiu et al., 2022): a frozen random projection and a frozen random
-  codebook quantise the normalised log-mel frames of each encoder frame (20 ms) into discrete
-  targets; spans of input frames (about 40%) are replaced by noise, and a linear softmax head
-  predicts the codes of the masked frames (cross-entropy). Nothing in the objective knows words.
+  ``WhisperModel``; 4 blocks of width 256 by default, 3.5 M encoder parameters) over 80-bin
+  log-mel frames, so it loads through :func:`sk_braintune.models.load_backbone` like any
+  Whisper checkpoint;
+- the main objective is BEST-RQ (Chiu et al., 2022): a frozen random projection and a frozen
+  random codebook quantise the normalised log-mel frames of each encoder frame (20 ms) into
+  discrete targets; spans of input frames (about 40%) are replaced by noise, and a linear
+  softmax head on the last layer predicts the codes of the masked frames (cross-entropy);
+- a second, window-summary objective (revision 2) makes the hidden states of layer 2 carry
+  *when* in the window each sound was: a linear head maps each frame's state to the frame's
+  own log-mel placed in the slot of its quarter of the crop (zeros in the other three slots),
+  so that the mean of these states over a window, which is how
+  :class:`sk_braintune.SpeechFeatureExtractor` reads every model, holds the window's log-mel
+  timeline (quarter by quarter) rather than only its average. Whisper's encoder carries this
+  timing (it is trained to emit timestamps); masked prediction alone does not need it.
 
-:func:`load_ssl_speech_model` pretrains at first use (a few minutes on two CPU cores) and caches
-the result under ``cache_dir("models", "ssl")``, keyed by the recipe and the training texts;
-:func:`pretrain_ssl_speech_model` runs the recipe on any waveforms.
+Nothing in either objective knows words. Why the second objective: on the simulated auditory
+voxels (HRF-convolved log mel band envelopes) the revision-1 model (BEST-RQ alone, 600 steps)
+reached 0.68 against Whisper tiny.en's 0.85 (noise-ceiling-normalised r, best layer, 63
+training minutes). Model-free baselines measured in one run on 25 training minutes show why:
+Whisper tiny.en 0.82 (layer 1), the window's mean-pooled log-mel 0.50, the same log-mel
+mean-pooled in 4 consecutive chunks 0.84 (8 chunks 0.82), the simulator's own band envelopes
+mean-pooled 0.50 and in 8 chunks 0.83. The gap was the timing inside the window, lost by
+mean-pooling position-free features, not the acoustic detail of the frames.
+
+The default recipe (:data:`SSL_RECIPE`) ships pretrained as package data
+(``sk_braintune/data/ssl_model``: the encoder in float16, about 7 MB, made by
+``benchmarks/pretrain_ssl.py``): :func:`load_ssl_speech_model` unpacks it into a whole
+``WhisperModel`` directory under ``cache_dir("models", "ssl")`` in about a second, with no
+pretraining and no speech synthesis. Other recipes and seeds are pretrained at first use and
+cached, keyed by the recipe and the training texts; :func:`pretrain_ssl_speech_model` runs the
+recipe on any waveforms.
 """
 
 from __future__ import annotations
@@ -250,7 +271,7 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
                               summary_chunks=4, summary_layer=2, summary_target="input",
                               summary_readout="frames", max_source_positions=1500,
                               random_state=0, verbose=False):
-    """Pretrain a Whisper-architecture speech encoder with BEST-RQ and save it.
+    """Pretrain a Whisper-architecture speech encoder with BEST-RQ (and a window summary).
 
     Parameters
     ----------
@@ -267,8 +288,8 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         Length of the random training crops.
     batch_size : int, default=8
         Crops per step.
-    n_steps : int, default=600
-        Optimiser steps (600 x 8 x 8 s is about 3.1 passes over the library's 3.4 hours of
+    n_steps : int, default=900
+        Optimiser steps (900 x 8 x 8 s is about 4.6 passes over the library's 3.4 hours of
         training speech).
     learning_rate : float, default=1e-3
         Peak AdamW learning rate, reached after ``warmup_steps`` linear steps, then decayed
@@ -282,6 +303,24 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         masked.
     codebook_size, codebook_dim : int, default=1024, 16
         The random codebook of the quantiser.
+    summary_weight : float, default=1.0
+        Weight of the window-summary objective (mean squared error, added to the
+        cross-entropy); 0 turns it off (the revision-1 recipe).
+    summary_chunks : int, default=4
+        Consecutive chunks of the crop whose timeline the summary keeps (2 s each for 8 s
+        crops).
+    summary_layer : int, default=2
+        Hidden state read by the summary head: an index into ``hidden_states`` (0 = the input
+        embedding, ``encoder_layers`` = the output), or -1 for the output.
+    summary_target : {"input", "clean"}, default="input"
+        Summarise the masked input the encoder sees, or the clean crop (whose masked spans the
+        encoder cannot see).
+    summary_readout : {"frames", "pooled"}, default="frames"
+        ``"frames"``: each frame's state predicts its own standardised log-mel in its chunk's
+        slot of ``summary_chunks * 80`` outputs (zeros elsewhere), so the linear head applied
+        to the mean state predicts the chunk means; a per-frame signal that trains in a few
+        hundred steps. ``"pooled"``: the mean state predicts the standardised chunk means
+        directly (one gradient for all frames; measured to learn far slower).
     max_source_positions : int, default=1500
         Length of the saved model's sinusoidal position table in frames (1500: windows up to
         30 s, as Whisper); training uses ``crop_seconds`` windows.
@@ -293,8 +332,10 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     Returns
     -------
     history : dict
-        ``losses`` (training loss per step), ``fixed_batch_loss`` (``before`` and ``after``:
-        the loss on one fixed batch of crops and masks), ``mask_fraction``, ``seconds``,
+        ``losses`` (masked-prediction cross-entropy per step), ``summary_losses`` (the
+        summary error per step; empty when off), ``fixed_batch_loss`` and
+        ``fixed_batch_summary_loss`` (``before`` and ``after``: the same losses on one fixed
+        batch of crops and masks), ``mask_fraction``, ``seconds``, ``seconds_per_step``,
         ``n_parameters`` and the ``recipe``. The same record is written to
         ``sk_braintune_ssl.json``.
     """
@@ -631,11 +672,22 @@ def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, pac
                           verbose=False, **recipe):
     """Path of the self-supervised speech model pretrained on the story library (cached).
 
-    The first call synthesises the library's training stories (cached, shared with
-    ``make_story_dataset(stories="library")``), runs :func:`pretrain_ssl_speech_model` with
-    :data:`SSL_RECIPE` (a few minutes on two CPU cores) and writes the model under a
-    temporary name, renamed into place when complete; later calls return the cached directory
-    at once. The validation and test stories of the library are never heard in pretraining.
+    With the default recipe (:data:`SSL_RECIPE`, ``random_state=0``, all words) the model is
+    the one shipped in the package: the first call writes it as a whole ``WhisperModel``
+    directory (:func:`unpack_ssl_model`, about a second, no pretraining and no speech
+    synthesis), later calls return that directory. The package records the recipe, the
+    revision and the digest of the training texts it was made from; when any of them differs
+    from the current ones (or ``packaged=False``), the model is pretrained instead.
+
+    Any other recipe or seed synthesises the library's training stories (cached, shared with
+    ``make_story_dataset(stories="library")``), runs :func:`pretrain_ssl_speech_model` (900
+    steps take about 17 minutes on one idle CPU core) and writes the model under a temporary
+    name, renamed into place when complete; later calls return the cached directory at once.
+    The validation and test stories of the library are never heard in pretraining.
+
+    Measured (``benchmarks/ssl_alignment.py``, ``benchmarks/results/ssl_alignment_library.json``)
+    against Whisper tiny.en on the library dataset: see the user guide's section on the
+    self-supervised model.
 
     Parameters
     ----------
