@@ -168,3 +168,15 @@ def test_summary_objective_settings(tmp_path):
         pretrain_ssl_speech_model(_audio(), tmp_path / "x", **dict(TINY, summary_layer=3))
     with pytest.raises(ValueError, match="summary_chunks"):
         pretrain_ssl_speech_model(_audio(), tmp_path / "x", **dict(TINY, summary_chunks=0))
+
+
+def test_package_is_used_only_for_its_own_recipe_texts_and_revision():
+    record = {"revision": SSL_REVISION, "texts_digest": "abc",
+              "recipe": {**SSL_RECIPE, "random_state": 0, "max_source_positions": 1500}}
+    recipe = {**SSL_RECIPE, "random_state": 0}
+    assert ssl_module._is_packaged_recipe(record, recipe, "abc")
+    assert not ssl_module._is_packaged_recipe(record, recipe, "other texts")
+    assert not ssl_module._is_packaged_recipe(record, {**recipe, "random_state": 1}, "abc")
+    assert not ssl_module._is_packaged_recipe(record, {**recipe, "n_steps": 10}, "abc")
+    assert not ssl_module._is_packaged_recipe(dict(record, revision=SSL_REVISION - 1), recipe,
+                                              "abc")

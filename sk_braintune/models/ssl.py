@@ -295,7 +295,9 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         Peak AdamW learning rate, reached after ``warmup_steps`` linear steps, then decayed
         linearly to zero.
     warmup_steps : int, default=60
+        Linear warm-up steps of the learning rate.
     weight_decay : float, default=0.01
+        AdamW weight decay.
     mask_probability : float, default=0.05
         Probability that a masked span starts at an encoder frame.
     mask_span : int, default=10
@@ -590,6 +592,7 @@ def packaged_ssl_model(directory=None):
     Returns
     -------
     metadata : dict or None
+        The recipe, revision, training record, ``texts_digest`` and ``sha256`` of the weights.
     """
     directory = PACKAGED_DIR if directory is None else Path(directory)
     record = _read_marker(directory, PACKAGED_RECORD)
