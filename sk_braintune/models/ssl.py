@@ -212,18 +212,19 @@ def _chunk_means(mel, n_chunks):
         1, 2).reshape(batch, n_chunks * n_mels)
 
 
-def _slotted_frames(mel, n_chunks):
+def _slotted_frames(mel, n_chunks, mean=0.0, std=1.0):
     """(batch, 80, 2T) log-mel -> (batch, T, n_chunks * 80).
 
-    Each encoder frame's log-mel (the mean of its two mel frames) placed in the slot of its
-    chunk of the crop, zeros in the other slots: the frame-wise targets whose mean over the
-    crop is the crop's chunk means (divided by ``n_chunks``).
+    Each encoder frame's log-mel (the mean of its two mel frames, standardised with ``mean``
+    and ``std`` of shape (80,)) placed in the slot of its chunk of the crop, zeros in the other
+    slots: frame-wise targets whose mean over the crop is the crop's standardised chunk means
+    divided by ``n_chunks``.
     """
     import torch
 
     batch, n_mels, n = mel.shape
     frames = mel[:, :, : n - n % 2].reshape(batch, n_mels, n // 2, 2).mean(dim=3)
-    frames = frames.transpose(1, 2)  # (batch, T, 80)
+    frames = (frames.transpose(1, 2) - mean) / std  # (batch, T, 80)
     n_frames = frames.shape[1]
     slot = torch.arange(n_frames) * n_chunks // n_frames
     out = torch.zeros(batch, n_frames, n_chunks, n_mels, dtype=frames.dtype)
@@ -241,10 +242,10 @@ def _masked_input(mel, mask, noise):
 def _loss(encoder, head, mel, mask, targets, noise, summary=None):
     """Masked-prediction cross-entropy and, with ``summary``, the window-summary error.
 
-    ``summary`` is ``(summary_head, layer, target)``: the hidden state of ``layer`` averaged
-    over the crop's frames must predict ``target(log_mel)`` (the standardised chunk means of
-    ``log_mel``: the clean crop, or with ``summary[3]`` the masked input the encoder saw)
-    through the linear ``summary_head``.
+    ``summary`` is ``(summary_head, layer, target, of_input, pooled)``: through the linear
+    ``summary_head``, the hidden states of ``layer`` (averaged over the crop's frames when
+    ``pooled``) must predict ``target(log_mel)``, where ``log_mel`` is the masked input the
+    encoder saw (``of_input``) or the clean crop.
     """
     import torch
 
@@ -438,12 +439,9 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         if summary_readout == "frames":
             # per-bin standardisation of the frames (the quantiser's statistics); the slots of
             # the other chunks stay 0
-            frames_mean = ((mean[:80] + mean[80:]) / 2).repeat(summary_chunks)
-            frames_std = ((std[:80] + std[80:]) / 2).repeat(summary_chunks)
-            slotted = _slotted_frames(mel, summary_chunks)
-            occupied = slotted != 0
-            return torch.where(occupied, (slotted - frames_mean) / frames_std, slotted) * (
-                summary_chunks ** 0.5)
+            slotted = _slotted_frames(mel, summary_chunks, (mean[:80] + mean[80:]) / 2,
+                                      (std[:80] + std[80:]) / 2)
+            return slotted * summary_chunks ** 0.5  # the occupied slot: unit variance
         return (_chunk_means(mel, summary_chunks) - summary_mean) / summary_std
 
     def summary_of(mel):
