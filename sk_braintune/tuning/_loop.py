@@ -236,6 +236,7 @@ class TrainingRun:
         self._make_head_and_optimizer(backbone_params)
         self._split_and_standardise()
         self.cached_hidden = self.cached_mask = None
+        self._batch_buffers = self._copy_done = None
         if self.use_cache:
             self._fill_cache()
         est = self.estimator
@@ -373,9 +374,53 @@ class TrainingRun:
         import torch
 
         if self.use_cache:
-            hidden = self.cached_hidden[windows].to(self.device, torch.float32, non_blocking=True)
-            return hidden, self.cached_mask[windows].to(self.device)
+            return self._cached_inputs(windows)
         return (torch.from_numpy(self._window_batch(windows)).to(self.device),)
+
+    def _cached_inputs(self, windows):
+        """Cached ``(hidden, frame_mask)`` of ``windows`` on the device, hidden in float32.
+
+        Each batch is gathered with one ``index_select`` per tensor into CPU buffers kept for the
+        whole fit (pinned when training on a GPU, so that the copy to the device is
+        asynchronous) instead of allocating a (B, F, D) tensor every step. A float16 cache is
+        widened to float32 by one copy (into a second buffer on the CPU, after the transfer on a
+        GPU). On the CPU the returned hidden state *is* the buffer and the next call overwrites
+        it: safe, because every step's backward pass (and every validation batch) is done with
+        its inputs before the next batch is gathered.
+        """
+        import torch
+
+        n = len(windows)
+        index = torch.as_tensor(np.asarray(windows), dtype=torch.long)
+        store, mask_store = self.cached_hidden, self.cached_mask
+        on_cpu = self.device.type == "cpu"
+        if self._batch_buffers is None or self._batch_buffers[0].shape[0] < n:
+            # normal tensors even when the first batch is a validation one (inference mode):
+            # inference tensors could not be written or saved for backward later
+            with torch.inference_mode(False):
+                pinned = self.device.type == "cuda"
+                shape = (n, *store.shape[1:])
+                gathered = torch.empty(shape, dtype=store.dtype, pin_memory=pinned)
+                wide = (torch.empty(shape, dtype=torch.float32)
+                        if on_cpu and store.dtype != torch.float32 else gathered)
+                mask = torch.empty((n, *mask_store.shape[1:]), dtype=mask_store.dtype,
+                                   pin_memory=pinned)
+            self._batch_buffers = (gathered, wide, mask)
+        gathered, wide, mask = (buffer[:n] for buffer in self._batch_buffers)
+        if self._copy_done is not None:  # the previous batch's copy to the GPU reads them
+            self._copy_done.synchronize()
+        torch.index_select(store, 0, index, out=gathered)
+        torch.index_select(mask_store, 0, index, out=mask)
+        if on_cpu:
+            if wide is not gathered:
+                wide.copy_(gathered)
+            return wide, mask
+        hidden = gathered.to(self.device, non_blocking=True).to(torch.float32)
+        mask = mask.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            self._copy_done = torch.cuda.Event()
+            self._copy_done.record()
+        return hidden, mask
 
     def pooled_batch(self, windows):
         """Pooled last hidden state of ``windows`` (window ids), shape (B, D): one forward."""
@@ -415,8 +460,6 @@ class TrainingRun:
     # -- one epoch ------------------------------------------------------------------------------
     def run_epoch(self):
         """Shuffle the training windows, one optimiser step per batch; returns the record."""
-        import torch
-
         est, data = self.estimator, self.data
         self.backbone.train()
         self.head.train()
@@ -441,15 +484,18 @@ class TrainingRun:
                 for code, rows, pred in parts:
                     loss = _training.compute_loss(pred, self.targets[rows].to(self.device),
                                                   est.loss)
-                    if not torch.isfinite(loss):
+                    value = loss.item()  # the step's one host synchronisation
+                    if not math.isfinite(value):
                         raise FloatingPointError(
-                            f"training loss became {loss.item()} at epoch {self.epoch}; lower "
+                            f"training loss became {value} at epoch {self.epoch}; lower "
                             "lr_backbone/lr_head, or use precision='fp32'.")
                     # sequential: every participant's loss on this one forward pass is
-                    # back-propagated (gradients add up); averaged: their mean
-                    weighted = loss * (len(rows) / int(batch_rows[code]))
+                    # back-propagated (gradients add up); averaged: their mean. A share of 1
+                    # (one participant, no micro-batches) needs no multiply: x * 1.0 == x.
+                    share = len(rows) / int(batch_rows[code])
+                    weighted = loss if share == 1.0 else loss * share
                     total = weighted if total is None else total + weighted
-                    loss_sum += loss.item() * len(rows)
+                    loss_sum += value * len(rows)
                     n_seen += len(rows)
                 if averaged and n_present > 1:
                     total = total / n_present
@@ -585,6 +631,7 @@ class TrainingRun:
         for p in backbone.parameters():
             p.requires_grad_(False)
         self.cached_hidden = self.cached_mask = self.optimizer = None
+        self._batch_buffers = self._copy_done = None
         est.backbone_ = backbone.to("cpu").eval()
         est.head_ = self.head.to("cpu").eval().requires_grad_(False)
         est._n_input_samples_ = self.n_input
