@@ -211,10 +211,10 @@ def run_top_block(args):
     """BrainTuner's cached top block vs a bare loop vs the FLOP floor, interleaved; prints JSON.
 
     One BrainTuner fit of ``--rounds + 1`` epochs of ``--steps`` optimiser steps each (the first
-    epoch warms up and is not counted). After each epoch a callback runs ``--steps`` steps of the
-    bare loop and a short sgemm-rate measurement, so product, peer and floor are measured within
-    seconds of each other under the same machine load; the per-round ratios tell how much of
-    the spread is load.
+    epoch warms up and is not counted). A callback runs ``--steps`` steps of the bare loop next to
+    each epoch (before it in even epochs, after it in odd ones) and a short sgemm-rate
+    measurement, so product, peer and floor are measured within seconds of each other under the
+    same machine load; the per-round ratios tell how much of the spread is load.
     """
     import torch
 
@@ -235,58 +235,79 @@ def run_top_block(args):
 
     rounds = []
     profiles = {}
+    profiled_epoch = 1 if args.profile else None
+
+    def table(prof):
+        return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
 
     class Interleave(Callback):
-        def on_epoch_end(self, estimator, run):
-            product = run.history[-1]["seconds"]  # the fit's own epoch time
-            if args.profile and run.epoch == 1:
-                from torch.profiler import ProfilerActivity, profile
+        """Even epochs: bare block, then the epoch; odd epochs: the epoch, then the bare block
+        (so each pair is adjacent and neither side always goes first); then an sgemm rate."""
 
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    bare.block_seconds(args.steps)
-                profiles["profile_bare"] = prof.key_averages().table(
-                    sort_by="self_cpu_time_total", row_limit=25)
-            peer = bare.block_seconds(args.steps)
-            rate = sgemm_rate(args.batch_size * n_frames, config.d_model,
-                              config.encoder_ffn_dim, seconds=args.sgemm_seconds)
-            rounds.append({"tuner_s": product, "bare_s": peer, "sgemm_gflops": rate / 1e9})
-
-    class ProfileEpoch(Callback):
         def on_epoch_begin(self, estimator, run):
-            if run.epoch == 1:
+            self.bare_first = None
+            if run.epoch % 2 == 0:
+                started = time.perf_counter()
+                peer = bare.block_seconds(args.steps)
+                self.bare_first = (peer, time.perf_counter() - started)
+            if run.epoch == profiled_epoch:
                 from torch.profiler import ProfilerActivity, profile
 
                 self.prof = profile(activities=[ProfilerActivity.CPU])
                 self.prof.__enter__()
 
-        def on_epoch_end(self, estimator, run):
-            if run.epoch == 1:
+        def on_batch_end(self, estimator, run, train_loss):
+            # the profile stops after the epoch's last step: no checkpoint writing in it
+            if run.epoch == profiled_epoch and run.step % run.steps_per_epoch == 0:
                 self.prof.__exit__(None, None, None)
-                profiles["profile_tuner"] = self.prof.key_averages().table(
-                    sort_by="self_cpu_time_total", row_limit=25)
+                profiles["profile_tuner"] = table(self.prof)
 
-    callbacks = ([ProfileEpoch()] if args.profile else []) + [Interleave()]
+        def on_epoch_end(self, estimator, run):
+            # the fit's own epoch time, less the bare block run inside on_epoch_begin
+            product = run.history[-1]["seconds"]
+            if self.bare_first is not None:
+                peer, spent = self.bare_first
+                product -= spent
+            elif run.epoch == profiled_epoch:
+                from torch.profiler import ProfilerActivity, profile
+
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    peer = bare.block_seconds(args.steps)
+                profiles["profile_bare"] = table(prof)
+            else:
+                peer = bare.block_seconds(args.steps)
+            rate = sgemm_rate(args.batch_size * n_frames, config.d_model,
+                              config.encoder_ffn_dim, seconds=args.sgemm_seconds)
+            rounds.append({"tuner_s": product, "bare_s": peer, "sgemm_gflops": rate / 1e9,
+                           "first": "bare" if self.bare_first is not None else "tuner"})
+
+    callbacks = [Interleave()]
     est = BrainTuner(args.model, trainable_layers=1, batch_size=args.batch_size,
                      max_epochs=args.rounds + 1, validation=None, random_state=0,
                      lr_backbone=lr, lr_head=lr, warmup_fraction=0.0, device="cpu",
                      precision="fp32", callbacks=callbacks)
     est.fit(X, y)
-    counted = [r for i, r in enumerate(rounds) if i > 0 and not (args.profile and i == 1)]
+    counted = [r for i, r in enumerate(rounds) if i > 0 and i != profiled_epoch]
     ratio = [r["tuner_s"] / r["bare_s"] for r in counted]
     floor_s = [block_flop / (r["sgemm_gflops"] * 1e9) for r in counted]
     best_rate = max(r["sgemm_gflops"] for r in counted) * 1e9
     tuner_s = np.array([r["tuner_s"] for r in counted])
     bare_s = np.array([r["bare_s"] for r in counted])
     result = {
-        "method": (f"interleaved in one process: {len(counted)} rounds of {args.steps} "
-                   "optimiser steps of BrainTuner (one epoch of a fit), then the same number of "
-                   "bare-loop steps, then an sgemm-rate measurement; a warm-up round dropped"),
+        "method": (f"interleaved in one process: {len(counted)} rounds, each {args.steps} "
+                   "optimiser steps of BrainTuner (one epoch of a fit) and as many bare-loop "
+                   "steps (bare first in even rounds, BrainTuner first in odd ones), then an "
+                   "sgemm-rate measurement; the warm-up round (and a profiled one) dropped"),
         "window_s": args.window, "n_frames": n_frames, "batch_size": args.batch_size,
         "n_windows": n_windows, "n_targets": args.n_targets, "threads": args.threads,
         "rounds": len(counted), "steps_per_round": args.steps,
         "tuner_step_s": _spread(tuner_s / args.steps),
         "bare_step_s": _spread(bare_s / args.steps),
         "ratio_tuner_over_bare": _spread(ratio),
+        "ratio_when_tuner_first": float(np.median([q for q, r in zip(ratio, counted)
+                                                   if r["first"] == "tuner"] or [np.nan])),
+        "ratio_when_bare_first": float(np.median([q for q, r in zip(ratio, counted)
+                                                  if r["first"] == "bare"] or [np.nan])),
         "overhead_vs_bare_%": 100 * (float(np.median(ratio)) - 1),
         "overhead_vs_bare_%_of_summed_times": 100 * (tuner_s.sum() / bare_s.sum() - 1),
         "tuner_windows_per_s": float(args.batch_size / np.median(tuner_s / args.steps)),
@@ -366,10 +387,11 @@ def main():
         for key, value in r.items():
             if not key.startswith("profile") and key != "per_round":
                 print(f"  {key}: {value}")
-        print("  per round (tuner s, bare s, ratio, sgemm GFLOP/s):")
+        print("  per round (tuner s, bare s, ratio, sgemm GFLOP/s, first):")
         for row in r["per_round"]:
             print(f"    {row['tuner_s']:.2f}  {row['bare_s']:.2f}  "
-                  f"{row['tuner_s'] / row['bare_s']:.3f}  {row['sgemm_gflops']:.1f}")
+                  f"{row['tuner_s'] / row['bare_s']:.3f}  {row['sgemm_gflops']:.1f}  "
+                  f"{row['first']}")
         for key in ("profile_tuner", "profile_bare"):
             if key in r:
                 print(f"\n{key}:\n{r[key]}")
