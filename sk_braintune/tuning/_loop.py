@@ -427,6 +427,14 @@ class TrainingRun:
             self._copy_done.record()
         return hidden, mask
 
+    def _target_rows(self, rows):
+        """Standardised targets of ``rows`` on the device, (len(rows), K) float32, gathered with
+        NumPy's single-threaded ``take`` (see :meth:`_cached_inputs`)."""
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        return torch.from_numpy(np.take(self.targets.numpy(), rows, axis=0)).to(self.device)
+
     def pooled_batch(self, windows):
         """Pooled last hidden state of ``windows`` (window ids), shape (B, D): one forward."""
         inputs = self._forward_inputs(windows)
@@ -487,8 +495,7 @@ class TrainingRun:
                     parts = list(self.participant_predictions(pooled, chunk))
                 total = None
                 for code, rows, pred in parts:
-                    loss = _training.compute_loss(pred, self.targets[rows].to(self.device),
-                                                  est.loss)
+                    loss = _training.compute_loss(pred, self._target_rows(rows), est.loss)
                     value = loss.item()  # the step's one host synchronisation
                     if not math.isfinite(value):
                         raise FloatingPointError(
@@ -550,7 +557,7 @@ class TrainingRun:
                     pooled = self.pooled_batch(windows)
                     parts = list(self.participant_predictions(pooled, windows))
                 for code, rows, pred in parts:
-                    target = self.targets[rows].to(self.device)
+                    target = self._target_rows(rows)
                     if est.loss != "correlation":
                         loss_sums[code] += _training.compute_loss(
                             pred, target, est.loss).item() * len(rows)
