@@ -180,3 +180,12 @@ def test_package_is_used_only_for_its_own_recipe_texts_and_revision():
     assert not ssl_module._is_packaged_recipe(record, {**recipe, "n_steps": 10}, "abc")
     assert not ssl_module._is_packaged_recipe(dict(record, revision=SSL_REVISION - 1), recipe,
                                               "abc")
+
+
+def test_texts_digest_needs_no_synthesis():
+    pytest.importorskip("espeakng_loader")
+    from sk_braintune.datasets import story_speech
+
+    speech, digest = story_speech("default", "test", max_words=60)
+    assert story_speech("default", "test", max_words=60, synthesize=False) == (None, digest)
+    assert story_speech("default", "test", max_words=50, synthesize=False)[1] != digest
