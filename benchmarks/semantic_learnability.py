@@ -16,7 +16,7 @@ speech models see:
 - ``true semantic features``: the simulator's latent semantic features at each word (oracle),
   averaged over the window.
 - ``power spectrum``: 32-band log power spectrum at the TRs
-  (:func:`sk_braintune.features.power_spectrum_features`), a validity check: a simulator
+  (:func:`sk_braintune.features.lowlevel.power_spectrum_features`), a validity check: a simulator
   setting whose "semantic" voxels an acoustic feature predicts (``context_words=1`` does, see
   the user guide) tests acoustics, not meaning.
 - ``ssl`` / ``whisper`` (``--models``): the pretrained speech models' features as the study
@@ -26,7 +26,7 @@ speech models see:
   ``--ssl-model``) and Whisper tiny.en.
 
 The speech models' features depend only on the audio and the window, so they are extracted once
-per model (all stories of the collection) and cached under ``--feature-cache``; varying the
+per model (each story the grid needs, once) and cached under ``--feature-cache``; varying the
 simulator (``--context-words``) or the data size (``--minutes``) then costs only ridge fits. All
 simulator settings of one seed share the training stories, so each feature space is fitted once
 per seed and size on the semantic voxels of every setting side by side (one penalty per voxel:
@@ -40,16 +40,21 @@ library's default split), see :func:`study_braintuning.held_out_stories`.
 
 Usage::
 
-    # the library design grid (JSON in benchmarks/results/)
+    # the library design grid (JSON in benchmarks/results/). On the loaded 2-core machine:
+    # Whisper's feature extraction 19 min, the SSL model's 6, the MiniLM contexts of new
+    # context lengths ~20, the ridge fits ~15 per seed (run from the repository root with
+    # PYTHONPATH=. so that this checkout's package is imported)
     python benchmarks/semantic_learnability.py --stories library --seeds 0 1 2 \\
         --context-words 1 3 8 20 --minutes 15 30 60 120 0 \\
         --output benchmarks/results/semantic_learnability_library.json
     # later: only the SSL column again (another SSL model), merged into that JSON
-    python benchmarks/semantic_learnability.py ... --models ssl --ssl-model PATH \
+    python benchmarks/semantic_learnability.py ... --models ssl --ssl-model PATH \\
         --models-only --merge
-    # the default collection, as before
+    # the default collection, word-level spaces only, as before
     python benchmarks/semantic_learnability.py --seeds 0 1 2 3 4 5 --models \\
         [--context-words 3] [--n-train-stories 3 6 9]
+    # the table of a results file
+    python benchmarks/semantic_learnability.py --summarize --output FILE.json
 """
 
 import argparse
@@ -119,8 +124,10 @@ def model_sources(args):
             info = {"model": "self-supervised model", "path": str(path)}
             if marker.is_file():
                 log = json.loads(marker.read_text())
-                info.update({k: log.get(k) for k in ("recipe", "seconds", "fixed_batch_loss",
-                                                     "n_parameters", "n_training_seconds")})
+                info.update({k: log.get(k) for k in ("revision", "recipe", "seconds",
+                                                     "fixed_batch_loss", "n_parameters",
+                                                     "n_training_seconds")})
+            info["weights_fingerprint"] = model_fingerprint(path)
             sources[key] = (str(path), info)
         else:
             raise ValueError(f"unknown model {key!r}; choose from {sorted(MODEL_NAMES)}")
