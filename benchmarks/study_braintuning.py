@@ -55,10 +55,22 @@ def main():
     summarize(rows, args.output)
 
 
-def held_out_stories(seed):
-    """The seed's held-out stories: seed k tests on packaged story k and validates on k + 1."""
+def held_out_stories(seed, stories="default"):
+    """The seed's held-out stories (``make_story_dataset`` keyword arguments).
+
+    Default collection: seed k tests on packaged story k (sorted names) and validates on
+    k + 1. Library: seed k tests on the k-th story from the end of the library's order and
+    validates on the one before it, so seed 0 is the library's default split (validation
+    ``a17``, test ``b17``), seed 1 tests on ``a17`` and validates on ``b16``, seed 2 tests on
+    ``b16``, ... (both writers' series in turn); the first training stories, which small
+    ``minutes=`` keep, stay the same for the first seeds.
+    """
     from sk_braintune.datasets.story import story_texts
 
+    if stories == "library":
+        names = list(story_texts("library"))
+        test = (len(names) - 1 - seed) % len(names)
+        return {"test_story": names[test], "validation_story": names[test - 1]}
     names = sorted(story_texts())
     return {"test_story": names[seed % len(names)],
             "validation_story": names[(seed + 1) % len(names)]}
