@@ -425,7 +425,10 @@ def evaluate_job(job):
         if not test:
             raise StudyInputError(f"{participant}: no test story among the loaded stories "
                                   "(the paper's is wheretheressmoke)")
-        X, y, groups = windows_from_dataset(data, train + test, window=config.window)
+        # the audio held once (the windows' copy; the low-level features read it too), the
+        # responses once: y, rows of the training stories first (fits take views of them)
+        X, y, groups = windows_from_dataset(data, train + test, window=config.window,
+                                            share_audio=True)
         key = tuple(train + test)
         if key not in features_by_stories:
             with stages(f"features of {config.model} on {len(X)} windows"):
@@ -451,14 +454,15 @@ def evaluate_job(job):
         with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
             lowlevel = lowlevel_feature_spaces(data, train, test)
             impact = low_level_impacts(data, last_layer, groups, train, test,
-                                       estimator=encoder, cv=5, lowlevel=lowlevel)["model"]
+                                       estimator=encoder, cv=5, lowlevel=lowlevel,
+                                       responses=y)["model"]
         extra, extra_voxels = {}, {}
         if config.variance_partitioning:
             with stages(f"{participant}: variance partitioning (layer {layer_indices[-1]})"):
                 extra["variance_partitioning"] = variance_partition_summary(
                     data, last_layer, groups, train, test, lowlevel=lowlevel,
                     n_iter=config.partitioning_n_iter, cv=5, backend=config.ridge_backend,
-                    random_state=config.seed)["roi"]["model"]
+                    random_state=config.seed, responses=y)["roi"]["model"]
         if config.significance:
             with stages(f"{participant}: significance (layer {layer_indices[-1]})"):
                 fit = table["last_layer"]

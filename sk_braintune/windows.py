@@ -189,6 +189,26 @@ class AudioWindows:
         start = int(self.ends[i])
         return self.waveforms[story][start:start + self.window_samples]
 
+    def story_audio(self, story, n_samples):
+        """The first ``n_samples`` samples of a story's audio, without the padding: a view.
+
+        Parameters
+        ----------
+        story : str
+        n_samples : int
+            Length of the story's audio (the stored waveform may be right-padded beyond it).
+
+        Returns
+        -------
+        audio : ndarray of shape (n_samples,), float32
+            A view of the stored waveform (no copy).
+        """
+        waveform = self.waveforms[story]
+        if not 0 <= n_samples <= len(waveform) - self.window_samples:
+            raise ValueError(f"story {story!r} holds {len(waveform) - self.window_samples} "
+                             f"samples of audio, not {n_samples}")
+        return waveform[self.window_samples:self.window_samples + int(n_samples)]
+
     def __getitem__(self, key):
         if isinstance(key, tuple):
             # sklearn's _safe_indexing asks for array[key, ...]
@@ -367,7 +387,7 @@ def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT
                         np.concatenate(times), window_samples, sample_rate, check_finite=False)
 
 
-def windows_from_dataset(dataset, stories=None, *, window=10.0):
+def windows_from_dataset(dataset, stories=None, *, window=10.0, share_audio=False):
     """Turn a dataset bunch into ``(X_windows, y, groups)``.
 
     Parameters
@@ -381,6 +401,12 @@ def windows_from_dataset(dataset, stories=None, *, window=10.0):
         (``"train"``, ``"validation"``, ``"test"``) selects that split.
     window : float, default=10.0
         Window length in seconds.
+    share_audio : bool, default=False
+        The windows keep a padded copy of each story's waveform. True replaces
+        ``dataset.audio`` by a new dict in which each of ``stories`` is a view of that copy
+        (the same samples, :meth:`AudioWindows.story_audio`), before the responses are
+        stacked, so the audio is held once, not twice (at ds003020's full size, 84 stories,
+        ~4 GB each).
 
     Returns
     -------
@@ -405,6 +431,9 @@ def windows_from_dataset(dataset, stories=None, *, window=10.0):
     X = make_windows({s: dataset.audio[s] for s in stories},
                      {s: dataset.tr_times[s] for s in stories},
                      window=window, tr=dataset.tr, sample_rate=dataset.sample_rate)
+    if share_audio:
+        dataset["audio"] = {**dataset.audio,
+                            **{s: X.story_audio(s, len(dataset.audio[s])) for s in stories}}
     # filled story by story: lazily read responses (load_lebel2023) are never all in memory
     # twice, as a list of per-story arrays plus their concatenation would be
     lengths = [len(dataset.responses[s]) for s in stories]

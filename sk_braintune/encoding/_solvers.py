@@ -446,7 +446,7 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
 
 
 def refit(ops, features, targets, penalties, *, solver, working_memory, gram=None,
-          feature_means=None):
+          feature_means=None, target_columns=None):
     """Ridge weights of every target at its own penalty, from one decomposition.
 
     Parameters
@@ -464,6 +464,10 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
         ``features @ features.T`` for the dual path; overwritten (consumed) here.
     feature_means : ndarray of shape (n_features,), default=None
         Means subtracted from the original features (for the intercepts); zeros if None.
+    target_columns : ndarray of int of shape (n_selected,), default=None
+        Refit only these columns of ``targets`` (``penalties`` then has one entry per
+        selected column), read batch by batch: ``targets[:, target_columns]`` would copy
+        them all at once.
 
     Returns
     -------
@@ -474,14 +478,14 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     """
     eps = float(np.finfo(ops.np_dtype).eps)
     n_samples, n_features = features.shape
-    n_targets = targets.shape[1]
+    n_targets = targets.shape[1] if target_columns is None else len(target_columns)
     if feature_means is None:
         feature_means = np.zeros(n_features)
     if solver == "dual":
         if gram is None:
             gram = features @ features.T
         result = _cholesky_refit(ops, features, targets, penalties, gram, working_memory,
-                                 feature_means)
+                                 feature_means, target_columns)
         if result is not None:
             return result
         # the Gram matrix of centred features is the centred kernel; it is consumed here
@@ -509,7 +513,8 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     for start in range(0, n_targets, batch):
         columns = slice(start, min(n_targets, start + batch))
         # a contiguous slice of targets may be a view: copy before centring in place
-        batch_targets = ops.copy_in(targets[:, columns])
+        batch_targets = ops.copy_in(targets[:, columns if target_columns is None
+                                            else target_columns[columns]])
         means = batch_targets.mean(0)
         batch_targets -= means
         projected = projector @ batch_targets
@@ -527,7 +532,8 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     return coef, intercept
 
 
-def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, feature_means):
+def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, feature_means,
+                    target_columns=None):
     """Dual refit by one Cholesky factorisation per distinct penalty, or None to decompose.
 
     ``W = X^T (K + lambda I)^{-1} Y_c`` for the targets of each penalty. With few distinct
@@ -543,7 +549,7 @@ def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, fea
     """
     unique = np.unique(penalties)
     n_samples, n_features = features.shape
-    n_targets = targets.shape[1]
+    n_targets = targets.shape[1] if target_columns is None else len(target_columns)
     if n_features < n_samples:
         # fewer features than samples: the kernel has a null space beyond the constant
         # vector, which the eigendecomposition drops and the factorisation would amplify
@@ -574,7 +580,8 @@ def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, fea
         columns_all = np.flatnonzero(penalties == penalty)
         for start in range(0, len(columns_all), batch):
             columns = columns_all[start:start + batch]
-            batch_targets = ops.asarray(targets[:, columns])
+            batch_targets = ops.asarray(targets[:, columns if target_columns is None
+                                                else target_columns[columns]])
             means = batch_targets.mean(0)
             batch_targets -= means
             dual = solve(batch_targets)
