@@ -194,8 +194,12 @@ def main():
     args.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.reuse and (args.root / "derivative" / "respdict.json").exists():
-        names = story_names(n_max)
-        n_trs = dataset_trs(n_max, args.seed)
+        # the dataset may hold more stories than this run uses (written for 84, run on 27)
+        n_written = len(json.loads((args.root / "derivative" / "respdict.json").read_text()))
+        if n_written < n_max:
+            parser.error(f"--reuse: {args.root} holds {n_written} stories, fewer than {n_max}")
+        names = story_names(n_written)
+        n_trs = dataset_trs(n_written, args.seed)
         results["write"] = {"stories": n_max, "reused": str(args.root)}
         print(f"using the dataset at {args.root}", flush=True)
     else:
