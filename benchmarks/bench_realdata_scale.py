@@ -195,7 +195,9 @@ def main():
     t0 = time.perf_counter()
     if args.reuse and (args.root / "derivative" / "respdict.json").exists():
         # the dataset may hold more stories than this run uses (written for 84, run on 27)
-        n_written = len(json.loads((args.root / "derivative" / "respdict.json").read_text()))
+        respdict = json.loads((args.root / "derivative" / "respdict.json").read_text())
+        # respdict.json also lists a story whose files are missing, as the real one does
+        n_written = sum((args.root / "stimuli" / f"{s}.wav").exists() for s in respdict)
         if n_written < n_max:
             parser.error(f"--reuse: {args.root} holds {n_written} stories, fewer than {n_max}")
         names = story_names(n_written)

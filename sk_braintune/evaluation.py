@@ -317,29 +317,22 @@ def _stacked_responses(dataset, responses, groups, stories):
     """Responses of ``stories`` stacked in that order: ``responses`` as is, or read and stacked.
 
     ``responses`` (rows in the order of ``groups``) is used without a copy when ``groups``
-    holds ``stories`` as contiguous runs in that order; otherwise the dataset's responses
-    are stacked, filled story by story into one float32 array (never a list of per-story
-    arrays plus their concatenation).
+    holds ``stories`` as contiguous runs in that order; otherwise the dataset's responses are
+    stacked (:func:`sk_braintune.windows.stack_responses`).
     """
+    from .windows import stack_responses
+
     groups = np.asarray(groups)
-    lengths = [int(np.count_nonzero(groups == s)) for s in stories]
-    expected = np.repeat(np.asarray(stories, dtype=object), lengths)
     if responses is not None:
         responses = np.asarray(responses)
         if len(responses) != len(groups):
             raise ValueError(f"responses ({len(responses)} rows) and groups ({len(groups)}) "
                              "need one row per TR each")
+        lengths = [int(np.count_nonzero(groups == s)) for s in stories]
+        expected = np.repeat(np.asarray(stories, dtype=object), lengths)
         if len(expected) == len(groups) and np.array_equal(expected, groups):
             return responses
-    first = np.asarray(dataset.responses[stories[0]])
-    out = np.empty((sum(len(dataset.responses[s]) for s in stories), *first.shape[1:]),
-                   dtype=np.float32)
-    start = 0
-    for s in stories:
-        rows = first if s == stories[0] else np.asarray(dataset.responses[s])
-        out[start:start + len(rows)] = rows
-        start += len(rows)
-    return out
+    return stack_responses(dataset, stories)
 
 
 def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,

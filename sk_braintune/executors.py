@@ -342,12 +342,15 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     stages = {"load": base + max(terms["audio_decode"], terms["repeats"]),
               "windows": base + terms["window_audio"]}
     if command == "evaluate":
+        # the audio is dropped once the features and the low-level features are made; then
         # the responses are stacked once (training stories first, the test story last) and
         # every fit reads views of them: no stage copies them
-        stages["features"] = base + terms["responses"] + terms["features"]
-        stages["alignment"] = stages["features"] + terms["ridge"]
-        stages["low_level"] = stages["alignment"] + terms["lowlevel"]
-        stages["partitioning"] = stages["low_level"] + terms["test_float64"]
+        stages["features"] = base + terms["features"]
+        stages["lowlevel_features"] = base + terms["features"] + terms["lowlevel"]
+        held = terms["runtime"] + terms["features"] + terms["lowlevel"] + terms["responses"]
+        stages["alignment"] = held + terms["ridge"]
+        stages["low_level"] = held + terms["ridge"]
+        stages["partitioning"] = held + terms["ridge"] + terms["test_float64"]
     else:
         base += terms["window_audio"]
         stacked = (terms["selected_responses"] if select_before_stacking
