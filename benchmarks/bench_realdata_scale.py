@@ -228,6 +228,9 @@ def main():
             est = estimate_memory(rows, args.voxels, audio_seconds=seconds, command=command,
                                   n_test_trs=n_trs[TEST_STORY], n_layers=layers,
                                   hidden_size=hidden, selected_fraction=0.2)
+            if command == "evaluate" and args.analyses == "core":  # those stages do not run
+                est["stages"].pop("partitioning", None)
+                est["peak_gib"] = max(est["stages"].values())
             available = psutil.virtual_memory().available / GIB
             print(f"\n== {command} on {n_stories} stories ({rows} TRs, {seconds / 3600:.1f} h "
                   f"of audio) x {args.voxels} voxels: estimated peak {est['peak_gib']:.1f} GiB ("
