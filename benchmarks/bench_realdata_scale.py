@@ -18,6 +18,10 @@ Usage (long: tens of minutes on two cores; ~22 GB of disk)::
 
     nice python3 benchmarks/bench_realdata_scale.py > bench_realdata_scale.log 2>&1
     python3 benchmarks/bench_realdata_scale.py --stories 27 --commands evaluate --voxels 20000
+    # write once, then run on the kept dataset (one thread on a shared machine)
+    python3 benchmarks/bench_realdata_scale.py --stories 84 --commands evaluate --keep \
+        --threads 1 --analyses core
+    python3 benchmarks/bench_realdata_scale.py --stories 27 --commands evaluate --reuse --keep
 """
 
 from __future__ import annotations
@@ -124,7 +128,7 @@ def run_command(argv, log_path):
                                    preexec_fn=_lower_priority)
         sampler = RSSSampler(process.pid)
         sampler.start()
-        marks = [("start-up, load and stack responses", start)]
+        marks = [("start-up and load (tune: and stack the responses)", start)]
         ends = {}
         for line in process.stdout:
             if not PROGRESS_BAR.search(line):
