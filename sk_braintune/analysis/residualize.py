@@ -281,12 +281,11 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
     stories = list(train_stories) + list(test_stories)
     stacked = isinstance(responses, np.ndarray)
     for s in stories:
-        if len(features[s]) != len(lowlevel[s]) or (
-                not stacked and len(features[s]) != len(responses[s])):
+        n_responses = len(features[s]) if stacked else len(responses[s])
+        if len(features[s]) != len(lowlevel[s]) or len(features[s]) != n_responses:
             raise ValueError(f"story {s!r}: features ({len(features[s])}), low-level features "
-                             f"({len(lowlevel[s])}) and responses "
-                             f"({len(responses[s]) if not stacked else '?'}) must have one row "
-                             "per TR each")
+                             f"({len(lowlevel[s])}) and responses ({n_responses}) must have "
+                             "one row per TR each")
     if stacked and len(responses) != sum(len(features[s]) for s in stories):
         raise ValueError(f"stacked responses have {len(responses)} rows, but the stories "
                          f"{stories} have {sum(len(features[s]) for s in stories)} TRs; stack "
