@@ -231,7 +231,9 @@ def main():
         for command in args.commands:
             est = estimate_memory(rows, args.voxels, audio_seconds=seconds, command=command,
                                   n_test_trs=n_trs[TEST_STORY], n_layers=layers,
-                                  hidden_size=hidden, selected_fraction=0.2)
+                                  hidden_size=hidden, selected_fraction=0.2,
+                                  # tune stacks only the voxels above --min-ceiling
+                                  select_before_stacking=command == "tune")
             if command == "evaluate" and args.analyses == "core":  # those stages do not run
                 est["stages"].pop("partitioning", None)
                 est["peak_gib"] = max(est["stages"].values())

@@ -396,8 +396,9 @@ def _dataset_stories(dataset, stories):
 
 
 def dataset_windows(dataset, stories=None, *, window=10.0, share_audio=False):
-    """The audio windows of a dataset's stories, one per TR (the ``X`` of
-    :func:`windows_from_dataset`, without stacking the responses).
+    """The audio windows of a dataset's stories, one per TR, without stacking the responses.
+
+    The ``X`` of :func:`windows_from_dataset`.
 
     Parameters
     ----------
