@@ -140,7 +140,8 @@ def test_load_ssl_speech_model_is_cached(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SK_BRAINTUNE_CACHE", str(tmp_path))
     recipe = dict(encoder_layers=1, d_model=32, attention_heads=2, ffn_dim=64, crop_seconds=2.0,
-                  batch_size=2, n_steps=2, warmup_steps=1, codebook_size=16, codebook_dim=4)
+                  batch_size=2, n_steps=2, warmup_steps=1, codebook_size=16, codebook_dim=4,
+                  summary_layer=1)
     path = load_ssl_speech_model(max_words=25, **recipe)
     with open(os.path.join(path, MARKER_FILE)) as f:
         marker = json.load(f)

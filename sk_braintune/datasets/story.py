@@ -341,8 +341,16 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     return _to_bunch(data, Bunch)
 
 
+def _speech_digest(texts, params):
+    return hashlib.sha256(json.dumps({"texts": texts, "voice": params["voice"],
+                                      "rate": params["rate"], "tr": params["tr"],
+                                      "n_silent_trs": params["n_silent_trs"],
+                                      "version": _SPEECH_VERSION},
+                                     sort_keys=True).encode()).hexdigest()
+
+
 def story_speech(stories="library", split="train", *, voice="en-us", rate=175, tr=2.0045,
-                 n_silent_trs=3, max_words=None, cache=True, verbose=False):
+                 n_silent_trs=3, max_words=None, cache=True, verbose=False, synthesize=True):
     """Synthesised speech of a packaged collection's stories, without simulated responses.
 
     The audio equals ``make_story_dataset(stories=stories, ...).audio`` for the same voice,
@@ -357,10 +365,12 @@ def story_speech(stories="library", split="train", *, voice="en-us", rate=175, t
         Which of its stories (the default held-out stories of :func:`make_story_dataset`).
     voice, rate, tr, n_silent_trs, max_words, cache, verbose
         As in :func:`make_story_dataset`.
+    synthesize : bool, default=True
+        False returns ``(None, digest)`` at once, without synthesising (or reading) any audio.
 
     Returns
     -------
-    speech : dict of str to sklearn.utils.Bunch
+    speech : dict of str to sklearn.utils.Bunch or None
         Story -> ``audio`` (float32, 16 kHz, padded to whole TRs), ``words`` and ``phones``
         (DataFrames with ``onset``, ``offset``, ``label``), in the collection's order.
     digest : str
@@ -384,11 +394,10 @@ def story_speech(stories="library", split="train", *, voice="en-us", rate=175, t
         _check_int("max_words", max_words, 1)
     texts = {name: _truncate_words(texts[name], max_words) for name in names}
     params = dict(tr=float(tr), voice=voice, rate=rate, n_silent_trs=n_silent_trs)
+    if not synthesize:
+        return None, _speech_digest(texts, params)
     speech = _load_speech(texts, names, params, cache, verbose)
-    digest = hashlib.sha256(json.dumps({"texts": texts, "voice": voice, "rate": rate,
-                                        "tr": float(tr), "n_silent_trs": n_silent_trs,
-                                        "version": _SPEECH_VERSION},
-                                       sort_keys=True).encode()).hexdigest()
+    digest = _speech_digest(texts, params)
     out = {name: Bunch(audio=speech[name]["audio"], words=speech[name]["words"],
                        phones=speech[name]["phones"]) for name in names}
     return out, digest

@@ -5,16 +5,43 @@ HuBERT), trained without transcripts. No such checkpoint ships offline, so this 
 one on the built-in story library's speech (the validation and test stories excluded):
 
 - the model is a randomly initialised Whisper-architecture encoder (transformers'
-  ``WhisperModel``; 4 blocks of width 256 by default, 3.5 M encoder parameters) over 80-bin log-mel frames, so it loads
-  through :func:`sk_braintune.models.load_backbone` like any Whisper checkpoint;
-- the objective is BEST-RQ (Chiu et al., 2022): a frozen random projection and a frozen random
-  codebook quantise the normalised log-mel frames of each encoder frame (20 ms) into discrete
-  targets; spans of input frames (about 40%) are replaced by noise, and a linear softmax head
-  predicts the codes of the masked frames (cross-entropy). Nothing in the objective knows words.
+  ``WhisperModel``; 4 blocks of width 256 by default, 3.5 M encoder parameters) over 80-bin
+  log-mel frames, so it loads through :func:`sk_braintune.models.load_backbone` like any
+  Whisper checkpoint;
+- the main objective is BEST-RQ (Chiu et al., 2022): a frozen random projection and a frozen
+  random codebook quantise the normalised log-mel frames of each encoder frame (20 ms) into
+  discrete targets; spans of input frames (about 40%) are replaced by noise, and a linear
+  softmax head on the last layer predicts the codes of the masked frames (cross-entropy);
+- a second, window-summary objective (revision 2) makes the hidden states of layer 2 carry
+  *when* in the window each sound was: a linear head maps each frame's state to the frame's
+  own log-mel placed in the slot of its quarter of the crop (zeros in the other three slots),
+  so that the mean of these states over a window, which is how
+  :class:`sk_braintune.SpeechFeatureExtractor` reads every model, holds the window's log-mel
+  timeline (quarter by quarter) rather than only its average. Whisper's encoder carries this
+  timing (it is trained to emit timestamps); masked prediction alone does not need it.
 
-:func:`load_ssl_speech_model` pretrains at first use (a few minutes on two CPU cores) and caches
-the result under ``cache_dir("models", "ssl")``, keyed by the recipe and the training texts;
-:func:`pretrain_ssl_speech_model` runs the recipe on any waveforms.
+Nothing in either objective knows words. Why the second objective: on the simulated auditory
+voxels (HRF-convolved log mel band envelopes) the revision-1 model (BEST-RQ alone, 600 steps)
+reached 0.68 against Whisper tiny.en's 0.85 (noise-ceiling-normalised r, best layer, 63
+training minutes). Model-free baselines measured in one run on 25 training minutes show why:
+Whisper tiny.en 0.82 (layer 1), the window's mean-pooled log-mel 0.50, the same log-mel
+mean-pooled in 4 consecutive chunks 0.84 (8 chunks 0.82), the simulator's own band envelopes
+mean-pooled 0.50 and in 8 chunks 0.83. The gap was the timing inside the window, lost by
+mean-pooling position-free features, not the acoustic detail of the frames.
+
+The default recipe (:data:`SSL_RECIPE`) ships pretrained as package data
+(``sk_braintune/data/ssl_model``: the encoder in float16, 6.5 MB, made by
+``benchmarks/pretrain_ssl.py``): :func:`load_ssl_speech_model` unpacks it into a whole
+``WhisperModel`` directory under ``cache_dir("models", "ssl")`` in about a second, with no
+pretraining and no speech synthesis. Other recipes and seeds are pretrained at first use and
+cached, keyed by the recipe and the training texts; :func:`pretrain_ssl_speech_model` runs the
+recipe on any waveforms.
+
+Measured (``benchmarks/ssl_alignment.py``; ridge on 63 training minutes of the library dataset,
+held-out story, noise-ceiling-normalised r by layer 0-4), the packaged model against Whisper
+tiny.en in the same run: auditory voxels 0.53 0.87 0.87 0.85 0.84 (Whisper 0.57 0.85 0.84 0.82
+0.81); semantic voxels 0.36 0.31 0.30 0.29 0.31 (Whisper 0.37 0.40 0.41 0.43 0.51); phone probe
+accuracy 0.974 0.972 0.970 0.963 0.956 (Whisper 0.979 0.990 0.989 0.985 0.966).
 """
 
 from __future__ import annotations
@@ -32,13 +59,18 @@ import numpy as np
 
 from .._utils import cache_dir as _cache_root
 
-__all__ = ["SSL_RECIPE", "load_ssl_speech_model", "pretrain_ssl_speech_model"]
+__all__ = ["SSL_RECIPE", "load_ssl_speech_model", "package_ssl_model", "packaged_ssl_model",
+           "pretrain_ssl_speech_model", "unpack_ssl_model"]
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the recipe's code changes, so that stale cached models are rebuilt.
-SSL_REVISION = 1
+SSL_REVISION = 2
 MARKER_FILE = "sk_braintune_ssl.json"
+#: The packaged model (package data): float16 encoder weights and their record.
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "data" / "ssl_model"
+PACKAGED_WEIGHTS = "encoder.safetensors"
+PACKAGED_RECORD = "ssl_model.json"
 _SAMPLE_RATE = 16000
 _HOP = 160  # log-mel hop (10 ms); two mel frames per encoder frame
 
@@ -46,8 +78,10 @@ _HOP = 160  # log-mel hop (10 ms); two mel frames per encoder frame
 #: :func:`pretrain_ssl_speech_model`).
 SSL_RECIPE = dict(
     encoder_layers=4, d_model=256, attention_heads=4, ffn_dim=1024, crop_seconds=8.0,
-    batch_size=8, n_steps=600, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
+    batch_size=8, n_steps=900, learning_rate=1e-3, warmup_steps=60, weight_decay=0.01,
     mask_probability=0.05, mask_span=10, codebook_size=1024, codebook_dim=16,
+    summary_weight=1.0, summary_chunks=4, summary_layer=2, summary_target="input",
+    summary_readout="frames",
 )
 
 
@@ -64,6 +98,53 @@ def _whisper_config(encoder_layers, d_model, attention_heads, ffn_dim, max_sourc
         attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0,
         decoder_layerdrop=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None)
+
+
+def _save_preprocessor(directory):
+    from transformers import WhisperFeatureExtractor
+
+    from .backbone import quiet_transformers
+
+    with quiet_transformers():
+        WhisperFeatureExtractor(feature_size=80, sampling_rate=_SAMPLE_RATE, hop_length=_HOP,
+                                chunk_length=30, n_fft=400, padding_value=0.0,
+                                return_attention_mask=False).save_pretrained(directory)
+
+
+def _save_whisper_model(encoder_state, directory, recipe, *, crop_frames=None):
+    """Save a whole ``WhisperModel`` whose encoder holds ``encoder_state``.
+
+    The unused one-block decoder and the sinusoidal position table are initialised with
+    ``torch.manual_seed(recipe["random_state"])``, so they are the same at every call:
+    ``encoder_state`` may lack ``embed_positions.weight`` (the packaged model), or hold the
+    first ``crop_frames`` rows of the table (the training encoder), which are checked.
+    """
+    import torch
+    from transformers import WhisperModel
+
+    from .backbone import quiet_transformers
+
+    with quiet_transformers():
+        torch_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(recipe["random_state"])
+            full = WhisperModel(_whisper_config(
+                recipe["encoder_layers"], recipe["d_model"], recipe["attention_heads"],
+                recipe["ffn_dim"], recipe["max_source_positions"]))
+        finally:
+            torch.random.set_rng_state(torch_state)
+        state = dict(encoder_state)
+        table = full.encoder.embed_positions.weight.detach()
+        if "embed_positions.weight" in state:
+            given = state["embed_positions.weight"]
+            if not torch.allclose(table[:given.shape[0]], given.float(), atol=1e-6):
+                raise RuntimeError("the sinusoidal position tables of the training and the "
+                                   "saved encoders disagree")
+        state["embed_positions.weight"] = table.clone()
+        state = {k: v.float() for k, v in state.items()}
+        full.encoder.load_state_dict(state, strict=True)  # every encoder weight given
+        full.eval()
+        full.save_pretrained(directory)
 
 
 def _check_waveforms(waveforms, crop_samples):
@@ -129,24 +210,75 @@ class _BestRQ:
         return (projected @ self.codebook.T).argmax(dim=-1)  # nearest unit codeword
 
 
-def _loss(encoder, head, mel, mask, targets, noise):
+def _chunk_means(mel, n_chunks):
+    """(batch, 80, n) log-mel -> (batch, n_chunks * 80): its means over consecutive chunks."""
+    batch, n_mels, n = mel.shape
+    usable = n - n % n_chunks
+    return mel[:, :, :usable].reshape(batch, n_mels, n_chunks, -1).mean(dim=3).transpose(
+        1, 2).reshape(batch, n_chunks * n_mels)
+
+
+def _slotted_frames(mel, n_chunks, mean=0.0, std=1.0):
+    """(batch, 80, 2T) log-mel -> (batch, T, n_chunks * 80).
+
+    Each encoder frame's log-mel (the mean of its two mel frames, standardised with ``mean``
+    and ``std`` of shape (80,)) placed in the slot of its chunk of the crop, zeros in the other
+    slots: frame-wise targets whose mean over the crop is the crop's standardised chunk means
+    divided by ``n_chunks``.
+    """
     import torch
 
-    # masked encoder frames: their two mel frames become small noise
-    mel_mask = mask.repeat_interleave(2, dim=1)[:, None, :]
-    masked = torch.where(mel_mask, noise, mel)
-    hidden = encoder(input_features=masked).last_hidden_state
+    batch, n_mels, n = mel.shape
+    frames = mel[:, :, : n - n % 2].reshape(batch, n_mels, n // 2, 2).mean(dim=3)
+    frames = (frames.transpose(1, 2) - mean) / std  # (batch, T, 80)
+    n_frames = frames.shape[1]
+    slot = torch.arange(n_frames) * n_chunks // n_frames
+    out = torch.zeros(batch, n_frames, n_chunks, n_mels, dtype=frames.dtype)
+    out[:, torch.arange(n_frames), slot] = frames
+    return out.reshape(batch, n_frames, n_chunks * n_mels)
+
+
+def _masked_input(mel, mask, noise):
+    """The encoder's input: the two mel frames of each masked encoder frame become noise."""
+    import torch
+
+    return torch.where(mask.repeat_interleave(2, dim=1)[:, None, :], noise, mel)
+
+
+def _loss(encoder, head, mel, mask, targets, noise, summary=None):
+    """Masked-prediction cross-entropy and, with ``summary``, the window-summary error.
+
+    ``summary`` is ``(summary_head, layer, target, of_input, pooled)``: through the linear
+    ``summary_head``, the hidden states of ``layer`` (averaged over the crop's frames when
+    ``pooled``) must predict ``target(log_mel)``, where ``log_mel`` is the masked input the
+    encoder saw (``of_input``) or the clean crop.
+    """
+    import torch
+
+    masked = _masked_input(mel, mask, noise)
+    out = encoder(input_features=masked, output_hidden_states=summary is not None)
+    hidden = out.last_hidden_state
     logits = head(hidden[mask])
-    return torch.nn.functional.cross_entropy(logits, targets[mask])
+    masked_loss = torch.nn.functional.cross_entropy(logits, targets[mask])
+    if summary is None:
+        return masked_loss, None
+    summary_head, layer, target, of_input, pooled = summary
+    states = hidden if layer == -1 else out.hidden_states[layer]
+    if pooled:
+        states = states.mean(dim=1)
+    return masked_loss, torch.nn.functional.mse_loss(summary_head(states),
+                                                     target(masked if of_input else mel))
 
 
 def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model=256,
                               attention_heads=4, ffn_dim=1024, crop_seconds=8.0, batch_size=8,
-                              n_steps=600, learning_rate=1e-3, warmup_steps=60,
+                              n_steps=900, learning_rate=1e-3, warmup_steps=60,
                               weight_decay=0.01, mask_probability=0.05, mask_span=10,
-                              codebook_size=1024, codebook_dim=16, max_source_positions=1500,
+                              codebook_size=1024, codebook_dim=16, summary_weight=1.0,
+                              summary_chunks=4, summary_layer=2, summary_target="input",
+                              summary_readout="frames", max_source_positions=1500,
                               random_state=0, verbose=False):
-    """Pretrain a Whisper-architecture speech encoder with BEST-RQ and save it.
+    """Pretrain a Whisper-architecture speech encoder with BEST-RQ (and a window summary).
 
     Parameters
     ----------
@@ -163,14 +295,16 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         Length of the random training crops.
     batch_size : int, default=8
         Crops per step.
-    n_steps : int, default=600
-        Optimiser steps (600 x 8 x 8 s is about 3.1 passes over the library's 3.4 hours of
+    n_steps : int, default=900
+        Optimiser steps (900 x 8 x 8 s is about 4.6 passes over the library's 3.4 hours of
         training speech).
     learning_rate : float, default=1e-3
         Peak AdamW learning rate, reached after ``warmup_steps`` linear steps, then decayed
         linearly to zero.
     warmup_steps : int, default=60
+        Linear warm-up steps of the learning rate.
     weight_decay : float, default=0.01
+        AdamW weight decay.
     mask_probability : float, default=0.05
         Probability that a masked span starts at an encoder frame.
     mask_span : int, default=10
@@ -178,6 +312,24 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         masked.
     codebook_size, codebook_dim : int, default=1024, 16
         The random codebook of the quantiser.
+    summary_weight : float, default=1.0
+        Weight of the window-summary objective (mean squared error, added to the
+        cross-entropy); 0 turns it off (the revision-1 recipe).
+    summary_chunks : int, default=4
+        Consecutive chunks of the crop whose timeline the summary keeps (2 s each for 8 s
+        crops).
+    summary_layer : int, default=2
+        Hidden state read by the summary head: an index into ``hidden_states`` (0 = the input
+        embedding, ``encoder_layers`` = the output), or -1 for the output.
+    summary_target : {"input", "clean"}, default="input"
+        Summarise the masked input the encoder sees, or the clean crop (whose masked spans the
+        encoder cannot see).
+    summary_readout : {"frames", "pooled"}, default="frames"
+        ``"frames"``: each frame's state predicts its own standardised log-mel in its chunk's
+        slot of ``summary_chunks * 80`` outputs (zeros elsewhere), so the linear head applied
+        to the mean state predicts the chunk means; a per-frame signal that trains in a few
+        hundred steps. ``"pooled"``: the mean state predicts the standardised chunk means
+        directly (one gradient for all frames; measured to learn far slower).
     max_source_positions : int, default=1500
         Length of the saved model's sinusoidal position table in frames (1500: windows up to
         30 s, as Whisper); training uses ``crop_seconds`` windows.
@@ -189,14 +341,15 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     Returns
     -------
     history : dict
-        ``losses`` (training loss per step), ``fixed_batch_loss`` (``before`` and ``after``:
-        the loss on one fixed batch of crops and masks), ``mask_fraction``, ``seconds``,
+        ``losses`` (masked-prediction cross-entropy per step), ``summary_losses`` (the
+        summary error per step; empty when off), ``fixed_batch_loss`` and
+        ``fixed_batch_summary_loss`` (``before`` and ``after``: the same losses on one fixed
+        batch of crops and masks), ``mask_fraction``, ``seconds``, ``seconds_per_step``,
         ``n_parameters`` and the ``recipe``. The same record is written to
         ``sk_braintune_ssl.json``.
     """
     import torch
     from tqdm.auto import tqdm
-    from transformers import WhisperFeatureExtractor, WhisperModel
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     from .backbone import AudioBackbone, _load_preprocessing, quiet_transformers
@@ -208,7 +361,11 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
                   warmup_steps=warmup_steps, weight_decay=weight_decay,
                   mask_probability=mask_probability, mask_span=mask_span,
                   codebook_size=codebook_size, codebook_dim=codebook_dim,
-                  max_source_positions=max_source_positions, random_state=random_state)
+                  summary_weight=summary_weight, summary_chunks=summary_chunks,
+                  summary_layer=summary_layer, summary_target=summary_target,
+                  summary_readout=summary_readout,
+                  max_source_positions=max_source_positions,
+                  random_state=random_state)
     crop_frames = int(round(crop_seconds * _SAMPLE_RATE / (2 * _HOP)))
     if crop_frames < 2 * mask_span:
         raise ValueError(f"crop_seconds={crop_seconds} gives {crop_frames} frames; need at "
@@ -216,6 +373,16 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     if crop_frames > max_source_positions:
         raise ValueError(f"crops of {crop_seconds} s exceed max_source_positions="
                          f"{max_source_positions} frames")
+    if not -1 <= summary_layer <= encoder_layers:
+        raise ValueError(f"summary_layer must be -1 (the output) or a hidden-state index 0.."
+                         f"{encoder_layers}, got {summary_layer}")
+    if summary_readout not in ("pooled", "frames"):
+        raise ValueError(f"summary_readout must be 'pooled' or 'frames', got {summary_readout!r}")
+    if summary_target not in ("input", "clean"):
+        raise ValueError(f"summary_target must be 'input' or 'clean', got {summary_target!r}")
+    if summary_weight < 0 or not 1 <= summary_chunks <= 2 * crop_frames:
+        raise ValueError(f"need summary_weight >= 0 and 1 <= summary_chunks <= "
+                         f"{2 * crop_frames}, got {summary_weight} and {summary_chunks}")
     crop_samples = crop_frames * 2 * _HOP
     waveforms = _check_waveforms(waveforms, crop_samples)
     directory = Path(directory)
@@ -233,12 +400,10 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
             encoder = WhisperEncoder(_whisper_config(encoder_layers, d_model, attention_heads,
                                                      ffn_dim, crop_frames))
             head = torch.nn.Linear(d_model, codebook_size)
+            summary_head = torch.nn.Linear(d_model, summary_chunks * 80)
         finally:
             torch.random.set_rng_state(torch_state)
-        fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=_SAMPLE_RATE,
-                                     hop_length=_HOP, chunk_length=30, n_fft=400,
-                                     padding_value=0.0, return_attention_mask=False)
-        fe.save_pretrained(directory)
+    _save_preprocessor(directory)
     config = encoder.config
     mel_maker = AudioBackbone(encoder, family="whisper", name_or_path=str(directory),
                               preprocessing=_load_preprocessing(str(directory), "whisper",
@@ -254,7 +419,8 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
 
     # normalisation of the quantiser's input: statistics of 64 crops
     with torch.no_grad():
-        stacked = _BestRQ.stacked(batch_of(64, np.random.default_rng([random_state, 1])))
+        statistics_mel = batch_of(64, np.random.default_rng([random_state, 1]))
+        stacked = _BestRQ.stacked(statistics_mel)
         flat = stacked.reshape(-1, stacked.shape[-1])
         mean, std = flat.mean(0), flat.std(0).clamp(min=1e-5)
     quantiser = _BestRQ(mean, std, codebook_size, codebook_dim, generator)
@@ -265,6 +431,31 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
             np.float32) * np.float32(0.1))
         return mask, noise
 
+    # standardisation of the summary targets: statistics of the same 64 crops, masked like
+    # the encoder's input when the summary is of the input
+    with torch.no_grad():
+        statistics_input = statistics_mel
+        if summary_target == "input":
+            statistics_input = _masked_input(statistics_mel, *masks_and_noise(
+                64, np.random.default_rng([random_state, 3])))
+        chunked = _chunk_means(statistics_input, summary_chunks)
+        summary_mean, summary_std = chunked.mean(0), chunked.std(0).clamp(min=1e-5)
+
+    def summary_target_of(mel):
+        if summary_readout == "frames":
+            # per-bin standardisation of the frames (the quantiser's statistics); the slots of
+            # the other chunks stay 0
+            slotted = _slotted_frames(mel, summary_chunks, (mean[:80] + mean[80:]) / 2,
+                                      (std[:80] + std[80:]) / 2)
+            return slotted * summary_chunks ** 0.5  # the occupied slot: unit variance
+        return (_chunk_means(mel, summary_chunks) - summary_mean) / summary_std
+
+    def summary_of(mel):
+        if summary_weight == 0:
+            return None
+        return (summary_head, summary_layer, summary_target_of, summary_target == "input",
+                summary_readout == "pooled")
+
     fixed_rng = np.random.default_rng([random_state, 2])
     fixed_mel = batch_of(batch_size, fixed_rng)
     fixed_mask, fixed_noise = masks_and_noise(batch_size, fixed_rng)
@@ -273,11 +464,14 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     def fixed_loss():
         encoder.eval()
         with torch.no_grad():
-            value = _loss(encoder, head, fixed_mel, fixed_mask, fixed_targets, fixed_noise)
+            masked_loss, summary_loss = _loss(encoder, head, fixed_mel, fixed_mask,
+                                              fixed_targets, fixed_noise, summary_of(fixed_mel))
         encoder.train()
-        return float(value)
+        return float(masked_loss), None if summary_loss is None else float(summary_loss)
 
     params = list(encoder.parameters()) + list(head.parameters())
+    if summary_weight > 0:
+        params += list(summary_head.parameters())
     trainable = [p for p in params if p.requires_grad]  # the position table is frozen
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
 
@@ -287,48 +481,38 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         return max(0.0, (n_steps - step) / max(1, n_steps - warmup_steps))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    before = fixed_loss()
-    losses, masked = [], []
+    before, summary_before = fixed_loss()
+    losses, summary_losses, masked = [], [], []
     loop_started = time.perf_counter()
     encoder.train()
     for _ in tqdm(range(n_steps), desc="BEST-RQ pretraining", disable=not verbose):
         mel = batch_of(batch_size, rng)
         mask, noise = masks_and_noise(batch_size, rng)
         targets = quantiser.targets(mel)
-        loss = _loss(encoder, head, mel, mask, targets, noise)
+        loss, summary_loss = _loss(encoder, head, mel, mask, targets, noise, summary_of(mel))
+        losses.append(loss.item())
+        if summary_loss is not None:
+            summary_losses.append(summary_loss.item())
+            loss = loss + summary_weight * summary_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item())
         masked.append(float(mask.float().mean()))
     loop_seconds = time.perf_counter() - loop_started
-    after = fixed_loss()
+    after, summary_after = fixed_loss()
     encoder.eval()
 
     # the saved model: a whole WhisperModel whose encoder holds the trained weights
-    with quiet_transformers():
-        torch_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(random_state)
-            full = WhisperModel(_whisper_config(encoder_layers, d_model, attention_heads,
-                                                ffn_dim, max_source_positions))
-        finally:
-            torch.random.set_rng_state(torch_state)
-        state = encoder.state_dict()
-        table = full.encoder.embed_positions.weight.detach()
-        if not torch.allclose(table[:crop_frames], state["embed_positions.weight"], atol=1e-6):
-            raise RuntimeError("the sinusoidal position tables of the training and the saved "
-                               "encoders disagree")
-        state["embed_positions.weight"] = table.clone()
-        full.encoder.load_state_dict(state, strict=True)
-        full.eval()
-        full.save_pretrained(directory)
+    state = encoder.state_dict()
+    _save_whisper_model(state, directory, recipe, crop_frames=crop_frames)
     n_parameters = sum(p.numel() for p in encoder.parameters())
     history = dict(
         recipe=recipe, revision=SSL_REVISION, objective="BEST-RQ masked prediction",
         losses=losses, fixed_batch_loss=dict(before=before, after=after),
+        summary_losses=summary_losses,
+        fixed_batch_summary_loss=dict(before=summary_before, after=summary_after),
         mask_fraction=float(np.mean(masked)) if masked else None,
         n_training_seconds=float(sum(lengths) / _SAMPLE_RATE),
         n_parameters=int(n_parameters), seconds=round(time.perf_counter() - started, 2),
@@ -341,29 +525,176 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     return history
 
 
+def package_ssl_model(model_directory, output_directory, *, texts_digest=None):
+    """Write a pretrained model's encoder as package data (float16, a few MB).
+
+    ``output_directory`` receives ``encoder.safetensors`` (the encoder's weights in float16,
+    without the sinusoidal position table, which is rebuilt at load time like the unused
+    decoder) and ``ssl_model.json`` (the training record of ``model_directory``, the SHA-256
+    of the weights file and ``texts_digest``). :func:`load_ssl_speech_model` turns these
+    into a whole ``WhisperModel`` directory (:func:`unpack_ssl_model`).
+
+    Parameters
+    ----------
+    model_directory : str or os.PathLike
+        Output of :func:`pretrain_ssl_speech_model`.
+    output_directory : str or os.PathLike
+        Created if needed; existing files are replaced.
+    texts_digest : str, optional
+        What the training speech depends on (``story_speech(...)[1]``), recorded so that a
+        packaged model is only used for the training texts it was made from.
+
+    Returns
+    -------
+    metadata : dict
+        The record written to ``ssl_model.json``; ``sha256`` identifies the weights.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import WhisperModel
+
+    from .backbone import quiet_transformers
+
+    history = _read_marker(model_directory)
+    if history is None:
+        raise FileNotFoundError(f"{model_directory} holds no {MARKER_FILE}: not a model made "
+                                "by pretrain_ssl_speech_model")
+    with quiet_transformers():
+        encoder = WhisperModel.from_pretrained(model_directory).get_encoder()
+    state = {k: v.detach().to(torch.float16).contiguous()
+             for k, v in encoder.state_dict().items() if k != "embed_positions.weight"}
+    output_directory = Path(output_directory)
+    output_directory.mkdir(parents=True, exist_ok=True)
+    weights = output_directory / PACKAGED_WEIGHTS
+    # fixed metadata, sorted keys: the same weights give the same bytes
+    save_file(dict(sorted(state.items())), str(weights), metadata={"format": "pt"})
+    metadata = dict(history, packaged=True, texts_digest=texts_digest,
+                    sha256=_sha256(weights), weights_bytes=weights.stat().st_size,
+                    dtype="float16")
+    with open(output_directory / PACKAGED_RECORD, "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=1)
+    return metadata
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packaged_ssl_model(directory=None):
+    """The record of the packaged SSL model (``ssl_model.json``), or None when absent.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike, optional
+        Folder of :func:`package_ssl_model`'s output; the copy shipped in
+        ``sk_braintune/data/ssl_model`` by default.
+
+    Returns
+    -------
+    metadata : dict or None
+        The recipe, revision, training record, ``texts_digest`` and ``sha256`` of the weights.
+    """
+    directory = PACKAGED_DIR if directory is None else Path(directory)
+    record = _read_marker(directory, PACKAGED_RECORD)
+    if record is None or not (directory / PACKAGED_WEIGHTS).is_file():
+        return None
+    return record
+
+
+def unpack_ssl_model(directory, package_directory=None):
+    """Write the packaged encoder as a whole ``WhisperModel`` directory.
+
+    The encoder weights come from ``encoder.safetensors`` (float16, loaded as float32); the
+    sinusoidal position table and the unused one-block decoder are rebuilt from the recipe's
+    seed, as :func:`pretrain_ssl_speech_model` builds them.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Output folder (created).
+    package_directory : str or os.PathLike, optional
+        Output of :func:`package_ssl_model`; the shipped copy by default.
+
+    Returns
+    -------
+    metadata : dict
+        The package's record, also written to ``sk_braintune_ssl.json`` in ``directory``.
+    """
+    from safetensors.torch import load_file
+
+    package_directory = PACKAGED_DIR if package_directory is None else Path(package_directory)
+    metadata = packaged_ssl_model(package_directory)
+    if metadata is None:
+        raise FileNotFoundError(f"no packaged SSL model in {package_directory}")
+    weights = package_directory / PACKAGED_WEIGHTS
+    if _sha256(weights) != metadata["sha256"]:
+        raise OSError(f"{weights} does not match the SHA-256 recorded in {PACKAGED_RECORD}: "
+                      "a damaged install; reinstall sk_braintune")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _save_whisper_model(load_file(str(weights)), directory, metadata["recipe"])
+    _save_preprocessor(directory)
+    with open(directory / MARKER_FILE, "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=1)
+    return metadata
+
+
+def _install(target, build):
+    """Run ``build(staging)`` in a temporary sibling folder, then rename it to ``target``."""
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    try:
+        build(staging)
+        if _read_marker(target) is not None:
+            return  # another process finished first
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy
+        os.chmod(staging, 0o755)  # mkdtemp makes it private (0700)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def _recipe_key(recipe, texts_digest):
     blob = json.dumps({"recipe": recipe, "texts": texts_digest, "revision": SSL_REVISION},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_marker(directory):
+def _read_marker(directory, name=MARKER_FILE):
     try:
-        with open(Path(directory) / MARKER_FILE, encoding="utf-8") as f:
+        with open(Path(directory) / name, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
 
 
-def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, verbose=False,
-                          **recipe):
+def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, packaged=True,
+                          verbose=False, **recipe):
     """Path of the self-supervised speech model pretrained on the story library (cached).
 
-    The first call synthesises the library's training stories (cached, shared with
-    ``make_story_dataset(stories="library")``), runs :func:`pretrain_ssl_speech_model` with
-    :data:`SSL_RECIPE` (a few minutes on two CPU cores) and writes the model under a
-    temporary name, renamed into place when complete; later calls return the cached directory
-    at once. The validation and test stories of the library are never heard in pretraining.
+    With the default recipe (:data:`SSL_RECIPE`, ``random_state=0``, all words) the model is
+    the one shipped in the package: the first call writes it as a whole ``WhisperModel``
+    directory (:func:`unpack_ssl_model`, about a second, no pretraining and no speech
+    synthesis), later calls return that directory. The package records the recipe, the
+    revision and the digest of the training texts it was made from; when any of them differs
+    from the current ones (or ``packaged=False``), the model is pretrained instead.
+
+    Any other recipe or seed synthesises the library's training stories (cached, shared with
+    ``make_story_dataset(stories="library")``), runs :func:`pretrain_ssl_speech_model` (900
+    steps: about 15 minutes of CPU time on one core) and writes the model under a temporary
+    name, renamed into place when complete; later calls return the cached directory at once.
+    The validation and test stories of the library are never heard in pretraining.
+
+    Measured (``benchmarks/ssl_alignment.py``, ``benchmarks/results/ssl_alignment_library.json``)
+    against Whisper tiny.en on the library dataset: see the user guide's section on the
+    self-supervised model.
 
     Parameters
     ----------
@@ -374,6 +705,9 @@ def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, ver
     cache_dir : str or path-like, optional
         Parent folder of the cached models; ``sk_braintune._utils.cache_dir("models", "ssl")``
         (below ``$SK_BRAINTUNE_CACHE`` or ``~/.cache/sk_braintune``) by default.
+    packaged : bool, default=True
+        Use the packaged weights when they are this recipe's (see above); False always
+        pretrains (e.g. to check that the recipe reproduces them).
     verbose : bool, default=False
         Show progress bars.
     **recipe
@@ -391,24 +725,32 @@ def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, ver
     if unknown:
         raise TypeError(f"unknown recipe settings {sorted(unknown)}; valid: {sorted(SSL_RECIPE)}")
     recipe = {**SSL_RECIPE, **recipe, "random_state": int(random_state)}
-    speech, digest = story_speech(stories="library", split="train", max_words=max_words,
-                                  verbose=verbose)
     parent = Path(cache_dir) if cache_dir is not None else _cache_root("models", "ssl")
-    target = (parent / f"bestrq-whisper-{_recipe_key(recipe, digest)}").expanduser().absolute()
+    parent = parent.expanduser().absolute()
+    _, digest = story_speech(stories="library", split="train", max_words=max_words,
+                             synthesize=False)
+    package = packaged_ssl_model() if packaged else None
+    if package is not None and _is_packaged_recipe(package, recipe, digest):
+        target = parent / f"bestrq-whisper-packaged-{package['sha256'][:16]}"
+        if _read_marker(target) is None or not (target / "model.safetensors").is_file():
+            _install(target, unpack_ssl_model)
+        return str(target)
+    target = parent / f"bestrq-whisper-{_recipe_key(recipe, digest)}"
     if _read_marker(target) is not None and (target / "config.json").is_file():
         return str(target)
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
-    try:
-        pretrain_ssl_speech_model([s.audio for s in speech.values()], staging, verbose=verbose,
-                                  **recipe)
-        if _read_marker(target) is not None:
-            return str(target)  # another process finished first
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy
-        os.chmod(staging, 0o755)  # mkdtemp makes it private (0700)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    speech, _ = story_speech(stories="library", split="train", max_words=max_words,
+                             verbose=verbose)
+
+    def build(staging):
+        pretrain_ssl_speech_model([s.audio for s in speech.values()], staging,
+                                  verbose=verbose, **recipe)
+
+    _install(target, build)
     return str(target)
+
+
+def _is_packaged_recipe(package, recipe, texts_digest):
+    """Whether the packaged model is what ``recipe`` on the current texts would pretrain."""
+    if package.get("revision") != SSL_REVISION or package.get("texts_digest") != texts_digest:
+        return False
+    return all(package["recipe"].get(k) == v for k, v in recipe.items())
