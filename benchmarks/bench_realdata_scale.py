@@ -18,6 +18,10 @@ Usage (long: tens of minutes on two cores; ~22 GB of disk)::
 
     nice python3 benchmarks/bench_realdata_scale.py > bench_realdata_scale.log 2>&1
     python3 benchmarks/bench_realdata_scale.py --stories 27 --commands evaluate --voxels 20000
+    # write once, then run on the kept dataset (one thread on a shared machine)
+    python3 benchmarks/bench_realdata_scale.py --stories 84 --commands evaluate --keep \
+        --threads 1 --analyses core
+    python3 benchmarks/bench_realdata_scale.py --stories 27 --commands evaluate --reuse --keep
 """
 
 from __future__ import annotations
@@ -54,13 +58,19 @@ def subset(names, n_stories):
     return train[:n_stories - 3] + [*VALIDATION, TEST_STORY]
 
 
+def dataset_trs(n_stories, seed):
+    """Response rows of each story of the dataset ``write_dataset`` writes."""
+    names = story_names(n_stories)
+    n_trs = np.random.default_rng(seed).integers(300, 401, size=n_stories)
+    n_trs[names.index(TEST_STORY)] = 251  # the real test story keeps 251 TRs
+    return {s: int(n) for s, n in zip(names, n_trs)}
+
+
 def write_dataset(root, n_stories, n_voxels, nan_voxels, seed):
     from sk_braintune.testing import make_miniature_lebel2023
 
-    rng = np.random.default_rng(seed)
     names = story_names(n_stories)
-    n_trs = rng.integers(300, 401, size=n_stories)
-    n_trs[names.index(TEST_STORY)] = 251  # the real test story keeps 251 TRs
+    n_trs = np.array([dataset_trs(n_stories, seed)[s] for s in names])
     # noise from 3 to 25 signal SDs: cc_max from 0.99 down to 0.13 over 10 repeats, about a
     # fifth of the voxels above the tuner's default --min-ceiling 0.4 (as in the real data)
     make_miniature_lebel2023(root, subjects=("UTS01",), stories=names, n_voxels=n_voxels,
@@ -118,7 +128,7 @@ def run_command(argv, log_path):
                                    preexec_fn=_lower_priority)
         sampler = RSSSampler(process.pid)
         sampler.start()
-        marks = [("start-up, load and stack responses", start)]
+        marks = [("start-up and load (tune: and stack the responses)", start)]
         ends = {}
         for line in process.stdout:
             if not PROGRESS_BAR.search(line):
@@ -159,6 +169,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the synthetic dataset")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the dataset already at --root (written by an earlier --keep "
+                             "run with the same --stories/--voxels/--seed) instead of writing it")
+    parser.add_argument("--analyses", choices=["all", "core"], default="all",
+                        help="evaluate: 'core' switches off the variance partitioning and the "
+                             "significance test (config keys variance_partitioning, "
+                             "significance), leaving features, alignment and low-level impact")
     parser.add_argument("--output", type=Path,
                         default=HERE / "results" / "realdata_scale.json")
     args = parser.parse_args()
@@ -180,12 +197,25 @@ def main():
     n_max = max(args.stories)
     args.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    names, n_trs = write_dataset(args.root, n_max, args.voxels, args.nan_voxels, args.seed)
-    disk = sum(p.stat().st_size for p in args.root.rglob("*") if p.is_file()) / GIB
-    results["write"] = {"stories": n_max, "seconds": round(time.perf_counter() - t0, 1),
-                        "disk_gib": round(disk, 2)}
-    print(f"wrote {n_max} stories x {args.voxels} voxels ({disk:.1f} GiB) in "
-          f"{results['write']['seconds']} s to {args.root}", flush=True)
+    if args.reuse and (args.root / "derivative" / "respdict.json").exists():
+        # the dataset may hold more stories than this run uses (written for 84, run on 27)
+        respdict = json.loads((args.root / "derivative" / "respdict.json").read_text())
+        # respdict.json also lists a story whose files are missing, as the real one does
+        n_written = sum((args.root / "stimuli" / f"{s}.wav").exists() for s in respdict)
+        if n_written < n_max:
+            parser.error(f"--reuse: {args.root} holds {n_written} stories, fewer than {n_max}")
+        names = story_names(n_written)
+        n_trs = dataset_trs(n_written, args.seed)
+        results["write"] = {"stories": n_max, "reused": str(args.root)}
+        print(f"using the dataset at {args.root}", flush=True)
+    else:
+        names, n_trs = write_dataset(args.root, n_max, args.voxels, args.nan_voxels, args.seed)
+        disk = sum(p.stat().st_size for p in args.root.rglob("*") if p.is_file()) / GIB
+        results["write"] = {"stories": n_max, "seconds": round(time.perf_counter() - t0, 1),
+                            "disk_gib": round(disk, 2)}
+        print(f"wrote {n_max} stories x {args.voxels} voxels ({disk:.1f} GiB) in "
+              f"{results['write']['seconds']} s to {args.root}", flush=True)
+    results["analyses"] = args.analyses
     save()
     # small random wav2vec2: 8-channel CNN with the real 320-sample stride, 2 blocks of width
     # 16, so 3 hidden states ("several layers") at a cost the 2-core machine can afford
@@ -201,7 +231,12 @@ def main():
         for command in args.commands:
             est = estimate_memory(rows, args.voxels, audio_seconds=seconds, command=command,
                                   n_test_trs=n_trs[TEST_STORY], n_layers=layers,
-                                  hidden_size=hidden, selected_fraction=0.2)
+                                  hidden_size=hidden, selected_fraction=0.2,
+                                  # tune stacks only the voxels above --min-ceiling
+                                  select_before_stacking=command == "tune")
+            if command == "evaluate" and args.analyses == "core":  # those stages do not run
+                est["stages"].pop("partitioning", None)
+                est["peak_gib"] = max(est["stages"].values())
             available = psutil.virtual_memory().available / GIB
             print(f"\n== {command} on {n_stories} stories ({rows} TRs, {seconds / 3600:.1f} h "
                   f"of audio) x {args.voxels} voxels: estimated peak {est['peak_gib']:.1f} GiB ("
@@ -225,6 +260,10 @@ def main():
                     "--threads", str(args.threads), "--quiet", "--stories", *stories]
             if command == "tune":
                 argv += ["--epochs", "1"]
+            elif args.analyses == "core":
+                config = args.root.parent / "evaluate_core.toml"
+                config.write_text("variance_partitioning = false\nsignificance = false\n")
+                argv += ["--config", str(config)]
             log = args.output.parent / f"realdata_scale_{command}_{n_stories}.log"
             measured = run_command(argv, log)
             run.update(measured)

@@ -152,6 +152,9 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
     features : ndarray of shape (n_trs, n_features)
         Per-TR features of all stories (rows of each story contiguous and in time order).
     responses : ndarray of shape (n_trs, n_voxels)
+        Never copied whole: when the rows of the training stories (of the test stories) are
+        one contiguous run, e.g. the test story stacked last, the model is fitted (scored) on
+        a view; otherwise those rows are copied.
     groups : array-like of shape (n_trs,)
         Story of each row.
     train_stories, test_stories : sequence of str
@@ -181,7 +184,7 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
     from sklearn.base import clone
 
     from .metrics import correlation_score, normalized_correlation
-    from .preprocessing import zscore_per_story
+    from .preprocessing import select_rows, zscore_per_story
 
     groups = np.asarray(groups)
     responses = np.asarray(responses)
@@ -204,9 +207,12 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
         model = _clamp_inner_cv(model, train_groups)
     else:
         train_groups = None  # one story: an integer cv takes contiguous blocks of it
-    _fit_with_groups(model, X[train], responses[train], train_groups)
-    prediction = np.asarray(model.predict(X[test])).reshape(int(test.sum()), -1)
-    r = correlation_score(responses[test], prediction, multioutput="raw_values")
+    # views, not copies, when the training (test) stories are stacked contiguously, as
+    # windows_from_dataset(data, train + test) stacks them: at full size a copy of the
+    # training responses is as large as the responses
+    _fit_with_groups(model, select_rows(X, train), select_rows(responses, train), train_groups)
+    prediction = np.asarray(model.predict(select_rows(X, test))).reshape(int(test.sum()), -1)
+    r = correlation_score(select_rows(responses, test), prediction, multioutput="raw_values")
     normalized = None if noise_ceiling is None else normalized_correlation(r, noise_ceiling)
     return {"r": r, "normalized": normalized,
             "best_alphas": getattr(model, "best_alphas_", None), "model": model,
@@ -263,6 +269,7 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
 
     from .metrics import roi_means
     from .parallel import parallel_map
+    from .preprocessing import select_rows
 
     per_layer = split_layers(features, n_layers)
     fit_layer = partial(_layer_scores, responses=responses, groups=groups,
@@ -272,8 +279,8 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
                                       for layer in range(n_layers)), n_jobs=n_jobs)
     per_voxel = np.asarray([normalized for normalized, _, _ in scores])
     _, prediction, test_rows = scores[-1]
-    last_layer = {"y_true": np.asarray(responses)[test_rows], "prediction": prediction,
-                  "groups": np.asarray(groups)[test_rows]}
+    last_layer = {"y_true": np.array(select_rows(np.asarray(responses), test_rows)),
+                  "prediction": prediction, "groups": np.asarray(groups)[test_rows]}
     labels = np.asarray(voxel_labels)
     rois = {}
     for layer_scores in per_voxel:
@@ -306,8 +313,31 @@ def lowlevel_feature_spaces(dataset, train_stories, test_stories, kinds=LOW_LEVE
     return [lowlevel_features(dataset, kind, stories, fit_stories=train) for kind in kinds]
 
 
+def _stacked_responses(dataset, responses, groups, stories):
+    """Responses of ``stories`` stacked in that order: ``responses`` as is, or read and stacked.
+
+    ``responses`` (rows in the order of ``groups``) is used without a copy when ``groups``
+    holds ``stories`` as contiguous runs in that order; otherwise the dataset's responses are
+    stacked (:func:`sk_braintune.windows.stack_responses`).
+    """
+    from .windows import stack_responses
+
+    groups = np.asarray(groups)
+    if responses is not None:
+        responses = np.asarray(responses)
+        if len(responses) != len(groups):
+            raise ValueError(f"responses ({len(responses)} rows) and groups ({len(groups)}) "
+                             "need one row per TR each")
+        lengths = [int(np.count_nonzero(groups == s)) for s in stories]
+        expected = np.repeat(np.asarray(stories, dtype=object), lengths)
+        if len(expected) == len(groups) and np.array_equal(expected, groups):
+            return responses
+    return stack_responses(dataset, stories)
+
+
 def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
-                      estimator=None, cv=5, kinds=LOW_LEVEL_KINDS, lowlevel=None):
+                      estimator=None, cv=5, kinds=LOW_LEVEL_KINDS, lowlevel=None,
+                      responses=None):
     """Low-level impact on the alignment of each model's features (demo and real data alike).
 
     The low-level features of ``kinds`` (:func:`sk_braintune.features.lowlevel.lowlevel_features`,
@@ -335,6 +365,11 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
     lowlevel : list of dict, optional
         Those spaces already built by :func:`lowlevel_feature_spaces` (``kinds`` is then
         ignored).
+    responses : ndarray of shape (n_trs, n_voxels), optional
+        The responses already stacked in the rows of ``groups`` (e.g. ``y`` of
+        :func:`sk_braintune.windows.windows_from_dataset`): used without a copy when
+        ``groups`` holds the training stories, then the test stories, each contiguous; read
+        from ``dataset`` when None (at full size, a second copy of every response).
 
     Returns
     -------
@@ -348,11 +383,15 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
     stories = train + test
     if lowlevel is None:
         lowlevel = lowlevel_feature_spaces(dataset, train, test, kinds)
-    responses = {s: np.asarray(dataset.responses[s]) for s in stories}
+    responses = _stacked_responses(dataset, responses, groups, stories)
     noise_ceiling = np.asarray(dataset.noise_ceiling)
     labels = np.asarray(dataset.voxel_labels)
     out = {}
     for name, feats in features.items():
+        feats = np.asarray(feats)
+        if len(feats) != len(groups):
+            raise ValueError(f"features of {name!r} ({len(feats)} rows) and groups "
+                             f"({len(groups)}) need one row per TR each")
         comparison = low_level_comparison(
             split_by_story(feats, groups), lowlevel, responses, train, test, cv=cv,
             estimator=estimator, noise_ceiling=noise_ceiling, voxel_labels=labels)
@@ -367,7 +406,8 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
 
 def variance_partition_summary(dataset, features, groups, train_stories, test_stories, *,
                                lowlevel=None, kinds=LOW_LEVEL_KINDS, delays=(1, 2, 3, 4),
-                               n_iter=10, cv=5, backend="numpy", random_state=0):
+                               n_iter=10, cv=5, backend="numpy", random_state=0,
+                               responses=None):
     """Variance partitioning of each model's features vs the low-level features, per ROI.
 
     A second estimate of the low-level impact next to :func:`low_level_impacts`: per voxel,
@@ -400,6 +440,9 @@ def variance_partition_summary(dataset, features, groups, train_stories, test_st
     backend : {"numpy", "torch"}, default="numpy"
     random_state : int, default=0
         Seeds the band-weight candidates.
+    responses : ndarray of shape (n_trs, n_voxels), optional
+        The responses already stacked in the rows of ``groups``, used without a copy (read
+        from ``dataset`` and stacked when None).
 
     Returns
     -------
@@ -418,7 +461,7 @@ def variance_partition_summary(dataset, features, groups, train_stories, test_st
     stories = list(dict.fromkeys(groups.tolist()))
     low = np.concatenate([np.hstack([np.asarray(space[s], dtype=np.float32) for space in lowlevel])
                           for s in stories])
-    responses = np.concatenate([np.asarray(dataset.responses[s]) for s in stories])
+    responses = _stacked_responses(dataset, responses, groups, stories)
     if len(low) != len(groups) or len(responses) != len(groups):
         raise ValueError(f"the low-level features ({len(low)} rows) and responses "
                          f"({len(responses)}) of the stories {stories} do not match groups "

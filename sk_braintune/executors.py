@@ -321,33 +321,40 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
     terms = {
         "runtime": runtime_gib,
         "audio": audio_seconds * 16_000 * f32 / _GIB,
-        # make_windows keeps a zero-padded copy of every story's waveform
+        # make_windows keeps a zero-padded copy of every story's waveform (evaluate then uses
+        # it as the dataset's audio: held twice only while the windows are cut)
         "window_audio": audio_seconds * 16_000 * f32 / _GIB,
         # one WAV at 44.1 kHz: stereo int16, a float32 mono copy, the resampler's float64
         "audio_decode": longest_story_seconds * 44_100 * (2 * 2 + 4 + 8) / _GIB,
         "repeats": n_repeats * n_test_trs * n_voxels * f32 / _GIB,
         "responses": n_trs * n_voxels * f32 / _GIB,
-        "train_responses": (n_trs - n_test_trs) * n_voxels * f32 / _GIB,
         "features": n_trs * n_layers * hidden_size * f32 / _GIB,
         "ridge": (working_memory_mib * 2 ** 20 + n_voxels * (hidden_size * n_delays * f32
                                                             + n_alphas * 8 + 3 * 8)
                   + 2 * n_test_trs * n_voxels * f32) / _GIB,
+        # held-out responses and predictions in float64 (partitioning, significance)
+        "test_float64": 4 * n_test_trs * n_voxels * 8 / _GIB,
         "selected_responses": selected_fraction * n_trs * n_voxels * f32 / _GIB,
         "lowlevel": lowlevel_gib,
         "training": training_gib,
     }
     base = terms["runtime"] + terms["audio"]
-    stages = {"load": base + max(terms["audio_decode"], terms["repeats"])}
-    base += terms["window_audio"]
+    stages = {"load": base + max(terms["audio_decode"], terms["repeats"]),
+              "windows": base + terms["window_audio"]}
     if command == "evaluate":
-        stages["features"] = base + terms["responses"] + terms["features"]
-        # fit_score_encoding indexes the training rows of the stacked responses (a copy)
-        stages["alignment"] = stages["features"] + terms["train_responses"] + terms["ridge"]
-        # low_level_comparison stacks the responses of the train and test stories again
-        stages["low_level"] = (stages["features"] + terms["responses"] + terms["ridge"]
-                               + terms["lowlevel"])
+        # the audio is dropped once the features and the low-level features are made; then
+        # the responses are stacked once (training stories first, the test story last) and
+        # every fit reads views of them: no stage copies them
+        stages["features"] = base + terms["features"]
+        stages["lowlevel_features"] = base + terms["features"] + terms["lowlevel"]
+        held = terms["runtime"] + terms["features"] + terms["lowlevel"] + terms["responses"]
+        stages["alignment"] = held + terms["ridge"]
+        stages["low_level"] = held + terms["ridge"]
+        stages["partitioning"] = held + terms["ridge"] + terms["test_float64"]
     else:
+        base += terms["window_audio"]
         stacked = (terms["selected_responses"] if select_before_stacking
                    else terms["responses"] + terms["selected_responses"])
-        stages["tune"] = base + stacked + terms["training"] + 2 * terms["selected_responses"]
+        # the tuner keeps float32 targets as given and one standardised copy
+        stages["tune"] = base + stacked + terms["training"] + terms["selected_responses"]
     return {"stages": stages, "peak_gib": max(stages.values()), "terms": terms}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["zscore", "zscore_per_story", "split_by_story", "mel_filterbank"]
+__all__ = ["zscore", "zscore_per_story", "split_by_story", "select_rows", "mel_filterbank"]
 
 
 def zscore(X, axis=0, *, dtype=np.float64):
@@ -77,7 +77,39 @@ def split_by_story(matrix, groups):
     per_story : dict of str to ndarray of shape (n_story_samples, ...)
     """
     groups = np.asarray(groups)
-    return {story: matrix[groups == story] for story in dict.fromkeys(groups)}
+    return {story: select_rows(matrix, groups == story) for story in dict.fromkeys(groups)}
+
+
+def select_rows(array, mask):
+    """The rows of ``array`` where ``mask`` is True: a view when they are one contiguous run.
+
+    Boolean indexing always copies; at full size (tens of thousands of TRs x 90,000 voxels)
+    a copy of the training rows of the responses is as large as the responses themselves.
+    The stories of a stacked dataset are contiguous, so the rows of a story, or of training
+    stories stacked before the test story, are a slice: returned as a view (no copy). Callers
+    must not modify the result in place.
+
+    Parameters
+    ----------
+    array : ndarray of shape (n_samples, ...)
+    mask : array-like of bool of shape (n_samples,)
+
+    Returns
+    -------
+    rows : ndarray of shape (mask.sum(), ...)
+        A view of ``array`` when the selected rows are contiguous (or none), else a copy.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (len(array),):
+        raise ValueError(f"mask must have shape ({len(array)},) (one entry per row), got "
+                         f"{mask.shape}")
+    selected = np.flatnonzero(mask)
+    if selected.size == 0:
+        return array[:0]
+    first, last = int(selected[0]), int(selected[-1])
+    if last - first + 1 == selected.size:
+        return array[first:last + 1]
+    return array[mask]
 
 
 def _hz_to_mel(f):

@@ -412,7 +412,7 @@ def evaluate_job(job):
                              variance_partition_summary)
     from .features import extract_layer_features
     from .report import dataset_fingerprints, voxel_selection
-    from .windows import windows_from_dataset
+    from .windows import dataset_windows, stack_responses
 
     config, participants = job["config"], job["participants"]
     out = {}
@@ -425,7 +425,13 @@ def evaluate_job(job):
         if not test:
             raise StudyInputError(f"{participant}: no test story among the loaded stories "
                                   "(the paper's is wheretheressmoke)")
-        X, y, groups = windows_from_dataset(data, train + test, window=config.window)
+        # memory at full size (84 stories: 16 h of audio, ~4 GB at 16 kHz; 29,000 TRs x
+        # 90,000 voxels, ~10 GB): the audio is held once (the windows' copy serves as the
+        # dataset's audio) and only until the features and the low-level features are made;
+        # then the responses are stacked once, training stories first, and every fit reads
+        # views of them
+        X = dataset_windows(data, train + test, window=config.window, share_audio=True)
+        groups = X.groups.copy()
         key = tuple(train + test)
         if key not in features_by_stories:
             with stages(f"features of {config.model} on {len(X)} windows"):
@@ -437,6 +443,13 @@ def evaluate_job(job):
                 except OSError as exc:
                     raise StudyInputError(f"could not load model {config.model!r}: "
                                           f"{exc}") from exc
+        with stages(f"{participant}: low-level features"):
+            lowlevel = lowlevel_feature_spaces(data, train, test)
+        fingerprints = dataset_fingerprints(data, train + test)
+        del X
+        data["audio"] = {}  # nothing below reads the audio
+        with stages(f"{participant}: stack responses"):
+            y = stack_responses(data, train + test)
         feats, layer_indices = features_by_stories[key]
         n_layers = len(layer_indices)
         labels = np.asarray(data.voxel_labels)
@@ -449,16 +462,16 @@ def evaluate_job(job):
                                         noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
         last_layer = {"model": split_layers(feats, n_layers)[:, -1]}
         with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
-            lowlevel = lowlevel_feature_spaces(data, train, test)
             impact = low_level_impacts(data, last_layer, groups, train, test,
-                                       estimator=encoder, cv=5, lowlevel=lowlevel)["model"]
+                                       estimator=encoder, cv=5, lowlevel=lowlevel,
+                                       responses=y)["model"]
         extra, extra_voxels = {}, {}
         if config.variance_partitioning:
             with stages(f"{participant}: variance partitioning (layer {layer_indices[-1]})"):
                 extra["variance_partitioning"] = variance_partition_summary(
                     data, last_layer, groups, train, test, lowlevel=lowlevel,
                     n_iter=config.partitioning_n_iter, cv=5, backend=config.ridge_backend,
-                    random_state=config.seed)["roi"]["model"]
+                    random_state=config.seed, responses=y)["roi"]["model"]
         if config.significance:
             with stages(f"{participant}: significance (layer {layer_indices[-1]})"):
                 fit = table["last_layer"]
@@ -480,6 +493,6 @@ def evaluate_job(job):
             "split": {k: list(v) for k, v in data.split.items()},
             "voxel_selection": voxel_selection(
                 np.arange(nc.size) if voxel_indices is None else voxel_indices, nc.size),
-            "data": dataset_fingerprints(data, train + test),
+            "data": fingerprints,
             "stage_seconds": dict(stages.times)}
     return out

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = ["AudioWindows", "is_audio_windows", "make_windows", "window_end_samples",
-           "windows_from_dataset"]
+           "windows_from_dataset", "dataset_windows", "stack_responses"]
 
 DEFAULT_SAMPLE_RATE = 16_000
 
@@ -188,6 +188,26 @@ class AudioWindows:
         # the stored waveform is offset by window_samples of left padding
         start = int(self.ends[i])
         return self.waveforms[story][start:start + self.window_samples]
+
+    def story_audio(self, story, n_samples):
+        """The first ``n_samples`` samples of a story's audio, without the padding: a view.
+
+        Parameters
+        ----------
+        story : str
+        n_samples : int
+            Length of the story's audio (the stored waveform may be right-padded beyond it).
+
+        Returns
+        -------
+        audio : ndarray of shape (n_samples,), float32
+            A view of the stored waveform (no copy).
+        """
+        waveform = self.waveforms[story]
+        if not 0 <= n_samples <= len(waveform) - self.window_samples:
+            raise ValueError(f"story {story!r} holds {len(waveform) - self.window_samples} "
+                             f"samples of audio, not {n_samples}")
+        return waveform[self.window_samples:self.window_samples + int(n_samples)]
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
@@ -367,6 +387,91 @@ def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT
                         np.concatenate(times), window_samples, sample_rate, check_finite=False)
 
 
+def _dataset_stories(dataset, stories):
+    if stories is None:
+        return list(dataset.stories)
+    if isinstance(stories, str):
+        return list(dataset.split[stories])
+    return list(stories)
+
+
+def dataset_windows(dataset, stories=None, *, window=10.0, share_audio=False):
+    """The audio windows of a dataset's stories, one per TR, without stacking the responses.
+
+    The ``X`` of :func:`windows_from_dataset`.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        Anything following the dataset contract (``audio``, ``tr_times``, ``responses``, ``tr``,
+        ``sample_rate``).
+    stories : list of str, optional
+        Stories to include, in order; all of ``dataset.stories`` by default. A name of a split
+        (``"train"``, ``"validation"``, ``"test"``) selects that split.
+    window : float, default=10.0
+        Window length in seconds.
+    share_audio : bool, default=False
+        The windows keep a padded copy of each story's waveform. True replaces
+        ``dataset.audio`` by a new dict in which each of ``stories`` is a view of that copy
+        (the same samples, :meth:`AudioWindows.story_audio`), so the audio is held once, not
+        twice (at ds003020's full size, 84 stories, ~4 GB each).
+
+    Returns
+    -------
+    X : AudioWindows of shape (n_trs, window * 16000)
+        ``X.groups`` is the story of each TR.
+    """
+    stories = _dataset_stories(dataset, stories)
+    unknown = [s for s in stories if s not in dataset.responses]
+    if unknown:
+        raise ValueError(f"unknown stories {unknown}; available: {list(dataset.stories)}")
+    for s in stories:
+        if len(dataset.tr_times[s]) != len(dataset.responses[s]):
+            raise ValueError(
+                f"story {s!r}: {len(dataset.tr_times[s])} TR times but "
+                f"{len(dataset.responses[s])} response rows"
+            )
+    X = make_windows({s: dataset.audio[s] for s in stories},
+                     {s: dataset.tr_times[s] for s in stories},
+                     window=window, tr=dataset.tr, sample_rate=dataset.sample_rate)
+    if share_audio:
+        dataset["audio"] = {**dataset.audio,
+                            **{s: X.story_audio(s, len(dataset.audio[s])) for s in stories}}
+    return X
+
+
+def stack_responses(dataset, stories=None):
+    """The responses of ``stories`` stacked in that order into one float32 array.
+
+    Filled story by story: lazily read responses (``load_lebel2023``) are never all in memory
+    twice, as a list of per-story arrays plus their concatenation would be.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        With ``responses`` (story -> (n_trs, n_voxels)).
+    stories : list of str, optional
+        As in :func:`dataset_windows`.
+
+    Returns
+    -------
+    y : ndarray of shape (n_trs, n_voxels), float32
+    """
+    stories = _dataset_stories(dataset, stories)
+    unknown = [s for s in stories if s not in dataset.responses]
+    if unknown:
+        raise ValueError(f"unknown stories {unknown}; available: {list(dataset.stories)}")
+    lengths = [len(dataset.responses[s]) for s in stories]
+    first = np.asarray(dataset.responses[stories[0]], dtype=np.float32)
+    y = np.empty((sum(lengths), *first.shape[1:]), dtype=np.float32)
+    start = 0
+    for s, length in zip(stories, lengths):
+        y[start:start + length] = first if s == stories[0] else np.asarray(
+            dataset.responses[s], dtype=np.float32)
+        start += length
+    return y
+
+
 def windows_from_dataset(dataset, stories=None, *, window=10.0):
     """Turn a dataset bunch into ``(X_windows, y, groups)``.
 
@@ -388,31 +493,12 @@ def windows_from_dataset(dataset, stories=None, *, window=10.0):
     y : ndarray of shape (n_trs, n_voxels), float32
     groups : ndarray of shape (n_trs,)
         Story name of each TR.
+
+    See Also
+    --------
+    dataset_windows, stack_responses : the two halves, for callers that need the audio and
+        the stacked responses at different times.
     """
-    if stories is None:
-        stories = list(dataset.stories)
-    elif isinstance(stories, str):
-        stories = list(dataset.split[stories])
-    unknown = [s for s in stories if s not in dataset.responses]
-    if unknown:
-        raise ValueError(f"unknown stories {unknown}; available: {list(dataset.stories)}")
-    for s in stories:
-        if len(dataset.tr_times[s]) != len(dataset.responses[s]):
-            raise ValueError(
-                f"story {s!r}: {len(dataset.tr_times[s])} TR times but "
-                f"{len(dataset.responses[s])} response rows"
-            )
-    X = make_windows({s: dataset.audio[s] for s in stories},
-                     {s: dataset.tr_times[s] for s in stories},
-                     window=window, tr=dataset.tr, sample_rate=dataset.sample_rate)
-    # filled story by story: lazily read responses (load_lebel2023) are never all in memory
-    # twice, as a list of per-story arrays plus their concatenation would be
-    lengths = [len(dataset.responses[s]) for s in stories]
-    first = np.asarray(dataset.responses[stories[0]], dtype=np.float32)
-    y = np.empty((sum(lengths), *first.shape[1:]), dtype=np.float32)
-    start = 0
-    for s, length in zip(stories, lengths):
-        y[start:start + length] = first if s == stories[0] else np.asarray(
-            dataset.responses[s], dtype=np.float32)
-        start += length
-    return X, y, X.groups.copy()
+    stories = _dataset_stories(dataset, stories)
+    X = dataset_windows(dataset, stories, window=window)
+    return X, stack_responses(dataset, stories), X.groups.copy()

@@ -86,10 +86,19 @@ def test_memory_estimate_adds_up_the_arrays_held():
     gib = 2.0 ** 30
     assert est["terms"]["responses"] == pytest.approx(n_trs * n_voxels * 4 / gib)
     assert est["terms"]["audio"] == pytest.approx(seconds * 16000 * 4 / gib)
-    # the alignment stage holds the stacked responses and the copy of their training rows
+    # the responses are held once: the alignment stage adds only the ridge's working arrays
+    # (its fits take views of the training rows), the windows stage the padded audio
     stages = est["stages"]
-    assert stages["alignment"] - stages["features"] == pytest.approx(
-        est["terms"]["train_responses"] + est["terms"]["ridge"])
+    terms = est["terms"]
+    assert stages["alignment"] == pytest.approx(
+        terms["runtime"] + terms["features"] + terms["lowlevel"] + terms["responses"]
+        + terms["ridge"])
+    # the audio is gone when the responses are stacked
+    assert stages["features"] == pytest.approx(
+        terms["runtime"] + terms["audio"] + terms["features"])
+    assert stages["windows"] - stages["load"] == pytest.approx(
+        est["terms"]["window_audio"] - max(est["terms"]["audio_decode"],
+                                           est["terms"]["repeats"]))
     assert est["peak_gib"] == max(stages.values())
     tune = estimate_memory(n_trs, n_voxels, audio_seconds=seconds, command="tune",
                            selected_fraction=0.25)

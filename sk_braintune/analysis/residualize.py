@@ -242,7 +242,10 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
         Model features per story (one layer, or several joined).
     lowlevel : dict of str to ndarray of shape (n_trs, d_low), or list of such dicts
         Low-level features per story (a list is joined column-wise, e.g. phonemes + powspec).
-    responses : dict of str to ndarray of shape (n_trs, n_voxels)
+    responses : dict of str to ndarray of shape (n_trs, n_voxels), or ndarray
+        Per story, or already stacked: an ndarray of shape (n_trs_total, n_voxels) holding
+        the stories of ``train_stories + test_stories`` in that order, used as is (at full
+        size stacking them here would copy every response).
     train_stories, test_stories : list of str
     delays : tuple of int, default=(1, 2, 3, 4)
         FIR delays in TRs (empty for none).
@@ -276,11 +279,17 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
 
     lowlevel = _as_story_dict(lowlevel, "lowlevel")
     stories = list(train_stories) + list(test_stories)
+    stacked = isinstance(responses, np.ndarray)
     for s in stories:
-        if len(features[s]) != len(lowlevel[s]) or len(features[s]) != len(responses[s]):
+        n_responses = len(features[s]) if stacked else len(responses[s])
+        if len(features[s]) != len(lowlevel[s]) or len(features[s]) != n_responses:
             raise ValueError(f"story {s!r}: features ({len(features[s])}), low-level features "
-                             f"({len(lowlevel[s])}) and responses ({len(responses[s])}) must have "
+                             f"({len(lowlevel[s])}) and responses ({n_responses}) must have "
                              "one row per TR each")
+    if stacked and len(responses) != sum(len(features[s]) for s in stories):
+        raise ValueError(f"stacked responses have {len(responses)} rows, but the stories "
+                         f"{stories} have {sum(len(features[s]) for s in stories)} TRs; stack "
+                         "them in the order train_stories + test_stories")
     model_z = {s: zscore(features[s]) for s in stories}
     low_z = {s: zscore(lowlevel[s]) for s in stories}
     d_low = next(iter(low_z.values())).shape[1]
@@ -297,7 +306,7 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
         estimator = default_encoder(cv=cv)
     # the encoding fits see the stories stacked in this order, each story's rows contiguous
     fit_groups = np.concatenate([[s] * len(features[s]) for s in stories])
-    y = _stack(responses, stories)
+    y = responses if stacked else _stack(responses, stories)
     scores = {}
     for name, feats in (("raw", model_z), ("resid", resid)):
         result = fit_score_encoding(_stack(feats, stories), y, fit_groups, train_stories,

@@ -178,16 +178,21 @@ def participant_windows(data, stories, window, participants=None):
     # base has the rows of one participant, story by story; repeat each story's block once per
     # participant (only index arrays grow: the waveforms stay one per story)
     starts = np.cumsum([0] + [len(data.tr_times[s]) for s in stories])
-    index, labels, targets = [], [], []
+    index, labels = [], []
+    n_voxels = np.shape(per[participants[0]]["responses"][stories[0]])[1:]
+    # filled block by block: a list of per-story arrays plus their concatenation would hold
+    # every response twice (lazily read responses are read here, one block at a time)
+    y = np.empty((int(starts[-1]) * len(participants), *n_voxels), dtype=np.float32)
+    row = 0
     for i, s in enumerate(stories):
         block = np.arange(starts[i], starts[i + 1])
         for p in participants:
             index.append(block)
             labels.append(np.full(block.size, p, dtype=object))
-            targets.append(np.asarray(per[p]["responses"][s], dtype=np.float32))
+            y[row:row + block.size] = np.asarray(per[p]["responses"][s], dtype=np.float32)
+            row += block.size
     index = np.concatenate(index)
     X = AudioWindows(base.waveforms, base.stories[index], base.ends[index], base.tr_times[index],
                      base.window_samples, base.sample_rate,
                      check_finite=False)  # make_windows checked the waveforms
-    y = np.concatenate(targets)
     return X, y, X.groups.copy(), np.concatenate(labels)

@@ -321,9 +321,38 @@ def _reduce_scores(ops, predictions, test_targets, target_ss, scoring):
     n_test = predictions.shape[1]
     squares = ops.to_numpy(ops.einsum("aib,aib->ab", predictions, predictions)).astype(np.float64)
     cross = ops.to_numpy(ops.einsum("aib,ib->ab", predictions, test_targets)).astype(np.float64)
+    sums = (None if scoring == "mse"
+            else ops.to_numpy(predictions.sum(1)).astype(np.float64))
+    return _scores_from_moments(squares, cross, sums, target_ss, n_test, scoring)
+
+
+def _projected_moments(test_basis, projected, shrinkage, test_targets):
+    """``squares``, ``cross``, ``sums`` of the held-out predictions, never forming them.
+
+    The predictions of alpha ``a`` are ``A diag(s_a) P`` (``A`` the held-out basis, n_te x m;
+    ``P`` the projected training targets, m x b). Their per-target sum of squares is
+    ``p^T (diag(s_a) A^T A diag(s_a)) p``, their cross product with the held-out targets
+    ``Y`` is ``s_a . (P * (A^T Y))`` and their sum ``(s_a * 1^T A) P``: ``2 m n_te b`` flops for
+    ``A^T Y`` plus ``2 a m^2 b`` for the quadratic forms, instead of ``4 a n_te m b`` to form
+    and reduce the stacked predictions (20x fewer for 20 alphas, 64 features and a
+    6,000-TR fold). The moments are accumulated in float64.
+    """
+    A = np.asarray(test_basis, dtype=np.float64)
+    P = np.asarray(projected, dtype=np.float64)
+    gram = A.T @ A
+    cross = shrinkage @ (P * (A.T @ np.asarray(test_targets, dtype=np.float64)))
+    sums = (shrinkage * A.sum(0)[None, :]) @ P
+    squares = np.empty((len(shrinkage), P.shape[1]))
+    for a, factors in enumerate(shrinkage):
+        scaled = factors[:, None] * P
+        squares[a] = np.einsum("rb,rb->b", (gram @ scaled), scaled)
+    return squares, cross, sums
+
+
+def _scores_from_moments(squares, cross, sums, target_ss, n_test, scoring):
+    """Per-alpha, per-target scores from the predictions' moments (see _reduce_scores)."""
     if scoring == "mse":
         return -(target_ss[None, :] - 2.0 * cross + squares) / n_test
-    sums = ops.to_numpy(predictions.sum(1)).astype(np.float64)
     prediction_ss = np.maximum(squares - sums ** 2 / n_test, 0.0)
     if scoring == "huth_rsq":
         # targets are centred at their held-out mean, so cross = sum(y_c * p_c)
@@ -357,6 +386,10 @@ def _fold_scores(ops, targets, train, test, alphas, basis, scoring, working_memo
         stacked = (basis.test_basis[None, :, :] * factors[:, None, :]).reshape(-1, rank)
         return stacked if order == "project" else stacked @ basis.projector
 
+    # numpy, "project" order and a basis narrower than the fold: the moments of the
+    # predictions come from the m x m Gram matrix of the held-out basis (_projected_moments)
+    moments = ops.name == "numpy" and order == "project" and rank <= n_test
+
     def batch_scores(columns, operators):
         """Scores of target batch ``columns`` for each (chunk, stacked operator)."""
         # fancy indexing copies, so the in-place centring never touches ``targets``
@@ -367,6 +400,12 @@ def _fold_scores(ops, targets, train, test, alphas, basis, scoring, working_memo
             train_targets = basis.projector @ train_targets
         test_targets, target_ss = _prepare_test_targets(
             ops, ops.asarray(targets[test, columns]), train_means, scoring)
+        if moments:
+            squares, cross, sums = _projected_moments(basis.test_basis, train_targets,
+                                                      shrinkage, test_targets)
+            scores[:, columns] += _scores_from_moments(squares, cross, sums, target_ss,
+                                                       n_test, scoring)
+            return
         for chunk, stacked in operators:
             if stacked is None:
                 stacked = stack(chunk)
@@ -378,7 +417,10 @@ def _fold_scores(ops, targets, train, test, alphas, basis, scoring, working_memo
 
     batches = [slice(start, min(n_targets, start + batch))
                for start in range(0, n_targets, batch)]
-    if order == "project" or len(chunks) == 1:
+    if moments:
+        for columns in batches:
+            batch_scores(columns, [])
+    elif order == "project" or len(chunks) == 1:
         # stacking is a cheap scaling ("project"), or done once: targets are projected
         # once per batch and every chunk reuses them
         operators = ([(chunks[0], stack(chunks[0]))] if len(chunks) == 1
@@ -446,7 +488,7 @@ def cross_validate_alphas(ops, features, targets, splits, alphas, *, solver, sco
 
 
 def refit(ops, features, targets, penalties, *, solver, working_memory, gram=None,
-          feature_means=None):
+          feature_means=None, target_columns=None):
     """Ridge weights of every target at its own penalty, from one decomposition.
 
     Parameters
@@ -464,6 +506,10 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
         ``features @ features.T`` for the dual path; overwritten (consumed) here.
     feature_means : ndarray of shape (n_features,), default=None
         Means subtracted from the original features (for the intercepts); zeros if None.
+    target_columns : ndarray of int of shape (n_selected,), default=None
+        Refit only these columns of ``targets`` (``penalties`` then has one entry per
+        selected column), read batch by batch: ``targets[:, target_columns]`` would copy
+        them all at once.
 
     Returns
     -------
@@ -474,14 +520,14 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     """
     eps = float(np.finfo(ops.np_dtype).eps)
     n_samples, n_features = features.shape
-    n_targets = targets.shape[1]
+    n_targets = targets.shape[1] if target_columns is None else len(target_columns)
     if feature_means is None:
         feature_means = np.zeros(n_features)
     if solver == "dual":
         if gram is None:
             gram = features @ features.T
         result = _cholesky_refit(ops, features, targets, penalties, gram, working_memory,
-                                 feature_means)
+                                 feature_means, target_columns)
         if result is not None:
             return result
         # the Gram matrix of centred features is the centred kernel; it is consumed here
@@ -509,7 +555,8 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     for start in range(0, n_targets, batch):
         columns = slice(start, min(n_targets, start + batch))
         # a contiguous slice of targets may be a view: copy before centring in place
-        batch_targets = ops.copy_in(targets[:, columns])
+        batch_targets = ops.copy_in(targets[:, columns if target_columns is None
+                                            else target_columns[columns]])
         means = batch_targets.mean(0)
         batch_targets -= means
         projected = projector @ batch_targets
@@ -527,7 +574,8 @@ def refit(ops, features, targets, penalties, *, solver, working_memory, gram=Non
     return coef, intercept
 
 
-def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, feature_means):
+def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, feature_means,
+                    target_columns=None):
     """Dual refit by one Cholesky factorisation per distinct penalty, or None to decompose.
 
     ``W = X^T (K + lambda I)^{-1} Y_c`` for the targets of each penalty. With few distinct
@@ -543,7 +591,7 @@ def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, fea
     """
     unique = np.unique(penalties)
     n_samples, n_features = features.shape
-    n_targets = targets.shape[1]
+    n_targets = targets.shape[1] if target_columns is None else len(target_columns)
     if n_features < n_samples:
         # fewer features than samples: the kernel has a null space beyond the constant
         # vector, which the eigendecomposition drops and the factorisation would amplify
@@ -574,7 +622,8 @@ def _cholesky_refit(ops, features, targets, penalties, gram, working_memory, fea
         columns_all = np.flatnonzero(penalties == penalty)
         for start in range(0, len(columns_all), batch):
             columns = columns_all[start:start + batch]
-            batch_targets = ops.asarray(targets[:, columns])
+            batch_targets = ops.asarray(targets[:, columns if target_columns is None
+                                                else target_columns[columns]])
             means = batch_targets.mean(0)
             batch_targets -= means
             dual = solve(batch_targets)

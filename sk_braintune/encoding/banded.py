@@ -293,9 +293,10 @@ class BandedRidgeEncoder(_VoxelwiseRidge):
         for index in np.unique(best_candidate):
             columns = np.flatnonzero(best_candidate == index)
             scale, scaled, gram = problem(candidates[index])
+            # the columns are read batch by batch: targets[:, columns] would copy them all
             scaled_coef, target_means = _solvers.refit(
-                ops, scaled, targets[:, columns], alphas[best_alpha[columns]], solver=solver,
-                working_memory=budget, gram=gram)
+                ops, scaled, targets, alphas[best_alpha[columns]], solver=solver,
+                working_memory=budget, gram=gram, target_columns=columns)
             del scaled, gram
             coef[columns] = scaled_coef * scale[None, :].astype(ops.np_dtype)
             intercept[columns] = target_means - feature_means @ coef[columns].T.astype(

@@ -210,6 +210,7 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
     from sklearn.utils.validation import check_array
 
     from ..model_selection import clamp_cv
+    from ..preprocessing import select_rows
     from .banded import BandedRidgeEncoder
     from .ridge import RidgeEncoder
 
@@ -245,11 +246,14 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
         "lowlevel": RidgeEncoder(**common),
     }
     inputs = {"joint": joint_X, "model": X_model, "lowlevel": X_lowlevel}
-    y_train, y_test = y[train_mask], y[test_mask].astype(np.float64)
+    # a view when the training stories are contiguous (no copy of the training responses)
+    y_train = select_rows(y, train_mask)
+    y_test = select_rows(y, test_mask).astype(np.float64)
     r2 = {}
     for name, model in models.items():
-        model.fit(inputs[name][train_mask], y_train, groups=train_groups)
-        prediction = model.predict(inputs[name][test_mask]).reshape(len(y_test), -1)
+        model.fit(select_rows(inputs[name], train_mask), y_train, groups=train_groups)
+        prediction = model.predict(select_rows(inputs[name], test_mask)).reshape(len(y_test),
+                                                                                  -1)
         r2[name] = r2_voxels(y_test, prediction)
 
     result = {"r2_joint": r2["joint"], "r2_model": r2["model"], "r2_lowlevel": r2["lowlevel"]}

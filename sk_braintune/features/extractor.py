@@ -466,7 +466,7 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
         never re-extracts. For :class:`~sk_braintune.AudioWindows` entries are per story, so CV
         folds that reuse a story reuse its features.
     verbose : bool, default=False
-        Progress bar (also shown without ``verbose`` for inputs of 100 batches or more).
+        Show a progress bar (never shown when False, so ``--quiet`` commands stay quiet).
 
     Attributes
     ----------
@@ -593,10 +593,9 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
         return self._extract_cached(X)
 
     def _extract(self, X):
-        n_batches = -(-X.shape[0] // self.batch_size)
         return pooled_features(self.backbone_, X, self.layers_, self.pooling,
                                batch_size=self.batch_size, tr=self.tr,
-                               progress=bool(self.verbose) or n_batches >= 100)
+                               progress=bool(self.verbose))
 
     def _cache_key(self):
         return key_of(model=self.fingerprint_, layers=list(self.layers_), pooling=self.pooling,

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from ..preprocessing import select_rows
 from . import _checkpoint, _network, _training
 from .callbacks import Checkpoint, EarlyStopping, ProgressBar
 
@@ -338,12 +339,22 @@ class TrainingRun:
                       else np.flatnonzero(data.rows_of_windows_mask(self.valid_windows)))
         y = data.y
         if est.standardize_targets:
-            mean = y[train_rows].mean(0)
-            scale = y[train_rows].std(0)
+            # a view when the training rows are contiguous (held-out stories stacked last)
+            train_y = select_rows(y, np.isin(np.arange(len(y)), train_rows))
+            mean = train_y.mean(0)
+            scale = train_y.std(0)
             scale = np.where(scale > 0, scale, 1.0)
+            del train_y
         else:
             mean, scale = np.zeros(y.shape[1]), np.ones(y.shape[1])
-        self.targets = torch.from_numpy(((y - mean) / scale).astype(np.float32))
+        # standardised column block by column block: the whole (y - mean) / scale made two
+        # float64 temporaries of twice the size of y each
+        targets = np.empty(y.shape, dtype=np.float32)
+        step = max(1, (64 * 2 ** 20) // max(1, 8 * len(y)))
+        for start in range(0, y.shape[1], step):
+            cols = slice(start, start + step)
+            targets[:, cols] = (y[:, cols] - mean[cols]) / scale[cols]
+        self.targets = torch.from_numpy(targets)
         est.target_mean_ = mean.astype(np.float64)
         est.target_scale_ = scale.astype(np.float64)
         est.validation_groups_ = (np.unique(data.groups[valid_rows]) if data.groups is not None

@@ -458,7 +458,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             self.participants_, codes = np.unique(participants, return_inverse=True)
         self.n_outputs_ = y2.shape[1]
         callbacks = check_callbacks(self.callbacks)
-        data = _loop.TrainingData(X, y2.astype(np.float32), groups, codes,
+        data = _loop.TrainingData(X, y2.astype(np.float32, copy=False), groups, codes,
                                   None if codes is None else len(self.participants_))
 
         distributed = _distributed.distributed_context()
