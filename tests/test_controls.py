@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sk_braintune.tuning.controls import (block_permuted_targets, other_story_targets,
+                                          phase_randomized_targets,
                                           representation_targets)
 
 
@@ -103,3 +104,67 @@ def test_representation_targets_are_zscored_per_story():
     reduced = representation_targets(features, n_components=3, random_state=0)
     assert reduced.shape == (100, 3)
     np.testing.assert_allclose(reduced.std(0), 1, atol=1e-5)
+
+
+def _ar1(n_trs, n_voxels, phi, rng):
+    """AR(1) series with a common driver: autocorrelated and correlated across voxels."""
+    noise = rng.standard_normal((n_trs, n_voxels)) + rng.standard_normal((n_trs, 1))
+    y = np.empty_like(noise)
+    y[0] = noise[0]
+    for t in range(1, n_trs):
+        y[t] = phi * y[t - 1] + noise[t]
+    return y + 3.0
+
+
+@pytest.mark.parametrize("n_trs", [200, 201])
+def test_phase_randomization_keeps_spectra_autocorrelation_and_covariance(n_trs):
+    rng = np.random.default_rng(0)
+    y = _ar1(n_trs, 5, 0.8, rng)
+    s = phase_randomized_targets(y, random_state=1)
+    assert s.shape == y.shape and s.dtype == y.dtype
+    # every voxel's periodogram, hence its mean and variance (Parseval), is kept exactly
+    np.testing.assert_allclose(np.abs(np.fft.rfft(s, axis=0)), np.abs(np.fft.rfft(y, axis=0)),
+                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(s.mean(0), y.mean(0), atol=1e-10)
+    np.testing.assert_allclose(s.var(0), y.var(0), rtol=1e-10)
+
+    # circular autocorrelation computed directly from its definition
+    def circular_autocorrelation(x, lag):
+        c = x - x.mean(0)
+        return (c * np.roll(c, lag, axis=0)).sum(0)
+
+    for lag in (1, 2, 5):
+        np.testing.assert_allclose(circular_autocorrelation(s, lag),
+                                   circular_autocorrelation(y, lag), rtol=1e-8)
+    # the shared phase shift keeps the covariance between voxels
+    np.testing.assert_allclose(np.cov(s.T), np.cov(y.T), rtol=1e-8, atol=1e-8)
+    # ... and breaks the alignment with the original time course
+    centred = [(a - a.mean(0)) / a.std(0) for a in (s, y)]
+    r = (centred[0] * centred[1]).mean(0)
+    assert np.all(np.abs(r) < 0.5)
+
+
+def test_phase_randomization_is_seeded_per_story_and_validated():
+    rng = np.random.default_rng(3)
+    y = _ar1(120, 3, 0.5, rng).astype(np.float32)
+    groups = np.repeat(["b", "a"], 60)
+    first = phase_randomized_targets(y, groups=groups, random_state=7)
+    np.testing.assert_array_equal(first, phase_randomized_targets(y, groups=groups,
+                                                                  random_state=7))
+    assert not np.allclose(first, phase_randomized_targets(y, groups=groups, random_state=8))
+    assert first.dtype == np.float32
+    # each story keeps its own spectrum: the stories are randomised separately
+    for g in ("a", "b"):
+        rows = groups == g
+        np.testing.assert_allclose(np.abs(np.fft.rfft(first[rows], axis=0)),
+                                   np.abs(np.fft.rfft(y[rows], axis=0)), rtol=1e-4, atol=1e-4)
+    one = phase_randomized_targets(y[:, 0], random_state=0)
+    assert one.shape == (120,)
+    with pytest.raises(ValueError, match="groups must have shape"):
+        phase_randomized_targets(y, groups=groups[:-1])
+    with pytest.raises(ValueError, match="at least 3"):
+        phase_randomized_targets(y[:2])
+    bad = y.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        phase_randomized_targets(bad)

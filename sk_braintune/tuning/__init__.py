@@ -6,8 +6,10 @@
   (``tuning.callbacks``): the training loop's hooks; :func:`validation_split`: the story-level
   validation split (also used by :class:`~sk_braintune.analysis.SemanticProbe`).
 - :class:`FrozenLayerCache`: frozen-layer outputs shared by fits on the same windows.
-- :func:`other_story_targets`, :func:`block_permuted_targets`, :func:`representation_targets`:
-  control targets (another story's responses, block-permuted responses, another model's features).
+- :func:`other_story_targets`, :func:`block_permuted_targets`, :func:`phase_randomized_targets`,
+  :func:`representation_targets`:
+  control targets (another story's responses, block-permuted responses,
+  phase-randomised responses, another model's features).
 
 Names are imported lazily, so importing this package loads neither torch nor scikit-learn.
 """
@@ -26,6 +28,7 @@ _LAZY_EXPORTS = {
     "validation_split": "_training",
     "block_permuted_targets": "controls",
     "other_story_targets": "controls",
+    "phase_randomized_targets": "controls",
     "representation_targets": "controls",
 }
 

@@ -9,6 +9,9 @@ These builders make such targets; pass them to :meth:`BrainTuner.fit` as ``y``.
 - :func:`block_permuted_targets`: the story's own responses, shuffled in blocks of ``block_size``
   TRs, each block moved far from where it was (keeps the marginal distribution and the
   within-block autocorrelation, breaks the stimulus alignment).
+- :func:`phase_randomized_targets`: surrogate responses with each story's power spectrum (hence
+  every voxel's autocorrelation) and the voxels' cross-spectra, but random Fourier phases: a
+  generic-tuning control, noise with the statistics of fMRI and no stimulus in it.
 - :func:`representation_targets`: another model's features (e.g. a language model's, for the
   "LM-tuned" baseline) made into well-scaled targets.
 
@@ -23,7 +26,8 @@ import numpy as np
 
 from ..preprocessing import zscore_per_story
 
-__all__ = ["other_story_targets", "block_permuted_targets", "representation_targets"]
+__all__ = ["other_story_targets", "block_permuted_targets", "phase_randomized_targets",
+           "representation_targets"]
 
 
 def _as_random_state(random_state):
@@ -193,6 +197,72 @@ def block_permuted_targets(y, block_size=15, min_distance=10, random_state=None,
         index[rows] = np.concatenate([blocks[b] for b in order])
     permuted = y[index]
     return (permuted, index) if return_permutation else permuted
+
+
+def phase_randomized_targets(y, groups=None, random_state=None):
+    """Phase-randomised surrogates of the responses: same spectra, no stimulus alignment.
+
+    Each story's responses are Fourier-transformed along time, every frequency's phase is
+    shifted by a random angle drawn once per story and frequency and shared by all voxels, and
+    the result is transformed back (multivariate phase randomisation, Prichard & Theiler,
+    1994). Every voxel keeps its mean and exactly its periodogram, hence its circular
+    autocorrelation and variance; because the shift is shared, the cross-spectra between voxels
+    (their covariance) are kept too. What is lost is any relation to the stimulus: tuning on
+    these targets measures the generic effect of tuning on fMRI-like noise.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_trs, n_targets) or (n_trs,)
+        Responses of one story, or of several stories when ``groups`` is given.
+    groups : array-like of shape (n_trs,), optional
+        Story of each TR; each story is randomised separately (its rows need not be
+        contiguous).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the phases.
+
+    Returns
+    -------
+    surrogate : ndarray, same shape as ``y``
+        Floating point (``y``'s dtype when it is floating, float64 otherwise).
+
+    Raises
+    ------
+    ValueError
+        When ``y`` is not 1-D or 2-D, holds non-finite values, ``groups`` has the wrong length,
+        or a story has fewer than 3 TRs (no phase can be randomised).
+    """
+    y = np.asarray(y)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("y holds NaN or infinite values; drop or impute those voxels first")
+    dtype = y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64
+    rng = _as_random_state(random_state)
+    n_trs = y.shape[0]
+    if groups is None:
+        names, runs = ["y"], [np.arange(n_trs)]
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n_trs,):
+            raise ValueError(f"groups must have shape ({n_trs},), got {groups.shape}")
+        names = list(dict.fromkeys(groups.tolist()))
+        runs = [np.flatnonzero(groups == g) for g in names]
+    surrogate = np.empty(y.shape, dtype=dtype)
+    for name, rows in zip(names, runs):
+        n = len(rows)
+        if n < 3:
+            raise ValueError(f"story {name!r} has {n} TRs; phase randomisation needs at least 3")
+        spectrum = np.fft.rfft(y[rows].astype(np.float64, copy=False), axis=0)
+        angles = rng.uniform(0.0, 2.0 * np.pi, size=spectrum.shape[0])
+        # the mean (frequency 0) and, for an even length, the Nyquist term are real: keep them
+        angles[0] = 0.0
+        if n % 2 == 0:
+            angles[-1] = 0.0
+        shift = np.exp(1j * angles)
+        if spectrum.ndim == 2:
+            shift = shift[:, None]
+        surrogate[rows] = np.fft.irfft(spectrum * shift, n=n, axis=0)
+    return surrogate
 
 
 def representation_targets(features, groups=None, n_components=None, random_state=None):
