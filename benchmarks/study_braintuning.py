@@ -13,7 +13,7 @@ brain-tuned vs each control.
 Usage::
 
     python benchmarks/study_braintuning.py --seeds 0 1 2 [--epochs 6] [--window 8]
-        [--controls block-permuted other-story] [--output study_results]
+        [--controls block-permuted other-story phase-randomized] [--output study_results]
 
 Seeds can run in separate processes writing to the same ``--output`` (one torch thread each
 uses two cores best); ``--summarize`` then only reads the per-seed rows and prints the tests.
@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--epochs", type=int, help="tuning epochs (default: the demo's)")
     parser.add_argument("--window", type=float, help="window length (s)")
     parser.add_argument("--controls", nargs="+", default=["block-permuted"],
-                        help="random-fMRI controls: block-permuted and/or other-story")
+                        help="controls: block-permuted, other-story and/or phase-randomized")
     parser.add_argument("--fixed-stories", action="store_true",
                         help="use the dataset's default held-out stories for every seed")
     parser.add_argument("--output", type=Path, default=Path("study_results"))

@@ -93,10 +93,11 @@ def format_results_table(rows):
     # wide enough for the header and for every value (text cells such as "[0.09, 0.27]")
     widths = [max([len(c), 7] + [len(str(row[c])) for row in rows
                                  if not isinstance(row[c], float)]) + 2 for c in columns]
-    header = f"{'model':<13}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
+    name_width = max([13] + [len(str(row["model"])) + 1 for row in rows])
+    header = f"{'model':<{name_width}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append(f"{row['model']:<13}" + "".join(
+        lines.append(f"{row['model']:<{name_width}}" + "".join(
             f"{row[c]:>{w}.3f}" if isinstance(row[c], float) else f"{row[c]!s:>{w}}"
             for c, w in zip(columns, widths)))
     return "\n".join(lines)

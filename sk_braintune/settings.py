@@ -56,7 +56,8 @@ DEFAULT_OUTPUT = "sk_braintune_results"
 """Folder the commands write their results to when ``--output`` is not given."""
 
 # control kind (``DemoSettings.controls``) -> the model's name in the results
-CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI"}
+CONTROL_MODELS = {"block-permuted": "random-fMRI", "other-story": "other-story fMRI",
+                  "phase-randomized": "phase-randomized fMRI"}
 """Random-fMRI controls the study can tune, and the names of their models in the results."""
 DEFAULT_CONTROLS = ("block-permuted",)
 """Controls the demo tunes by default."""
@@ -557,8 +558,9 @@ class DemoSettings(_SettingsBase):
         Cross-validation folds of the ridge encoding models (clamped to the number of stories).
     controls : tuple of str
         Random-fMRI controls to tune (keys of :data:`CONTROL_MODELS`): ``"block-permuted"``
-        (15-TR blocks moved far away) and/or ``"other-story"`` (each story gets another story's
-        responses).
+        (15-TR blocks moved far away), ``"other-story"`` (each story gets another story's
+        responses) and/or ``"phase-randomized"`` (each story's responses with random Fourier
+        phases: a generic-tuning control).
     ridge_backend : {"numpy", "torch"}
         Backend of the ridge encoding models (``"torch"`` runs them on the GPU when there is
         one).

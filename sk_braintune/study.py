@@ -355,11 +355,14 @@ def control_targets(kind, responses, groups, random_state=None):
 
     Parameters
     ----------
-    kind : {"block-permuted", "other-story"}
+    kind : {"block-permuted", "other-story", "phase-randomized"}
         ``"block-permuted"``: 15-TR blocks of the concatenated run, each moved at least 10
         blocks away (fewer when the run is short: half the number of blocks), so with ~1-2 min
         stories they land in other stories. ``"other-story"``: each story takes another story's
         responses, length-matched (:func:`~sk_braintune.tuning.other_story_targets`).
+        ``"phase-randomized"``: a generic-tuning control, each story's responses with random
+        Fourier phases shared by all voxels (the same spectra, autocorrelation and covariance,
+        no stimulus; :func:`~sk_braintune.tuning.phase_randomized_targets`).
     responses : ndarray of shape (n_trs, n_voxels)
         Whole stories concatenated, as :func:`~sk_braintune.windows.windows_from_dataset`
         returns them.
@@ -373,7 +376,8 @@ def control_targets(kind, responses, groups, random_state=None):
         What was done (JSON-serialisable), with a one-line ``description``.
     """
     from .preprocessing import split_by_story
-    from .tuning.controls import block_permuted_targets, other_story_targets
+    from .tuning.controls import (block_permuted_targets, other_story_targets,
+                                  phase_randomized_targets)
 
     if kind == "block-permuted":
         min_distance = min(10, len(responses) // 15 // 2)
@@ -390,6 +394,9 @@ def control_targets(kind, responses, groups, random_state=None):
         targets, mapping = other_story_targets(by_story, random_state=random_state)
         return (np.concatenate([targets[s] for s in by_story]),
                 {"mapping": mapping, "description": "another story's responses"})
+    if kind == "phase-randomized":
+        targets = phase_randomized_targets(responses, groups=groups, random_state=random_state)
+        return targets, {"description": "each story's responses with random Fourier phases"}
     raise StudyInputError(f"unknown control {kind!r}; choose from {list(CONTROL_MODELS)}")
 
 

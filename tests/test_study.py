@@ -59,6 +59,24 @@ def test_block_control_is_the_far_block_permutation():
     assert short["min_distance"] == 5
 
 
+def test_phase_control_randomizes_each_story_and_keeps_its_spectrum():
+    rng = np.random.default_rng(2)
+    responses = rng.standard_normal((120, 4)).cumsum(axis=0)  # autocorrelated
+    groups = np.repeat(["s0", "s1", "s2"], 40)
+    targets, details = study.control_targets("phase-randomized", responses, groups,
+                                             random_state=4)
+    assert "phases" in details["description"]
+    for story in ("s0", "s1", "s2"):
+        rows = groups == story
+        np.testing.assert_allclose(np.abs(np.fft.rfft(targets[rows], axis=0)),
+                                   np.abs(np.fft.rfft(responses[rows], axis=0)),
+                                   rtol=1e-9, atol=1e-9)
+        assert not np.allclose(targets[rows], responses[rows])
+    settings = study.demo_settings()
+    settings["controls"] = ("phase-randomized",)
+    assert study.model_names(settings)[-1] == "phase-randomized fMRI"
+
+
 def test_control_targets_input_errors():
     responses, groups, _ = _stories([20, 20])
     with pytest.raises(study.StudyInputError, match="contiguous"):
@@ -75,3 +93,16 @@ def test_demo_rejects_an_unknown_control(tmp_path, capsys):
     config.write_text('controls = ["shuffled"]\n')
     assert cli.main(["demo", "--config", str(config), "--output", str(tmp_path)]) == 2
     assert "unknown controls" in capsys.readouterr().err
+
+
+def test_results_table_columns_fit_long_model_names():
+    from sk_braintune._reporting import format_results_table
+
+    rows = [{"model": "pretrained", "sem_last": 0.1},
+            {"model": "phase-randomized fMRI", "sem_last": -0.25}]
+    lines = format_results_table(rows).splitlines()
+    # every value ends where its header does, however long the model name
+    assert {len(line) for line in lines} == {len(lines[0])}
+    assert lines[3].startswith("phase-randomized fMRI ") and lines[3].endswith("-0.250")
+    short = format_results_table([{"model": "pretrained", "sem_last": 0.1}]).splitlines()
+    assert short[0] == f"{'model':<13}{'sem_last':>10}"  # the demo's layout is unchanged
