@@ -44,6 +44,20 @@ def _match_length(responses, n_trs):
     return responses[np.arange(n_trs) % n_source].copy()
 
 
+def _story_rows(groups, n_trs):
+    """Story names (in order of first appearance) and the row indices of each.
+
+    ``groups=None`` is one story named ``"y"`` holding every row.
+    """
+    if groups is None:
+        return ["y"], [np.arange(n_trs)]
+    groups = np.asarray(groups)
+    if groups.shape != (n_trs,):
+        raise ValueError(f"groups must have shape ({n_trs},), got {groups.shape}")
+    names = list(dict.fromkeys(groups.tolist()))
+    return names, [np.flatnonzero(groups == g) for g in names]
+
+
 def other_story_targets(responses_by_story, mapping=None, random_state=None):
     """Give each story the fMRI responses recorded for a different story.
 
@@ -172,15 +186,7 @@ def block_permuted_targets(y, block_size=15, min_distance=10, random_state=None,
         raise ValueError(f"min_distance must be a positive int, got {min_distance!r}")
     rng = _as_random_state(random_state)
     n_trs = y.shape[0]
-    if groups is None:
-        runs = [np.arange(n_trs)]
-        names = ["y"]
-    else:
-        groups = np.asarray(groups)
-        if groups.shape != (n_trs,):
-            raise ValueError(f"groups must have shape ({n_trs},), got {groups.shape}")
-        names = list(dict.fromkeys(groups.tolist()))
-        runs = [np.flatnonzero(groups == g) for g in names]
+    names, runs = _story_rows(groups, n_trs)
     index = np.arange(n_trs)
     for name, rows in zip(names, runs):
         n_blocks = -(-len(rows) // block_size)
@@ -239,14 +245,7 @@ def phase_randomized_targets(y, groups=None, random_state=None):
     dtype = y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64
     rng = _as_random_state(random_state)
     n_trs = y.shape[0]
-    if groups is None:
-        names, runs = ["y"], [np.arange(n_trs)]
-    else:
-        groups = np.asarray(groups)
-        if groups.shape != (n_trs,):
-            raise ValueError(f"groups must have shape ({n_trs},), got {groups.shape}")
-        names = list(dict.fromkeys(groups.tolist()))
-        runs = [np.flatnonzero(groups == g) for g in names]
+    names, runs = _story_rows(groups, n_trs)
     surrogate = np.empty(y.shape, dtype=dtype)
     for name, rows in zip(names, runs):
         n = len(rows)
