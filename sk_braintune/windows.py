@@ -388,11 +388,17 @@ def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT
 
 
 def _dataset_stories(dataset, stories):
+    """``stories`` resolved to a list (None: all; a split's name: that split), each checked."""
     if stories is None:
-        return list(dataset.stories)
-    if isinstance(stories, str):
-        return list(dataset.split[stories])
-    return list(stories)
+        stories = list(dataset.stories)
+    elif isinstance(stories, str):
+        stories = list(dataset.split[stories])
+    else:
+        stories = list(stories)
+    unknown = [s for s in stories if s not in dataset.responses]
+    if unknown:
+        raise ValueError(f"unknown stories {unknown}; available: {list(dataset.stories)}")
+    return stories
 
 
 def dataset_windows(dataset, stories=None, *, window=10.0, share_audio=False):
@@ -422,9 +428,6 @@ def dataset_windows(dataset, stories=None, *, window=10.0, share_audio=False):
         ``X.groups`` is the story of each TR.
     """
     stories = _dataset_stories(dataset, stories)
-    unknown = [s for s in stories if s not in dataset.responses]
-    if unknown:
-        raise ValueError(f"unknown stories {unknown}; available: {list(dataset.stories)}")
     for s in stories:
         if len(dataset.tr_times[s]) != len(dataset.responses[s]):
             raise ValueError(
@@ -458,9 +461,6 @@ def stack_responses(dataset, stories=None):
     y : ndarray of shape (n_trs, n_voxels), float32
     """
     stories = _dataset_stories(dataset, stories)
-    unknown = [s for s in stories if s not in dataset.responses]
-    if unknown:
-        raise ValueError(f"unknown stories {unknown}; available: {list(dataset.stories)}")
     lengths = [len(dataset.responses[s]) for s in stories]
     first = np.asarray(dataset.responses[stories[0]], dtype=np.float32)
     y = np.empty((sum(lengths), *first.shape[1:]), dtype=np.float32)
