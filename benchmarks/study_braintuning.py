@@ -40,6 +40,17 @@ def main():
                         help="controls: block-permuted, other-story and/or phase-randomized")
     parser.add_argument("--fixed-stories", action="store_true",
                         help="use the dataset's default held-out stories for every seed")
+    parser.add_argument("--model", default="whisper-tiny.en",
+                        help="pretrained model: whisper-tiny.en, ssl or a local directory")
+    parser.add_argument("--stories", choices=("default", "library"), default="default",
+                        help="packaged story collection")
+    parser.add_argument("--minutes", type=float, help="minutes of training audio (library)")
+    parser.add_argument("--context-words", type=int,
+                        help="words of context of the semantic voxels (default: the dataset's)")
+    parser.add_argument("--preregistered", action="store_true",
+                        help="the pre-registered semantic study (docs/semantic_design.rst): "
+                        "library stories, 15 minutes (the amendment made before the first "
+                        "run), 20 words of context, the three controls, every analysis")
     parser.add_argument("--output", type=Path, default=Path("study_results"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--full", action="store_true",
@@ -47,6 +58,11 @@ def main():
     parser.add_argument("--summarize", action="store_true",
                         help="only summarise the per-seed rows already in --output")
     args = parser.parse_args()
+    if args.preregistered:
+        args.stories, args.minutes = "library", args.minutes or 15.0
+        args.context_words = args.context_words or 20
+        args.controls = ["block-permuted", "other-story", "phase-randomized"]
+        args.full = True
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.summarize:
         run_seeds(args)
@@ -80,12 +96,14 @@ def study_settings(args, seed):
     """The demo's settings, with this run's options and the seed's held-out stories."""
     from sk_braintune import study
 
-    settings = study.demo_settings(epochs=args.epochs)
+    settings = study.demo_settings(epochs=args.epochs, model=args.model)
     if args.window:
         settings["window"] = args.window
     settings["controls"] = tuple(args.controls)
+    settings["dataset"].update(stories=args.stories, minutes=args.minutes,
+                               context_words=args.context_words)
     if not args.fixed_stories:
-        settings["dataset"].update(held_out_stories(seed))
+        settings["dataset"].update(held_out_stories(seed, stories=args.stories))
     return settings
 
 
@@ -111,6 +129,16 @@ def run_seeds(args):
         for name in results["models"]:
             for roi in ROIS:
                 row[f"{name}/{roi}"] = float(results["layers"][name][roi][-1])
+            # the secondary measures: every other column of the results table
+            table = next(r for r in results["table"] if r["model"] == name)
+            for key, value in table.items():
+                if key != "model" and isinstance(value, (int, float)):
+                    row[f"{name}/{key}"] = float(value)
+            for roi, entry in results.get("variance_partitioning", {}).get(name, {}).items():
+                row[f"{name}/{roi}_unique"] = float(entry["unique_model"])
+            for roi, curve in results.get("encoding_curve", {}).get(name, {}).items():
+                for n_stories, value in curve.items():
+                    row[f"{name}/{roi}_ridge_on_{n_stories}_stories"] = value
         # within-seed test across semantic voxels (last layer); voxels share 12 latent
         # dimensions, so these p-values overstate independence: the across-seed tests decide
         semantic = labels == "semantic"
@@ -140,18 +168,25 @@ def summarize(rows, output):
           + " ".join(f"{np.mean([row[c] for row in rows]):>27.3f}" for c in columns))
     pairs = [(m, "pretrained") for m in models[1:]]
     pairs += [("brain-tuned", m) for m in models[2:]]
+    # the primary endpoints first, then every secondary measure all the seeds' rows have
+    prefix = "brain-tuned/"
+    secondary = [key[len(prefix):] for key in rows[0] if key.startswith(prefix)
+                 and key[len(prefix):] not in ROIS and "voxel" not in key
+                 and all(f"{m}/{key[len(prefix):]}" in row for m in models for row in rows)]
     summary = {}
-    for roi in ROIS:
+    for roi in (*ROIS, *secondary):
         for name, reference in pairs:
             a = np.array([row[f"{name}/{roi}"] for row in rows])
             b = np.array([row[f"{reference}/{roi}"] for row in rows])
             diff = a - b
             entry = {"mean_difference": float(diff.mean()), "differences": diff.tolist()}
-            text = f"{name:>16} - {reference:<16} {roi:<9}: mean {diff.mean():+.4f} " \
+            entry["means"] = [float(a.mean()), float(b.mean())]
+            text = f"{name:>21} - {reference:<21} {roi:<9}: mean {diff.mean():+.4f} " \
                    f"({', '.join(f'{d:+.3f}' for d in diff)})"
-            if len(diff) > 1:
+            if len(diff) > 1 and np.any(diff != 0):
                 entry["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
                 entry["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
+                entry["sd_difference"] = float(diff.std(ddof=1))
                 text += (f", paired t p={entry['paired_t_p']:.3g}, "
                          f"Wilcoxon p={entry['wilcoxon_p']:.3g}")
             summary[f"{name} - {reference}, {roi}"] = entry

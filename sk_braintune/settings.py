@@ -458,6 +458,15 @@ class StoryDatasetSettings(_SettingsBase):
         Cut each story after this many words (default: whole stories).
     test_story, validation_story : str, optional
         Held-out stories (default: the dataset's).
+    stories : {"default", "library"}
+        Packaged story collection: 11 short stories, or the 3.7-hour library.
+    minutes : float, optional
+        Keep the first training stories until their audio reaches this many minutes (the
+        simulated brain stays the one built over all stories; default: every training story).
+    context_words : int, optional
+        Words of context behind the semantic voxels (default: the dataset's).
+    n_participants : int, optional
+        Simulated listeners (default: one).
     """
 
     n_train_stories: int | None = option(None, int, "training stories (default: all)",
@@ -466,6 +475,14 @@ class StoryDatasetSettings(_SettingsBase):
                                    optional=True, minimum=1)
     test_story: str | None = option(None, str, "held-out test story", optional=True)
     validation_story: str | None = option(None, str, "validation story", optional=True)
+    stories: str = option("default", str, "packaged story collection",
+                          choices=("default", "library"))
+    minutes: float | None = option(None, float, "minutes of training audio (default: all)",
+                                   optional=True, minimum=0, exclusive_minimum=True)
+    context_words: int | None = option(None, int, "words of context of the semantic voxels",
+                                       optional=True, minimum=1)
+    n_participants: int | None = option(None, int, "simulated listeners (default: one)",
+                                        optional=True, minimum=1)
 
 
 @dataclass
@@ -546,6 +563,11 @@ class DemoSettings(_SettingsBase):
     ----------
     dataset : StoryDatasetSettings
         What :func:`~sk_braintune.datasets.make_story_dataset` generates.
+    model : str
+        The pretrained model: ``"whisper-tiny.en"`` (Whisper tiny.en's encoder,
+        :func:`~sk_braintune.models.load_whisper_tiny_en`), ``"ssl"`` (the self-supervised
+        model pretrained on the story library, :func:`~sk_braintune.models.load_ssl_speech_model`)
+        or a local model directory.
     window : float
         Audio window per TR (s).
     min_ceiling : float
@@ -573,6 +595,10 @@ class DemoSettings(_SettingsBase):
         Unique and shared variance of the last layer vs the low-level features.
     partitioning_n_iter : int
         Band-weight candidates of the variance partitioning's banded ridge.
+    encoding_curve : tuple of int
+        The encoding-data curve: the last layer's encoding model is also fitted on the first
+        ``k`` fitting stories for each ``k`` (and on all of them) and scored on the held-out
+        story; empty for none.
 
     See Also
     --------
@@ -581,6 +607,8 @@ class DemoSettings(_SettingsBase):
 
     dataset: StoryDatasetSettings = option(StoryDatasetSettings(), StoryDatasetSettings,
                                            "the built-in dataset", command_line=False)
+    model: str = option("whisper-tiny.en", str, "pretrained model: whisper-tiny.en, ssl (the "
+                        "self-supervised model made here) or a local model directory")
     window: float = option(8.0, float, "audio window per TR in seconds", minimum=0,
                            exclusive_minimum=True)
     min_ceiling: float = option(0.4, float, "tuning targets: noise ceiling above this")
@@ -601,6 +629,9 @@ class DemoSettings(_SettingsBase):
                                          "features", command_line=False)
     partitioning_n_iter: int = option(10, int, "band-weight candidates of the partitioning",
                                       minimum=1, command_line=False)
+    encoding_curve: tuple = option((3, 6, 12, 24), int, "encoding-data curve: stories the "
+                                   "ridge is fitted on", many=True, minimum=1,
+                                   command_line=False)
 
     @classmethod
     def preset(cls, quick=False, epochs=None, **overrides):

@@ -23,7 +23,7 @@ from .settings import (CONTROL_MODELS, DEFAULT_CONTROLS, DatasetCommandSettings,
 
 __all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
            "run_demo", "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
-           "show_library_messages"]
+           "show_library_messages", "pretrained_model_path", "PRETRAINED_MODELS"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in DEFAULT_CONTROLS))
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
@@ -129,6 +129,45 @@ def run_dataset_summary(config, command_line=None):
     print(dataset_summary(data))
 
 
+# -- the pretrained models ------------------------------------------------------------------
+
+PRETRAINED_MODELS = {
+    "whisper-tiny.en": "Whisper tiny.en (converted once, then cached)",
+    "ssl": "the self-supervised model pretrained on the story library (packaged)",
+}
+"""Names :attr:`DemoSettings.model` accepts besides a local directory, and what they are."""
+
+
+def pretrained_model_path(model):
+    """Local directory of the study's pretrained model.
+
+    Parameters
+    ----------
+    model : str
+        ``"whisper-tiny.en"`` (:func:`~sk_braintune.models.load_whisper_tiny_en`), ``"ssl"``
+        (:func:`~sk_braintune.models.load_ssl_speech_model`) or a local model directory.
+
+    Returns
+    -------
+    path : str
+
+    Raises
+    ------
+    StudyInputError
+        For a name that is neither of the two and no directory.
+    """
+    from .models import load_ssl_speech_model, load_whisper_tiny_en
+
+    if model == "whisper-tiny.en":
+        return load_whisper_tiny_en()
+    if model == "ssl":
+        return load_ssl_speech_model()
+    if not Path(model).is_dir():
+        raise StudyInputError(f"model {model!r} is neither one of {list(PRETRAINED_MODELS)} "
+                              "nor a local model directory")
+    return str(model)
+
+
 # -- feature extraction helpers -------------------------------------------------------------
 
 @fill_doc
@@ -178,7 +217,7 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
 # -- the study ----------------------------------------------------------------------------------
 
 ANALYSES = ("alignment", "significance", "low_level_impact", "variance_partitioning",
-            "probe", "semantic_preference")
+            "encoding_curve", "probe", "semantic_preference")
 
 
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
@@ -218,7 +257,6 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                              low_level_impacts, lowlevel_feature_spaces, split_layers,
                              variance_partition_summary)
     from .model_selection import HeldOutStories
-    from .models import load_whisper_tiny_en
     from .tuning import BrainTuner, FrozenLayerCache
     from .windows import windows_from_dataset
 
@@ -233,8 +271,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     print(dataset_summary(data), flush=True)
     train, valid, test = (list(data.split[k]) for k in ("train", "validation", "test"))
 
-    with stages("pretrained model: Whisper tiny.en (converted once, then cached)"):
-        model_path = load_whisper_tiny_en()
+    with stages(f"pretrained model: {PRETRAINED_MODELS.get(settings['model'], settings['model'])}"):
+        model_path = pretrained_model_path(settings["model"])
 
     window = settings["window"]
     fit_stories = train + valid
@@ -321,6 +359,11 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                 n_iter=settings["partitioning_n_iter"], cv=settings["ridge_cv"],
                 backend=settings.get("ridge_backend", "numpy"), random_state=seed)
             results["variance_partitioning"] = partitions["roi"]
+    if "encoding_curve" in analyses and settings["encoding_curve"]:
+        with stages(f"encoding-data curve: the ridge on {', '.join(map(str, settings['encoding_curve']))} "
+                    "and all fitting stories (last layer)"):
+            results["encoding_curve"] = _encoding_curve(last_layers, y_all, g_all, train + valid,
+                                                        test, nc, labels, settings, encoder)
     if "probe" in analyses:
         with stages("semantic probe: spoken intents, split by paraphrase"):
             results["probe"] = _probe_scores(sources, settings, seed=seed, device=device,
@@ -415,6 +458,22 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
         features[name], _ = extract_layer_features(source, windows, device=device,
                                                    verbose=verbose)
     return features
+
+
+def _encoding_curve(last_layers, responses, groups, fit_stories, test, noise_ceiling, labels,
+                    settings, encoder):
+    """Normalised r per model, voxel kind and number of fitting stories (last layer)."""
+    from .analysis import data_efficiency_curve
+
+    kinds = {kind: np.flatnonzero(labels == kind) for kind in ("semantic", "auditory")
+             if np.any(labels == kind)}
+    curve = data_efficiency_curve(last_layers, responses, groups, fit_stories, test,
+                                  n_stories=settings["encoding_curve"],
+                                  noise_ceiling=noise_ceiling, voxels=kinds, estimator=encoder)
+    return {name: {roi: {str(row.n_train_stories): float(row.mean_normalized)
+                         for row in part[part["voxels"] == roi].itertuples()}
+                   for roi in kinds}
+            for name, part in curve.groupby("model", sort=False)}
 
 
 def _probe_scores(sources, settings, *, seed, device, verbose):

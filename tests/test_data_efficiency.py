@@ -88,3 +88,33 @@ def test_several_participants_noise_ceiling_reference_and_figure(small_study):
     with pytest.raises(ValueError, match="reference"):
         data_efficiency_curve(d["features"], d["responses"]["P1"], d["groups"], d["train"],
                               d["test"], reference="pretrained")
+
+
+def test_story_counts_and_voxel_sets_match_ridge_on_whole_stories(small_study):
+    d = small_study
+    y = d["responses"]["P1"]
+    sets = {"first": [0, 1], "rest": [2, 3, 4]}
+    curve = data_efficiency_curve(d["features"], y, d["groups"], d["train"], d["test"],
+                                  n_stories=(1, 2, 5), voxels=sets, delays=(0,),
+                                  reference="noisy",
+                                  estimator=RidgeEncoder(alphas=[10.0], cv=2))
+    # 5 exceeds the 3 training stories: dropped, all of them always included
+    assert sorted(curve["n_train_stories"].unique()) == [1, 2, 3]
+    assert set(curve["voxels"]) == {"first", "rest"} and len(curve) == 3 * 2 * 2
+    test = d["groups"] == "s3"
+    for row in curve.itertuples():
+        keep = np.isin(d["groups"], d["train"][:row.n_train_stories])
+        assert row.n_train_trs == keep.sum()
+        assert row.fraction == pytest.approx(row.n_train_stories / 3)
+        X = d["features"][row.model]
+        Xz = _zscore(X[keep | test], d["groups"][keep | test])
+        train_in = keep[keep | test]
+        # one story: RidgeEncoder's cv splits it in blocks, alphas=[10] leaves nothing to pick
+        pred = Ridge(alpha=10.0).fit(Xz[train_in], y[keep]).predict(Xz[~train_in])
+        r = [np.corrcoef(pred[:, j], y[test, j])[0, 1] for j in sets[row.voxels]]
+        assert row.mean_r == pytest.approx(np.mean(r), abs=1e-4)
+    full = curve[(curve["model"] == "noisy") & (curve["n_train_stories"] == 3)]
+    np.testing.assert_allclose(full["relative_to_reference"], 1.0)
+    with pytest.raises(ValueError, match="n_stories"):
+        data_efficiency_curve(d["features"], y, d["groups"], d["train"], d["test"],
+                              n_stories=(0, 2))

@@ -29,9 +29,14 @@ def _training_prefix(groups, train_stories, fraction):
     return keep
 
 
+def _training_stories(groups, train_stories, n_stories):
+    """Rows of the first ``n_stories`` training stories, whole."""
+    return np.isin(groups, list(train_stories)[:n_stories])
+
+
 def data_efficiency_curve(features, responses, groups, train_stories, test_stories, *,
-                          fractions=DEFAULT_FRACTIONS, noise_ceiling=None, voxels=None,
-                          reference=None, estimator=None, delays=(1, 2, 3, 4)):
+                          fractions=DEFAULT_FRACTIONS, n_stories=None, noise_ceiling=None,
+                          voxels=None, reference=None, estimator=None, delays=(1, 2, 3, 4)):
     """Alignment of each model's features vs the fraction of a participant's training data.
 
     For each fraction ``f`` the encoding model (:func:`sk_braintune.evaluation.fit_score_encoding`:
@@ -52,11 +57,18 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
         Story of each row.
     train_stories, test_stories : sequence of str
     fractions : sequence of float in (0, 1], default=(1/8, 1/4, 1/2, 1)
+        Ignored when ``n_stories`` is given.
+    n_stories : sequence of int, optional
+        Fit instead on the first ``k`` training stories, whole, for each ``k`` (in the order
+        of ``train_stories``; counts above their number are dropped, and all of them is always
+        included): the encoding-data curve over stories rather than over parts of every story.
+        The ``fraction`` column then holds ``k / len(train_stories)``.
     noise_ceiling : ndarray of shape (n_voxels,) or dict of str to such arrays, optional
         Per participant when ``responses`` is a dict; adds ``mean_normalized`` (r / cc_max).
-    voxels : array-like of int or bool, optional
+    voxels : array-like of int or bool, or dict of str to such arrays, optional
         Voxels averaged in the table (all by default), e.g. those with a noise ceiling above a
-        threshold.
+        threshold; a dict gives one row per voxel set (e.g. ``{"semantic": ..., "auditory":
+        ...}``) with its name in the ``voxels`` column, from the same fits.
     reference : str, optional
         A key of ``features``: adds ``relative_to_reference``, each mean r divided by the
         reference model's full-data (largest fraction) mean r of the same participant.
@@ -72,7 +84,9 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
     curve : pandas.DataFrame
         One row per (participant, model, fraction): ``participant`` (None for a single array),
         ``model``, ``fraction``, ``n_train_trs``, ``mean_r``, ``mean_normalized`` (NaN without
-        a noise ceiling) and, with ``reference``, ``relative_to_reference``.
+        a noise ceiling) and, with ``reference``, ``relative_to_reference``; with
+        ``n_stories``, ``n_train_stories``; with a dict ``voxels``, ``voxels`` (one row per
+        voxel set, ``relative_to_reference`` within each set).
     """
     import pandas as pd
 
@@ -82,9 +96,20 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
         raise TypeError("features must be a non-empty dict model name -> (n_trs, n_features) "
                         "array, e.g. {'pretrained': F0, 'tuned': F1}")
     groups = np.asarray(groups)
-    fractions = [float(f) for f in fractions]
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
-        raise ValueError(f"fractions must be in (0, 1], got {fractions}")
+    train_stories = list(train_stories)
+    if n_stories is not None:
+        counts = sorted({int(k) for k in n_stories})
+        if not counts or counts[0] < 1:
+            raise ValueError(f"n_stories must be positive story counts, got {n_stories}")
+        counts = [k for k in counts if k < len(train_stories)] + [len(train_stories)]
+        sizes = [(k / len(train_stories), _training_stories(groups, train_stories, k), k)
+                 for k in counts]
+    else:
+        fractions = [float(f) for f in fractions]
+        if not fractions or any(not 0 < f <= 1 for f in fractions):
+            raise ValueError(f"fractions must be in (0, 1], got {fractions}")
+        sizes = [(f, _training_prefix(groups, train_stories, f), None) for f in fractions]
+    voxel_sets = dict(voxels) if isinstance(voxels, Mapping) else {None: voxels}
     if reference is not None and reference not in features:
         raise ValueError(f"reference={reference!r} is not one of the models {list(features)}")
     per_participant = isinstance(responses, Mapping)
@@ -104,28 +129,38 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
         if len(y) != len(groups):
             raise ValueError(f"responses of {participant!r} have {len(y)} rows but groups has "
                              f"{len(groups)}")
-        selected = np.arange(y.shape[1]) if voxels is None else np.asarray(voxels)
         nc = ceilings.get(participant)
-        for fraction in fractions:
-            keep = _training_prefix(groups, train_stories, fraction) | test_rows
+        for fraction, training, count in sizes:
+            keep = training | test_rows
+            fit_stories = [s for s in train_stories if s in set(groups[training])]
             for name, feats in features.items():
                 result = fit_score_encoding(np.asarray(feats)[keep], y[keep], groups[keep],
-                                            train_stories, test_stories, noise_ceiling=nc,
+                                            fit_stories, test_stories, noise_ceiling=nc,
                                             estimator=estimator, delays=delays)
                 normalized = result["normalized"]
-                rows.append({
-                    "participant": participant, "model": name, "fraction": fraction,
-                    "n_train_trs": int(np.count_nonzero(keep & ~test_rows)),
-                    "mean_r": float(np.mean(result["r"][selected])),
-                    "mean_normalized": (float(np.nanmean(normalized[selected]))
-                                        if normalized is not None else float("nan")),
-                })
+                for label, chosen in voxel_sets.items():
+                    selected = np.arange(y.shape[1]) if chosen is None else np.asarray(chosen)
+                    row = {
+                        "participant": participant, "model": name, "fraction": fraction,
+                        "n_train_trs": int(np.count_nonzero(training)),
+                        "mean_r": float(np.mean(result["r"][selected])),
+                        "mean_normalized": (float(np.nanmean(normalized[selected]))
+                                            if normalized is not None else float("nan")),
+                    }
+                    if count is not None:
+                        row["n_train_stories"] = count
+                    if label is not None:
+                        row["voxels"] = label
+                    rows.append(row)
     curve = pd.DataFrame(rows)
     if reference is not None:
-        full = curve[(curve["model"] == reference) & (curve["fraction"] == max(fractions))]
-        base = dict(zip(full["participant"], full["mean_r"]))
-        curve["relative_to_reference"] = [r / base[p] if base[p] != 0 else float("nan")
-                                          for p, r in zip(curve["participant"], curve["mean_r"])]
+        largest = max(fraction for fraction, _, _ in sizes)
+        full = curve[(curve["model"] == reference) & (curve["fraction"] == largest)]
+        keys = ["participant"] + (["voxels"] if "voxels" in curve else [])
+        base = {tuple(k): r for k, r in zip(full[keys].itertuples(index=False), full["mean_r"])}
+        curve["relative_to_reference"] = [
+            r / base[tuple(k)] if base[tuple(k)] != 0 else float("nan")
+            for k, r in zip(curve[keys].itertuples(index=False), curve["mean_r"])]
     return curve
 
 
