@@ -148,6 +148,7 @@ def run_seeds(args):
             row[f"{name}/semantic_voxel_wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
             row[f"{name}/semantic_voxels_improved_%"] = float(np.mean(diff > 0) * 100)
         print(json.dumps(row), flush=True)
+        results["settings"] = settings.to_dict()
         (args.output / f"seed{seed}.json").write_text(json.dumps(results, indent=2,
                                                                  default=str))
         (args.output / f"seed{seed}_row.json").write_text(json.dumps(row, indent=2))

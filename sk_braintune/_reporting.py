@@ -19,13 +19,19 @@ __all__ = ["StageTimer", "dataset_summary", "format_results_table", "write_json"
 class StageTimer:
     """Prints each stage's name and wall time; keeps the times for the results file."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, prefix=""):
         self.stream = stream or sys.stdout
+        self.prefix = prefix
         self.times = {}
         self._start = time.perf_counter()
 
+    def elapsed(self):
+        """Seconds since the timer was made."""
+        return time.perf_counter() - self._start
+
     @contextlib.contextmanager
     def __call__(self, name):
+        name = self.prefix + name
         self._print(f"[{self._elapsed()}] {name} ...")
         t0 = time.perf_counter()
         yield

@@ -605,8 +605,12 @@ class DemoSettings(_SettingsBase):
     DemoSettings.preset : The demo's full and quick presets.
     """
 
-    dataset: StoryDatasetSettings = option(StoryDatasetSettings(), StoryDatasetSettings,
-                                           "the built-in dataset", command_line=False)
+    # the library's first 19 minutes of training stories, 3 listeners, semantic voxels on 20
+    # words of context: the design of the pre-registered semantic study (user guide)
+    dataset: StoryDatasetSettings = option(
+        StoryDatasetSettings(stories="library", minutes=15.0, context_words=20,
+                             n_participants=3),
+        StoryDatasetSettings, "the built-in dataset", command_line=False)
     model: str = option("whisper-tiny.en", str, "pretrained model: whisper-tiny.en, ssl (the "
                         "self-supervised model made here) or a local model directory")
     window: float = option(8.0, float, "audio window per TR in seconds", minimum=0,
@@ -640,7 +644,8 @@ class DemoSettings(_SettingsBase):
         Parameters
         ----------
         quick : bool, default=False
-            3 training stories of at most 120 words, 4 s windows, 2 epochs without early
+            3 training stories of the default collection cut at 120 words, 2 listeners, 4 s
+            windows, 2 epochs without early
             stopping, one probe voice, 3 ridge folds.
         epochs : int, optional
             Override the number of tuning epochs.
@@ -654,7 +659,8 @@ class DemoSettings(_SettingsBase):
         """
         settings = cls()
         if quick:
-            settings.dataset = StoryDatasetSettings(n_train_stories=3, max_words=120)
+            settings.dataset = StoryDatasetSettings(n_train_stories=3, max_words=120,
+                                                    n_participants=2)
             settings.window = 4.0
             settings.tuner.update(max_epochs=2, patience=None)
             settings.probe = ProbeSettings(voices=("en-us",), rates=(175,),
@@ -699,6 +705,10 @@ class DemoCommandSettings(RunSettings):
         The quick preset of :meth:`DemoSettings.preset`.
     epochs : int, optional
         Tuning epochs (default: the preset's).
+    models : tuple of str
+        Pretrained models, each brain-tuned and compared in a study of its own on the same
+        data: ``"ssl"`` (the self-supervised model made here), ``"whisper-tiny.en"`` or local
+        model directories.
     controls : tuple of str
         Random-fMRI controls to tune.
     no_figures : bool
@@ -713,6 +723,9 @@ class DemoCommandSettings(RunSettings):
     quick: bool = option(False, bool, "smaller run (a couple of minutes) for smoke tests")
     epochs: int | None = option(None, int, "tuning epochs (default: the study's)",
                                 optional=True, minimum=1)
+    models: tuple = option(("ssl", "whisper-tiny.en"), str, "pretrained models, one study "
+                           "each: ssl (self-supervised, made here), whisper-tiny.en or local "
+                           "directories", many=True)
     controls: tuple = option(DEFAULT_CONTROLS, str,
                              "random-fMRI controls to tune; other-story gives each story "
                              "another story's responses", many=True,
@@ -739,10 +752,11 @@ class DemoCommandSettings(RunSettings):
             For a key of ``study`` that :class:`DemoSettings` lacks, a value of the wrong type,
             or a key that is a top-level option of the command.
         """
-        for key in ("controls", "ridge_backend"):
+        for key in ("controls", "ridge_backend", "model"):
             if key in self.study:
+                top = "models" if key == "model" else key
                 raise SettingsError(f"setting 'study.{key}': {key} is an option of the "
-                                    f"command; set the top-level key {key!r} instead")
+                                    f"command; set the top-level key {top!r} instead")
         settings = DemoSettings.preset(quick=self.quick)
         apply_overrides(settings, self.study, prefix="study.")
         if self.epochs is not None:

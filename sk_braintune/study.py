@@ -23,7 +23,8 @@ from .settings import (CONTROL_MODELS, DEFAULT_CONTROLS, DatasetCommandSettings,
 
 __all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
            "run_demo", "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
-           "show_library_messages", "pretrained_model_path", "PRETRAINED_MODELS"]
+           "show_library_messages", "pretrained_model_path", "PRETRAINED_MODELS",
+           "model_label", "mean_of_results"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in DEFAULT_CONTROLS))
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
@@ -132,10 +133,26 @@ def run_dataset_summary(config, command_line=None):
 # -- the pretrained models ------------------------------------------------------------------
 
 PRETRAINED_MODELS = {
-    "whisper-tiny.en": "Whisper tiny.en (converted once, then cached)",
-    "ssl": "the self-supervised model pretrained on the story library (packaged)",
+    "ssl": "SSL model (made here)",
+    "whisper-tiny.en": "Whisper tiny.en",
 }
-"""Names :attr:`DemoSettings.model` accepts besides a local directory, and what they are."""
+"""Names :attr:`DemoSettings.model` accepts besides a local directory, and their labels."""
+
+
+def model_label(model):
+    """Short label of a pretrained model, for tables and stage names.
+
+    Parameters
+    ----------
+    model : str
+        A key of :data:`PRETRAINED_MODELS` or a model directory.
+
+    Returns
+    -------
+    label : str
+        The key's label, or the directory's name.
+    """
+    return PRETRAINED_MODELS.get(model) or Path(model).name
 
 
 def pretrained_model_path(model):
@@ -252,13 +269,13 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         ``settings.variance_partitioning``, ``variance_partitioning`` (per model, per voxel
         kind: unique model / low-level, shared, shared fraction of the last layer).
     """
-    from .datasets import make_story_dataset
+    from .datasets import make_story_dataset, participant_windows, select_participant
     from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,
                              low_level_impacts, lowlevel_feature_spaces, split_layers,
                              variance_partition_summary)
     from .model_selection import HeldOutStories
     from .tuning import BrainTuner, FrozenLayerCache
-    from .windows import windows_from_dataset
+    from .windows import stack_responses, windows_from_dataset
 
     settings = DemoSettings.from_mapping(settings)
     stages = stages or StageTimer()
@@ -270,100 +287,126 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             k: v for k, v in settings["dataset"].items() if v is not None})
     print(dataset_summary(data), flush=True)
     train, valid, test = (list(data.split[k]) for k in ("train", "validation", "test"))
+    results["train_minutes"] = sum(len(data.audio[s]) for s in train) / data.sample_rate / 60
 
-    with stages(f"pretrained model: {PRETRAINED_MODELS.get(settings['model'], settings['model'])}"):
+    with stages(f"pretrained model: {model_label(settings['model'])}"):
         model_path = pretrained_model_path(settings["model"])
 
     window = settings["window"]
     fit_stories = train + valid
-    X_fit, y_fit, g_fit = windows_from_dataset(data, fit_stories, window=window)
-    X_all, y_all, g_all = windows_from_dataset(data, fit_stories + test, window=window)
-    selected = np.flatnonzero(np.asarray(data.noise_ceiling) > settings["min_ceiling"])
+    listeners = {p: select_participant(data, p) for p in data.participants}
+    several = len(listeners) > 1
+    # tuning rows: one per (window, listener) with several listeners (the multi-brain-tuning
+    # paper: one shared head), the targets the voxels every listener's noise ceiling passes
+    X_fit, y_fit, g_fit, p_fit = participant_windows(data, fit_stories, window=window)
+    ceilings = np.min([np.asarray(own.noise_ceiling) for own in listeners.values()], axis=0)
+    selected = np.flatnonzero(ceilings > settings["min_ceiling"])
     results["n_tuning_targets"] = int(selected.size)
+    results["participants"] = list(listeners)
     validation = HeldOutStories(valid)
+    by_listener = {"participants": p_fit} if several else {}
 
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings["tuner"], validation=validation, device=device,
                         random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
     tuners = {}
-    with stages(f"brain-tuning on {len(fit_stories)} stories, {selected.size} voxels "
+    who = f"{len(listeners)} listeners' " if several else ""
+    with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
                 f"with noise ceiling > {settings['min_ceiling']}"):
         tuners["brain-tuned"] = BrainTuner(model_path, **tuner_params).fit(
-            X_fit, y_fit[:, selected], groups=g_fit)
+            X_fit, y_fit[:, selected], groups=g_fit, **by_listener)
     results["control"] = {}
     for kind in settings.get("controls", DEFAULT_CONTROLS):
-        targets, details = control_targets(kind, y_fit[:, selected], g_fit, random_state=seed)
+        targets, details = _listener_controls(kind, y_fit[:, selected], g_fit, p_fit, seed)
         results["control"][kind] = details
         with stages(f"{CONTROL_MODELS[kind]} control: tuning on {details['description']}"):
             tuners[CONTROL_MODELS[kind]] = BrainTuner(model_path, **tuner_params).fit(
-                X_fit, targets, groups=g_fit)
+                X_fit, targets, groups=g_fit, **by_listener)
+    del X_fit, y_fit
     results["provenance"] = _provenance(data, selected, model_path, tuners)
     results["history"] = {name: t.history_ for name, t in tuners.items()}
     results["best_epoch"] = {name: int(t.best_epoch_) for name, t in tuners.items()}
 
     sources = {"pretrained": model_path, **tuners}
+    X_all, _, g_all = windows_from_dataset(data, fit_stories + test, window=window)
     with stages(f"features: every layer, {len(X_all)} windows of {window:g} s, "
                 f"{len(names)} models"):
         features = _study_features(model_path, tuners, X_all, settings, device=device,
                                    verbose=verbose)
         n_layers = tuners["brain-tuned"].backbone_.num_hidden_layers + 1
+    del X_all
 
     labels = np.asarray(data.voxel_labels)
-    nc = np.asarray(data.noise_ceiling)
+    responses = {p: stack_responses(own, fit_stories + test) for p, own in listeners.items()}
+    ceiling = {p: np.asarray(own.noise_ceiling) for p, own in listeners.items()}
     # one encoding model for every fit: settings["ridge_backend"] = "torch" runs them on the GPU
     encoder = default_encoder(cv=settings["ridge_cv"],
                               backend=settings.get("ridge_backend", "numpy"))
-    layers = {}
-    with stages("alignment: voxelwise ridge per layer, scored on the held-out story"):
-        for name in names:
-            layers[name] = layerwise_alignment(features[name], n_layers, y_all, g_all,
-                                               train + valid, test, noise_ceiling=nc,
-                                               voxel_labels=labels, estimator=encoder)
-    results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
-                         for name, t in layers.items()}
-
-    results["voxel_scores"] = {name: t["voxels"] for name, t in layers.items()}
+    per_listener = {p: {} for p in listeners}
+    mean_over = f" (each of {len(listeners)} listeners)" if several else ""
+    with stages(f"alignment: voxelwise ridge per layer, scored on the held-out story{mean_over}"):
+        layers = {p: {name: layerwise_alignment(features[name], n_layers, responses[p], g_all,
+                                                fit_stories, test, noise_ceiling=ceiling[p],
+                                                voxel_labels=labels, estimator=encoder)
+                      for name in names} for p in listeners}
+    for p in listeners:
+        per_listener[p]["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
+                                     for name, t in layers[p].items()}
+    results["voxel_scores"] = {name: np.mean([layers[p][name]["voxels"] for p in listeners],
+                                             axis=0) for name in names}
     results["voxel_labels"] = labels.tolist()
 
     if "significance" in analyses and settings.get("significance", True):
         with stages(f"significance: {settings['n_permutations']} block permutations, BH-FDR, "
-                    "block-bootstrap intervals (last layer)"):
-            results["significance"] = {}
-            for name in names:
-                fit = layers[name]["last_layer"]
-                sig = alignment_significance(fit["y_true"], fit["prediction"], labels,
-                                             groups=fit["groups"], noise_ceiling=nc,
-                                             n_permutations=settings["n_permutations"],
-                                             n_bootstraps=settings["n_permutations"],
-                                             random_state=seed)
-                results["significance"][name] = sig["roi"]
-                key = name.replace("-", "_")
-                results["voxel_scores"][f"{key}_p_values"] = sig["p_values"]
-                results["voxel_scores"][f"{key}_q_values"] = sig["q_values"]
+                    f"block-bootstrap intervals (last layer){mean_over}"):
+            for p in listeners:
+                per_listener[p]["significance"] = {}
+                for name in names:
+                    fit = layers[p][name]["last_layer"]
+                    sig = alignment_significance(
+                        fit["y_true"], fit["prediction"], labels, groups=fit["groups"],
+                        noise_ceiling=ceiling[p], n_permutations=settings["n_permutations"],
+                        n_bootstraps=settings["n_permutations"], random_state=seed)
+                    per_listener[p]["significance"][name] = sig["roi"]
+                    key = (f"{p}_" if several else "") + name.replace("-", "_")
+                    results["voxel_scores"][f"{key}_p_values"] = sig["p_values"]
+                    results["voxel_scores"][f"{key}_q_values"] = sig["q_values"]
+    del layers
 
     lowlevel = None
     last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
+    del features
     if "low_level_impact" in analyses:
         with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
-                    "regressed out"):
-            lowlevel = lowlevel_feature_spaces(data, train + valid, test)
-            results["low_level_impact"] = low_level_impacts(
-                data, last_layers, g_all, train + valid, test, estimator=encoder,
-                cv=settings["ridge_cv"], lowlevel=lowlevel)
+                    f"regressed out{mean_over}"):
+            lowlevel = lowlevel_feature_spaces(data, fit_stories, test)
+            for p, own in listeners.items():
+                per_listener[p]["low_level_impact"] = low_level_impacts(
+                    own, last_layers, g_all, fit_stories, test, estimator=encoder,
+                    cv=settings["ridge_cv"], lowlevel=lowlevel, responses=responses[p])
     if "variance_partitioning" in analyses and settings.get("variance_partitioning", True):
         with stages("variance partitioning: last layer vs the same low-level features "
-                    "(banded ridge)"):
-            partitions = variance_partition_summary(
-                data, last_layers, g_all, train + valid, test, lowlevel=lowlevel,
-                n_iter=settings["partitioning_n_iter"], cv=settings["ridge_cv"],
-                backend=settings.get("ridge_backend", "numpy"), random_state=seed)
-            results["variance_partitioning"] = partitions["roi"]
+                    f"(banded ridge){mean_over}"):
+            for p, own in listeners.items():
+                per_listener[p]["variance_partitioning"] = variance_partition_summary(
+                    own, last_layers, g_all, fit_stories, test, lowlevel=lowlevel,
+                    n_iter=settings["partitioning_n_iter"], cv=settings["ridge_cv"],
+                    backend=settings.get("ridge_backend", "numpy"), random_state=seed,
+                    responses=responses[p])["roi"]
     if "encoding_curve" in analyses and settings["encoding_curve"]:
-        with stages(f"encoding-data curve: the ridge on {', '.join(map(str, settings['encoding_curve']))} "
-                    "and all fitting stories (last layer)"):
-            results["encoding_curve"] = _encoding_curve(last_layers, y_all, g_all, train + valid,
-                                                        test, nc, labels, settings, encoder)
+        counts = ", ".join(map(str, settings["encoding_curve"]))
+        with stages(f"encoding-data curve: the ridge on {counts} and all fitting stories "
+                    f"(last layer){mean_over}"):
+            for p in listeners:
+                per_listener[p]["encoding_curve"] = _encoding_curve(
+                    last_layers, responses[p], g_all, fit_stories, test, ceiling[p], labels,
+                    settings, encoder)
+    # the listeners' mean of every per-listener result (the result itself with one listener)
+    for key in per_listener[next(iter(listeners))]:
+        results[key] = mean_of_results([per_listener[p][key] for p in listeners])
+    if several:
+        results["per_participant"] = per_listener
     if "probe" in analyses:
         with stages("semantic probe: spoken intents, split by paraphrase"):
             results["probe"] = _probe_scores(sources, settings, seed=seed, device=device,
@@ -460,6 +503,42 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
     return features
 
 
+def mean_of_results(results):
+    """The element-wise mean of results that share one nested structure (one per listener).
+
+    Parameters
+    ----------
+    results : list
+        Dicts, lists and numbers nested alike (e.g. each listener's ROI alignment per model);
+        strings must be equal in all of them (they are kept).
+
+    Returns
+    -------
+    mean : same structure
+        Numbers averaged, lists averaged element by element; one result is returned as is.
+    """
+    first = results[0]
+    if len(results) == 1:
+        return first
+    if isinstance(first, dict):
+        return {k: mean_of_results([r[k] for r in results]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return [mean_of_results(list(items)) for items in zip(*results)]
+    if isinstance(first, str):
+        return first
+    return float(np.mean(results))
+
+
+def _listener_controls(kind, responses, groups, participants, seed):
+    """Control targets made from each listener's own rows (:func:`control_targets`)."""
+    targets = np.empty_like(responses)
+    for who in np.unique(participants):
+        rows = np.flatnonzero(participants == who)
+        targets[rows], details = control_targets(kind, responses[rows], groups[rows],
+                                                 random_state=seed)
+    return targets, details
+
+
 def _encoding_curve(last_layers, responses, groups, fit_stories, test, noise_ceiling, labels,
                     settings, encoder):
     """Normalised r per model, voxel kind and number of fitting stories (last layer)."""
@@ -551,7 +630,8 @@ def _second_table(results):
         for roi in ("semantic", "auditory"):
             if roi in significance:
                 entry = significance[roi]
-                row[f"{roi[:3]}_sig"] = f"{entry['n_significant']}/{entry['n_voxels']}"
+                # a mean over listeners with several
+                row[f"{roi[:3]}_sig"] = f"{entry['n_significant']:.4g}/{entry['n_voxels']:.0f}"
                 row[f"{roi[:3]}_ci"] = f"[{entry['low']:.2f}, {entry['high']:.2f}]"
         rows.append(row)
     return rows
@@ -597,77 +677,124 @@ def _write_figures(results, tuners, output):
 
 
 def run_demo(config, command_line=None):
-    """``sk-braintune demo``: the full study on the built-in story dataset.
+    """``sk-braintune demo``: the full study on the built-in story dataset, for each model.
 
-    Writes ``results.json``, ``results.csv``, ``voxel_scores.npz``, the figures,
-    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output``.
+    Runs :func:`run_braintuning_study` once per pretrained model of ``config.models`` (the
+    self-supervised model made here and Whisper tiny.en by default) on the same dataset, and
+    writes ``results.json``, ``results.csv`` (one row per model family and model),
+    ``voxel_scores.npz``, ``config.toml``, ``manifest.json`` and ``report.html`` into
+    ``config.output``, each family's figures into a subfolder named after it.
 
     Parameters
     ----------
     config : DemoCommandSettings or dict
         Resolved command-line settings (``output``, ``quick``, ``seed``, ``device``, ``epochs``,
-        ``controls``, ``quiet``, ``no_figures``, ``threads``).
+        ``models``, ``controls``, ``quiet``, ``no_figures``, ``threads``).
     command_line : list of str, optional
         The command as typed, for the manifest (default: ``sys.argv``).
 
     Returns
     -------
     results : dict
+        ``families`` (model -> the study's results), ``table`` (rows with ``family`` and
+        ``model``), ``stage_seconds``, ``wall_seconds``, ``peak_memory_mib``.
     """
-    from .report import build_manifest, utc_now, write_manifest, write_report
+    from .report import utc_now, write_manifest, write_report
 
     config = DemoCommandSettings.from_mapping(config)
     started = utc_now()
     _set_torch_threads(config)
     output = Path(config.output)
-    settings = config.study_settings()
     verbose = not config.quiet
     show_library_messages(verbose)
     stages = StageTimer()
-    print(f"sk_braintune demo: brain-tuning Whisper tiny.en on the built-in story dataset "
-          f"({'quick' if config.quick else 'full'} run), results in {output}/", flush=True)
-    results = run_braintuning_study(settings, seed=config.seed, device=config.device,
-                                    verbose=verbose, stages=stages, output=output,
-                                    figures=not config.no_figures)
-    provenance = results.pop("provenance", {})
-    results["peak_memory_mib"] = peak_memory_mib()
-    results["wall_seconds"] = sum(stages.times.values())
+    labels = [model_label(m) for m in config.models]
+    print(f"sk_braintune demo: brain-tuning {' and '.join(labels)} on the built-in story "
+          f"dataset ({'quick' if config.quick else 'full'} run), results in {output}/",
+          flush=True)
+    settings = config.study_settings()
+    families, provenance, voxel_scores = {}, {}, {}
+    for model, label in zip(config.models, labels):
+        settings.model = model
+        stages.prefix = f"{label}: " if len(config.models) > 1 else ""
+        print(f"\n== {label}", flush=True)
+        result = run_braintuning_study(settings, seed=config.seed, device=config.device,
+                                       verbose=verbose, stages=stages,
+                                       output=output / _folder_name(label),
+                                       figures=not config.no_figures)
+        provenance[model] = result.pop("provenance", {})
+        voxel_scores.update({f"{_folder_name(label)}__{k}": v
+                             for k, v in result.pop("voxel_scores").items()})
+        families[model] = result
+    stages.prefix = ""
+    results = {"models": list(config.models), "families": families,
+               "table": [{"family": label, **row} for model, label in zip(config.models, labels)
+                         for row in families[model]["table"]],
+               "figures": [f for r in families.values() for f in r.get("figures", [])],
+               "voxel_scores": voxel_scores,
+               "stage_seconds": dict(stages.times),
+               "peak_memory_mib": peak_memory_mib(), "wall_seconds": stages.elapsed()}
     paths = write_results(results, output)
     save_config(config, output)
-    seed = config.seed
-    manifest = build_manifest(
-        "demo", {"command": config, "study": settings}, started=started,
-        command_line=command_line,
-        seeds={"dataset": seed, "tuning": seed, "controls": seed, "probe": seed},
-        split=provenance.get("split"), voxels=provenance.get("voxels"),
-        data=provenance.get("data"), models=provenance.get("models"),
-        extra={"stage_seconds": results["stage_seconds"],
-               "peak_memory_mib": results["peak_memory_mib"]})
+    manifest = _demo_manifest(config, settings, provenance, results, started, command_line)
     paths.append(str(write_manifest(manifest, output)))
     paths.append(str(write_report(
         output, title="sk-braintune demo: brain-tuning on the built-in story dataset",
-        figures=results.get("figures"), manifest=manifest,
-        summary="Held-out story. sem/aud/mix: noise-ceiling-normalised r in semantic, auditory "
-                "and mixed voxels (last layer / best layer); lowlevel_*_%: low-level impact on "
-                "the last layer's alignment; probe: spoken-intent accuracy on unseen "
-                "paraphrases; sem_pref: synonyms minus near-homophones (last layer).")))
+        figures=results["figures"], manifest=manifest, summary=DEMO_SUMMARY)))
+    _print_demo_tables(results, labels)
+    print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
+          f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"
+          + (f" and {len(results['figures'])} figures" if results["figures"] else ""))
+    return results
+
+
+DEMO_SUMMARY = ("Held-out story, mean over the simulated listeners. sem/aud/mix: "
+                "noise-ceiling-normalised r in semantic, auditory and mixed voxels (last layer / "
+                "best layer); lowlevel_*_%: low-level impact on the last layer's alignment; "
+                "probe: spoken-intent accuracy on unseen paraphrases; sem_pref: synonyms minus "
+                "near-homophones (last layer).")
+
+
+def _folder_name(label):
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in label).strip("_")
+
+
+def _demo_manifest(config, settings, provenance, results, started, command_line):
+    from .report import build_manifest
+
+    first = next(iter(provenance.values()))
+    seed = config.seed
+    return build_manifest(
+        "demo", {"command": config, "study": settings}, started=started,
+        command_line=command_line,
+        seeds={"dataset": seed, "tuning": seed, "controls": seed, "probe": seed},
+        split=first.get("split"), voxels=first.get("voxels"), data=first.get("data"),
+        models={f"{model}/{name}": fingerprint for model, p in provenance.items()
+                for name, fingerprint in p.get("models", {}).items()},
+        extra={"stage_seconds": results["stage_seconds"],
+               "peak_memory_mib": results["peak_memory_mib"]})
+
+
+def _print_demo_tables(results, labels):
+    chance = next(iter(results["families"].values())).get("probe", {}).get("chance")
     print()
-    print("Held-out story. sem/aud/mix: noise-ceiling-normalised r in semantic, auditory and "
-          "mixed voxels\n(last layer / best layer); lowlevel_*_%: low-level impact on the last "
-          "layer's alignment;\nprobe: spoken-intent accuracy on unseen paraphrases (chance "
-          f"{results.get('probe', {}).get('chance', float('nan')):.3f}); sem_pref: synonyms "
-          "minus near-homophones (last layer).")
-    print(format_results_table(results["table"]))
-    second = _second_table(results)
-    if second:
+    print("Held-out story, mean over the simulated listeners. sem/aud/mix: noise-ceiling-"
+          "normalised r in\nsemantic, auditory and mixed voxels (last layer / best layer); "
+          "lowlevel_*_%: low-level impact on\nthe last layer's alignment; probe: spoken-intent "
+          f"accuracy on unseen paraphrases (chance {chance or float('nan'):.3f});\nsem_pref: "
+          "synonyms minus near-homophones (last layer).")
+    for label, family in zip(labels, results["families"].values()):
+        print(f"\n{label}")
+        print(format_results_table(family["table"]))
+    seconds = [_second_table(family) for family in results["families"].values()]
+    if any(seconds):
         print()
         print("Second estimate and significance (last layer). unique/shared: variance "
               "partitioning R^2 vs low-level\nfeatures, shared_%: shared / (unique + shared); "
               "sig: voxels with q < 0.05 (block permutation,\nBH-FDR); ci: 95% block-bootstrap "
               "interval of the mean normalised r.")
-        print(format_results_table(second))
+        for label, second in zip(labels, seconds):
+            if second:
+                print(f"\n{label}")
+                print(format_results_table(second))
     print()
-    print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
-          f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"
-          + (f" and {len(results.get('figures', []))} figures" if results.get("figures") else ""))
-    return results

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,11 +320,25 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "brain-tuned" in printed and "random-fMRI" in printed and "sem_last" in printed
     results = json.loads((out / "results.json").read_text())
-    rows = {row["model"]: row for row in results["table"]}
-    assert set(rows) == set(study.MODEL_NAMES)
+    # both model families, each a study of its own on the same data, two listeners
+    labels = [study.model_label(m) for m in ("ssl", "whisper-tiny.en")]
+    assert results["models"] == ["ssl", "whisper-tiny.en"] and f"\n{labels[0]}\n" in printed
+    rows = {(row["family"], row["model"]): row for row in results["table"]}
+    assert set(rows) == {(f, m) for f in labels for m in study.MODEL_NAMES}
+    families = results["families"]
+    for family in families.values():
+        assert family["participants"] == ["P01", "P02"]
+        per = family["per_participant"]
+        # the table is the listeners' mean, each listener fitted on its own responses
+        for roi in ("semantic", "auditory"):
+            np.testing.assert_allclose(
+                family["layers"]["brain-tuned"][roi],
+                np.mean([per[p]["layers"]["brain-tuned"][roi] for p in per], axis=0))
+        assert (per["P01"]["layers"]["pretrained"]["semantic"]
+                != per["P02"]["layers"]["pretrained"]["semantic"])
     for row in rows.values():
         for key, value in row.items():
-            if key == "model":
+            if key in ("model", "family"):
                 continue
             assert math.isfinite(value), key
             if key.startswith(("sem_last", "sem_best", "aud_", "mix_")):
@@ -333,16 +348,25 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
             if key.startswith("sem_pref"):
                 assert -2.0 <= value <= 2.0, key
     # the pretrained and tuned models share every layer but the last
-    layers = results["layers"]
-    np.testing.assert_allclose(layers["pretrained"]["semantic"][:-1],
-                               layers["brain-tuned"]["semantic"][:-1], atol=1e-5)
-    assert (out / "results.csv").read_text().startswith("model,")
-    assert len(list(out.glob("*.png"))) >= 5
+    for family in families.values():
+        layers = family["layers"]
+        np.testing.assert_allclose(layers["pretrained"]["semantic"][:-1],
+                                   layers["brain-tuned"]["semantic"][:-1], atol=1e-5)
+    assert (out / "results.csv").read_text().startswith("family,model,")
+    for family in families.values():
+        folders = {Path(f).parent for f in family["figures"]}
+        assert len(folders) == 1 and folders.pop().parent == out
+        assert len(family["figures"]) >= 5 and all(Path(f).exists() for f in family["figures"])
     assert "quick" in (out / "config.toml").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["study"]["window"] == study.demo_settings(quick=True).window
-    assert manifest["voxels"]["tuning_targets"]["count"] == results["n_tuning_targets"]
-    assert set(manifest["models"]) == {"pretrained", *study.MODEL_NAMES[1:]}
+    assert (manifest["voxels"]["tuning_targets"]["count"]
+            == families["ssl"]["n_tuning_targets"])
+    assert set(manifest["models"]) == {f"{f}/{m}" for f in results["models"]
+                                       for m in ("pretrained", *study.MODEL_NAMES[1:])}
+    # every stage timed, per family
+    assert all(k.startswith(tuple(f"{label}: " for label in labels))
+               for k in results["stage_seconds"])
     if find_chromium() is not None:
         rendered = check_report(out)
         assert len(rendered["images"]) == len(results["figures"])

@@ -25,7 +25,13 @@ def test_demo_settings_is_the_dataclass_preset():
                                 "lr_backbone": 2e-4, "lr_head": 1e-3, "patience": 2,
                                 "pooling": "mean"}
     quick = study.demo_settings(quick=True, epochs=5)
-    assert quick.dataset == StoryDatasetSettings(n_train_stories=3, max_words=120)
+    # the pre-registered semantic study's data: library, 15 minutes, 20 words, 3 listeners
+    assert full.dataset == StoryDatasetSettings(stories="library", minutes=15.0,
+                                                context_words=20, n_participants=3)
+    assert full.model == "whisper-tiny.en" and DemoCommandSettings().models == (
+        "ssl", "whisper-tiny.en")
+    assert quick.dataset == StoryDatasetSettings(n_train_stories=3, max_words=120,
+                                                 n_participants=2)
     assert (quick.window, quick.ridge_cv, quick.tuner.max_epochs, quick.tuner.patience) == (
         4.0, 3, 5, None)
     assert quick.probe.dataset == {"voices": ("en-us",), "rates": (175,),
@@ -55,7 +61,8 @@ def test_mapping_access_of_dict_era_code():
     settings["dataset"].update(test_story="lost_dog")
     assert settings.dataset.test_story == "lost_dog"
     assert {k: v for k, v in settings["dataset"].items() if v is not None} == {
-        "test_story": "lost_dog"}
+        "test_story": "lost_dog", "stories": "library", "minutes": 15.0, "context_words": 20,
+        "n_participants": 3}
     assert settings["probe"]["dataset"]["voices"] == ("en-us", "en-gb-x-rp")
     with pytest.raises(KeyError):
         settings["nothing"]

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from sk_braintune import cli, study
+from sk_braintune.exceptions import SettingsError
+from sk_braintune.settings import DemoCommandSettings
 from sk_braintune.tuning import block_permuted_targets
 
 
@@ -106,3 +108,23 @@ def test_results_table_columns_fit_long_model_names():
     assert lines[3].startswith("phase-randomized fMRI ") and lines[3].endswith("-0.250")
     short = format_results_table([{"model": "pretrained", "sem_last": 0.1}]).splitlines()
     assert short[0] == f"{'model':<13}{'sem_last':>10}"  # the demo's layout is unchanged
+
+
+def test_mean_of_results_averages_listeners_elementwise():
+    first = {"layers": {"brain-tuned": {"semantic": [0.1, 0.3]}}, "n": 4, "name": "a"}
+    second = {"layers": {"brain-tuned": {"semantic": [0.3, 0.5]}}, "n": 6, "name": "a"}
+    mean = study.mean_of_results([first, second])
+    np.testing.assert_allclose(mean["layers"]["brain-tuned"]["semantic"], [0.2, 0.4])
+    assert mean["n"] == 5.0 and mean["name"] == "a"
+    assert study.mean_of_results([first]) is first  # one listener: its results as they are
+
+
+def test_pretrained_models_by_name_or_directory(tmp_path):
+    assert study.pretrained_model_path(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(study.StudyInputError, match="neither one of.*'ssl'"):
+        study.pretrained_model_path(str(tmp_path / "missing"))
+    assert study.model_label("ssl") == study.PRETRAINED_MODELS["ssl"]
+    assert study.model_label(str(tmp_path / "my-wav2vec2")) == "my-wav2vec2"
+    # the demo's families are a top-level option, never the study table's
+    with pytest.raises(SettingsError, match="'study.model'.*'models'"):
+        DemoCommandSettings(study={"model": "ssl"}).study_settings()

@@ -1,0 +1,219 @@
+"""The data-scaling curve: held-out alignment against minutes of tuning data (library stories).
+
+The follow-up paper's data-efficiency question on the design of the pre-registered semantic
+study (``docs/semantic_design.rst``: library stories, semantic voxels on 20 words of context,
+one listener, the demo's tuning settings): for each amount of training audio (``--minutes``,
+whole stories in the library's order; 0 means all of them) and each seed (rotating held-out
+stories, :func:`study_braintuning.held_out_stories`), tune the pretrained model's top block on
+those stories, tune the random-fMRI control (15-TR block permutation) the same way, and score
+pretrained, brain-tuned and control last-layer features on the held-out story. Every run also
+fits the ridge on the first 3, 6, 12 and 24 fitting stories and on all of them (the
+encoding-data curve, ``DemoSettings.encoding_curve``). The learnability bounds of the same seeds
+and sizes (oracle semantic features and the lexicon learned from the training stories, from
+``benchmarks/results/semantic_learnability_library.json``) go on the same axes.
+
+Usage::
+
+    python benchmarks/data_scaling.py --minutes 15 30 60 120 0 --seeds 0 1 2 [--model ssl]
+        [--from-study DIR] --output benchmarks/results/data_scaling_ssl.json
+    python benchmarks/data_scaling.py --summarize --output benchmarks/results/data_scaling_ssl.json
+
+Runs are kept one JSON row per (size, seed) next to ``--output`` (``<output stem>_runs/``), so
+a run can stop and go on, and several processes can share the grid (one torch thread each uses
+two cores best). ``--from-study DIR`` takes the rows of a size the pre-registered study
+(``study_braintuning.py --preregistered``) already ran with the same settings, instead of
+tuning again. ``--figure`` writes the figure (default: next to ``--output``).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_braintuning (this folder)
+
+from study_braintuning import held_out_stories  # noqa: E402
+
+ROIS = ("semantic", "auditory")
+MODELS = ("pretrained", "brain-tuned", "random-fMRI")
+LEARNABILITY = Path(__file__).resolve().parent / "results" / "semantic_learnability_library.json"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[15, 30, 60, 120, 0],
+                        help="minutes of training audio (0: all the library's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--model", default="ssl", help="ssl, whisper-tiny.en or a directory")
+    parser.add_argument("--context-words", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--from-study", type=Path,
+                        help="folder of study_braintuning.py --preregistered rows to reuse")
+    parser.add_argument("--output", type=Path,
+                        default=Path("benchmarks/results/data_scaling_ssl.json"))
+    parser.add_argument("--figure", type=Path)
+    parser.add_argument("--summarize", action="store_true",
+                        help="only gather the rows already run, write the JSON and figure")
+    args = parser.parse_args()
+    runs = args.output.parent / f"{args.output.stem}_runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    if not args.summarize:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        for minutes in args.minutes:
+            for seed in args.seeds:
+                path = runs / f"minutes{minutes:g}_seed{seed}.json"
+                if not path.exists():
+                    row = (study_row(args, minutes, seed) if args.from_study else None) or \
+                        run_one(args, minutes, seed)
+                    path.write_text(json.dumps(row, indent=2))
+    rows = [json.loads(p.read_text()) for p in sorted(runs.glob("minutes*_seed*.json"))]
+    rows = [r for r in rows if r["model"] == args.model]
+    summary = summarize(rows)
+    args.output.write_text(json.dumps({"settings": {"model": args.model,
+                                                    "context_words": args.context_words},
+                                       "rows": rows, "summary": summary}, indent=2))
+    figure = plot_scaling(summary, learnability_bounds(args.context_words))
+    path = args.figure or args.output.with_suffix(".png")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"wrote {args.output} and {path}")
+
+
+def settings_for(args, minutes, seed):
+    """The pre-registered design at this size and seed, with the block-permuted control."""
+    from sk_braintune import study
+
+    settings = study.demo_settings(model=args.model)
+    settings.controls = ("block-permuted",)
+    settings.dataset.update(stories="library", minutes=minutes or None,
+                            context_words=args.context_words, n_participants=1,
+                            **held_out_stories(seed, stories="library"))
+    return settings
+
+
+def row_from_results(results, args, minutes, seed, seconds):
+    """The per-(size, seed) row: last-layer alignment and the encoding-data curve per model."""
+    row = {"model": args.model, "minutes": minutes, "seed": seed, "seconds": seconds,
+           "train_minutes": results.get("train_minutes"),
+           "test_story": held_out_stories(seed, stories="library")["test_story"]}
+    for name in MODELS:
+        for roi in ROIS:
+            row[f"{name}/{roi}"] = float(results["layers"][name][roi][-1])
+            for n, value in results.get("encoding_curve", {}).get(name, {}).get(roi, {}).items():
+                row[f"{name}/{roi}_ridge_on_{n}_stories"] = float(value)
+    return row
+
+
+def run_one(args, minutes, seed):
+    from sk_braintune import study
+
+    settings = settings_for(args, minutes, seed)
+    t0 = time.perf_counter()
+    results = study.run_braintuning_study(settings, seed=seed, verbose=False, figures=False,
+                                          analyses=("alignment", "encoding_curve"))
+    row = row_from_results(results, args, minutes, seed, time.perf_counter() - t0)
+    print(json.dumps({k: v for k, v in row.items() if "ridge_on" not in k}), flush=True)
+    return row
+
+
+def study_row(args, minutes, seed):
+    """The row of a pre-registered study run with the same settings, or None."""
+    path = args.from_study / f"seed{seed}.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    settings = results["settings"]
+    if isinstance(settings, str):  # rows written before the study script kept the dict
+        wanted = (f"model='{args.model}'", "stories='library'", f"minutes={float(minutes)}",
+                  f"context_words={args.context_words}", "controls=('block-permuted'")
+        if not all(text in settings for text in wanted):
+            return None
+    elif (settings["model"] != args.model or settings["dataset"]["stories"] != "library"
+          or float(settings["dataset"]["minutes"] or 0) != float(minutes)
+          or settings["dataset"]["context_words"] != args.context_words):
+        return None
+    return row_from_results(results, args, minutes, seed, None)
+
+
+def summarize(rows):
+    """Means and standard errors across seeds, per size, model and voxel kind."""
+    from scipy import stats
+
+    out = {}
+    for minutes in sorted({r["minutes"] for r in rows}, key=lambda m: m or np.inf):
+        same = [r for r in rows if r["minutes"] == minutes]
+        entry = {"n_seeds": len(same), "seeds": [r["seed"] for r in same]}
+        keys = [k for k in same[0] if "/" in k and all(k in r for r in same)]
+        for key in keys:
+            values = np.array([r[key] for r in same])
+            entry[key] = {"mean": float(values.mean()),
+                          "sem": float(values.std(ddof=1) / np.sqrt(len(values)))
+                          if len(values) > 1 else float("nan")}
+        for roi in ROIS:
+            for other in MODELS[::2]:
+                diff = np.array([r[f"brain-tuned/{roi}"] - r[f"{other}/{roi}"] for r in same])
+                test = {"mean_difference": float(diff.mean()), "differences": diff.tolist()}
+                if len(diff) > 1 and np.any(diff != 0):
+                    test["paired_t_p"] = float(stats.ttest_1samp(diff, 0).pvalue)
+                entry[f"brain-tuned - {other}, {roi}"] = test
+        out[f"{minutes:g}"] = entry
+    return out
+
+
+def learnability_bounds(context_words):
+    """Oracle and learned-here semantic alignment per size (means over the seeds run there)."""
+    if not LEARNABILITY.exists():
+        return {}
+    rows = [r for r in json.loads(LEARNABILITY.read_text())["rows"]
+            if r["context_words"] == context_words]
+    bounds = {}
+    for size in sorted({r["size"] for r in rows}):
+        same = [r for r in rows if r["size"] == size]
+        bounds[size] = {"train_minutes": float(np.mean([r["train_minutes"] for r in same])),
+                        **{name: float(np.mean([r["semantic"][name] for r in same]))
+                           for name in ("true semantic features", "lexicon learned here")}}
+    return bounds
+
+
+def plot_scaling(summary, bounds):
+    """Held-out alignment against minutes of tuning data, one panel per voxel kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(summary)
+    # whole stories: the sizes' real minutes are those the learnability grid measured
+    x_of = {size: bounds.get(float(size), {}).get("train_minutes", float(size) or 207.0)
+            for size in sizes}
+    fig, axes = plt.subplots(1, len(ROIS), figsize=(5.2 * len(ROIS), 3.8))
+    for ax, roi in zip(axes, ROIS):
+        for index, name in enumerate(MODELS):
+            x = [x_of[s] for s in sizes if f"{name}/{roi}" in summary[s]]
+            mean = np.array([summary[s][f"{name}/{roi}"]["mean"] for s in sizes
+                             if f"{name}/{roi}" in summary[s]])
+            sem = np.array([summary[s][f"{name}/{roi}"]["sem"] for s in sizes
+                            if f"{name}/{roi}" in summary[s]])
+            ax.errorbar(x, mean, yerr=np.nan_to_num(sem), marker="o", capsize=3,
+                        color=f"C{index}", label=name)
+        if roi == "semantic" and bounds:
+            for style, name in (("--", "true semantic features"), (":", "lexicon learned here")):
+                points = sorted((b["train_minutes"], b[name]) for b in bounds.values())
+                ax.plot(*zip(*points), style, color="0.4",
+                        label=f"{name} (learnability bound)")
+        ax.set_xscale("log")
+        ax.set_xlabel("minutes of tuning (and encoding) data")
+        ax.set_title(f"{roi} voxels, held-out story")
+    axes[0].set_ylabel("normalised r (last layer)\nmean ± s.e.m. over seeds")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":
+    main()
