@@ -53,7 +53,8 @@ def main():
     settings = demo_settings(quick=args.quick, epochs=args.epochs)
     started = time.perf_counter()
     data = make_story_dataset(n_participants=args.participants, random_state=args.seed,
-                              **{k: v for k, v in settings["dataset"].items() if v is not None})
+                              **{k: v for k, v in settings["dataset"].items()
+                                 if v is not None and k != "n_participants"})
     training = list(data.participants[:args.participants - args.held_out])
     held_out = list(data.participants[args.participants - args.held_out:])
     fit_stories = list(data.split["train"]) + list(data.split["validation"])

@@ -79,6 +79,10 @@ def dataset_summary(dataset):
     repeats = {s: np.asarray(r).shape[0] for s, r in getattr(dataset, "repeats", {}).items()}
     if repeats:
         lines.append("  repeats    " + ", ".join(f"{s}: {n}" for s, n in repeats.items()))
+    participants = tuple(dataset.get("participants", None) or ())
+    if len(participants) > 1:
+        lines.append(f"  listeners  {', '.join(participants)} (noise ceilings above: "
+                     f"{participants[0]}'s)")
     lines.append(f"  TR {dataset.tr} s, audio {dataset.sample_rate} Hz")
     return "\n".join(lines)
 

@@ -80,12 +80,14 @@ def build_parser():
     demo = sub.add_parser(
         "demo", help="run the full brain-tuning study on the built-in story dataset",
         description=(
-            "Run the whole study on the built-in simulated story dataset (real espeak-ng speech, "
-            "a MiniLM-driven semantic 'brain', the real Whisper tiny.en as pretrained model): "
-            "brain-tune the model, tune a random-fMRI control, then compare pretrained, "
-            "brain-tuned and control on held-out alignment (noise-ceiling-normalised, per voxel "
-            "kind and layer), low-level impact, a semantic probe and semantic preference. "
-            "Prints one table and writes figures, results.json, results.csv, manifest.json and "
+            "Run the whole study on the built-in simulated story dataset (real espeak-ng speech "
+            "of the story library, three simulated listeners with a MiniLM-driven semantic "
+            "'brain') for each pretrained model (--models: the self-supervised model made here "
+            "and the real Whisper tiny.en): brain-tune the model on all listeners, tune a "
+            "random-fMRI control, then compare pretrained, brain-tuned and control on held-out "
+            "alignment (noise-ceiling-normalised, per voxel kind and layer, each listener), "
+            "low-level impact, a semantic probe and semantic preference. Prints one table per "
+            "model and writes figures, results.json, results.csv, manifest.json and "
             "report.html."),
     )
     _add_settings_options(demo, COMMAND_SETTINGS["demo"])

@@ -1,11 +1,13 @@
 """The brain-tuning study behind ``sk-braintune demo`` and ``sk-braintune dataset``.
 
-``run_demo`` runs the whole study on the built-in story dataset: brain-tune Whisper tiny.en on
-the training stories, tune a random-fMRI control the same way, then compare pretrained,
-brain-tuned and control models on the held-out story (layer-wise, noise-ceiling-normalised
-alignment per voxel kind), low-level impact, a semantic probe and semantic preference. The
-stage functions are public so that scripts (``benchmarks/study_braintuning.py``) can repeat the
-study over seeds.
+``run_demo`` runs the whole study on the built-in story dataset for each pretrained model (the
+self-supervised model made here and Whisper tiny.en): brain-tune its top block on the training
+stories (several simulated listeners at once, one shared head), tune a random-fMRI control the
+same way, then compare pretrained, brain-tuned and control models on the held-out story
+(layer-wise, noise-ceiling-normalised alignment per voxel kind, each listener on its own
+responses), low-level impact, a semantic probe and semantic preference. The stage functions are
+public so that scripts (``benchmarks/study_braintuning.py``, ``benchmarks/data_scaling.py``) can
+repeat the study over seeds and sizes.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def _set_torch_threads(config):
 # -- dataset summary (also the first stage of the demo) ---------------------------------------
 
 def run_dataset_summary(config, command_line=None):
-    """``sk-braintune dataset``: generate (or load from the cache) and summarise the dataset.
+    """``sk-braintune dataset``: generate (or load from the cache) and summarise the demo's dataset.
 
     Parameters
     ----------
@@ -125,8 +127,10 @@ def run_dataset_summary(config, command_line=None):
 
     config = DatasetCommandSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    data = make_story_dataset(random_state=config.seed, verbose=not config.quiet)
-    print("Built-in story dataset")
+    dataset = {k: v for k, v in DemoSettings().dataset.items() if v is not None}
+    data = make_story_dataset(random_state=config.seed, verbose=not config.quiet, **dataset)
+    print("Built-in story dataset (the demo's: "
+          + ", ".join(f"{k}={v}" for k, v in dataset.items()) + ")")
     print(dataset_summary(data))
 
 
@@ -275,7 +279,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                              variance_partition_summary)
     from .model_selection import HeldOutStories
     from .tuning import BrainTuner, FrozenLayerCache
-    from .windows import stack_responses, windows_from_dataset
+    from .windows import dataset_windows, stack_responses
 
     settings = DemoSettings.from_mapping(settings)
     stages = stages or StageTimer()
@@ -329,7 +333,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results["best_epoch"] = {name: int(t.best_epoch_) for name, t in tuners.items()}
 
     sources = {"pretrained": model_path, **tuners}
-    X_all, _, g_all = windows_from_dataset(data, fit_stories + test, window=window)
+    X_all = dataset_windows(data, fit_stories + test, window=window)
+    g_all = X_all.groups.copy()
     with stages(f"features: every layer, {len(X_all)} windows of {window:g} s, "
                 f"{len(names)} models"):
         features = _study_features(model_path, tuners, X_all, settings, device=device,
