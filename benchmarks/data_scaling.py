@@ -191,7 +191,7 @@ def plot_scaling(summary, bounds):
     # whole stories: the sizes' real minutes are those the learnability grid measured
     x_of = {size: bounds.get(float(size), {}).get("train_minutes", float(size) or 207.0)
             for size in sizes}
-    fig, axes = plt.subplots(1, len(ROIS), figsize=(5.2 * len(ROIS), 3.8))
+    fig, axes = plt.subplots(1, len(ROIS) + 1, figsize=(5.2 * (len(ROIS) + 1), 3.8))
     for ax, roi in zip(axes, ROIS):
         for index, name in enumerate(MODELS):
             x = [x_of[s] for s in sizes if f"{name}/{roi}" in summary[s]]
@@ -207,10 +207,30 @@ def plot_scaling(summary, bounds):
                 ax.plot(*zip(*points), style, color="0.4",
                         label=f"{name} (learnability bound)")
         ax.set_xscale("log")
+        ticks = sorted(set(x_of.values()) | {b["train_minutes"] for b in bounds.values()})
+        ax.set_xticks(ticks, [f"{t:.0f}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("minutes of tuning (and encoding) data")
         ax.set_title(f"{roi} voxels, held-out story")
     axes[0].set_ylabel("normalised r (last layer)\nmean ± s.e.m. over seeds")
     axes[0].legend(fontsize=7, loc="best")
+    # the encoding-data curve of the largest tuning size: the ridge on the first k stories
+    largest = sizes[-1]
+    ax = axes[-1]
+    for index, name in enumerate(MODELS):
+        keys = sorted((int(k.split("_on_")[1].split("_")[0]), k) for k in summary[largest]
+                      if k.startswith(f"{name}/semantic_ridge_on_"))
+        if keys:
+            ax.errorbar([n for n, _ in keys], [summary[largest][k]["mean"] for _, k in keys],
+                        yerr=np.nan_to_num([summary[largest][k]["sem"] for _, k in keys]),
+                        marker="o", capsize=3, color=f"C{index}", label=name)
+    ax.set_xscale("log")
+    counts = sorted({int(k.split("_on_")[1].split("_")[0]) for k in summary[largest]
+                     if "_ridge_on_" in k})
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()
+    ax.set_xlabel("stories the encoding ridge is fitted on")
+    ax.set_title(f"semantic voxels, tuned on {x_of[largest]:.0f} minutes")
     fig.tight_layout()
     return fig
 
