@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["AudioWindows", "is_audio_windows", "make_windows", "window_end_samples",
-           "windows_from_dataset", "dataset_windows", "stack_responses"]
+__all__ = ["AudioWindows", "dataset_stories", "is_audio_windows", "make_windows",
+           "window_end_samples", "windows_from_dataset", "dataset_windows", "stack_responses"]
 
 DEFAULT_SAMPLE_RATE = 16_000
 
@@ -387,11 +387,32 @@ def make_windows(audio, tr_times, *, window=10.0, tr=2.0045, sample_rate=DEFAULT
                         np.concatenate(times), window_samples, sample_rate, check_finite=False)
 
 
-def _dataset_stories(dataset, stories):
-    """``stories`` resolved to a list (None: all; a split's name: that split), each checked."""
+def dataset_stories(dataset, stories=None):
+    """A dataset's stories to use, resolved to a list and checked.
+
+    Parameters
+    ----------
+    dataset : sklearn.utils.Bunch
+        Anything following the dataset contract (``stories``, ``split``, ``responses``).
+    stories : list of str or str, optional
+        Stories in order; a split's name (``"train"``, ``"validation"``, ``"test"``) selects
+        that split; None means all of ``dataset.stories``.
+
+    Returns
+    -------
+    stories : list of str
+
+    Raises
+    ------
+    ValueError
+        For an unknown split or story.
+    """
     if stories is None:
         stories = list(dataset.stories)
     elif isinstance(stories, str):
+        if stories not in dataset.split:
+            raise ValueError(f"unknown split {stories!r}; splits are {list(dataset.split)} "
+                             "(pass a list for one story)")
         stories = list(dataset.split[stories])
     else:
         stories = list(stories)
@@ -427,7 +448,7 @@ def dataset_windows(dataset, stories=None, *, window=10.0, share_audio=False):
     X : AudioWindows of shape (n_trs, window * 16000)
         ``X.groups`` is the story of each TR.
     """
-    stories = _dataset_stories(dataset, stories)
+    stories = dataset_stories(dataset, stories)
     for s in stories:
         if len(dataset.tr_times[s]) != len(dataset.responses[s]):
             raise ValueError(
@@ -460,7 +481,7 @@ def stack_responses(dataset, stories=None):
     -------
     y : ndarray of shape (n_trs, n_voxels), float32
     """
-    stories = _dataset_stories(dataset, stories)
+    stories = dataset_stories(dataset, stories)
     lengths = [len(dataset.responses[s]) for s in stories]
     first = np.asarray(dataset.responses[stories[0]], dtype=np.float32)
     y = np.empty((sum(lengths), *first.shape[1:]), dtype=np.float32)
@@ -499,6 +520,6 @@ def windows_from_dataset(dataset, stories=None, *, window=10.0):
     dataset_windows, stack_responses : the two halves, for callers that need the audio and
         the stacked responses at different times.
     """
-    stories = _dataset_stories(dataset, stories)
+    stories = dataset_stories(dataset, stories)
     X = dataset_windows(dataset, stories, window=window)
     return X, stack_responses(dataset, stories), X.groups.copy()

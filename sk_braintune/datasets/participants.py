@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..windows import AudioWindows, make_windows
+from ..windows import AudioWindows, dataset_stories, make_windows
 
 __all__ = ["dataset_participants", "select_participant", "participant_windows"]
 
@@ -154,18 +154,7 @@ def participant_windows(data, stories, window, participants=None):
         raise ValueError("participants is empty; pass None for all participants")
     for p in participants:
         _check_participant(p, all_participants)
-    if stories is None:
-        stories = list(data.stories)
-    elif isinstance(stories, str):
-        if stories not in data.split:
-            raise ValueError(f"unknown split {stories!r}; splits are {list(data.split)} (pass a "
-                             "list for one story)")
-        stories = list(data.split[stories])
-    else:
-        stories = list(stories)
-    unknown = [s for s in stories if s not in data.audio]
-    if unknown:
-        raise ValueError(f"unknown stories {unknown}; available: {list(data.stories)}")
+    stories = dataset_stories(data, stories)
     for p in participants:
         for s in stories:
             n_trs, n_rows = len(data.tr_times[s]), len(per[p]["responses"][s])
