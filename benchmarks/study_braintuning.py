@@ -15,6 +15,14 @@ Usage::
     python benchmarks/study_braintuning.py --seeds 0 1 2 [--epochs 6] [--window 8]
         [--controls block-permuted other-story phase-randomized] [--output study_results]
 
+    # the pre-registered semantic study (docs/semantic_design.rst), one family at a time
+    python benchmarks/study_braintuning.py --preregistered --model ssl --seeds 0 --threads 1 \
+        --output study_ssl
+
+With ``--preregistered`` a seed (four tuned models, every analysis) took about 10 minutes on
+one thread for the self-supervised model and 22-24 for Whisper tiny.en, two seeds at a time on
+this machine's 2 cores (``benchmarks/results/semantic_study_*.json``).
+
 Seeds can run in separate processes writing to the same ``--output`` (one torch thread each
 uses two cores best); ``--summarize`` then only reads the per-seed rows and prints the tests.
 With both controls a seed takes 11-12 minutes on one thread, two seeds running at a time on
