@@ -12,6 +12,7 @@ repeat the study over seeds and sizes.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -783,11 +784,10 @@ def _demo_manifest(config, settings, provenance, results, started, command_line)
 def _print_demo_tables(results, labels):
     chance = next(iter(results["families"].values())).get("probe", {}).get("chance")
     print()
-    print("Held-out story, mean over the simulated listeners. sem/aud/mix: noise-ceiling-"
-          "normalised r in\nsemantic, auditory and mixed voxels (last layer / best layer); "
-          "lowlevel_*_%: low-level impact on\nthe last layer's alignment; probe: spoken-intent "
-          f"accuracy on unseen paraphrases (chance {chance or float('nan'):.3f});\nsem_pref: "
-          "synonyms minus near-homophones (last layer).")
+    # the report's summary, with the probe's chance level, wrapped for the terminal
+    print(textwrap.fill(DEMO_SUMMARY.replace(
+        "unseen paraphrases;", f"unseen paraphrases (chance {chance or float('nan'):.3f});"),
+        width=99))
     for label, family in zip(labels, results["families"].values()):
         print(f"\n{label}")
         print(format_results_table(family["table"]))
