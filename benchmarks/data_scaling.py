@@ -22,7 +22,10 @@ Runs are kept one JSON row per (size, seed) next to ``--output`` (``<output stem
 a run can stop and go on, and several processes can share the grid (one torch thread each uses
 two cores best). ``--from-study DIR`` takes the rows of a size the pre-registered study
 (``study_braintuning.py --preregistered``) already ran with the same settings, instead of
-tuning again. ``--figure`` writes the figure (default: next to ``--output``).
+tuning again. ``--figure`` writes the figure (default: next to ``--output``): the scaling curve
+per voxel kind on top, their paired differences in the middle, the encoding-data curve of the
+largest size below. The same numbers print as reStructuredText tables (``--tables FILE`` keeps
+them, as the docs do).
 """
 
 import argparse
@@ -55,6 +58,8 @@ def main():
     parser.add_argument("--output", type=Path,
                         default=Path("benchmarks/results/data_scaling_ssl.json"))
     parser.add_argument("--figure", type=Path)
+    parser.add_argument("--tables", type=Path,
+                        help="also write the printed tables (reStructuredText) to this file")
     parser.add_argument("--summarize", action="store_true",
                         help="only gather the rows already run, write the JSON and figure")
     args = parser.parse_args()
@@ -78,7 +83,12 @@ def main():
     args.output.write_text(json.dumps({"settings": {"model": args.model,
                                                     "context_words": args.context_words},
                                        "rows": rows, "summary": summary}, indent=2))
-    figure = plot_scaling(summary, learnability_bounds(args.context_words))
+    bounds = learnability_bounds(args.context_words)
+    text = tables(summary, bounds)
+    print(text)
+    if args.tables:
+        args.tables.write_text(text)
+    figure = plot_scaling(summary, bounds)
     path = args.figure or args.output.with_suffix(".png")
     figure.savefig(path, dpi=120, bbox_inches="tight")
     print(f"wrote {args.output} and {path}")
@@ -154,15 +164,70 @@ def summarize(rows):
             entry[key] = {"mean": float(values.mean()),
                           "sem": float(values.std(ddof=1) / np.sqrt(len(values)))
                           if len(values) > 1 else float("nan")}
-        for roi in ROIS:
+        # the full ridge, then the encoding-data curve's points (the ridge on the first k stories)
+        measures = [roi for roi in ROIS] + sorted(
+            {k.split("/", 1)[1] for k in keys if "_ridge_on_" in k},
+            key=lambda name: (name.split("_")[0], int(name.split("_on_")[1].split("_")[0])))
+        for measure in measures:
             for other in MODELS[::2]:
-                diff = np.array([r[f"brain-tuned/{roi}"] - r[f"{other}/{roi}"] for r in same])
+                if not all(f"{other}/{measure}" in r and f"brain-tuned/{measure}" in r
+                           for r in same):
+                    continue
+                diff = np.array([r[f"brain-tuned/{measure}"] - r[f"{other}/{measure}"]
+                                 for r in same])
                 test = {"mean_difference": float(diff.mean()), "differences": diff.tolist()}
                 if len(diff) > 1 and np.any(diff != 0):
                     test["paired_t_p"] = float(stats.ttest_1samp(diff, 0).pvalue)
-                entry[f"brain-tuned - {other}, {roi}"] = test
+                entry[f"brain-tuned - {other}, {measure}"] = test
         out[f"{minutes:g}"] = entry
     return out
+
+
+def real_minutes(summary, bounds):
+    """Training minutes per size key: whole stories, so those the learnability grid measured."""
+    return {size: bounds.get(float(size), {}).get("train_minutes", float(size) or 207.0)
+            for size in summary}
+
+
+def _rst(header, lines):
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+    rule = "  ".join("=" * w for w in widths)
+    def row(cells):
+        return "  ".join(f"{cell!s:<{w}}" for cell, w in zip(cells, widths)).rstrip()
+    return "\n".join([rule, row(header), rule, *map(row, lines), rule])
+
+
+def _difference(test):
+    text = f"{test['mean_difference']:+.4f}"
+    return text + (f" (p={test['paired_t_p']:.2g})" if "paired_t_p" in test else "")
+
+
+def tables(summary, bounds):
+    """The scaling curve per voxel kind and the largest size's encoding-data curve, as RST."""
+    x_of = real_minutes(summary, bounds)
+    out = []
+    header = ["minutes", "seeds", *MODELS, "BT - pretrained", "BT - random-fMRI"]
+    for roi in ROIS:
+        lines = [[f"{x_of[size]:.0f}", entry["n_seeds"],
+                  *(f"{entry[f'{name}/{roi}']['mean']:.3f}" for name in MODELS),
+                  *(_difference(entry[f"brain-tuned - {other}, {roi}"])
+                    for other in MODELS[::2])]
+                 for size, entry in summary.items()]
+        out += [f"**{roi} voxels, last layer, held-out story**", "", _rst(header, lines), ""]
+    largest = list(summary)[-1]
+    entry = summary[largest]
+    for roi in ROIS:
+        counts = sorted({int(k.split("_on_")[1].split("_")[0]) for k in entry
+                         if k.startswith(f"pretrained/{roi}_ridge_on_")})
+        lines = [[count, entry["n_seeds"],
+                  *(f"{entry[f'{name}/{roi}_ridge_on_{count}_stories']['mean']:.3f}"
+                    for name in MODELS),
+                  *(_difference(entry[f"brain-tuned - {other}, {roi}_ridge_on_{count}_stories"])
+                    for other in MODELS[::2])]
+                 for count in counts]
+        out += [f"**{roi} voxels, encoding ridge on the first k stories, tuned on "
+                f"{x_of[largest]:.0f} minutes**", "", _rst(["stories", *header[1:]], lines), ""]
+    return "\n".join(out)
 
 
 def learnability_bounds(context_words):
@@ -188,11 +253,9 @@ def plot_scaling(summary, bounds):
     import matplotlib.pyplot as plt
 
     sizes = list(summary)
-    # whole stories: the sizes' real minutes are those the learnability grid measured
-    x_of = {size: bounds.get(float(size), {}).get("train_minutes", float(size) or 207.0)
-            for size in sizes}
-    fig, axes = plt.subplots(1, len(ROIS) + 1, figsize=(5.2 * (len(ROIS) + 1), 3.8))
-    for ax, roi in zip(axes, ROIS):
+    x_of = real_minutes(summary, bounds)
+    fig, axes = plt.subplots(3, len(ROIS), figsize=(5.2 * len(ROIS), 11.0))
+    for ax, roi in zip(axes[0], ROIS):
         for index, name in enumerate(MODELS):
             x = [x_of[s] for s in sizes if f"{name}/{roi}" in summary[s]]
             mean = np.array([summary[s][f"{name}/{roi}"]["mean"] for s in sizes
@@ -211,26 +274,46 @@ def plot_scaling(summary, bounds):
         ax.set_xticks(ticks, [f"{t:.0f}" for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("minutes of tuning (and encoding) data")
-        ax.set_title(f"{roi} voxels, held-out story")
-    axes[0].set_ylabel("normalised r (last layer)\nmean ± s.e.m. over seeds")
-    axes[0].legend(fontsize=7, loc="best")
+        seeds = sorted({summary[s]["n_seeds"] for s in sizes})
+        ax.set_title(f"{roi} voxels, held-out story ({'-'.join(map(str, seeds))} seeds per size)")
+    axes[0, 0].set_ylabel("normalised r (last layer)\nmean ± s.e.m. over seeds")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    # the effects are thousandths: the paired differences on their own axes
+    for ax, roi in zip(axes[1], ROIS):
+        for index, other in zip((0, 2), MODELS[::2]):
+            tests = [(x_of[s], summary[s][f"brain-tuned - {other}, {roi}"]) for s in sizes]
+            diffs = [np.asarray(t["differences"]) for _, t in tests]
+            sem = [d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0 for d in diffs]
+            ax.errorbar([x for x, _ in tests], [d.mean() for d in diffs], yerr=sem, marker="o",
+                        capsize=3, color=f"C{index}", label=f"brain-tuned - {other}")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(set(x_of.values())), [f"{x_of[s]:.0f}" for s in
+                                                   sorted(sizes, key=x_of.get)])
+        ax.minorticks_off()
+        ax.set_xlabel("minutes of tuning (and encoding) data")
+        ax.set_title(f"{roi} voxels: paired differences", fontsize=10)
+    axes[1, 0].set_ylabel("difference in normalised r\nmean ± s.e.m. of the paired differences")
+    axes[1, 0].legend(fontsize=7, loc="best")
     # the encoding-data curve of the largest tuning size: the ridge on the first k stories
     largest = sizes[-1]
-    ax = axes[-1]
-    for index, name in enumerate(MODELS):
-        keys = sorted((int(k.split("_on_")[1].split("_")[0]), k) for k in summary[largest]
-                      if k.startswith(f"{name}/semantic_ridge_on_"))
-        if keys:
-            ax.errorbar([n for n, _ in keys], [summary[largest][k]["mean"] for _, k in keys],
-                        yerr=np.nan_to_num([summary[largest][k]["sem"] for _, k in keys]),
-                        marker="o", capsize=3, color=f"C{index}", label=name)
-    ax.set_xscale("log")
-    counts = sorted({int(k.split("_on_")[1].split("_")[0]) for k in summary[largest]
-                     if "_ridge_on_" in k})
-    ax.set_xticks(counts, [str(c) for c in counts])
-    ax.minorticks_off()
-    ax.set_xlabel("stories the encoding ridge is fitted on")
-    ax.set_title(f"semantic voxels, tuned on {x_of[largest]:.0f} minutes")
+    for ax, roi in zip(axes[2], ROIS):
+        for index, name in enumerate(MODELS):
+            keys = sorted((int(k.split("_on_")[1].split("_")[0]), k) for k in summary[largest]
+                          if k.startswith(f"{name}/{roi}_ridge_on_"))
+            if keys:
+                ax.errorbar([n for n, _ in keys], [summary[largest][k]["mean"] for _, k in keys],
+                            yerr=np.nan_to_num([summary[largest][k]["sem"] for _, k in keys]),
+                            marker="o", capsize=3, color=f"C{index}", label=name)
+        ax.set_xscale("log")
+        counts = sorted({int(k.split("_on_")[1].split("_")[0]) for k in summary[largest]
+                         if f"/{roi}_ridge_on_" in k})
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
+        ax.set_xlabel("stories the encoding ridge is fitted on")
+        ax.set_title(f"{roi} voxels: encoding-data curve, tuned on {x_of[largest]:.0f} minutes "
+                     f"({summary[largest]['n_seeds']} seeds)", fontsize=9)
+    axes[2, 0].set_ylabel("normalised r (last layer)\nmean ± s.e.m. over seeds")
     fig.tight_layout()
     return fig
 
