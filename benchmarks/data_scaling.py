@@ -165,9 +165,9 @@ def summarize(rows):
                           "sem": float(values.std(ddof=1) / np.sqrt(len(values)))
                           if len(values) > 1 else float("nan")}
         # the full ridge, then the encoding-data curve's points (the ridge on the first k stories)
-        measures = [roi for roi in ROIS] + sorted(
+        measures = list(ROIS) + sorted(
             {k.split("/", 1)[1] for k in keys if "_ridge_on_" in k},
-            key=lambda name: (name.split("_")[0], int(name.split("_on_")[1].split("_")[0])))
+            key=lambda name: (name.split("_")[0], story_count(name)))
         for measure in measures:
             for other in MODELS[::2]:
                 if not all(f"{other}/{measure}" in r and f"brain-tuned/{measure}" in r
@@ -181,6 +181,11 @@ def summarize(rows):
                 entry[f"brain-tuned - {other}, {measure}"] = test
         out[f"{minutes:g}"] = entry
     return out
+
+
+def story_count(key):
+    """The k of an encoding-data-curve key such as ``"brain-tuned/semantic_ridge_on_6_stories"``."""
+    return int(key.split("_on_")[1].split("_")[0])
 
 
 def real_minutes(summary, bounds):
@@ -217,7 +222,7 @@ def tables(summary, bounds):
     largest = list(summary)[-1]
     entry = summary[largest]
     for roi in ROIS:
-        counts = sorted({int(k.split("_on_")[1].split("_")[0]) for k in entry
+        counts = sorted({story_count(k) for k in entry
                          if k.startswith(f"pretrained/{roi}_ridge_on_")})
         lines = [[count, entry["n_seeds"],
                   *(f"{entry[f'{name}/{roi}_ridge_on_{count}_stories']['mean']:.3f}"
@@ -299,14 +304,14 @@ def plot_scaling(summary, bounds):
     largest = sizes[-1]
     for ax, roi in zip(axes[2], ROIS):
         for index, name in enumerate(MODELS):
-            keys = sorted((int(k.split("_on_")[1].split("_")[0]), k) for k in summary[largest]
+            keys = sorted((story_count(k), k) for k in summary[largest]
                           if k.startswith(f"{name}/{roi}_ridge_on_"))
             if keys:
                 ax.errorbar([n for n, _ in keys], [summary[largest][k]["mean"] for _, k in keys],
                             yerr=np.nan_to_num([summary[largest][k]["sem"] for _, k in keys]),
                             marker="o", capsize=3, color=f"C{index}", label=name)
         ax.set_xscale("log")
-        counts = sorted({int(k.split("_on_")[1].split("_")[0]) for k in summary[largest]
+        counts = sorted({story_count(k) for k in summary[largest]
                          if f"/{roi}_ridge_on_" in k})
         ax.set_xticks(counts, [str(c) for c in counts])
         ax.minorticks_off()
