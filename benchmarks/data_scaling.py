@@ -282,7 +282,7 @@ def plot_scaling(summary, bounds):
         seeds = sorted({summary[s]["n_seeds"] for s in sizes})
         ax.set_title(f"{roi} voxels, held-out story ({'-'.join(map(str, seeds))} seeds per size)")
     axes[0, 0].set_ylabel("normalised r (last layer)\nmean ± s.e.m. over seeds")
-    axes[0, 0].legend(fontsize=7, loc="best")
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.9))  # between the bounds
     # the effects are thousandths: the paired differences on their own axes
     for ax, roi in zip(axes[1], ROIS):
         for index, other in zip((0, 2), MODELS[::2]):
