@@ -75,7 +75,7 @@ def main():
 
 def _whisper_tiny():
     try:
-        from sk_braintune.models import load_whisper_tiny_en
+        from sk_braintune.builtin import load_whisper_tiny_en
 
         return load_whisper_tiny_en(), "whisper tiny.en (pretrained)"
     except Exception:  # noqa: BLE001 - the demo extra or its model package is missing

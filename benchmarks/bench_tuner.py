@@ -50,7 +50,7 @@ SR = 16_000
 def whisper_tiny_path():
     """Whisper tiny.en (converted, cached) or a random config of the same size."""
     try:
-        from sk_braintune.models import load_whisper_tiny_en
+        from sk_braintune.builtin import load_whisper_tiny_en
 
         return load_whisper_tiny_en(), "whisper tiny.en (pretrained)"
     except Exception as exc:  # noqa: BLE001 - the demo extra may be missing

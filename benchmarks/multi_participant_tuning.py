@@ -43,10 +43,10 @@ def main():
 
     from sk_braintune.analysis import data_efficiency_curve, plot_data_efficiency
     from sk_braintune.evaluation import default_encoder
-    from sk_braintune.datasets import (make_story_dataset, participant_windows,
-                                       select_participant, windows_from_dataset)
+    from sk_braintune.builtin import make_story_dataset
+    from sk_braintune.datasets import participant_windows, select_participant, windows_from_dataset
     from sk_braintune.features import SpeechFeatureExtractor
-    from sk_braintune.models import load_whisper_tiny_en
+    from sk_braintune.builtin import load_whisper_tiny_en
     from sk_braintune.study import demo_settings
     from sk_braintune.tuning import BrainTuner, FrozenLayerCache
 

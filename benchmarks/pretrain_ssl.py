@@ -1,9 +1,9 @@
 """Pretrain the packaged self-supervised speech model (``sk_braintune/data/ssl_model``).
 
-Runs :data:`sk_braintune.models.SSL_RECIPE` (seed 0) with
-:func:`sk_braintune.models.pretrain_ssl_speech_model` on the story library's training speech
+Runs :data:`sk_braintune.builtin.SSL_RECIPE` (seed 0) with
+:func:`sk_braintune.builtin.pretrain_ssl_speech_model` on the story library's training speech
 (the validation and test stories excluded), exactly as ``load_ssl_speech_model(packaged=False)``
-would, then writes the encoder in float16 with :func:`sk_braintune.models.ssl.package_ssl_model`
+would, then writes the encoder in float16 with :func:`sk_braintune.builtin.ssl.package_ssl_model`
 and prints the SHA-256 of the weights, the pretraining time and the seconds per step.
 
 ``--check`` writes nothing into the package: it compares the SHA-256 of the result with the one
@@ -39,8 +39,8 @@ def main():
 
     import torch
 
-    from sk_braintune.datasets.story import story_speech
-    from sk_braintune.models.ssl import (
+    from sk_braintune.builtin.story import story_speech
+    from sk_braintune.builtin.ssl import (
         PACKAGED_DIR,
         SSL_RECIPE,
         package_ssl_model,

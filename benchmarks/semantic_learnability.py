@@ -22,7 +22,7 @@ speech models see:
 - ``ssl`` / ``whisper`` (``--models``): the pretrained speech models' features as the study
   extracts them (:func:`sk_braintune.features.extract_layer_features`: every hidden state,
   mean-pooled over the window), scored layer by layer; the best layer is reported. These are
-  the self-supervised model of :func:`sk_braintune.models.load_ssl_speech_model` (or
+  the self-supervised model of :func:`sk_braintune.builtin.load_ssl_speech_model` (or
   ``--ssl-model``) and Whisper tiny.en.
 
 The speech models' features depend only on the audio and the window, so they are extracted once
@@ -112,7 +112,7 @@ def normalise_word(label):
 
 def model_sources(args):
     """Model key -> (path, description of the revision) for the speech models asked for."""
-    from sk_braintune.models import load_ssl_speech_model, load_whisper_tiny_en
+    from sk_braintune.builtin import load_ssl_speech_model, load_whisper_tiny_en
 
     sources = {}
     for key in args.models:
@@ -198,7 +198,7 @@ def dataset_kwargs(args, seed, context, size):
 
 def score_size(args, seed, size, model_features, word_vectors):
     """Rows (one per context setting) of one seed and one data size."""
-    from sk_braintune.datasets import make_story_dataset
+    from sk_braintune.builtin import make_story_dataset
     from sk_braintune.evaluation import fit_score_encoding, split_layers
     from sk_braintune.features.lowlevel import power_spectrum_features
 
@@ -352,8 +352,8 @@ def main():
     sizes = args.n_train_stories or args.minutes or [0]
     sizes = [int(s) if float(s).is_integer() else s for s in sizes]
 
-    from sk_braintune.datasets import make_story_dataset
-    from sk_braintune.models.minilm import embed_texts
+    from sk_braintune.builtin import make_story_dataset
+    from sk_braintune.builtin.minilm import embed_texts
 
     sources = model_sources(args)
     everything = make_story_dataset(stories=args.stories)  # every story's audio and words

@@ -1,7 +1,7 @@
 """Is the self-supervised model pretrained here what the paper's SSL models are?
 
 Good on auditory voxels and phones, weak on word meaning: this script measures, for the BEST-RQ
-model of :func:`sk_braintune.models.load_ssl_speech_model` next to Whisper tiny.en, on the
+model of :func:`sk_braintune.builtin.load_ssl_speech_model` next to Whisper tiny.en, on the
 library dataset (``make_story_dataset(stories="library")``):
 
 - layer-wise, noise-ceiling-normalised alignment of auditory, semantic and mixed voxels on the
@@ -123,8 +123,9 @@ def baseline_features(kind, X, n_chunks=8, batch_size=32):
     """
     import torch
 
-    from sk_braintune.datasets.story_features import band_power_envelopes
-    from sk_braintune.models import load_backbone, load_whisper_tiny_en
+    from sk_braintune.builtin.story_features import band_power_envelopes
+    from sk_braintune.models import load_backbone
+    from sk_braintune.builtin import load_whisper_tiny_en
 
     base, _, chunk_spec = kind.partition("-chunks")
     chunks = (int(chunk_spec) if chunk_spec else n_chunks) if "-chunks" in kind else 1
@@ -162,9 +163,10 @@ def main():
 
     from sk_braintune import SpeechFeatureExtractor
     from sk_braintune._utils import cache_dir
-    from sk_braintune.datasets import make_story_dataset
+    from sk_braintune.builtin import make_story_dataset
     from sk_braintune.evaluation import layerwise_alignment
-    from sk_braintune.models import load_backbone, load_ssl_speech_model, load_whisper_tiny_en
+    from sk_braintune.models import load_backbone
+    from sk_braintune.builtin import load_ssl_speech_model, load_whisper_tiny_en
     from sk_braintune.windows import windows_from_dataset
 
     timings = {}

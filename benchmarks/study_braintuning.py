@@ -89,7 +89,7 @@ def held_out_stories(seed, stories="default"):
     ``b16``, ... (both writers' series in turn); the first training stories, which small
     ``minutes=`` keep, stay the same for the first seeds.
     """
-    from sk_braintune.datasets.story import story_texts
+    from sk_braintune.builtin.story import story_texts
 
     if stories == "library":
         names = list(story_texts("library"))

@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 
 from sk_braintune import FIRDelayer, RidgeEncoder
-from sk_braintune.datasets import make_story_dataset
+from sk_braintune.builtin import make_story_dataset
 from sk_braintune.preprocessing import zscore_per_story
 from sk_braintune.features.lanczos import lanczos_resample
 from sk_braintune.features.lowlevel import lowlevel_features

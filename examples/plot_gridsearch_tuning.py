@@ -32,7 +32,8 @@ import sklearn
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from sk_braintune import BrainTuner
-from sk_braintune.datasets import make_story_dataset, windows_from_dataset
+from sk_braintune.builtin import make_story_dataset
+from sk_braintune.datasets import windows_from_dataset
 from sk_braintune.testing import make_tiny_model
 
 dataset = make_story_dataset(n_train_stories=3, max_words=150)

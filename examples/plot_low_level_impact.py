@@ -26,10 +26,11 @@ import numpy as np
 
 from sk_braintune import SpeechFeatureExtractor
 from sk_braintune.analysis.figures import plot_low_level_impact
-from sk_braintune.analysis.residualize import low_level_comparison
-from sk_braintune.datasets import make_story_dataset, windows_from_dataset
+from sk_braintune.evaluation import low_level_comparison
+from sk_braintune.builtin import make_story_dataset
+from sk_braintune.datasets import windows_from_dataset
 from sk_braintune.features.lowlevel import lowlevel_features
-from sk_braintune.models import load_whisper_tiny_en
+from sk_braintune.builtin import load_whisper_tiny_en
 
 dataset = make_story_dataset(n_train_stories=3, max_words=150)
 train_stories, test_stories = dataset.split["train"], dataset.split["test"]
@@ -63,7 +64,7 @@ print({kind: block[test_stories[0]].shape[1]
 # %%
 # Alignment with and without the low-level features
 # -------------------------------------------------
-# :func:`~sk_braintune.analysis.residualize.low_level_comparison` z-scores both feature sets
+# :func:`~sk_braintune.evaluation.low_level_comparison` z-scores both feature sets
 # per story, fits a :class:`~sk_braintune.Residualizer` on the training stories (a ridge from
 # the low-level features to every model feature, one penalty per feature) and applies it to all
 # stories, adds FIR delays per story, fits one encoding model on the raw features and one on

@@ -45,8 +45,8 @@ from sklearn.pipeline import make_pipeline
 from sk_braintune import BrainTuner
 from sk_braintune.analysis import data_efficiency_curve, plot_data_efficiency
 from sk_braintune.evaluation import default_encoder
-from sk_braintune.datasets import (make_story_dataset, participant_windows, select_participant,
-                                   windows_from_dataset)
+from sk_braintune.builtin import make_story_dataset
+from sk_braintune.datasets import participant_windows, select_participant, windows_from_dataset
 from sk_braintune.features import SpeechFeatureExtractor
 from sk_braintune.testing import make_tiny_model
 

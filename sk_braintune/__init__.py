@@ -19,7 +19,7 @@ _LAZY_EXPORTS = {
     "SemanticProbe": "analysis.probe",
     "LowLevelSpeechFeatures": "features.lowlevel",
     "PowerSpectrumFeatures": "features.lowlevel",
-    "Residualizer": "analysis.residualize",
+    "Residualizer": "evaluation.residualize",
     "AudioWindows": "windows",
     "make_windows": "windows",
 }

@@ -78,7 +78,7 @@ X, y, groups : object, default=None
 docdict["run_options"] = """
 output : pathlib.Path, default=DEFAULT_OUTPUT
     Folder for results, figures, the manifest and the report (default:
-    :data:`sk_braintune.settings.DEFAULT_OUTPUT` in the current folder).
+    :data:`sk_braintune.commands.settings.DEFAULT_OUTPUT` in the current folder).
 seed : int, default=0
     Random seed.
 device : str, default="auto"

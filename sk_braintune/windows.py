@@ -500,7 +500,7 @@ def windows_from_dataset(dataset, stories=None, *, window=10.0):
     ----------
     dataset : sklearn.utils.Bunch
         Anything following the dataset contract (``audio``, ``tr_times``, ``responses``, ``tr``,
-        ``sample_rate``), e.g. from :func:`sk_braintune.datasets.make_story_dataset` or
+        ``sample_rate``), e.g. from :func:`sk_braintune.builtin.make_story_dataset` or
         :func:`sk_braintune.datasets.load_lebel2023`.
     stories : list of str, optional
         Stories to include, in order; all of ``dataset.stories`` by default. A name of a split

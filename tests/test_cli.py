@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sk_braintune import cli, report, study
-from sk_braintune.settings import COMMAND_SETTINGS, TuneSettings
+from sk_braintune.commands import cli, report
+from sk_braintune import study
+from sk_braintune.builtin import registry
+from sk_braintune.commands.settings import COMMAND_SETTINGS, TuneSettings
 from sk_braintune.testing.browser import check_report, find_chromium
 from sk_braintune.testing.lebel import make_miniature_lebel2023
 from sk_braintune.testing.models import make_tiny_model
@@ -321,7 +323,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "brain-tuned" in printed and "random-fMRI" in printed and "sem_last" in printed
     results = json.loads((out / "results.json").read_text())
     # both model families, each a study of its own on the same data, two listeners
-    labels = [study.model_label(m) for m in ("ssl", "whisper-tiny.en")]
+    labels = [registry.model_label(m) for m in ("ssl", "whisper-tiny.en")]
     assert results["models"] == ["ssl", "whisper-tiny.en"] and f"\n{labels[0]}\n" in printed
     rows = {(row["family"], row["model"]): row for row in results["table"]}
     assert set(rows) == {(f, m) for f in labels for m in study.MODEL_NAMES}
@@ -506,7 +508,8 @@ def test_demo_config_with_a_study_table(tmp_path, capsys):
 def test_evaluate_torch_ridge_and_the_demos_four_low_level_kinds(miniature, tiny_model,
                                                                  tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from sk_braintune import evaluation, realdata
+    from sk_braintune.evaluation import alignment as evaluation
+    from sk_braintune.commands import realdata
     from sk_braintune.encoding import RidgeEncoder
     from sk_braintune.features import lowlevel
 

@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 
-from sk_braintune.tuning.controls import (block_permuted_targets, other_story_targets,
-                                          phase_randomized_targets,
-                                          representation_targets)
+from sk_braintune.tuning.controls import (
+    block_permuted_targets,
+    other_story_targets,
+    phase_randomized_targets,
+    representation_targets,
+)
 
 
 @pytest.mark.parametrize("n_trs", [300, 311, 450])

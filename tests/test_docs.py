@@ -79,7 +79,7 @@ def test_filled_docstrings_document_the_signature():
 
     from sk_braintune.analysis.probe import pooled_layer_features
     from sk_braintune.encoding import FIRDelayer
-    from sk_braintune.settings import TuneSettings
+    from sk_braintune.commands.settings import TuneSettings
 
     for obj in (pooled_layer_features, FIRDelayer.transform, TuneSettings):
         documented = [name for p in NumpyDocString(obj.__doc__)["Parameters"]

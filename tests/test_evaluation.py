@@ -7,8 +7,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sk_braintune.encoding import RidgeEncoder
-from sk_braintune.evaluation import (default_encoder, fit_score_encoding, layerwise_alignment,
-                                     split_layers)
+from sk_braintune.evaluation import (
+    default_encoder,
+    fit_score_encoding,
+    layerwise_alignment,
+    split_layers,
+)
 
 
 def _data(seed=0, n_per=30, n_stories=4, dim=4, n_voxels=6):

@@ -7,13 +7,7 @@ import operator
 import numpy as np
 import pytest
 
-from sk_braintune.executors import (
-    JobError,
-    estimate_memory,
-    job_grid,
-    make_executor,
-    run_jobs,
-)
+from sk_braintune.executors import JobError, estimate_memory, job_grid, make_executor, run_jobs
 
 
 def test_job_grid_is_the_cartesian_product():

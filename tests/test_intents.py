@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("espeakng_loader")
 
-from sk_braintune.datasets.intents import (  # noqa: E402
+from sk_braintune.builtin.intents import (
     INTENT_TEMPLATES,
     make_intent_dataset,
     make_phone_presence_dataset,

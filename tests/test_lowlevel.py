@@ -124,7 +124,7 @@ def test_phone_normalisation_and_tables():
 
 def test_espeak_phones_are_all_in_the_table():
     pytest.importorskip("espeakng_loader")
-    from sk_braintune.speech import synthesize
+    from sk_braintune.builtin import synthesize
 
     text = ("The quick brown fox jumps over the lazy dog; judge the measure of pleasure. "
             "Thin things think thoughts although the weather was rough in the tower.")

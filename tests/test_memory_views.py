@@ -15,8 +15,11 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import Bunch
 
 from sk_braintune.encoding import BandedRidgeEncoder, RidgeEncoder
-from sk_braintune.evaluation import (fit_score_encoding, low_level_impacts,
-                                     variance_partition_summary)
+from sk_braintune.evaluation import (
+    fit_score_encoding,
+    low_level_impacts,
+    variance_partition_summary,
+)
 from sk_braintune.preprocessing import select_rows, split_by_story
 
 

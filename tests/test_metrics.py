@@ -5,8 +5,14 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
 
-from sk_braintune.metrics import (correlation_score, correlation_scorer, cross_val_voxel_scores,
-                                  noise_ceiling, normalized_correlation, roi_means)
+from sk_braintune.metrics import (
+    correlation_score,
+    correlation_scorer,
+    cross_val_voxel_scores,
+    noise_ceiling,
+    normalized_correlation,
+    roi_means,
+)
 
 
 def test_correlation_score_matches_corrcoef():

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from sklearn.utils import Bunch
 
-from sk_braintune.datasets import (dataset_participants, participant_windows,
-                                   select_participant)
+from sk_braintune.datasets import dataset_participants, participant_windows, select_participant
 from sk_braintune.windows import windows_from_dataset
 
 SR = 16000

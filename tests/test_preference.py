@@ -8,7 +8,7 @@ from sk_braintune.analysis.preference import (
     phone_edit_distance,
     semantic_preference,
 )
-from sk_braintune.datasets.word_pairs import load_synonym_pairs
+from sk_braintune.builtin.word_pairs import load_synonym_pairs
 
 
 def test_phone_edit_distance():
@@ -76,7 +76,7 @@ def test_make_word_pairs_and_word_representations(tmp_path, monkeypatch):
     pytest.importorskip("espeakng_loader")
     monkeypatch.setenv("SK_BRAINTUNE_CACHE", str(tmp_path))
     from sk_braintune.analysis.preference import word_representations
-    from sk_braintune.datasets.word_pairs import make_word_pairs
+    from sk_braintune.builtin.word_pairs import make_word_pairs
     from sk_braintune.testing.models import make_tiny_model
 
     data = make_word_pairs()

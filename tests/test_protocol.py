@@ -10,10 +10,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from sk_braintune.features.extractor import SpeechFeatureExtractor  # noqa: E402
-from sk_braintune.features.protocol import (  # noqa: E402
-    extract_stories_features,
-    extract_story_features,
-)
+from sk_braintune.features.protocol import extract_stories_features, extract_story_features
 from sk_braintune.testing.models import make_tiny_model  # noqa: E402
 
 SR = 16000

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from sk_braintune import report
+from sk_braintune.commands import report
 from sk_braintune.testing.browser import check_report, find_chromium, parse_report, render_dom
 
 # .ci/run installs Chromium and sets SK_BRAINTUNE_REQUIRE_CHROMIUM, so CI never skips these

@@ -4,11 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sk_braintune.analysis.residualize import (
-    Residualizer,
-    low_level_comparison,
-    low_level_impact,
-)
+from sk_braintune.evaluation import Residualizer, low_level_comparison, low_level_impact
 
 
 def _planted(n, rng, W):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from sk_braintune.analysis.roi import (
+from sk_braintune.evaluation import (
     compare_models,
     load_roi_table,
     participant_roi_table,

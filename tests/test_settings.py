@@ -7,12 +7,20 @@ import tomllib
 
 import pytest
 
-from sk_braintune import cli, study
-from sk_braintune._reporting import save_config
+from sk_braintune.commands import cli
+from sk_braintune import study
+from sk_braintune.commands.results import save_config
 from sk_braintune.exceptions import SettingsError, StudyInputError
-from sk_braintune.settings import (DEFAULT_OUTPUT, DemoCommandSettings, DemoSettings,
-                                   EvaluateSettings, ProbeSettings, StoryDatasetSettings,
-                                   TunerSettings, TuneSettings)
+from sk_braintune.commands.settings import (
+    DEFAULT_OUTPUT,
+    DemoCommandSettings,
+    DemoSettings,
+    EvaluateSettings,
+    ProbeSettings,
+    StoryDatasetSettings,
+    TunerSettings,
+    TuneSettings,
+)
 
 
 def test_demo_settings_is_the_dataclass_preset():

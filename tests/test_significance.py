@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sk_braintune.encoding import (block_permutation_test, fdr_bh, roi_confidence_intervals,
-                                   time_blocks)
+from sk_braintune.encoding import (
+    block_permutation_test,
+    fdr_bh,
+    roi_confidence_intervals,
+    time_blocks,
+)
 from sk_braintune.metrics import correlation_score
 
 

@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("espeakng_loader")
 
-from sk_braintune.speech import SAMPLE_RATE, list_voices, synthesize, text_to_phonemes  # noqa: E402
-from sk_braintune.speech.espeak import _align_words  # noqa: E402
+from sk_braintune.builtin import list_voices, synthesize, text_to_phonemes
+from sk_braintune.builtin.espeak import SAMPLE_RATE  # noqa: E402
+from sk_braintune.builtin.espeak import _align_words  # noqa: E402
 
 TEXT = ("The old fisherman rowed his small boat across the quiet lake. "
         "He caught a silver trout before breakfast, and then a bigger one! "

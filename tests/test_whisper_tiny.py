@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sk_braintune.models import whisper_tiny
-from sk_braintune.models.ctranslate2_reader import read_ctranslate2_model
+from sk_braintune.builtin import whisper_tiny
+from sk_braintune.builtin.ctranslate2_reader import read_ctranslate2_model
 
 SENTENCE = "Scientists recorded brain activity while people listened to stories."
 
@@ -48,7 +48,7 @@ def test_reader_parses_whole_file(source_model):
 
 
 def test_reader_dequantises_int8(source_model):
-    from sk_braintune.models.ctranslate2_reader import CTranslate2Model
+    from sk_braintune.builtin.ctranslate2_reader import CTranslate2Model
 
     weight = np.array([[0.5, -1.0], [2.0, 0.25]], dtype=np.float32)
     scale = 127.0 / np.abs(weight).max(axis=1)
@@ -165,7 +165,7 @@ def test_transcribes_espeak_speech(converted, hf_model):
     import torch
     from transformers import WhisperProcessor
 
-    from sk_braintune.speech import synthesize
+    from sk_braintune.builtin import synthesize
 
     processor = WhisperProcessor.from_pretrained(converted)
     utterance = synthesize(SENTENCE)

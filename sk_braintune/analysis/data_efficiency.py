@@ -90,7 +90,7 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
     """
     import pandas as pd
 
-    from ..evaluation import fit_score_encoding
+    from ..evaluation.alignment import fit_score_encoding
 
     if not isinstance(features, Mapping) or not features:
         raise TypeError("features must be a non-empty dict model name -> (n_trs, n_features) "

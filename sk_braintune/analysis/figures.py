@@ -108,7 +108,7 @@ def plot_roi_scores(scores, *, ylabel="normalised r", title="Brain alignment per
     Parameters
     ----------
     scores : dict of str to (pandas.DataFrame or dict)
-        Model name -> participants x ROIs table (:func:`~sk_braintune.analysis.roi.
+        Model name -> participants x ROIs table (:func:`~sk_braintune.evaluation.
         participant_roi_table`), or a dict ROI -> value(s) (a scalar, or one value per
         participant).
     ylabel, title : str
@@ -134,7 +134,7 @@ def plot_low_level_impact(impacts, *, title="Low-level impact on brain alignment
     Parameters
     ----------
     impacts : dict of str to (pandas.DataFrame or pandas.Series or dict)
-        Model name -> result of :func:`~sk_braintune.analysis.residualize.low_level_impact`
+        Model name -> result of :func:`~sk_braintune.evaluation.low_level_impact`
         (its ``impact_percent`` column is used), a Series ROI -> impact, or a participants x
         ROIs table of impacts.
     title : str

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._docs import fill_doc
 # the pair builders live with the word-pair dataset (a lower layer); re-exported here
-from ..datasets.word_pairs import near_homophone_pairs, phone_edit_distance
+from ..builtin.word_pairs import near_homophone_pairs, phone_edit_distance
 
 __all__ = ["phone_edit_distance", "near_homophone_pairs", "word_representations",
            "semantic_preference"]
@@ -26,7 +26,7 @@ def word_representations(source, word_pairs, *, batch_size=32, device="auto", ve
     ----------
     %(model_source)s
     word_pairs : sklearn.utils.Bunch
-        From :func:`sk_braintune.datasets.make_word_pairs` (``audio``, ``audio_word``).
+        From :func:`sk_braintune.builtin.make_word_pairs` (``audio``, ``audio_word``).
     batch_size : int, default=32
         Clips per forward pass.
     %(device)s

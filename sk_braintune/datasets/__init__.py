@@ -1,4 +1,6 @@
-"""Datasets: the LeBel et al. (2023) loader, the built-in simulated story experiment, probe data.
+"""Datasets: loaders of real fMRI listening experiments (LeBel et al. 2023) and the dataset record.
+
+The built-in simulated story experiment and its probe data live in :mod:`sk_braintune.builtin`.
 
 Every loader returns a :class:`sklearn.utils.Bunch` following one contract (``stories``,
 ``sample_rate``, ``audio``, ``tr``, ``tr_times``, ``responses``, ``repeats``, ``noise_ceiling``,
@@ -32,15 +34,6 @@ _LAZY_EXPORTS = {
     "SILENCE_LABELS": ".textgrid",
     "load_audio": ".audio",
     "to_mono_16k": ".audio",
-    "make_story_dataset": ".story",
-    "story_texts": ".story",
-    "story_speech": ".story",
-    "make_intent_dataset": ".intents",
-    "make_word_pairs": ".word_pairs",
-    "make_phone_presence_dataset": ".intents",
-    "load_synonym_pairs": ".word_pairs",
-    "near_homophone_pairs": ".word_pairs",
-    "phone_edit_distance": ".word_pairs",
     "windows_from_dataset": "sk_braintune.windows",
     "select_participant": ".participants",
     "participant_windows": ".participants",

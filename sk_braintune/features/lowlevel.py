@@ -1,7 +1,7 @@
 """Low-level speech features: power spectrum, phoneme / diphone / triphone and articulatory counts.
 
 These are the "low-level" feature spaces whose contribution to brain alignment is regressed out
-(:class:`sk_braintune.analysis.residualize.Residualizer`) to measure the *low-level impact* of a
+(:class:`sk_braintune.evaluation.Residualizer`) to measure the *low-level impact* of a
 speech model's features.
 
 Phone-based features follow the reference recipe of ``downsample_word_vectors``: every phone (or

@@ -27,8 +27,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._docs import fill_doc
-from .exceptions import SettingsError
+from .._docs import fill_doc
+from ..exceptions import SettingsError
 
 __all__ = [
     "DEFAULT_OUTPUT",
@@ -448,7 +448,7 @@ def apply_overrides(settings, overrides, *, prefix=""):
 
 @dataclass
 class StoryDatasetSettings(_SettingsBase):
-    """Keyword arguments of :func:`~sk_braintune.datasets.make_story_dataset` the study sets.
+    """Keyword arguments of :func:`~sk_braintune.builtin.make_story_dataset` the study sets.
 
     Parameters
     ----------
@@ -521,7 +521,7 @@ class TunerSettings(_SettingsBase):
 
 @dataclass
 class ProbeSettings(_SettingsBase):
-    """The spoken-intent probe's dataset (:func:`~sk_braintune.datasets.make_intent_dataset`).
+    """The spoken-intent probe's dataset (:func:`~sk_braintune.builtin.make_intent_dataset`).
 
     Parameters
     ----------
@@ -562,11 +562,11 @@ class DemoSettings(_SettingsBase):
     Parameters
     ----------
     dataset : StoryDatasetSettings
-        What :func:`~sk_braintune.datasets.make_story_dataset` generates.
+        What :func:`~sk_braintune.builtin.make_story_dataset` generates.
     model : str
         The pretrained model: ``"whisper-tiny.en"`` (Whisper tiny.en's encoder,
-        :func:`~sk_braintune.models.load_whisper_tiny_en`), ``"ssl"`` (the self-supervised
-        model pretrained on the story library, :func:`~sk_braintune.models.load_ssl_speech_model`)
+        :func:`~sk_braintune.builtin.load_whisper_tiny_en`), ``"ssl"`` (the self-supervised
+        model pretrained on the story library, :func:`~sk_braintune.builtin.load_ssl_speech_model`)
         or a local model directory.
     window : float
         Audio window per TR (s).

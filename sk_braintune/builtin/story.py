@@ -23,7 +23,7 @@ import numpy as np
 from .._utils import atomic_write_bytes, cache_dir, data_file
 from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
-from .story_features import (band_power_envelopes, hold_at_onsets, recent_word_contexts)
+from .story_features import band_power_envelopes, hold_at_onsets, recent_word_contexts
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     n_silent_trs : int, default=3
         TRs of silence appended to each story (the audio is padded to cover every volume).
     voice : str, default="en-us"
-        espeak-ng voice (:func:`sk_braintune.speech.list_voices`).
+        espeak-ng voice (:func:`sk_braintune.builtin.list_voices`).
     rate : int, default=175
         Speaking rate in words per minute.
     texts : dict of str to str or list of str, optional
@@ -355,7 +355,7 @@ def story_speech(stories="library", split="train", *, voice="en-us", rate=175, t
 
     The audio equals ``make_story_dataset(stories=stories, ...).audio`` for the same voice,
     rate, TR and padding (both read the same per-story speech cache), e.g. the training speech
-    on which :func:`sk_braintune.models.load_ssl_speech_model` is pretrained.
+    on which :func:`sk_braintune.builtin.load_ssl_speech_model` is pretrained.
 
     Parameters
     ----------
@@ -460,7 +460,7 @@ def _load_speech(texts, names, params, cache, verbose):
     """
     from tqdm.auto import tqdm
 
-    from ..speech import synthesize
+    from . import synthesize
 
     tr, sample_rate, voice, rate = params["tr"], 16000, params["voice"], params["rate"]
     start = time.perf_counter()
@@ -497,7 +497,7 @@ def _load_speech(texts, names, params, cache, verbose):
 
 def _embed_contexts(contexts, cache):
     """MiniLM embeddings of one story's word contexts, cached on disk by content (slow step)."""
-    from ..models.minilm import embed_texts
+    from .minilm import embed_texts
 
     key = hashlib.sha256("\n".join(contexts).encode()).hexdigest()[:24]
     path = cache_dir("datasets", "minilm") / f"contexts_{key}.npy" if cache else None

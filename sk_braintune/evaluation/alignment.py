@@ -13,8 +13,8 @@ as ``groups``. So ``RidgeEncoder(backend="torch")`` runs every fit of the demo a
 ``sk-braintune evaluate`` on the GPU.
 
 This is the one evaluation path of the demo (``sk_braintune.study``), the real-data commands
-(``sk_braintune.realdata``) and the low-level residualiser
-(:func:`sk_braintune.analysis.low_level_comparison`).
+(``sk_braintune.commands.realdata``) and the low-level residualiser
+(:func:`sk_braintune.evaluation.low_level_comparison`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def delay_per_story(features, groups, delays=(1, 2, 3, 4)):
     -------
     delayed : ndarray of shape (n_trs, len(delays) * n_features)
     """
-    from .encoding import FIRDelayer
+    from ..encoding import FIRDelayer
 
     if len(delays) == 0:
         return features
@@ -107,14 +107,14 @@ def default_encoder(cv=5, backend="numpy"):
     -------
     encoder : RidgeEncoder
     """
-    from .encoding import RidgeEncoder
+    from ..encoding import RidgeEncoder
 
     return RidgeEncoder(alphas="default", cv=cv, backend=backend)
 
 
 def _clamp_inner_cv(estimator, train_groups):
     """Clamp every integer ``cv`` parameter (``cv`` or ``<step>__cv``) to the story count."""
-    from .model_selection import clamp_cv
+    from ..model_selection import clamp_cv
 
     updates = {key: clamp_cv(value, train_groups)
                for key, value in estimator.get_params(deep=True).items()
@@ -183,8 +183,8 @@ def fit_score_encoding(features, responses, groups, train_stories, test_stories,
     """
     from sklearn.base import clone
 
-    from .metrics import correlation_score, normalized_correlation
-    from .preprocessing import select_rows, zscore_per_story
+    from ..metrics import correlation_score, normalized_correlation
+    from ..preprocessing import select_rows, zscore_per_story
 
     groups = np.asarray(groups)
     responses = np.asarray(responses)
@@ -267,9 +267,9 @@ def layerwise_alignment(features, n_layers, responses, groups, train_stories, te
     """
     from functools import partial
 
-    from .metrics import roi_means
-    from .parallel import parallel_map
-    from .preprocessing import select_rows
+    from ..metrics import roi_means
+    from ..parallel import parallel_map
+    from ..preprocessing import select_rows
 
     per_layer = split_layers(features, n_layers)
     fit_layer = partial(_layer_scores, responses=responses, groups=groups,
@@ -306,7 +306,7 @@ def lowlevel_feature_spaces(dataset, train_stories, test_stories, kinds=LOW_LEVE
     lowlevel : list of dict of str to ndarray of shape (n_trs_story, d_kind)
         One dict (story -> features) per kind of ``kinds``.
     """
-    from .features.lowlevel import lowlevel_features
+    from ..features.lowlevel import lowlevel_features
 
     train = list(train_stories)
     stories = train + list(test_stories)
@@ -320,7 +320,7 @@ def _stacked_responses(dataset, responses, groups, stories):
     holds ``stories`` as contiguous runs in that order; otherwise the dataset's responses are
     stacked (:func:`sk_braintune.windows.stack_responses`).
     """
-    from .windows import stack_responses
+    from ..windows import stack_responses
 
     groups = np.asarray(groups)
     if responses is not None:
@@ -342,7 +342,7 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
 
     The low-level features of ``kinds`` (:func:`sk_braintune.features.lowlevel.lowlevel_features`,
     fitted on the training stories) are joined and regressed out of each model's features by
-    :func:`sk_braintune.analysis.low_level_comparison`; the encoding model is refit on the
+    :func:`sk_braintune.evaluation.low_level_comparison`; the encoding model is refit on the
     residuals and the impact ``(A - A_resid) / A`` is computed per voxel kind / ROI of
     ``dataset.voxel_labels`` (alignment normalised by ``dataset.noise_ceiling``).
 
@@ -376,8 +376,8 @@ def low_level_impacts(dataset, features, groups, train_stories, test_stories, *,
     impacts : dict of str to dict
         Per model, per ROI: ``{"A", "A_resid", "impact_percent"}`` (floats).
     """
-    from .analysis import low_level_comparison
-    from .preprocessing import split_by_story
+    from . import low_level_comparison
+    from ..preprocessing import split_by_story
 
     train, test = list(train_stories), list(test_stories)
     stories = train + test
@@ -451,8 +451,8 @@ def variance_partition_summary(dataset, features, groups, train_stories, test_st
         "shared_fraction", "r2_joint", "n_voxels"}}}, "voxels": {model: {key: ndarray
         (n_voxels,)}}}`` (ROI means leave NaN voxels out).
     """
-    from .encoding import partition_roi_summary, variance_partitioning
-    from .preprocessing import zscore_per_story
+    from ..encoding import partition_roi_summary, variance_partitioning
+    from ..preprocessing import zscore_per_story
 
     groups = np.asarray(groups)
     train, test = list(train_stories), list(test_stories)
@@ -518,7 +518,7 @@ def alignment_significance(y_true, y_pred, voxel_labels, *, groups=None, noise_c
     """
     from sklearn.utils import check_random_state
 
-    from .encoding import block_permutation_test, fdr_bh, roi_confidence_intervals, time_blocks
+    from ..encoding import block_permutation_test, fdr_bh, roi_confidence_intervals, time_blocks
 
     labels = np.asarray(voxel_labels)
     n_blocks = len(time_blocks(len(y_true), block_length, groups))

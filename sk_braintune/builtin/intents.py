@@ -119,7 +119,7 @@ def _padded(audio):
     return data, lengths
 
 
-_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # as sk_braintune.speech splits words
+_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # as sk_braintune.builtin splits words
 _MARGIN = 0.04  # s of context kept around each clip (sentences are ~0.3 s apart)
 _CHUNK_WORDS = 150  # words per espeak call: few calls, but no quadratic cost in the aligner
 
@@ -131,7 +131,7 @@ def _synthesize_all(texts, voices, rates):
     first word's onset and last word's offset (plus a small margin): one call per text would
     cost ~40 ms each in voice loading and resampling.
     """
-    from ..speech import synthesize
+    from . import synthesize
 
     n_words = [len(_WORD_RE.findall(t)) for t in texts]
     if min(n_words) == 0:
@@ -181,7 +181,7 @@ def make_intent_dataset(voices=DEFAULT_VOICES, rates=DEFAULT_RATES, *, fillers_p
     Parameters
     ----------
     voices : sequence of str, default=("en-us", "en-gb-x-rp", "en-gb-scotland")
-        espeak-ng voices (:func:`sk_braintune.speech.list_voices`).
+        espeak-ng voices (:func:`sk_braintune.builtin.list_voices`).
     rates : sequence of int, default=(150, 200)
         Speaking rates in words per minute.
     fillers_per_template : int, default=3

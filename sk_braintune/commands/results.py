@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import atomic_write_text
+from .._utils import atomic_write_text
 
 __all__ = ["StageTimer", "dataset_summary", "format_results_table", "write_json",
            "write_results", "save_config", "peak_memory_mib"]
@@ -197,7 +197,7 @@ def save_config(config, output):
     Parameters
     ----------
     config : settings object or dict
-        The command's settings (:mod:`sk_braintune.settings`); nested dicts become tables.
+        The command's settings (:mod:`sk_braintune.commands.settings`); nested dicts become tables.
     output : str or pathlib.Path
 
     Returns

@@ -8,7 +8,7 @@ or as jobs through :func:`sk_braintune.executors.run_jobs` (``local``: submitit'
 executor; ``slurm``: a Slurm cluster, one job per participant for ``evaluate``).
 
 Every results folder gets ``results.csv``, ``config.toml``, ``manifest.json`` and
-``report.html`` (see :mod:`sk_braintune.report`).
+``report.html`` (see :mod:`sk_braintune.commands.report`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._reporting import StageTimer, save_config, write_json
-from .exceptions import StudyInputError
+from .results import StageTimer, save_config, write_json
+from ..exceptions import StudyInputError
 from .settings import EvaluateSettings, TuneSettings
-from .study import show_library_messages
+from ..study import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
@@ -46,7 +46,7 @@ def _check_inputs(config):
 
 def _load_real(config, subject):
     """``load_lebel2023`` for one participant (a str) or several (a list), errors made clear."""
-    from .datasets import load_lebel2023
+    from ..datasets import load_lebel2023
 
     try:
         return load_lebel2023(config.root, subject,
@@ -60,7 +60,7 @@ def _run(function, jobs, config, kind):
     """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``."""
     if config.executor == "none":
         return [function(job) for job in jobs]
-    from .executors import JobError, run_jobs
+    from ..executors import JobError, run_jobs
 
     folder = Path(config.output) / "jobs" / kind
     try:
@@ -180,10 +180,10 @@ def tune_job(job):
         ``output``, ``best_epoch``, ``n_voxels``, ``participants`` and ``manifest`` (the
         manifest's split, voxel, data and model parts).
     """
-    from .model_selection import HeldOutStories
+    from ..model_selection import HeldOutStories
     from .report import dataset_fingerprints, fingerprint_model, voxel_selection
-    from .tuning import BrainTuner
-    from .windows import windows_from_dataset
+    from ..tuning import BrainTuner
+    from ..windows import windows_from_dataset
 
     config = job["config"]
     subjects = list(config.subject)
@@ -217,7 +217,7 @@ def tune_job(job):
     # voxel would not fit next to the tuner's copies
     targets = _selected_voxels(data, selected, train + valid)
     if several:
-        from .datasets import participant_windows
+        from ..datasets import participant_windows
 
         X, y, groups, labels = participant_windows(targets, train + valid, config.window)
         fit_params["participants"] = labels
@@ -239,7 +239,7 @@ def tune_job(job):
     np.save(output / "selected_voxels.npy", selected)
     write_json(output / "history.json", tuner.history_)
     _write_csv(_flat_rows(tuner.history_), output / "results.csv")
-    from .analysis import figures as fig
+    from ..analysis import figures as fig
 
     fig.plot_training_curves(tuner.history_, title=", ".join(subjects)).savefig(
         output / "training_curves.png", dpi=120, bbox_inches="tight")
@@ -318,7 +318,7 @@ def run_evaluate(config, command_line=None):
     rows, summary_rows = _evaluation_tables(per_participant)
     _write_csv(rows, output / "results.csv")
     _write_csv(summary_rows, output / "roi_summary.csv")
-    from .analysis import figures as fig
+    from ..analysis import figures as fig
 
     figures = []
     for participant, result in per_participant.items():
@@ -407,12 +407,18 @@ def evaluate_job(job):
         (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
-    from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,
-                             low_level_impacts, lowlevel_feature_spaces, split_layers,
-                             variance_partition_summary)
-    from .features import extract_layer_features
+    from ..evaluation.alignment import (
+        alignment_significance,
+        default_encoder,
+        layerwise_alignment,
+        low_level_impacts,
+        lowlevel_feature_spaces,
+        split_layers,
+        variance_partition_summary,
+    )
+    from ..features import extract_layer_features
     from .report import dataset_fingerprints, voxel_selection
-    from .windows import dataset_windows, stack_responses
+    from ..windows import dataset_windows, stack_responses
 
     config, participants = job["config"], job["participants"]
     out = {}

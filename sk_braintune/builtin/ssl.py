@@ -103,7 +103,7 @@ def _whisper_config(encoder_layers, d_model, attention_heads, ffn_dim, max_sourc
 def _save_preprocessor(directory):
     from transformers import WhisperFeatureExtractor
 
-    from .backbone import quiet_transformers
+    from ..models.backbone import quiet_transformers
 
     with quiet_transformers():
         WhisperFeatureExtractor(feature_size=80, sampling_rate=_SAMPLE_RATE, hop_length=_HOP,
@@ -122,7 +122,7 @@ def _save_whisper_model(encoder_state, directory, recipe, *, crop_frames=None):
     import torch
     from transformers import WhisperModel
 
-    from .backbone import quiet_transformers
+    from ..models.backbone import quiet_transformers
 
     with quiet_transformers():
         torch_state = torch.random.get_rng_state()
@@ -352,7 +352,7 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
     from tqdm.auto import tqdm
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from .backbone import AudioBackbone, _load_preprocessing, quiet_transformers
+    from ..models.backbone import AudioBackbone, _load_preprocessing, quiet_transformers
 
     started = time.perf_counter()
     recipe = dict(encoder_layers=encoder_layers, d_model=d_model,
@@ -553,7 +553,7 @@ def package_ssl_model(model_directory, output_directory, *, texts_digest=None):
     from safetensors.torch import save_file
     from transformers import WhisperModel
 
-    from .backbone import quiet_transformers
+    from ..models.backbone import quiet_transformers
 
     history = _read_marker(model_directory)
     if history is None:
@@ -719,7 +719,7 @@ def load_ssl_speech_model(random_state=0, *, max_words=None, cache_dir=None, pac
         Directory loadable with :func:`sk_braintune.models.load_backbone`,
         :class:`sk_braintune.SpeechFeatureExtractor` and ``transformers.WhisperModel``.
     """
-    from ..datasets.story import story_speech
+    from .story import story_speech
 
     unknown = set(recipe) - set(SSL_RECIPE)
     if unknown:

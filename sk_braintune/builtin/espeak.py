@@ -182,7 +182,7 @@ def _session(on_audio=None):
 
 def _set_voice(lib, voice, rate=None, pitch=None):
     if lib.espeak_SetVoiceByName(str(voice).encode()) != 0:
-        raise ValueError(f"espeak-ng has no voice {voice!r}; see sk_braintune.speech.list_voices()")
+        raise ValueError(f"espeak-ng has no voice {voice!r}; see sk_braintune.builtin.list_voices()")
     if rate is not None:
         lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
     if pitch is not None:

@@ -153,7 +153,7 @@ def whisper_state_dict_from_ctranslate2(ct2):
     Parameters
     ----------
     ct2 : CTranslate2Model
-        Output of :func:`~sk_braintune.models.ctranslate2_reader.read_ctranslate2_model`.
+        Output of :func:`~sk_braintune.builtin.ctranslate2_reader.read_ctranslate2_model`.
 
     Returns
     -------

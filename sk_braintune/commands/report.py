@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import atomic_write_text
+from .._utils import atomic_write_text
 
 __all__ = ["MANIFEST_NAME", "REPORT_NAME", "package_versions", "fingerprint_arrays",
            "fingerprint_files", "fingerprint_model", "voxel_selection", "utc_now",
@@ -56,7 +56,7 @@ def package_versions():
         ``python``, ``sk_braintune``, ``torch``, ``transformers``, ``numpy``, ``scikit-learn``,
         ``scipy``; None for a package that is not installed.
     """
-    from . import __version__
+    from .. import __version__
 
     versions = {"python": platform.python_version()}
     for name, distribution in _PACKAGES.items():
@@ -234,7 +234,7 @@ def build_manifest(command, settings, *, started, finished=None, command_line=No
     command : str
         ``"demo"``, ``"tune"`` or ``"evaluate"``.
     settings : settings object or dict
-        The resolved settings (see :mod:`sk_braintune.settings`).
+        The resolved settings (see :mod:`sk_braintune.commands.settings`).
     started : str
         Start time (:func:`utc_now`).
     finished : str, optional

@@ -2,7 +2,7 @@
 
 Every option can also come from a TOML config file (``--config run.toml``; command-line flags win).
 Options, their types, allowed values and defaults come from the settings dataclasses of
-:mod:`sk_braintune.settings`, the same the library uses; a wrong key or value ends the command
+:mod:`sk_braintune.commands.settings`, the same the library uses; a wrong key or value ends the command
 with a one-line message and exit status 2. The resolved configuration is written beside the
 results so that a run can be repeated with ``--config <output>/config.toml``; ``manifest.json``
 and ``report.html`` describe the run (``sk-braintune compare A B`` lists where two runs differ).
@@ -17,7 +17,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from .exceptions import SettingsError, StudyInputError
+from ..exceptions import SettingsError, StudyInputError
 from .settings import COMMAND_SETTINGS, DEFAULT_OUTPUT, settings_from_mapping
 
 __all__ = ["build_parser", "resolve_config", "main", "DEFAULT_OUTPUT"]
@@ -63,7 +63,7 @@ def _add_settings_options(parser, settings_cls):
 
 
 def build_parser():
-    """Build the argument parser (options and defaults from :mod:`sk_braintune.settings`).
+    """Build the argument parser (options and defaults from :mod:`sk_braintune.commands.settings`).
 
     Returns
     -------
@@ -234,7 +234,8 @@ def main(argv=None):
     command_line = ["sk-braintune", *(sys.argv[1:] if argv is None else argv)]
     _configure_threads(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from . import realdata, study
+    from . import realdata
+    from .. import study
 
     runner = {"demo": study.run_demo, "tune": realdata.run_tune,
               "evaluate": realdata.run_evaluate,

@@ -66,7 +66,7 @@ class Residualizer(TransformerMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from sk_braintune.analysis.residualize import Residualizer
+    >>> from sk_braintune.evaluation import Residualizer
     >>> rng = np.random.default_rng(0)
     >>> L = rng.normal(size=(200, 3)); M = L @ rng.normal(size=(3, 5))
     >>> res = Residualizer(lowlevel=3, alphas=[1e-6]).fit(np.hstack([M, L]))
@@ -188,7 +188,7 @@ def low_level_impact(A, A_resid, voxel_labels=None, rois=None):
         ROI or voxel kind per voxel. When given, ``A`` and ``A_resid`` are averaged per ROI
         (NaN voxels left out) and the impact is computed from the ROI means.
     rois : dict of str to list of str, optional
-        Groups of labels (see :func:`sk_braintune.analysis.roi.roi_summary`).
+        Groups of labels (see :func:`sk_braintune.evaluation.roi_summary`).
 
     Returns
     -------
@@ -262,7 +262,7 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
     voxel_labels : ndarray of shape (n_voxels,), optional
         ROI / kind per voxel; the impact table is per ROI (one row ``"all"`` without labels).
     rois : dict of str to list of str, optional
-        Label groups, see :func:`sk_braintune.analysis.roi.roi_summary`.
+        Label groups, see :func:`sk_braintune.evaluation.roi_summary`.
     min_ceiling : float, default=0.05
 
     Returns
@@ -273,7 +273,7 @@ def low_level_comparison(features, lowlevel, responses, train_stories, test_stor
         ``impact`` (DataFrame per ROI: ``A``, ``A_resid``, ``impact_percent``, ``n_voxels``),
         ``residualizer`` (fitted).
     """
-    from ..evaluation import default_encoder, fit_score_encoding
+    from .alignment import default_encoder, fit_score_encoding
     from ..metrics import normalized_correlation
     from ..model_selection import clamp_cv
 

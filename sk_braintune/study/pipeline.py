@@ -17,17 +17,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ._reporting import (StageTimer, dataset_summary, format_results_table, peak_memory_mib,
-                         save_config, write_results)
-from ._docs import fill_doc
-from .exceptions import StudyInputError
-from .settings import (CONTROL_MODELS, DEFAULT_CONTROLS, DatasetCommandSettings,
-                       DemoCommandSettings, DemoSettings)
+from ..commands.results import (
+    StageTimer,
+    dataset_summary,
+    format_results_table,
+    peak_memory_mib,
+    save_config,
+    write_results,
+)
+from .._docs import fill_doc
+from ..builtin.registry import model_label, pretrained_model_path
+from ..exceptions import StudyInputError
+from ..commands.settings import (
+    CONTROL_MODELS,
+    DEFAULT_CONTROLS,
+    DatasetCommandSettings,
+    DemoCommandSettings,
+    DemoSettings,
+)
 
 __all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
            "run_demo", "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
-           "show_library_messages", "pretrained_model_path", "PRETRAINED_MODELS",
-           "model_label", "mean_of_results"]
+           "show_library_messages", "mean_of_results"]
 
 MODEL_NAMES = ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in DEFAULT_CONTROLS))
 MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
@@ -45,7 +56,7 @@ def demo_settings(quick=False, epochs=None, **overrides):
     epochs : int, optional
         Override the number of tuning epochs.
     **overrides
-        Any field of :class:`~sk_braintune.settings.DemoSettings`.
+        Any field of :class:`~sk_braintune.commands.settings.DemoSettings`.
 
     Returns
     -------
@@ -124,7 +135,7 @@ def run_dataset_summary(config, command_line=None):
     command_line : list of str, optional
         Unused (the command writes no results folder); accepted like the other commands.
     """
-    from .datasets import make_story_dataset
+    from ..builtin import make_story_dataset
 
     config = DatasetCommandSettings.from_mapping(config)
     show_library_messages(not config.quiet)
@@ -133,61 +144,6 @@ def run_dataset_summary(config, command_line=None):
     print("Built-in story dataset (the demo's: "
           + ", ".join(f"{k}={v}" for k, v in dataset.items()) + ")")
     print(dataset_summary(data))
-
-
-# -- the pretrained models ------------------------------------------------------------------
-
-PRETRAINED_MODELS = {
-    "ssl": "SSL model (made here)",
-    "whisper-tiny.en": "Whisper tiny.en",
-}
-"""Names :attr:`DemoSettings.model` accepts besides a local directory, and their labels."""
-
-
-def model_label(model):
-    """Short label of a pretrained model, for tables and stage names.
-
-    Parameters
-    ----------
-    model : str
-        A key of :data:`PRETRAINED_MODELS` or a model directory.
-
-    Returns
-    -------
-    label : str
-        The key's label, or the directory's name.
-    """
-    return PRETRAINED_MODELS.get(model) or Path(model).name
-
-
-def pretrained_model_path(model):
-    """Local directory of the study's pretrained model.
-
-    Parameters
-    ----------
-    model : str
-        ``"whisper-tiny.en"`` (:func:`~sk_braintune.models.load_whisper_tiny_en`), ``"ssl"``
-        (:func:`~sk_braintune.models.load_ssl_speech_model`) or a local model directory.
-
-    Returns
-    -------
-    path : str
-
-    Raises
-    ------
-    StudyInputError
-        For a name that is neither of the two and no directory.
-    """
-    from .models import load_ssl_speech_model, load_whisper_tiny_en
-
-    if model == "whisper-tiny.en":
-        return load_whisper_tiny_en()
-    if model == "ssl":
-        return load_ssl_speech_model()
-    if not Path(model).is_dir():
-        raise StudyInputError(f"model {model!r} is neither one of {list(PRETRAINED_MODELS)} "
-                              "nor a local model directory")
-    return str(model)
 
 
 # -- feature extraction helpers -------------------------------------------------------------
@@ -218,8 +174,8 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
     features : dict of str to ndarray of shape (n_windows, (N + 1) * hidden_size)
         Key ``"pretrained"`` plus the keys of ``tuned``.
     """
-    from ._utils import resolve_device
-    from .features import pooled_features
+    from .._utils import resolve_device
+    from ..features import pooled_features
 
     device = resolve_device(device)
     models = [pretrained, *tuned.values()]
@@ -274,13 +230,20 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         ``settings.variance_partitioning``, ``variance_partitioning`` (per model, per voxel
         kind: unique model / low-level, shared, shared fraction of the last layer).
     """
-    from .datasets import make_story_dataset, participant_windows, select_participant
-    from .evaluation import (alignment_significance, default_encoder, layerwise_alignment,
-                             low_level_impacts, lowlevel_feature_spaces, split_layers,
-                             variance_partition_summary)
-    from .model_selection import HeldOutStories
-    from .tuning import BrainTuner, FrozenLayerCache
-    from .windows import dataset_windows, stack_responses
+    from ..builtin import make_story_dataset
+    from ..datasets import participant_windows, select_participant
+    from ..evaluation.alignment import (
+        alignment_significance,
+        default_encoder,
+        layerwise_alignment,
+        low_level_impacts,
+        lowlevel_feature_spaces,
+        split_layers,
+        variance_partition_summary,
+    )
+    from ..model_selection import HeldOutStories
+    from ..tuning import BrainTuner, FrozenLayerCache
+    from ..windows import dataset_windows, stack_responses
 
     settings = DemoSettings.from_mapping(settings)
     stages = stages or StageTimer()
@@ -432,7 +395,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
 def _provenance(data, selected, model_path, tuners):
     """Split, tuning targets and fingerprints of the data and models, for the manifest."""
-    from .report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from ..commands.report import dataset_fingerprints, fingerprint_model, voxel_selection
 
     return {"split": {k: list(v) for k, v in data.split.items()},
             "voxels": {"tuning_targets": voxel_selection(selected, len(data.noise_ceiling))},
@@ -467,9 +430,12 @@ def control_targets(kind, responses, groups, random_state=None):
     details : dict
         What was done (JSON-serialisable), with a one-line ``description``.
     """
-    from .preprocessing import split_by_story
-    from .tuning.controls import (block_permuted_targets, other_story_targets,
-                                  phase_randomized_targets)
+    from ..preprocessing import split_by_story
+    from ..tuning.controls import (
+        block_permuted_targets,
+        other_story_targets,
+        phase_randomized_targets,
+    )
 
     if kind == "block-permuted":
         min_distance = min(10, len(responses) // 15 // 2)
@@ -494,13 +460,13 @@ def control_targets(kind, responses, groups, random_state=None):
 
 def _study_features(model_path, tuners, windows, settings, *, device, verbose):
     """Features of the pretrained and tuned models, sharing the frozen layers when possible."""
-    from .models import load_backbone
+    from ..models import load_backbone
 
     if settings["tuner"].get("trainable_layers") == 1:
         pretrained = load_backbone(model_path)
         return shared_layer_features(pretrained, {n: t.backbone_ for n, t in tuners.items()},
                                      windows, device=device, verbose=verbose)
-    from .features import extract_layer_features
+    from ..features import extract_layer_features
 
     features = {}
     for name, source in {"pretrained": model_path, **tuners}.items():
@@ -548,7 +514,7 @@ def _listener_controls(kind, responses, groups, participants, seed):
 def _encoding_curve(last_layers, responses, groups, fit_stories, test, noise_ceiling, labels,
                     settings, encoder):
     """Normalised r per model, voxel kind and number of fitting stories (last layer)."""
-    from .analysis import data_efficiency_curve
+    from ..analysis import data_efficiency_curve
 
     kinds = {kind: np.flatnonzero(labels == kind) for kind in ("semantic", "auditory")
              if np.any(labels == kind)}
@@ -562,8 +528,8 @@ def _encoding_curve(last_layers, responses, groups, fit_stories, test, noise_cei
 
 
 def _probe_scores(sources, settings, *, seed, device, verbose):
-    from .analysis import pooled_layer_features, probe_layers
-    from .datasets import make_intent_dataset
+    from ..analysis import pooled_layer_features, probe_layers
+    from ..builtin import make_intent_dataset
 
     intents = make_intent_dataset(random_state=seed, **settings["probe"]["dataset"])
     train, test = intents.split["train"], intents.split["test"]
@@ -581,8 +547,8 @@ def _probe_scores(sources, settings, *, seed, device, verbose):
 
 
 def _preference_scores(sources, *, device, verbose):
-    from .analysis import semantic_preference, word_representations
-    from .datasets import make_word_pairs
+    from ..analysis import semantic_preference, word_representations
+    from ..builtin import make_word_pairs
 
     pairs = make_word_pairs()
     out = {}
@@ -644,7 +610,7 @@ def _second_table(results):
 
 
 def _write_figures(results, tuners, output):
-    from .analysis import figures as fig
+    from ..analysis import figures as fig
 
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -705,7 +671,7 @@ def run_demo(config, command_line=None):
         ``families`` (model -> the study's results), ``table`` (rows with ``family`` and
         ``model``), ``stage_seconds``, ``wall_seconds``, ``peak_memory_mib``.
     """
-    from .report import utc_now, write_manifest, write_report
+    from ..commands.report import utc_now, write_manifest, write_report
 
     config = DemoCommandSettings.from_mapping(config)
     started = utc_now()
@@ -766,7 +732,7 @@ def _folder_name(label):
 
 
 def _demo_manifest(config, settings, provenance, results, started, command_line):
-    from .report import build_manifest
+    from ..commands.report import build_manifest
 
     first = next(iter(provenance.values()))
     seed = config.seed

@@ -1,0 +1,31 @@
+"""The brain-tuning study: the library pipeline behind ``sk-braintune demo``.
+
+:func:`run_braintuning_study` runs the paper's study on a dataset for one pretrained model (brain-
+tune, tune the controls, evaluate pretrained, brain-tuned and controls on held-out stories); its
+stage functions are public so that scripts can repeat the study over seeds and sizes.
+
+Names are imported lazily, so importing this package loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from .._lazy import lazy_exports
+
+_LAZY_EXPORTS = {
+    "StudyInputError": "sk_braintune.exceptions",
+    "DemoSettings": ".pipeline",
+    "demo_settings": ".pipeline",
+    "model_names": ".pipeline",
+    "control_targets": ".pipeline",
+    "run_demo": ".pipeline",
+    "run_dataset_summary": ".pipeline",
+    "run_braintuning_study": ".pipeline",
+    "shared_layer_features": ".pipeline",
+    "show_library_messages": ".pipeline",
+    "mean_of_results": ".pipeline",
+    "MODEL_NAMES": ".pipeline",
+    "ANALYSES": ".pipeline",
+    "MIN_ALIGNMENT_FOR_IMPACT": ".pipeline",
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)
