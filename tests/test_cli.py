@@ -14,6 +14,7 @@ import pytest
 from sk_braintune.commands import cli, report
 from sk_braintune import study
 from sk_braintune.builtin import registry
+from sk_braintune.commands.results import results_folder
 from sk_braintune.commands.settings import COMMAND_SETTINGS, TuneSettings
 from sk_braintune.testing.browser import check_report, find_chromium
 from sk_braintune.testing.lebel import make_miniature_lebel2023
@@ -381,8 +382,8 @@ def test_compare_two_results(tmp_path, capsys):
     second["data"]["responses"] = "blake2b:bb"
     second["finished"] = "later"  # times never count
     for name, manifest in (("a", first), ("b", second), ("c", first)):
-        (tmp_path / name).mkdir()
-        report.write_manifest(manifest, tmp_path / name)
+        with results_folder(tmp_path / name) as folder:  # sealed: its files listed
+            report.write_manifest(manifest, folder)
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 0
     assert "agree" in capsys.readouterr().out
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "manifest.json")]) == 1
