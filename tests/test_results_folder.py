@@ -382,12 +382,12 @@ def test_saved_config_loads_back_to_the_same_values(tmp_path):
 
 
 def test_saved_command_settings_repeat_the_run(tmp_path):
-    from sk_braintune.commands.settings import DemoCommandSettings, settings_from_mapping
+    from sk_braintune.commands.settings import DemoCommandSettings
 
-    config = settings_from_mapping(DemoCommandSettings, {
+    config = DemoCommandSettings.from_mapping({
         "quick": True, "seed": 4, "study": {"window": 6.0, "tuner": {"lr_head": 0.01}}})
     path = save_config(config, tmp_path)
     settings = cli.resolve_config(cli.build_parser().parse_args(["demo", "--config",
                                                                  str(path)]))
-    assert settings.to_dict() == config.to_dict()
+    assert settings.model_dump() == config.model_dump()
     assert settings.study_settings().tuner.lr_head == 0.01

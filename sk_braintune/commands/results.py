@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from .._utils import UMASK, atomic_replace_dir, atomic_write_text, atomic_writer
 from ..exceptions import StudyInputError
@@ -129,8 +130,8 @@ def format_results_table(rows):
 
 
 def _json_default(value):
-    if hasattr(value, "to_dict") and hasattr(value, "keys"):  # settings objects
-        return value.to_dict()
+    if isinstance(value, BaseModel):  # settings objects
+        return value.model_dump(mode="json")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -254,10 +255,8 @@ def write_results(results, output):
 
 def _toml_ready(value, key="config"):
     """``value`` with only TOML types: None left out of tables, tuples and paths converted."""
-    if hasattr(value, "model_dump"):  # pydantic settings
+    if isinstance(value, BaseModel):  # settings objects
         value = value.model_dump(mode="json")
-    elif hasattr(value, "to_dict") and hasattr(value, "keys"):
-        value = value.to_dict()
     if isinstance(value, dict):
         return {str(k): _toml_ready(v, f"{key}.{k}") for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
