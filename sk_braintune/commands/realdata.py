@@ -16,6 +16,7 @@ fails or is killed leaves the previous results as they were.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -162,9 +163,14 @@ def run_tune(config, command_line=None):
         except OSError as exc:
             raise StudyInputError(f"cannot write checkpoints to {checkpoints}: "
                                   f"{exc.strerror or exc}; choose another --output") from None
-        (summary,) = _run(tune_job, [{"config": config, "folder": str(folder),
-                                      "checkpoint_dir": str(checkpoints)}],
-                          config, "tune", folder)
+        try:
+            (summary,) = _run(tune_job, [{"config": config, "folder": str(folder),
+                                          "checkpoint_dir": str(checkpoints)}],
+                              config, "tune", folder)
+        except BaseException:
+            with contextlib.suppress(OSError):  # kept only when it holds a run to resume
+                checkpoints.rmdir()
+            raise
         parts = summary.pop("manifest")
         _finish("tune", config, folder, started=started, command_line=command_line,
                 title=f"sk-braintune tune: {config.model} on {', '.join(config.subject)}",
@@ -181,8 +187,9 @@ def _tune_summary(config, summary):
             f"{', '.join(summary['participants'])}: {summary['n_voxels']} voxels with a noise "
             f"ceiling above {config.min_ceiling:g} as targets, up to {config.epochs} epoch(s), "
             f"seed {config.seed}.",
-            f"The best epoch (lowest validation loss) was epoch {summary['best_epoch']}; its "
-            "weights are the tuned backbone in backbone/ (save_pretrained)."]
+            f"The epoch kept (best on the validation stories) was epoch "
+            f"{summary['best_epoch']} (0-based); its weights are the tuned backbone in "
+            "backbone/ (save_pretrained)."]
 
 
 def _tune_sections():
