@@ -379,15 +379,3 @@ def test_saved_config_loads_back_to_the_same_values(tmp_path):
                       "scores": [0.5, 0.25], "count": 7}
     with pytest.raises(ValueError, match=r"config.subject: TOML has no null"):
         save_config({"subject": ["UTS01", None]}, tmp_path)
-
-
-def test_saved_command_settings_repeat_the_run(tmp_path):
-    from sk_braintune.commands.settings import DemoCommandSettings
-
-    config = DemoCommandSettings.from_mapping({
-        "quick": True, "seed": 4, "study": {"window": 6.0, "tuner": {"lr_head": 0.01}}})
-    path = save_config(config, tmp_path)
-    settings = cli.resolve_config(cli.build_parser().parse_args(["demo", "--config",
-                                                                 str(path)]))
-    assert settings.model_dump() == config.model_dump()
-    assert settings.study_settings().tuner.lr_head == 0.01

@@ -2,8 +2,9 @@
 
 Used by the tests to check that the report renders, that every figure decodes
 (``naturalWidth > 0``, recorded into the DOM by the page's own script on ``load``) and has a
-caption, that the sections have headings and that every table read from a CSV file shows it. Chromium comes from the Debian packages (``apt-get install
-chromium``); :func:`find_chromium` returns None when it is absent.
+caption, that nothing runs off the window's right edge, that the sections have headings and
+that every table read from a CSV file shows it. Chromium comes from the Debian packages
+(``apt-get install chromium``); :func:`find_chromium` returns None when it is absent.
 """
 
 from __future__ import annotations
@@ -173,8 +174,9 @@ def parse_report(dom):
         ``images`` (list of dict: ``file``, ``natural_width``, ``caption``, ``section``),
         ``images_loaded`` and ``images_total`` (set by the page's script on ``load``; None when
         it did not run), ``page_overflow`` (whether the page is wider than the window; None
-        when the script did not run), ``header`` and ``rows`` of the ``results`` table (list of str; list of
-        list of dict: ``text`` shown and ``value``, the exact text of numeric cells),
+        when the script did not run), ``header`` and ``rows`` of the ``results`` table (list
+        of str; list of list of dict: ``text`` shown and ``value``, the exact text of numeric
+        cells),
         ``tables`` (table id -> ``source``, ``header``, ``rows``), ``sections`` (list of dict:
         ``heading``, ``figures`` with ``file`` and ``caption``, ``tables`` ids), ``summary``
         (str) and ``manifest`` (str, the JSON shown).
