@@ -508,7 +508,7 @@ def test_demo_config_with_a_study_table(tmp_path, capsys):
 def test_evaluate_torch_ridge_and_the_demos_four_low_level_kinds(miniature, tiny_model,
                                                                  tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from sk_braintune.evaluation import alignment as evaluation
+    from sk_braintune.evaluation import lowlevel as evaluation
     from sk_braintune.commands import realdata
     from sk_braintune.encoding import RidgeEncoder
     from sk_braintune.features import lowlevel

@@ -240,7 +240,7 @@ def test_variance_partition_summary_is_variance_partitioning_on_the_delayed_spac
     dataset = Bunch(responses=by_story(Y), voxel_labels=np.array(["both", "low"]))
     lowlevel = [by_story(low_a), by_story(low_b)]
     out = variance_partition_summary(dataset, {"m": model}, groups, stories[:3], stories[3:],
-                                     lowlevel=lowlevel, delays=(0, 1), n_iter=4, cv=3,
+                                     low_level=lowlevel, delays=(0, 1), n_iter=4, cv=3,
                                      random_state=0)
     direct = variance_partitioning(_zscore_delay(model, groups, (0, 1)),
                                    _zscore_delay(np.hstack([low_a, low_b]), groups, (0, 1)),

@@ -885,6 +885,9 @@ class EvaluateSettings(_RealDataSettings):
         ``"all"`` or comma-separated ``hidden_states`` indices.
     ridge_backend : {"numpy", "torch"}
         Backend of the ridge encoding models.
+    ridge_cv : int
+        Inner cross-validation folds of the ridges (story-grouped, at most one per training
+        story).
     significance : bool
         Block-permutation p-values, BH-FDR q-values and block-bootstrap ROI intervals of the
         last layer's held-out r (config file only).
@@ -903,6 +906,7 @@ class EvaluateSettings(_RealDataSettings):
     layers: str = option("all", str, '"all" or comma-separated hidden_states indices')
     ridge_backend: str = option("numpy", str, "ridge backend: numpy, or torch (on the GPU "
                                 "with --device cuda)", choices=RIDGE_BACKENDS)
+    ridge_cv: int = option(5, int, "ridge cross-validation folds", minimum=2)
     significance: bool = option(True, bool, "p/q values and ROI intervals of the last layer",
                                 command_line=False)
     n_permutations: int = option(1000, int, "block permutations of the significance test",
