@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as _dt
-import hashlib
 import html
 import json
 import math
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._hashing import new_hasher, update_array, update_file
 from .._utils import atomic_write_text
 
 __all__ = ["MANIFEST_NAME", "REPORT_NAME", "package_versions", "fingerprint_arrays",
@@ -69,13 +69,7 @@ def package_versions():
 
 
 def _hasher():
-    return hashlib.blake2b(digest_size=16)
-
-
-def _update_with_array(hasher, array):
-    array = np.ascontiguousarray(array)
-    hasher.update(f"{array.dtype.str}{array.shape}".encode())
-    hasher.update(memoryview(array).cast("B") if array.size else b"")
+    return new_hasher("blake2b", 16)
 
 
 def fingerprint_arrays(arrays):
@@ -106,9 +100,9 @@ def fingerprint_arrays(arrays):
             hasher.update(f"{np.dtype(value.dtype).str}{tuple(shape)}".encode())
             step = max(1, 2 ** 26 // max(1, int(np.prod(shape[1:])) * 4))
             for start in range(0, shape[0], step):
-                hasher.update(np.ascontiguousarray(value[start:start + step]).tobytes())
+                update_array(hasher, value[start:start + step], header=None)
         else:
-            _update_with_array(hasher, np.asarray(value))
+            update_array(hasher, np.asarray(value), header="{dtype_str}{shape}")
     return "blake2b:" + hasher.hexdigest()
 
 
@@ -128,9 +122,7 @@ def fingerprint_files(paths):
     hasher = _hasher()
     for path in sorted(Path(p) for p in paths):
         hasher.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(2 ** 20), b""):
-                hasher.update(block)
+        update_file(hasher, path)
     return "blake2b:" + hasher.hexdigest()
 
 
