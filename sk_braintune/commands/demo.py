@@ -47,12 +47,11 @@ def run_dataset_summary(config, command_line=None):
     command_line : list of str, optional
         Unused (the command writes no results folder); accepted like the other commands.
     """
-    from ..builtin import make_story_dataset
-
     config = DatasetCommandSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    dataset = {k: v for k, v in DemoSettings().dataset.items() if v is not None}
-    data = make_story_dataset(random_state=config.seed, verbose=not config.quiet, **dataset)
+    settings = DemoSettings()
+    data = study.study_dataset(settings, seed=config.seed, verbose=not config.quiet)
+    dataset = {k: v for k, v in settings["dataset"].items() if v is not None}
     print("Built-in story dataset (the demo's: "
           + ", ".join(f"{k}={v}" for k, v in dataset.items()) + ")")
     print(dataset_summary(data))
