@@ -127,7 +127,7 @@ def run_seeds(args):
         settings = study_settings(args, seed)
         t0 = time.perf_counter()
         results = study.run_braintuning_study(settings, seed=seed, verbose=False,
-                                              figures=False, analyses=analyses)
+                                              analyses=analyses)
         voxels = results.pop("voxel_scores")
         labels = np.asarray(results["voxel_labels"])
         row = {"seed": seed, "seconds": time.perf_counter() - t0, "models": results["models"],

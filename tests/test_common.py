@@ -113,7 +113,7 @@ CONFIGURATIONS = {
                    random_state=0),
     ],
     SemanticProbe: [SemanticProbe(max_epochs=30, lr=0.05, random_state=0)],
-    Residualizer: [Residualizer(lowlevel=1)],
+    Residualizer: [Residualizer(low_level=1)],
     PowerSpectrumFeatures: [PowerSpectrumFeatures(n_bands=4)],
 }
 

@@ -46,7 +46,6 @@ accuracy 0.974 0.972 0.970 0.963 0.956 (Whisper 0.979 0.990 0.989 0.985 0.966).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -57,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._hashing import digest_file, digest_json
 from .._utils import cache_dir as _cache_root
 
 __all__ = ["SSL_RECIPE", "load_ssl_speech_model", "package_ssl_model", "packaged_ssl_model",
@@ -577,11 +577,7 @@ def package_ssl_model(model_directory, output_directory, *, texts_digest=None):
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return digest_file(path, "sha256")
 
 
 def packaged_ssl_model(directory=None):
@@ -662,9 +658,8 @@ def _install(target, build):
 
 
 def _recipe_key(recipe, texts_digest):
-    blob = json.dumps({"recipe": recipe, "texts": texts_digest, "revision": SSL_REVISION},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest_json({"recipe": recipe, "texts": texts_digest, "revision": SSL_REVISION},
+                       length=16, default=str)
 
 
 def _read_marker(directory, name=MARKER_FILE):

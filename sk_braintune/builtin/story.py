@@ -11,15 +11,14 @@ follows the same dataset contract as the real ds003020 loader.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import pickle
 import time
 
 import numpy as np
 
+from .._hashing import digest_bytes, digest_json
 from .._utils import atomic_write_bytes, cache_dir, data_file
 from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
@@ -127,9 +126,8 @@ def _truncate_words(text, max_words):
 
 
 def _cache_key(params, texts):
-    blob = json.dumps({"params": params, "texts": texts, "version": _GENERATOR_VERSION},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return digest_json({"params": params, "texts": texts, "version": _GENERATOR_VERSION},
+                       length=24, default=str)
 
 
 def _check_int(name, value, minimum):
@@ -342,11 +340,9 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
 
 
 def _speech_digest(texts, params):
-    return hashlib.sha256(json.dumps({"texts": texts, "voice": params["voice"],
-                                      "rate": params["rate"], "tr": params["tr"],
-                                      "n_silent_trs": params["n_silent_trs"],
-                                      "version": _SPEECH_VERSION},
-                                     sort_keys=True).encode()).hexdigest()
+    return digest_json({"texts": texts, "voice": params["voice"], "rate": params["rate"],
+                        "tr": params["tr"], "n_silent_trs": params["n_silent_trs"],
+                        "version": _SPEECH_VERSION})
 
 
 def story_speech(stories="library", split="train", *, voice="en-us", rate=175, tr=2.0045,
@@ -447,9 +443,8 @@ def _to_bunch(data, bunch_cls):
 
 
 def _speech_key(text, voice, rate):
-    blob = json.dumps({"text": text, "voice": voice, "rate": rate, "version": _SPEECH_VERSION},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return digest_json({"text": text, "voice": voice, "rate": rate, "version": _SPEECH_VERSION},
+                       length=24)
 
 
 def _load_speech(texts, names, params, cache, verbose):
@@ -499,7 +494,7 @@ def _embed_contexts(contexts, cache):
     """MiniLM embeddings of one story's word contexts, cached on disk by content (slow step)."""
     from .minilm import embed_texts
 
-    key = hashlib.sha256("\n".join(contexts).encode()).hexdigest()[:24]
+    key = digest_bytes("\n".join(contexts), length=24)
     path = cache_dir("datasets", "minilm") / f"contexts_{key}.npy" if cache else None
     if cache and path.exists():
         try:

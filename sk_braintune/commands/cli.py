@@ -235,12 +235,11 @@ def main(argv=None):
     command_line = ["sk-braintune", *(sys.argv[1:] if argv is None else argv)]
     _configure_threads(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from . import realdata
-    from .. import study
+    from . import demo, realdata
 
-    runner = {"demo": study.run_demo, "tune": realdata.run_tune,
+    runner = {"demo": demo.run_demo, "tune": realdata.run_tune,
               "evaluate": realdata.run_evaluate,
-              "dataset": study.run_dataset_summary}[args.command]
+              "dataset": demo.run_dataset_summary}[args.command]
     try:
         runner(config, command_line=command_line)
     except StudyInputError as exc:

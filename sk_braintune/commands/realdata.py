@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._stages import prefixed
 from .results import (
     StageTimer,
     results_folder,
@@ -33,7 +34,7 @@ from .results import (
 )
 from ..exceptions import StudyInputError
 from .settings import EvaluateSettings, TuneSettings
-from ..study import show_library_messages
+from .terminal import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
@@ -240,7 +241,7 @@ def tune_job(job):
         manifest's split, voxel, data and model parts).
     """
     from ..model_selection import HeldOutStories
-    from .report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from ..provenance import dataset_fingerprints, fingerprint_model, voxel_selection
     from ..tuning import BrainTuner
     from ..windows import windows_from_dataset
 
@@ -349,7 +350,8 @@ def run_evaluate(config, command_line=None):
     -------
     results : dict
     """
-    from .report import fingerprint_model, utc_now
+    from ..provenance import fingerprint_model
+    from .report import utc_now
 
     config = EvaluateSettings.from_mapping(config)
     show_library_messages(not config.quiet)
@@ -541,20 +543,15 @@ def evaluate_job(job):
         (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
-    from ..evaluation.alignment import (
-        alignment_significance,
-        default_encoder,
-        layerwise_alignment,
-        low_level_impacts,
-        lowlevel_feature_spaces,
-        split_layers,
-        variance_partition_summary,
-    )
+    from ..evaluation import default_encoder, evaluate_listener, low_level_feature_spaces
     from ..features import extract_layer_features
-    from .report import dataset_fingerprints, voxel_selection
+    from ..provenance import dataset_fingerprints, voxel_selection
     from ..windows import dataset_windows, stack_responses
 
     config, participants = job["config"], job["participants"]
+    analyses = ("alignment", "low_level_impact",
+                *(("variance_partitioning",) if config.variance_partitioning else ()),
+                *(("significance",) if config.significance else ()))
     out = {}
     features_by_stories = {}
     for participant in participants:
@@ -584,50 +581,39 @@ def evaluate_job(job):
                     raise StudyInputError(f"could not load model {config.model!r}: "
                                           f"{exc}") from exc
         with stages(f"{participant}: low-level features"):
-            lowlevel = lowlevel_feature_spaces(data, train, test)
+            low_level = low_level_feature_spaces(data, train, test)
         fingerprints = dataset_fingerprints(data, train + test)
         del X
         data["audio"] = {}  # nothing below reads the audio
         with stages(f"{participant}: stack responses"):
             y = stack_responses(data, train + test)
         feats, layer_indices = features_by_stories[key]
-        n_layers = len(layer_indices)
-        labels = np.asarray(data.voxel_labels)
         nc = np.asarray(data.noise_ceiling)
-        # the demo's encoding model (inner CV clamped to the training stories by the
-        # evaluation); --ridge-backend torch runs the ridge on the GPU
-        encoder = default_encoder(cv=5, backend=config.ridge_backend)
-        with stages(f"{participant}: alignment per layer"):
-            table = layerwise_alignment(feats, n_layers, y, groups, train, test,
-                                        noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
-        last_layer = {"model": split_layers(feats, n_layers)[:, -1]}
-        with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
-            impact = low_level_impacts(data, last_layer, groups, train, test,
-                                       estimator=encoder, cv=5, lowlevel=lowlevel,
-                                       responses=y)["model"]
+        # the demo's evaluation, with the configured ridge (inner CV clamped to the training
+        # stories by the evaluation); --ridge-backend torch runs the ridge on the GPU
+        evaluation = evaluate_listener(
+            {"model": feats}, len(layer_indices), y, groups, train_stories=train,
+            test_stories=test, noise_ceiling=nc, voxel_labels=np.asarray(data.voxel_labels),
+            dataset=data, encoder=default_encoder(cv=config.ridge_cv,
+                                                  backend=config.ridge_backend),
+            analyses=analyses, low_level=low_level, cv=config.ridge_cv,
+            backend=config.ridge_backend, n_permutations=config.n_permutations,
+            partitioning_n_iter=config.partitioning_n_iter, random_state=config.seed,
+            stages=prefixed(stages, f"{participant}: "))
         extra, extra_voxels = {}, {}
-        if config.variance_partitioning:
-            with stages(f"{participant}: variance partitioning (layer {layer_indices[-1]})"):
-                extra["variance_partitioning"] = variance_partition_summary(
-                    data, last_layer, groups, train, test, lowlevel=lowlevel,
-                    n_iter=config.partitioning_n_iter, cv=5, backend=config.ridge_backend,
-                    random_state=config.seed, responses=y)["roi"]["model"]
-        if config.significance:
-            with stages(f"{participant}: significance (layer {layer_indices[-1]})"):
-                fit = table["last_layer"]
-                sig = alignment_significance(fit["y_true"], fit["prediction"], labels,
-                                             groups=fit["groups"], noise_ceiling=nc,
-                                             n_permutations=config.n_permutations,
-                                             n_bootstraps=config.n_permutations,
-                                             random_state=config.seed)
-                extra["significance"] = sig["roi"]
-                extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
+        if evaluation.variance_partitioning is not None:
+            extra["variance_partitioning"] = evaluation.variance_partitioning["model"]
+        if evaluation.significance is not None:
+            sig = evaluation.significance["model"]
+            extra["significance"] = sig["roi"]
+            extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
+        table = evaluation.alignment["model"]
         voxel_indices = data.get("voxel_indices")
         out[participant] = {
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),
-            "low_level_impact": impact,
+            "low_level_impact": evaluation.low_level_impact["model"],
             **extra,
             "voxel_significance": extra_voxels,
             "split": {k: list(v) for k, v in data.split.items()},

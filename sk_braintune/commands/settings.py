@@ -164,6 +164,8 @@ class EvaluateSettings(_RealDataSettings):
     batch_size: int = Field(16, ge=1, description="windows per batch")
     layers: str = Field("all", description='"all" or comma-separated hidden_states indices')
     ridge_backend: Literal[RIDGE_BACKENDS] = Field("numpy", description=_RIDGE_BACKEND_HELP)
+    ridge_cv: int = Field(5, ge=2, description="inner cross-validation folds of the ridges "
+                          "(story-grouped, at most one per training story)")
     significance: bool = Field(True, description="p/q values and ROI intervals of the last "
                                "layer (block-permutation p-values, BH-FDR q-values, "
                                "block-bootstrap intervals of the held-out r)",

@@ -147,17 +147,6 @@ def participant_roi_table(scores, labels, rois=None, participants=None):
     return pd.DataFrame(rows, index=list(participants))
 
 
-def _benjamini_hochberg(p):
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        from scipy.stats import false_discovery_control
-
-        out[ok] = false_discovery_control(p[ok], method="bh")
-    return out
-
-
 def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="two-sided",
                    correction="fdr_bh"):
     """Wilcoxon signed-rank test across participants of two models' ROI scores.
@@ -174,7 +163,8 @@ def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="t
     alternative : {"two-sided", "greater", "less"}, default="two-sided"
         ``"greater"`` tests model A > model B.
     correction : {"fdr_bh", None}, default="fdr_bh"
-        Benjamini-Hochberg correction across ROIs.
+        Benjamini-Hochberg correction across ROIs (:func:`sk_braintune.encoding.fdr_bh`;
+        ROIs without a p-value are left out of it).
 
     Returns
     -------
@@ -185,6 +175,8 @@ def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="t
     """
     import pandas as pd
     from scipy.stats import wilcoxon
+
+    from ..encoding import fdr_bh
 
     if not isinstance(scores_a, pd.DataFrame):
         if labels is None:
@@ -209,6 +201,6 @@ def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="t
                      "n_participants": int(ok.sum()), "statistic": stat, "p_value": p}
     result = pd.DataFrame.from_dict(rows, orient="index")
     result.index.name = "roi"
-    result["p_corrected"] = (_benjamini_hochberg(result["p_value"]) if correction == "fdr_bh"
-                             else result["p_value"])
+    result["p_corrected"] = (fdr_bh(result["p_value"].to_numpy(float))[1]
+                             if correction == "fdr_bh" else result["p_value"])
     return result

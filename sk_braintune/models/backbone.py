@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import warnings
@@ -50,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .._hashing import new_hasher, update_array, update_json
 
 __all__ = ["AudioBackbone", "BackboneOutput", "load_backbone", "quiet_transformers"]
 
@@ -689,16 +690,16 @@ class AudioBackbone(nn.Module):
         fingerprint : str
             Hex digest; changes whenever any weight changes.
         """
-        h = hashlib.blake2b(digest_size=16)
+        h = new_hasher("blake2b", 16)
         h.update(self.family.encode())
         # where the weights were read from does not change what the model computes
         config = {k: v for k, v in self.config.to_dict().items() if k not in _VOLATILE_CONFIG}
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+        update_json(h, config, default=str)
         prep = {k: v for k, v in self.preprocessing.items()
                 if k not in ("mel_filters", "source")}
-        h.update(json.dumps(prep, sort_keys=True, default=str).encode())
+        update_json(h, prep, default=str)
         if "mel_filters" in self.preprocessing:
-            h.update(np.ascontiguousarray(self.preprocessing["mel_filters"]).tobytes())
+            update_array(h, self.preprocessing["mel_filters"], header=None)
         for name, tensor in sorted(self.encoder.state_dict().items()):
             h.update(name.encode())
             t = tensor.detach().to("cpu").contiguous().reshape(-1)
