@@ -17,6 +17,7 @@ _EXTRA_OF = {
     "submitit": "cluster",
     "dask": "cluster",
     "distributed": "cluster",
+    "cortex": "maps",
 }
 
 
