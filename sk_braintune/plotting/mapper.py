@@ -205,8 +205,9 @@ def load_mapper(path):
 
 @contextlib.contextmanager
 def _pycortex_store(pycortex_db, subject):
-    """pycortex's database pointed at a shadow copy of ``subject``: pycortex writes caches and
-    surface info into the subject's folder, and the dataset's folder stays untouched."""
+    """pycortex's database pointed at a shadow copy of ``subject`` (folders made, files linked):
+    pycortex writes caches, masks and surface info into the subject's folder, and the dataset's
+    folder stays untouched."""
     import cortex
     from cortex import database
 
@@ -217,25 +218,22 @@ def _pycortex_store(pycortex_db, subject):
             f"{source}/surfaces/); ds003020 ships it as derivative/pycortex-db/{subject}/ "
             "(datalad get or openneuro download of that folder)")
     db = database.db
-    previous = (db.filestore, db._subjects if hasattr(db, "_subjects") else None)
+    previous = db.filestore
     with tempfile.TemporaryDirectory(prefix="pycortex-") as store:
         shadow = Path(store) / subject
-        shadow.mkdir()
-        for entry in source.iterdir():
-            if entry.name == "cache":
+        for folder, dirs, files in os.walk(source):
+            relative = Path(folder).relative_to(source)
+            if relative.parts[:1] == ("cache",):
                 continue
-            if entry.name == "surface-info" and entry.is_dir():
-                (shadow / entry.name).mkdir()
-                for item in entry.iterdir():
-                    os.symlink(item, shadow / entry.name / item.name)
-            else:
-                os.symlink(entry, shadow / entry.name)
+            (shadow / relative).mkdir(parents=True, exist_ok=True)
+            for name in files:
+                os.symlink(Path(folder) / name, shadow / relative / name)
         db.filestore = store
         db.reload_subjects()
         try:
             yield cortex
         finally:
-            db.filestore = previous[0]
+            db.filestore = previous
             db.reload_subjects()
 
 
