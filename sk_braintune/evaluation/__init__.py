@@ -6,7 +6,8 @@
   :func:`low_level_comparison`, :func:`low_level_impacts`, :func:`variance_partition_summary`;
 - significance: :func:`alignment_significance`;
 - ROI summaries (``evaluation.roi``): :func:`roi_summary`, :func:`participant_roi_table`,
-  :func:`compare_models`, :func:`load_roi_table`.
+  :func:`compare_models`, :func:`load_roi_table`; labels from atlases (``evaluation.atlas``):
+  :func:`atlas_labels`, :func:`read_annotation`, :func:`read_label_image`.
 
 Names are imported lazily, so importing this package loads neither torch nor scikit-learn.
 """
@@ -34,6 +35,9 @@ _LAZY_EXPORTS = {
     "participant_roi_table": ".roi",
     "compare_models": ".roi",
     "load_roi_table": ".roi",
+    "atlas_labels": ".atlas",
+    "read_annotation": ".atlas",
+    "read_label_image": ".atlas",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

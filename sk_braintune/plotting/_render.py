@@ -67,13 +67,19 @@ def draw_mesh(ax, coords, faces, vertex_values, *, background, norm, cmap, view)
     else:
         axis, sign, depth_axis, depth_sign = _CAMERAS[(hemi, kind)]
         screen = np.stack([sign * triangles[:, :, axis], triangles[:, :, 2]], axis=-1)
-        # painter's algorithm: farthest faces first (largest depth along the line of sight)
-        depth = depth_sign * triangles[:, :, depth_axis].mean(axis=1)
-        order = np.argsort(-depth, kind="stable")
         normal = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+        centre = triangles.mean(axis=1)
+        # orient normals outwards (the faces' winding decides their sign)
+        if np.sum(normal * (centre - coords.mean(axis=0))) < 0:
+            normal = -normal
         length = np.linalg.norm(normal, axis=1)
-        shade = np.abs(normal[:, depth_axis]) / np.where(length > 0, length, 1.0)
-        shade = 0.55 + 0.45 * shade
+        facing = depth_sign * normal[:, depth_axis] / np.where(length > 0, length, 1.0)
+        # faces turned away from the viewer are hidden on a closed surface: skip them (half
+        # the work); then the painter's algorithm, farthest faces first
+        depth = depth_sign * centre[:, depth_axis]
+        visible = np.flatnonzero(facing < 0)
+        order = visible[np.argsort(-depth[visible], kind="stable")]
+        shade = 0.55 + 0.45 * np.abs(facing)
     values = face_values(faces, vertex_values)
     if background is None:
         grey = np.full(len(faces), 0.75)

@@ -24,9 +24,27 @@ FSAVERAGE5_VERTICES = SURFACE_SPACES["fsaverage5"]
 _MESHES = ("pial", "inflated", "flat", "sphere")
 
 
+_FILES = {"pial": "pial", "inflated": "infl", "flat": "flat", "sphere": "sphere"}
+
+
+def _bundled_folder():
+    """nilearn's bundled fsaverage5 folder, found without importing nilearn.datasets (whose
+    import takes seconds); None if nilearn lays its files out differently."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "fsaverage5"
+    names = [f"{stem}_{hemi}.gii.gz" for stem in (*_FILES.values(), "sulc")
+             for hemi in ("left", "right")]
+    return folder if all((folder / name).is_file() for name in names) else None
+
+
 @functools.lru_cache(maxsize=1)
 def fsaverage5_surfaces():
-    """The fsaverage5 meshes and shading maps bundled with nilearn (no download).
+    """The fsaverage5 meshes and sulcal depth bundled with nilearn (no download).
 
     Returns
     -------
@@ -37,16 +55,31 @@ def fsaverage5_surfaces():
         and ``"sphere"``, and ``hemi`` in ``"left"``, ``"right"``; ``surfaces["sulcal"][hemi]``
         is the sulcal depth, shape ``(10242,)``.
     """
-    from nilearn import datasets
+    folder = _bundled_folder()
+    if folder is None:  # through nilearn's loaders (same files, slower import)
+        from nilearn import datasets
 
-    meshes = datasets.load_fsaverage("fsaverage5")
+        meshes = datasets.load_fsaverage("fsaverage5")
+        out = {name: {hemi: (np.asarray(part.coordinates, dtype=np.float64),
+                             np.asarray(part.faces, dtype=np.int64))
+                      for hemi, part in meshes[name].parts.items()} for name in _FILES}
+        sulcal = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
+        out["sulcal"] = {hemi: np.asarray(v, dtype=np.float64)
+                         for hemi, v in sulcal.data.parts.items()}
+        return out
+    import nibabel as nib
+
+    def arrays(name):
+        return [np.asarray(d.data) for d in nib.load(str(folder / name)).darrays]
+
     out = {}
-    for name in _MESHES:
-        out[name] = {hemi: (np.asarray(part.coordinates, dtype=np.float64),
-                            np.asarray(part.faces, dtype=np.int64))
-                     for hemi, part in meshes[name].parts.items()}
-    sulcal = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
-    out["sulcal"] = {hemi: np.asarray(v, dtype=np.float64) for hemi, v in sulcal.data.parts.items()}
+    for name, stem in _FILES.items():
+        out[name] = {}
+        for hemi in ("left", "right"):
+            coords, faces = arrays(f"{stem}_{hemi}.gii.gz")
+            out[name][hemi] = (coords.astype(np.float64), faces.astype(np.int64))
+    out["sulcal"] = {hemi: arrays(f"sulc_{hemi}.gii.gz")[0].astype(np.float64)
+                     for hemi in ("left", "right")}
     return out
 
 
