@@ -97,6 +97,8 @@ def test_surface_errors():
         to_fsaverage5(np.zeros(3), "fsaverage8")
     with pytest.raises(ValueError, match=r"downloads the others.*first 10,242"):
         plot_brain_map(np.zeros(81924), "fsaverage6", mesh="fsaverage6")
+    with pytest.raises(ValueError, match="unknown surface space"):
+        plot_brain_map(np.zeros(20484), "fsaverge5")
     with pytest.raises(ValueError, match="views"):
         plot_brain_map(np.zeros(20484), "fsaverage5", views=("dorsal",))
 

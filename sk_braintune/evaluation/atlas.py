@@ -107,6 +107,7 @@ def atlas_labels(atlas, *, outside, column_index=None, mask_img=None, lut=None,
     ----------
     atlas : array-like, image, path, or (left, right) pair of annotation paths
         - a vector of labels, one per column (or per vertex/voxel, with ``column_index``);
+          ``""``, ``0``, ``???``, ``Unknown`` and ``Medial_Wall`` count as no label;
         - a 3-D label image (nibabel image or ``.nii``/``.nii.gz`` path) for volume data; it is
           resampled (nearest neighbour) to ``mask_img``'s grid when the grids differ;
         - a ``(left, right)`` pair of FreeSurfer ``.annot`` or GIfTI ``.label.gii`` files on

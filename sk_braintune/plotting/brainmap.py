@@ -88,6 +88,9 @@ def _kind(space):
     if isinstance(space, str):
         if space in SURFACE_SPACES:
             return "surface"
+        if space.lower().startswith(("fsav", "fslr", "fs_lr")):
+            raise ValueError(f"unknown surface space {space!r}; give one of "
+                             f"{sorted(SURFACE_SPACES)}")
         return "volume"
     if _is_masker(space) or hasattr(space, "affine"):
         return "volume"

@@ -11,6 +11,7 @@ only. :func:`build_mapper` (needs ``pip install sk-braintune[maps]``, i.e. pycor
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -306,7 +307,8 @@ def build_mapper(pycortex_db, subject, *, xfm=None, mask="thick", height=1024,
 
     require("cortex", "building flatmap mappers (pycortex compiles from source)")
     xfm = f"{subject}_auto" if xfm is None else xfm
-    with _pycortex_store(pycortex_db, subject) as cortex:
+    chatter = io.StringIO()  # pycortex prints its progress: log it instead
+    with _pycortex_store(pycortex_db, subject) as cortex, contextlib.redirect_stdout(chatter):
         from cortex.quickflat import utils as quickflat
 
         try:
@@ -329,6 +331,8 @@ def build_mapper(pycortex_db, subject, *, xfm=None, mask="thick", height=1024,
         to_fsaverage5 = None
         if sphere_reg is not None:
             to_fsaverage5 = _fsaverage5_matrix(cortex, subject, xfm, columns, sphere_reg)
+    for line in chatter.getvalue().splitlines():
+        logger.info("pycortex: %s", line)
     return Mapper(voxel_to_flatmap=voxel_to_flatmap, flatmap_mask=np.asarray(flat_mask, bool),
                   extents=np.asarray(extents, dtype=np.float64), subject=subject,
                   voxel_to_fsaverage5=to_fsaverage5, flatmap_curvature=curvature, xfm=xfm,
