@@ -28,8 +28,9 @@ def _write_label_gii(path, keys, names):
         label = nib.gifti.GiftiLabel(key=key)
         label.label = name
         table.labels.append(label)
-    image = nib.gifti.GiftiImage(labeltable=table, darrays=[nib.gifti.GiftiDataArray(
-        np.asarray(keys, dtype=np.int32), intent="NIFTI_INTENT_LABEL", datatype="NIFTI_TYPE_INT32")])
+    data = nib.gifti.GiftiDataArray(np.asarray(keys, dtype=np.int32), intent="NIFTI_INTENT_LABEL",
+                                    datatype="NIFTI_TYPE_INT32")
+    image = nib.gifti.GiftiImage(labeltable=table, darrays=[data])
     nib.save(image, str(path))
 
 

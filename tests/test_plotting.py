@@ -1,4 +1,4 @@
-"""Brain maps: offline surfaces (nested fsaverage), volumes, masks, HTML views, the demo's places."""
+"""Brain maps: offline surfaces (nested fsaverage), volumes, masks, HTML views, demo places."""
 
 import html
 import re
@@ -197,6 +197,16 @@ def test_view_brain_map_is_self_contained_html(tmp_path):
     page = html.unescape(path.read_text())
     assert "niivue" in page.lower()
     assert not re.search(r"<script[^>]+src=[\"']https?://", page)  # no remote scripts
+
+
+def test_view_brain_map_volume(tmp_path):
+    mask_img = _small_mask()
+    n = int(np.asarray(mask_img.dataobj).sum())
+    path = tmp_path / "volume.html"
+    view_brain_map(np.linspace(-1, 1, n), mask_img, title="ramp").save_as_html(path)
+    page = html.unescape(path.read_text())
+    assert "ramp" in page
+    assert not re.search(r"<script[^>]+src=[\"']https?://", page)
 
 
 def test_write_brain_maps(tmp_path):

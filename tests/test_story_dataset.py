@@ -449,6 +449,9 @@ def test_places_on_fsaverage5(three_listeners, dataset):
         np.testing.assert_array_equal(own, voxel_places(d.voxel_labels, p, SMALL["random_state"]))
         assert own.shape == d.voxel_labels.shape and np.unique(own).size == own.size
     assert not np.array_equal(places[0], places[1])  # each listener a little different
+    from sk_braintune.datasets import select_participant
+
+    np.testing.assert_array_equal(select_participant(d, "P02").column_index, places[1])
     # P01's places and responses do not depend on how many listeners there are
     np.testing.assert_array_equal(dataset.column_index, places[0])
     test = d.split["test"][0]
