@@ -82,6 +82,17 @@ def _is_masker(space):
     return hasattr(space, "inverse_transform") and hasattr(space, "mask_img_")
 
 
+def _load_space(space):
+    """A mapper file's path becomes its Mapper."""
+    from pathlib import Path
+
+    if isinstance(space, (str, Path)) and str(space).endswith(".npz"):
+        from .mapper import load_mapper
+
+        return load_mapper(space)
+    return space
+
+
 def _kind(space):
     if isinstance(space, Mapper):
         return "mapper"
@@ -287,8 +298,9 @@ def plot_brain_map(values, space, *, column_index=None, mask_img=None, threshold
           ``"MNI152NLin2009cAsym"``) with ``mask_img``; drawn as nilearn's slices
           (``plot_stat_map``) or glass brain (``plot_glass_brain``) over nilearn's bundled
           MNI152 template (meaningful for MNI-space data).
-        - a :class:`~sk_braintune.plotting.Mapper` (ds003020 subjects, built once by
-          ``sk-braintune mappers``): the subject's pycortex flatmap, drawn without pycortex.
+        - a :class:`~sk_braintune.plotting.Mapper` or the path of its ``.npz`` file (ds003020
+          subjects, built once by ``sk-braintune mappers``): the subject's pycortex flatmap,
+          drawn without pycortex.
     column_index : array-like of int of shape (n_columns,), optional
         Where each column lies: for surfaces the vertex index (left hemisphere's vertices,
         then the right's), for volumes the flat C-order index in ``mask_img``'s grid. By
@@ -330,6 +342,7 @@ def plot_brain_map(values, space, *, column_index=None, mask_img=None, threshold
     ValueError
         For values that do not match the space, unknown views, or an unavailable mesh.
     """
+    space = _load_space(space)
     kind = _kind(space)
     shown, vmin, vmax, symmetric = brain_map_values(values, threshold=threshold, q=q,
                                                     alpha=alpha, symmetric=symmetric, vmax=vmax)
@@ -383,6 +396,7 @@ def view_brain_map(values, space, *, column_index=None, mask_img=None, threshold
     """
     from nilearn import plotting
 
+    space = _load_space(space)
     kind = _kind(space)
     shown, vmin, vmax, symmetric = brain_map_values(values, threshold=threshold, q=q,
                                                     alpha=alpha, symmetric=symmetric, vmax=vmax)
