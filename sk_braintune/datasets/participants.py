@@ -83,7 +83,8 @@ def select_participant(data, participant):
         ``noise_ceiling`` and (when it has its own) ``column_index`` are that participant's
         (and, when it has its own ``ground_truth``, the top-level ``ground_truth`` entries it
         holds, e.g. its voxel weights); ``participants`` is ``(participant,)`` and
-        ``participant_data`` holds only that participant. Audio, words, TR times, split and voxel labels are shared (not copied).
+        ``participant_data`` holds only that participant. Audio, words, TR times, split and
+        voxel labels are shared (not copied).
 
     Raises
     ------
