@@ -19,6 +19,7 @@ _EXTRA_OF = {
     "submitit": "cluster",
     "dask": "cluster",
     "distributed": "cluster",
+    "cortex": "maps",
 }
 
 

@@ -436,3 +436,23 @@ def test_story_speech_equals_the_dataset_audio(dataset):
     assert other != digest
     with pytest.raises(ValueError, match="split"):
         story_speech("default", "dev")
+
+
+def test_places_on_fsaverage5(three_listeners, dataset):
+    from sk_braintune.builtin.cortex import voxel_places
+
+    d = three_listeners
+    assert d.space == "fsaverage5"
+    places = [d.participant_data[p].column_index for p in d.participants]
+    np.testing.assert_array_equal(d.column_index, places[0])
+    for p, own in zip(d.participants, places):
+        np.testing.assert_array_equal(own, voxel_places(d.voxel_labels, p, SMALL["random_state"]))
+        assert own.shape == d.voxel_labels.shape and np.unique(own).size == own.size
+    assert not np.array_equal(places[0], places[1])  # each listener a little different
+    from sk_braintune.datasets import select_participant
+
+    np.testing.assert_array_equal(select_participant(d, "P02").column_index, places[1])
+    # P01's places and responses do not depend on how many listeners there are
+    np.testing.assert_array_equal(dataset.column_index, places[0])
+    test = d.split["test"][0]
+    np.testing.assert_array_equal(dataset.responses[test], d.responses[test])

@@ -244,7 +244,7 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
         cc_max from the repeats), ``words`` and ``phones`` (story -> DataFrame with ``onset``,
         ``offset``, ``label``), ``phone_set`` ("espeak"), ``split``, ``voxel_labels``,
         ``participants`` (``("P01", ...)``), ``participant_data`` (participant -> Bunch with its
-        ``responses``, ``repeats``, ``noise_ceiling`` and ``ground_truth``: its
+        ``responses``, ``repeats``, ``noise_ceiling``, ``column_index`` and ``ground_truth``: its
         ``semantic_weights``, ``acoustic_weights``, ``signal``, ``snr`` and
         ``true_noise_ceiling``), ``ground_truth`` and ``description``. The top-level
         ``responses``, ``repeats`` and ``noise_ceiling`` are those of ``"P01"``.
@@ -255,7 +255,11 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
         word, before the HRF) and ``hrf``, plus ``"P01"``'s ``semantic_weights`` and
         ``acoustic_weights`` (``(n_features, n_voxels)``), ``signal`` (story -> noise-free
         ``(n_trs, n_voxels)``), ``snr`` (``(n_voxels,)``, 0 for noise voxels) and
-        ``true_noise_ceiling`` (``(n_voxels,)``).
+        ``true_noise_ceiling`` (``(n_voxels,)``). ``space`` (``"fsaverage5"``) and
+        ``column_index`` (``(n_voxels,)`` vertex indices, ``"P01"``'s; each participant's in its
+        ``participant_data``) place the voxels on the cortex for brain maps
+        (:func:`sk_braintune.builtin.cortex.voxel_places`; both None when there are more voxels
+        than fsaverage5's cortical vertices); the responses do not depend on them.
 
     Raises
     ------
@@ -336,7 +340,18 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     data = dict(data, audio={name: speech[name]["audio"] for name in names})
     if minutes is not None:
         data = _keep_training_minutes(data, float(minutes))
-    return _to_bunch(data, Bunch)
+    dataset = _to_bunch(data, Bunch)
+    # Places on fsaverage5 for brain maps: they label the voxels, the responses ignore them.
+    from .cortex import voxel_places
+
+    try:
+        for participant, own in dataset.participant_data.items():
+            own.column_index = voxel_places(dataset.voxel_labels, participant, random_state)
+        dataset.space = "fsaverage5"
+        dataset.column_index = dataset.participant_data[dataset.participants[0]].column_index
+    except ValueError:  # more voxels than cortical vertices: no places
+        dataset.space = dataset.column_index = None
+    return dataset
 
 
 def _speech_digest(texts, params):
