@@ -277,7 +277,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings["tuner"], validation=validation, device=device,
-                        random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
+                        random_state=seed, verbose=verbose, frozen_layer_cache=FrozenLayerCache())
     tuners = {}
     who = f"{len(listeners)} listeners' " if several else ""
     with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
