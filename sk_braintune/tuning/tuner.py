@@ -23,6 +23,7 @@ from .._docs import fill_doc
 from ..windows import is_audio_windows
 from . import _distributed, _loop, _training
 from .callbacks import check_callbacks
+from ._network import HeadOutputs
 from .frozen_cache import FrozenLayerCache
 
 __all__ = ["BrainTuner"]
@@ -509,18 +510,22 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         """
         import torch
 
-        from ..features import pooled_features
+        from ..features import forward_batches, pooled_features
 
         n_input = getattr(self, "_n_input_samples_", X.shape[1])
+        per_participant = layers == "predict" and participant_codes is not None
+        options = dict(batch_size=self.batch_size,
+                       load_batch=lambda index: self._window_batch(X, index, n_input))
         with self._on_device() as (device, autocast):
-            per_participant = layers == "predict" and participant_codes is not None
+            if layers == "predict" and not per_participant:
+                predictions = HeadOutputs(self.head_, len(X), self.pooling)
+                forward_batches(self.backbone_, X, "last_hidden_state", predictions,
+                                autocast=autocast, **options)
+                return predictions.outputs
             out = pooled_features(
                 self.backbone_, X,
                 range(self.backbone_.num_hidden_layers + 1) if layers == "all"
-                else "last_hidden_state", self.pooling, batch_size=self.batch_size,
-                load_batch=lambda index: self._window_batch(X, index, n_input),
-                autocast=autocast,
-                head=self.head_ if layers == "predict" and not per_participant else None)
+                else "last_hidden_state", self.pooling, autocast=autocast, **options)
         if per_participant:  # each window through its participant's head (on the CPU)
             with torch.inference_mode():
                 out = self._head_predict(torch.from_numpy(out), participant_codes)
