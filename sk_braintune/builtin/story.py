@@ -188,9 +188,14 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     minutes : float, optional
         Keep only the first training stories, whole and in the collection's order, until their
         audio reaches ``minutes`` minutes (the last one may overshoot). The brain (latent axes,
-        voxel weights, noise, test-story repeats) is generated over all the stories first, so
-        datasets with different ``minutes`` share the same validation and test responses: a
-        data-scaling curve compares like with like. All training stories by default.
+        voxel weights, noise, test-story repeats) is the one generated over all the stories,
+        so datasets with different ``minutes`` share the same validation and test responses: a
+        data-scaling curve compares like with like. All training stories by default. Only the
+        kept stories are synthesised and embedded when a summary of the collection's stimulus
+        features is at hand (shipped with the package for the demo's settings, cached after
+        any whole build, e.g. without ``minutes``); the dataset is the same bit for bit, and
+        a summary that this machine's espeak-ng, MiniLM and BLAS do not reproduce on the kept
+        stories is not used.
     n_participants : int, default=1
         Simulated listeners, with ids ``"P01"``, ``"P02"``, ... Participant ``"P01"`` is the
         same for any ``n_participants``.
@@ -235,7 +240,8 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     cache : bool, default=True
         Read and write caches under ``cache_dir("datasets")``: the synthesised speech of each
         story (keyed by its text, voice and rate), the MiniLM context embeddings of each story
-        (keyed by the contexts) and the simulated responses (keyed by every parameter and the
+        (keyed by the contexts), the summary of the stimulus features of all the stories
+        (see ``minutes``) and the simulated responses (keyed by every parameter and the
         texts), so changing only voxel parameters or the seed skips the slow steps. ``False``
         neither reads nor writes any cache.
     random_state : int, default=0
@@ -362,7 +368,7 @@ def _build(texts, names, split, params, minutes, cache, verbose):
     shipped with the package for the demo's settings), only the kept training stories and the
     held-out ones are synthesised and embedded; the brain is the one built over every story,
     bit for bit (see :func:`_generate`). Without a summary the whole collection is built, as
-    without ``minutes``, and its summary is cached for the next time.
+    without ``minutes``; every whole build caches its summary.
     """
     folder = cache_dir("datasets") if cache else None
     full_path = folder / f"story_{_cache_key(params, texts)}.pkl" if cache else None
