@@ -25,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 
 def main():
