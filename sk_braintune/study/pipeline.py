@@ -108,21 +108,21 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
         Key ``"pretrained"`` plus the keys of ``tuned``.
     """
     from .._utils import resolve_device
-    from ..features import pooled_features
+    from ..features import TopBlockFeatures, forward_batches
 
     device = resolve_device(device)
     models = [pretrained, *tuned.values()]
     for model in models:
         model.to(device)
     try:
-        features, tuned_features = pooled_features(
-            pretrained, windows, range(pretrained.num_hidden_layers + 1), "mean",
-            batch_size=batch_size, tops=tuned, progress=verbose,
-            description=f"features ({len(models)} models)")
+        reader = TopBlockFeatures(pretrained, tuned, len(windows))
+        forward_batches(pretrained, windows, reader.layers, reader, batch_size=batch_size,
+                        progress=verbose, description=f"features ({len(models)} models)",
+                        also_eval=reader.modules)
     finally:
         for model in models:
             model.to("cpu")
-    return {"pretrained": features, **tuned_features}
+    return {"pretrained": reader.features, **reader.top_features}
 
 
 # -- the study ----------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings.tuner.model_dump(), validation=validation, device=device,
-                        random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
+                        random_state=seed, verbose=verbose, frozen_layer_cache=FrozenLayerCache())
     tuners = {}
     who = f"{len(listeners)} listeners' " if several else ""
     with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
