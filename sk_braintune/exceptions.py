@@ -8,7 +8,7 @@ This module imports nothing heavy: it sits at the bottom of the package's layers
 from __future__ import annotations
 
 __all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning", "StoryLeakWarning",
-           "JobError"]
+           "CheckpointError", "JobError"]
 
 
 class StudyInputError(ValueError):
@@ -36,6 +36,14 @@ class StoryLeakWarning(UserWarning):
     Neighbouring TRs of a story are correlated (autocorrelation, the HRF), so such a split
     scores the model on data it has nearly seen: scores are inflated. Use a story-grouped
     splitter (``GroupKFold``, ``LeaveOneGroupOut``) with ``groups``.
+    """
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed: it is damaged, or of another configuration or data.
+
+    The message names the file; delete it (``sk-braintune tune --overwrite``) or use another
+    ``checkpoint_dir`` to start afresh.
     """
 
 

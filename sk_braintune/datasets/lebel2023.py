@@ -412,11 +412,21 @@ def _concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
     return result
 
 
-def _inspect_story(path, story):
-    """Shapes of 'data' and 'individual_repeats' in one file (nothing is read)."""
+def _open_hf5(path):
+    """``h5py.File(path, "r")``; a truncated, empty or foreign file is a ValueError naming it."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise ValueError(f"{path} cannot be read as HDF5 ({size} bytes; h5py: {exc}); the file "
+                         "is truncated, empty or not an hf5 file. Download it again.") from None
+
+
+def _inspect_story(path, story):
+    """Shapes of 'data' and 'individual_repeats' in one file (nothing is read)."""
+    with _open_hf5(path) as f:
         if "data" not in f:
             raise ValueError(f"{path} has no dataset 'data' (found {sorted(f)}); expected the "
                              "ds003020 preprocessed responses (n_trs, n_voxels).")
@@ -438,10 +448,8 @@ def _nonfinite_voxels(path, rows, has_repeats, chunk_rows=64):
 
     Read in blocks of rows so that memory stays at a few rows of the file.
     """
-    import h5py
-
     start, stop = rows
-    with h5py.File(path, "r") as f:
+    with _open_hf5(path) as f:
         mask = np.zeros(f["data"].shape[1], dtype=bool)
         blocks = [(f["data"], None)]
         if has_repeats:
@@ -450,7 +458,12 @@ def _nonfinite_voxels(path, rows, has_repeats, chunk_rows=64):
         for source, repeat in blocks:
             for first in range(start, stop, chunk_rows):
                 rows_read = slice(first, min(stop, first + chunk_rows))
-                block = source[rows_read] if repeat is None else source[repeat, rows_read]
+                try:
+                    block = source[rows_read] if repeat is None else source[repeat, rows_read]
+                except OSError as exc:  # the header is intact but the data are cut short
+                    raise ValueError(f"{path}: rows {rows_read.start}-{rows_read.stop} of "
+                                     f"{source.name!r} cannot be read (h5py: {exc}); the file "
+                                     "is truncated or damaged. Download it again.") from None
                 mask |= nonfinite_columns(block)
     return mask
 
