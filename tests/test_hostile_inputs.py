@@ -4,6 +4,7 @@ clear error (or a documented, warned handling). Each test here failed before the
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -337,3 +338,219 @@ def test_search_over_per_participant_heads_without_routing_is_an_error(tiny):
     # called directly (no search), no routing is needed
     BrainTuner(tiny, head="per_participant", max_epochs=1, validation=None, batch_size=8,
                device="cpu").fit(X, y, participants=participants)
+
+
+# -- the commands: every expected failure is one line and exit status 2 ------------------------
+@pytest.fixture(scope="module")
+def cli_copy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds003020_cli")
+    make_miniature_lebel2023(root, subjects=("UTS01", "UTS02"), n_trs=40, n_voxels=12,
+                             nan_voxels=0, stereo=False, sample_rate=16000)
+    return root
+
+
+@pytest.fixture
+def cli_data(cli_copy, tmp_path):
+    target = tmp_path / "ds003020"
+    shutil.copytree(cli_copy, target)
+    return target
+
+
+def _run(capsys, *argv):
+    """``sk-braintune argv`` -> (status, stderr, stdout), warnings silenced."""
+    from sk_braintune.commands import cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.err.strip(), captured.out
+
+
+def _one_line_error(status, err, *words):
+    assert status == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert str(word) in err, (word, err)
+
+
+def _evaluate(root, model, out, *extra):
+    return ("evaluate", "--root", root, "--subject", "UTS01", "--model", model, "--output", out,
+            "--window", "2", "--quiet", "--device", "cpu", *extra)
+
+
+def _tune(root, model, out, *extra):
+    return ("tune", "--root", root, "--subject", "UTS01", "--model", model, "--output", out,
+            "--epochs", "1", "--window", "2", "--batch-size", "16", "--min-ceiling", "0",
+            "--quiet", "--device", "cpu", *extra)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail loudly if a command gets past its up-front checks to the data or the work."""
+    from sk_braintune.commands import realdata
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the command reached the heavy work")
+
+    monkeypatch.setattr(realdata, "_load_real", reached)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n" + b"\0" * 40])
+def test_cli_truncated_or_empty_hf5(cli_data, tiny, tmp_path, capsys, content, no_work):
+    path = cli_data / "derivative" / "preprocessed_data" / "UTS01" / "storyB.hf5"
+    path.write_bytes(content)
+    status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"))
+    _one_line_error(status, err, path, "cannot be read as HDF5", "Download it again")
+
+
+def test_cli_hf5_with_data_cut_short(cli_data, tiny, tmp_path, capsys):
+    path = cli_data / "derivative" / "preprocessed_data" / "UTS01" / "storyA.hf5"
+    path.write_bytes(path.read_bytes()[:-1000])
+    status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"))
+    _one_line_error(status, err, path, "truncated")
+
+
+def test_cli_corrupt_safetensors_is_named(cli_data, tiny, tmp_path, capsys, no_work):
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    status, err, _ = _run(capsys, *_tune(cli_data, model, tmp_path / "out"))
+    _one_line_error(status, err, "could not load model", weights, "damaged or incomplete")
+
+
+def test_cli_text_model_is_refused(cli_data, tmp_path, capsys, no_work):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16, vocab_size=50)).save_pretrained(tmp_path / "bert")
+    capsys.readouterr()  # the saving's progress bar
+    status, err, _ = _run(capsys, *_evaluate(cli_data, tmp_path / "bert", tmp_path / "out"))
+    _one_line_error(status, err, "'bert' model whose input is 'input_ids'", "not audio")
+
+
+def test_cli_devices_are_validated_up_front(cli_data, tiny, tmp_path, capsys, no_work):
+    import torch
+
+    status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"), "--device",
+                          "tpu")
+    _one_line_error(status, err, "--device", "'tpu' is not a torch device")
+    if not torch.cuda.is_available():
+        status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"),
+                              "--device", "cuda")
+        _one_line_error(status, err, "'cuda' asks for a GPU but CUDA is not available")
+    else:
+        status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"),
+                              "--device", f"cuda:{torch.cuda.device_count()}")
+        _one_line_error(status, err, "visible GPU(s)")
+
+
+@pytest.mark.parametrize("stories, words", [
+    (["wheretheressmoke"], ["--stories wheretheressmoke hold no training story"]),
+    (["storyA", "storyB"], ["leave out the test story wheretheressmoke"]),
+])
+def test_cli_stories_the_command_cannot_use(cli_data, tiny, tmp_path, capsys, no_work, stories,
+                                            words):
+    for command in (_evaluate, _tune):
+        status, err, _ = _run(capsys, *command(cli_data, tiny, tmp_path / "out"), "--stories",
+                              *stories)
+        _one_line_error(status, err, *words)
+
+
+def test_cli_whisper_window_over_30_s(cli_data, tmp_path, capsys, no_work):
+    whisper = make_tiny_model("whisper", tmp_path / "whisper")
+    status, err, _ = _run(capsys, *_evaluate(cli_data, whisper, tmp_path / "out"), "--window",
+                          "40")
+    _one_line_error(status, err, "--window 40 s is longer than the 30 s the whisper encoder")
+
+
+def test_cli_layers_out_of_range(cli_data, tiny, tmp_path, capsys, no_work):
+    status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"), "--layers",
+                          "0,99")
+    _one_line_error(status, err, "--layers 0,99", "layers [99] out of range", "0..2")
+
+
+def test_cli_output_folder_that_cannot_be_written(cli_data, tiny, tmp_path, capsys, no_work):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for command in (_evaluate, _tune):
+        status, err, _ = _run(capsys, *command(cli_data, tiny, blocker / "out"))
+        _one_line_error(status, err, f"output folder {blocker / 'out'} cannot be written")
+        assert "could not load model" not in err
+
+
+def test_cli_every_subject_is_checked_before_the_first_is_evaluated(cli_data, tiny, tmp_path,
+                                                                    capsys, no_work):
+    status, err, _ = _run(capsys, "evaluate", "--root", cli_data, "--subject", "UTS01", "UTS07",
+                          "--model", tiny, "--output", tmp_path / "out", "--device", "cpu")
+    _one_line_error(status, err, "UTS07", "available subjects: ['UTS01', 'UTS02']")
+    # a damaged file of the second participant, too
+    path = cli_data / "derivative" / "preprocessed_data" / "UTS02" / "storyA.hf5"
+    path.write_bytes(b"")
+    status, err, _ = _run(capsys, "evaluate", "--root", cli_data, "--subject", "UTS01", "UTS02",
+                          "--model", tiny, "--output", tmp_path / "out", "--device", "cpu")
+    _one_line_error(status, err, path)
+
+
+def test_cli_model_checked_before_the_data_loads(cli_data, tiny, tmp_path, capsys, monkeypatch,
+                                                 no_work):
+    # a name that is no local folder and no cached hub model: said before any data loads
+    status, err, _ = _run(capsys, *_evaluate(cli_data, "nosuchorg/nosuchmodel",
+                                             tmp_path / "out"))
+    _one_line_error(status, err, "could not load model 'nosuchorg/nosuchmodel'")
+    # a relative path that exists is a path (it reaches the data: the checks passed)
+    tiny = Path(tiny)
+    monkeypatch.chdir(tiny.parent.parent)
+    relative = f"{tiny.parent.name}/{tiny.name}"  # "models0/w2v": shaped like a hub name
+    with pytest.raises(AssertionError, match="reached the heavy work"):
+        _run(capsys, *_evaluate(cli_data, relative, tmp_path / "out"))
+
+
+def test_cli_nan_policy(cli_data, tiny, tmp_path, capsys):
+    path = cli_data / "derivative" / "preprocessed_data" / "UTS01" / "storyA.hf5"
+    with h5py.File(path, "r+") as f:
+        values = f["data"][...]
+        values[2, 3] = np.inf
+        f["data"][...] = values
+    status, err, _ = _run(capsys, *_evaluate(cli_data, tiny, tmp_path / "out"), "--nan-policy",
+                          "raise")
+    _one_line_error(status, err, "voxels with NaN or inf responses (UTS01: {'storyA': 1}",
+                    "nan_policy='zero' or 'drop'")
+    from sk_braintune.commands.settings import EvaluateSettings, TuneSettings
+
+    assert EvaluateSettings().nan_policy == "zero" and TuneSettings().nan_policy == "zero"
+
+
+def test_cli_malformed_respdict(cli_data, tiny, tmp_path, capsys, no_work):
+    path = cli_data / "derivative" / "respdict.json"
+    path.write_text("{'storyA': 12,}")
+    status, err, _ = _run(capsys, *_tune(cli_data, tiny, tmp_path / "out"))
+    _one_line_error(status, err, path, "is not valid JSON")
+
+
+@pytest.mark.slow
+def test_cli_tune_checkpoints_resume_overwrite_and_refusals(cli_data, tiny, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    status, err, stdout = _run(capsys, *_tune(cli_data, tiny, out))
+    assert status == 0, err
+    assert "resuming" not in stdout
+    checkpoint = out / "checkpoints" / "checkpoint.pt"
+    assert checkpoint.exists()
+    # the same run again resumes (and says so)
+    status, err, stdout = _run(capsys, *_tune(cli_data, tiny, out))
+    assert status == 0, err
+    assert f"resuming from the checkpoint in {out / 'checkpoints'}" in stdout
+    # another configuration: refused, with the way to start over
+    status, err, _ = _run(capsys, *_tune(cli_data, tiny, out), "--lr-head", "0.01")
+    _one_line_error(status, err, "holds a checkpoint of another configuration",
+                    "--overwrite starts over")
+    status, err, stdout = _run(capsys, *_tune(cli_data, tiny, out), "--lr-head", "0.01",
+                               "--overwrite")
+    assert status == 0, err
+    assert "--overwrite: removed the previous run's checkpoint" in stdout
+    # a damaged checkpoint
+    checkpoint.write_bytes(b"not a torch file")
+    status, err, _ = _run(capsys, *_tune(cli_data, tiny, out), "--lr-head", "0.01")
+    _one_line_error(status, err, f"checkpoint {checkpoint} cannot be read", "damaged",
+                    "--overwrite starts over")

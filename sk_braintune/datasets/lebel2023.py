@@ -51,6 +51,7 @@ __all__ = [
     "LazyStoryArray",
     "lebel2023_tr_times",
     "lebel2023_paths",
+    "check_lebel2023",
     "load_lebel2023",
 ]
 
@@ -768,8 +769,11 @@ class _Lebel2023Loading:
                                                       extra_trim=self.extras[story])
             self.n_trs[story] = int(self.respdict[story])
 
-    def inspect_files(self):
-        """Each participant's files: shapes, kept rows, voxels with NaN or inf (row blocks)."""
+    def inspect_files(self, scan_values=True):
+        """Each participant's files: shapes, kept rows, voxels with NaN or inf (row blocks).
+
+        ``scan_values=False`` reads the files' headers only (no voxel is read).
+        """
         self.files = {}  # participant -> story -> (path, rows, repeats_shape)
         self.file_masks, self.n_file_voxels = {}, {}
         for participant in self.participants:
@@ -781,6 +785,8 @@ class _Lebel2023Loading:
                 rows = _row_range(story, path, shape[0], self.n_trs[story], self.extras[story])
                 self.files[participant][story] = (path, rows, repeats_shape)
                 voxel_counts[story] = shape[1]
+                if not scan_values:
+                    continue
                 mask = _nonfinite_voxels(path, rows, repeats_shape is not None)
                 if mask.all():
                     raise ValueError(
@@ -1059,3 +1065,50 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         root, subject, stories, tr=tr, trigger_tr=trigger_tr, extra_trim=extra_trim,
         nan_policy=nan_policy, split=split, voxel_labels=voxel_labels,
         common_space=common_space, lazy=lazy, verbose=verbose).run()
+
+
+def check_lebel2023(root, subject, stories=None, *, extra_trim=None, split=None):
+    """Check what :func:`load_lebel2023` would load, reading only file headers (fast).
+
+    Commands run it for every participant before any heavy work: a missing participant,
+    story, respdict entry or alignment, a truncated or empty hf5 file, or row counts that
+    disagree with ``respdict.json`` fail here with the loader's own messages. Voxel values
+    (NaN, inf) and the audio are not read.
+
+    Parameters
+    ----------
+    root, subject, stories, extra_trim, split
+        As in :func:`load_lebel2023`.
+
+    Returns
+    -------
+    summary : sklearn.utils.Bunch
+        ``participants`` (tuple of str), ``stories`` (list of str), ``split`` (dict of story
+        lists, the paper's by default), ``n_trs`` (story -> number of response rows) and
+        ``n_voxels`` (participant -> voxels in its files).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`load_lebel2023` for the same problems.
+    """
+    from sklearn.utils import Bunch
+
+    loading = _Lebel2023Loading(root, subject, stories, tr=ACQUISITION_TR,
+                                trigger_tr=TRIGGER_TR, extra_trim=extra_trim, nan_policy="zero",
+                                split=split, voxel_labels=None, common_space=None, lazy=True,
+                                verbose=False)
+    loading.check_arguments()
+    loading.choose_stories()
+    loading.story_times()
+    loading.inspect_files(scan_values=False)
+    for story in loading.stories:
+        paths = lebel2023_paths(loading.root, loading.participants[0], story)
+        for kind, what in (("audio", "audio"), ("textgrid", "word/phone alignment")):
+            if not paths[kind].is_file():
+                raise FileNotFoundError(f"{what} of story {story!r} not found: {paths[kind]} "
+                                        f"(expected {_LAYOUT}).")
+    return Bunch(participants=tuple(loading.participants), stories=list(loading.stories),
+                 split=_check_split(split, loading.stories),
+                 n_trs={s: len(t) for s, t in loading.tr_times.items()},
+                 n_voxels=dict(loading.n_file_voxels))
