@@ -985,11 +985,14 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         taken as delivered trimmed; one with the untrimmed number is trimmed here (with its
         ``individual_repeats``).
     nan_policy : {"zero", "drop", "raise"}, default="zero"
-        What to do with voxels holding NaN (the release has some): ``"zero"`` replaces NaN by 0
-        (what HuthLab's loaders do); ``"drop"`` removes every voxel with a NaN in any loaded
+        What to do with voxels holding NaN or +-inf (the release has NaN in some; an inf is
+        treated alike, never as +-3.4e38): ``"zero"`` replaces them by 0 (what HuthLab's
+        loaders do for NaN); ``"drop"`` removes every voxel with a NaN or inf in any loaded
         story of any participant, the same voxels for all (``voxel_indices`` says which
         remain); ``"raise"`` raises a ValueError listing the stories. ``"zero"`` and ``"drop"``
-        issue a :class:`NaNVoxelWarning` with the counts, which are also in ``nan_voxels``.
+        issue a :class:`NaNVoxelWarning` naming each story and its number of such voxels, also
+        in ``nan_voxels``. Whatever the policy, a story whose every voxel holds NaN or inf is
+        an error (a damaged file, not a story of silence).
     split : dict, optional
         ``{"train": [...], "validation": [...], "test": [...]}`` of loaded stories. By default
         the paper's: test ``wheretheressmoke``, validation ``stagefright`` and ``life``, the
@@ -1038,7 +1041,7 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
 
         and, specific to this loader: ``subject`` (the first participant), ``root``,
         ``trigger_tr``, ``n_trs_respdict`` (story -> n), ``nan_voxels`` (story -> number of
-        voxels with NaN, of the first participant), ``voxel_indices`` (ndarray of shape
+        voxels with NaN or inf, of the first participant), ``voxel_indices`` (ndarray of shape
         (n_voxels,), columns of the files, or of the common space, that are kept),
         ``noise_ceiling_story``.
 
@@ -1050,7 +1053,10 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
     ValueError
         Row counts that disagree with respdict.json, empty stories, responses that outlast the
         audio, voxel counts that differ between stories or (without ``common_space``) between
-        participants, NaN with ``nan_policy="raise"``.
+        participants, NaN or inf with ``nan_policy="raise"``, a story whose every voxel is
+        NaN or inf, an hf5 file that cannot be read (truncated, empty), a malformed
+        respdict.json, a TextGrid whose intervals overlap, run backwards, or end after the
+        audio (each message names the file).
 
     Examples
     --------
