@@ -476,7 +476,8 @@ def test_cli_output_folder_that_cannot_be_written(cli_data, tiny, tmp_path, caps
     blocker.write_text("not a folder")
     for command in (_evaluate, _tune):
         status, err, _ = _run(capsys, *command(cli_data, tiny, blocker / "out"))
-        _one_line_error(status, err, f"output folder {blocker / 'out'} cannot be written")
+        _one_line_error(status, err, f"cannot write results next to {blocker / 'out'}",
+                        "choose another --output")
         assert "could not load model" not in err
 
 
@@ -529,28 +530,45 @@ def test_cli_malformed_respdict(cli_data, tiny, tmp_path, capsys, no_work):
     _one_line_error(status, err, path, "is not valid JSON")
 
 
+def _killed_tune(capsys, monkeypatch, *argv):
+    """A tune run that dies after training (its checkpoint is left for the next run)."""
+    from sk_braintune.tuning import BrainTuner
+
+    def killed(self, directory):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BrainTuner, "save_pretrained", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _run(capsys, *argv)
+
+
 @pytest.mark.slow
-def test_cli_tune_checkpoints_resume_overwrite_and_refusals(cli_data, tiny, tmp_path, capsys):
+def test_cli_tune_checkpoints_resume_overwrite_and_refusals(cli_data, tiny, tmp_path, capsys,
+                                                             monkeypatch):
     out = tmp_path / "tuned"
+    checkpoints = tmp_path / ".tuned.checkpoints"
+    _killed_tune(capsys, monkeypatch, *_tune(cli_data, tiny, out))
+    assert (checkpoints / "checkpoint.pt").exists() and not out.exists()
+    # the same command resumes the unfinished run, and says so
     status, err, stdout = _run(capsys, *_tune(cli_data, tiny, out))
     assert status == 0, err
-    assert "resuming" not in stdout
-    checkpoint = out / "checkpoints" / "checkpoint.pt"
-    assert checkpoint.exists()
-    # the same run again resumes (and says so)
-    status, err, stdout = _run(capsys, *_tune(cli_data, tiny, out))
-    assert status == 0, err
-    assert f"resuming from the checkpoint in {out / 'checkpoints'}" in stdout
-    # another configuration: refused, with the way to start over
+    assert (f"resuming the unfinished run from its checkpoint in {checkpoints} (--overwrite "
+            "starts over)") in stdout
+    assert not checkpoints.exists()  # complete: nothing left to resume
+    # a checkpoint of another configuration: refused, with the way to start over
+    _killed_tune(capsys, monkeypatch, *_tune(cli_data, tiny, out))
     status, err, _ = _run(capsys, *_tune(cli_data, tiny, out), "--lr-head", "0.01")
     _one_line_error(status, err, "holds a checkpoint of another configuration",
                     "--overwrite starts over")
+    assert (checkpoints / "checkpoint.pt").exists()  # kept for the command that made it
     status, err, stdout = _run(capsys, *_tune(cli_data, tiny, out), "--lr-head", "0.01",
                                "--overwrite")
     assert status == 0, err
-    assert "--overwrite: removed the previous run's checkpoint" in stdout
+    assert f"--overwrite: removed the checkpoint of an unfinished run in {checkpoints}" in stdout
     # a damaged checkpoint
-    checkpoint.write_bytes(b"not a torch file")
-    status, err, _ = _run(capsys, *_tune(cli_data, tiny, out), "--lr-head", "0.01")
-    _one_line_error(status, err, f"checkpoint {checkpoint} cannot be read", "damaged",
-                    "--overwrite starts over")
+    checkpoints.mkdir()
+    (checkpoints / "checkpoint.pt").write_bytes(b"not a torch file")
+    status, err, _ = _run(capsys, *_tune(cli_data, tiny, out))
+    _one_line_error(status, err, f"checkpoint {checkpoints / 'checkpoint.pt'} cannot be read",
+                    "damaged", "--overwrite starts over")
