@@ -1,7 +1,6 @@
 """Hostile inputs: every case found silent or misleading by the hostile-input battery gets a
 clear error (or a documented, warned handling). Each test here failed before the fix."""
 
-import json
 import shutil
 import warnings
 from pathlib import Path
