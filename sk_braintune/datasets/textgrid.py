@@ -172,8 +172,8 @@ def read_textgrid(path, *, keep_text_tiers=False):
     return tiers
 
 
-# Praat writes times as decimal text: allow for their rounding when comparing them
-_TIME_TOLERANCE = 1e-4
+# Times are decimal text, rounded by some writers: 1 ms of slack when comparing them
+_TIME_TOLERANCE = 1e-3
 
 
 def _check_intervals(rows, path, tier, start, end):
