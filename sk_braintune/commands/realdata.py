@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,7 @@ def _check_model(config, command):
     and it takes the window length and the layers asked for."""
     from ..features.extractor import resolve_layers
     from ..models.backbone import load_backbone, quiet_transformers
+    from ..windows import DEFAULT_SAMPLE_RATE as SAMPLE_RATE
 
     model = config.model
     # a path-like name or an existing relative path is a local directory, never a hub name
@@ -120,8 +122,6 @@ def _check_model(config, command):
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or local.exists()
     if looks_local and not local.exists():
         raise StudyInputError(f"model path {model} does not exist")
-    import warnings
-
     try:
         with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")  # said again when the model is loaded for the work
@@ -129,10 +129,11 @@ def _check_model(config, command):
     except (OSError, ValueError) as exc:
         raise StudyInputError(f"could not load model {model!r}: {exc}") from exc
     limit = backbone.max_samples
-    if limit is not None and config.window * 16000 > limit:
-        raise StudyInputError(f"--window {config.window:g} s is longer than the "
-                              f"{limit / 16000:g} s the {backbone.family} encoder of {model} "
-                              f"accepts; use --window {limit / 16000:g} or less")
+    if limit is not None and config.window * SAMPLE_RATE > limit:
+        seconds = limit / SAMPLE_RATE
+        raise StudyInputError(f"--window {config.window:g} s is longer than the {seconds:g} s "
+                              f"the {backbone.family} encoder of {model} accepts; use --window "
+                              f"{seconds:g} or less")
     if command == "evaluate":
         layers = config.layer_indices()
         try:
