@@ -70,9 +70,9 @@ def resolve_device(device="auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device ({exc}); use 'auto', 'cpu', "
-                         "'cuda' or 'cuda:N'.") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' "
+                         "or 'cuda:N'.") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asks for a GPU but CUDA is not available here "

@@ -446,8 +446,9 @@ def test_cli_devices_are_validated_up_front(cli_data, tiny, tmp_path, capsys, no
 
 
 @pytest.mark.parametrize("stories, words", [
-    (["wheretheressmoke"], ["--stories wheretheressmoke hold no training story"]),
-    (["storyA", "storyB"], ["leave out the test story wheretheressmoke"]),
+    (["wheretheressmoke"], ["--stories wheretheressmoke: no training story among them"]),
+    (["storyA", "storyB"], ["--stories storyA storyB: the test story wheretheressmoke is "
+                            "missing"]),
 ])
 def test_cli_stories_the_command_cannot_use(cli_data, tiny, tmp_path, capsys, no_work, stories,
                                             words):

@@ -77,16 +77,15 @@ def _check_data(config, command):
             raise StudyInputError(str(exc)) from exc
     split = summaries[0].split
     given = ("--stories " + " ".join(stories)) if stories else "the stories found"
-    loaded = ", ".join(summaries[0].stories)
     if not split["train"] and (command == "evaluate" or not split["validation"]):
         raise StudyInputError(
-            f"{given} hold no training story ({loaded}): the test story (wheretheressmoke) "
-            "and the validation stories (stagefright, life) are not trained on; add training "
+            f"{given}: no training story among them (the test story wheretheressmoke and the "
+            "validation stories stagefright and life are not trained on); add training "
             "stories")
     if not split["test"]:
-        use = ("the evaluation scores" if command == "evaluate"
+        use = ("which the evaluation scores" if command == "evaluate"
                else "whose repeats give the noise ceiling that selects the voxels")
-        raise StudyInputError(f"{given} leave out the test story wheretheressmoke, {use}: "
+        raise StudyInputError(f"{given}: the test story wheretheressmoke is missing, {use}; "
                               "add it")
 
 
@@ -99,8 +98,8 @@ def _check_device(config):
     if config.executor != "none":  # the jobs run elsewhere: only the name can be checked
         try:
             torch.device("cpu" if config.device == "auto" else config.device)
-        except (RuntimeError, TypeError) as exc:
-            raise StudyInputError(f"--device {config.device!r} is not a torch device ({exc}); "
+        except (RuntimeError, TypeError):
+            raise StudyInputError(f"--device: device {config.device!r} is not a torch device; "
                                   "use auto, cpu, cuda or cuda:N") from None
         return
     try:
