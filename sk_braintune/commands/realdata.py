@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,22 @@ from .results import (
     write_csv,
     write_json,
 )
-from ..exceptions import StudyInputError
+from ..exceptions import CheckpointError, StudyInputError
 from .settings import EvaluateSettings, TuneSettings
 from .terminal import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
 
-def _check_inputs(config):
-    """The options every real-data command needs, checked before anything is loaded."""
+def _check_inputs(config, command):
+    """Everything a real-data command needs, checked before any heavy work.
+
+    Options, the data (every participant's files, headers only), the stories each command
+    needs, the device and the model (loaded once on the CPU, with the window length and the
+    layers checked against it); ``--output`` is checked next, when the results folder is
+    prepared (:func:`~sk_braintune.commands.results.results_folder`). Every problem is a
+    :class:`StudyInputError` (one line, exit status 2).
+    """
     if config.root is None:
         raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
     if not Path(config.root).is_dir():
@@ -48,13 +56,90 @@ def _check_inputs(config):
     if not config.subject:
         raise StudyInputError("--subject is required, e.g. --subject UTS03 (several: "
                               "--subject UTS01 UTS02 UTS03)")
-    model = config.model
-    if not model:
+    if not config.model:
         raise StudyInputError("--model is required: a Hugging Face model name or local path")
-    # "org/name" is a hub id; anything else with a path separator is a local directory
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_local and not Path(model).expanduser().exists():
+    if command == "evaluate":
+        config.layer_indices()  # a malformed --layers fails first
+    _check_data(config, command)
+    _check_device(config)
+    _check_model(config, command)
+
+
+def _check_data(config, command):
+    """Every participant's files (headers only) and the stories the command needs."""
+    from ..datasets import check_lebel2023
+
+    stories = None if config.stories is None else list(config.stories)
+    summaries = []
+    for subject in config.subject:
+        try:
+            summaries.append(check_lebel2023(config.root, subject, stories))
+        except (FileNotFoundError, ValueError) as exc:
+            raise StudyInputError(str(exc)) from exc
+    split = summaries[0].split
+    given = ("--stories " + " ".join(stories)) if stories else "the stories found"
+    if not split["train"] and (command == "evaluate" or not split["validation"]):
+        raise StudyInputError(
+            f"{given}: no training story among them (the test story wheretheressmoke and the "
+            "validation stories stagefright and life are not trained on); add training "
+            "stories")
+    if not split["test"]:
+        use = ("which the evaluation scores" if command == "evaluate"
+               else "whose repeats give the noise ceiling that selects the voxels")
+        raise StudyInputError(f"{given}: the test story wheretheressmoke is missing, {use}; "
+                              "add it")
+
+
+def _check_device(config):
+    """``--device`` names a device this machine has (on a cluster: a valid name only)."""
+    import torch
+
+    from .._utils import resolve_device
+
+    if config.executor != "none":  # the jobs run elsewhere: only the name can be checked
+        try:
+            torch.device("cpu" if config.device == "auto" else config.device)
+        except (RuntimeError, TypeError):
+            raise StudyInputError(f"--device: device {config.device!r} is not a torch device; "
+                                  "use auto, cpu, cuda or cuda:N") from None
+        return
+    try:
+        resolve_device(config.device)
+    except ValueError as exc:
+        raise StudyInputError(f"--device: {exc}") from None
+
+
+def _check_model(config, command):
+    """Load the model once on the CPU: it exists, is a speech encoder, its weights are intact,
+    and it takes the window length and the layers asked for."""
+    from ..features.extractor import resolve_layers
+    from ..models.backbone import load_backbone, quiet_transformers
+    from ..windows import DEFAULT_SAMPLE_RATE as SAMPLE_RATE
+
+    model = config.model
+    # a path-like name or an existing relative path is a local directory, never a hub name
+    local = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or local.exists()
+    if looks_local and not local.exists():
         raise StudyInputError(f"model path {model} does not exist")
+    try:
+        with warnings.catch_warnings(), quiet_transformers():
+            warnings.simplefilter("ignore")  # said again when the model is loaded for the work
+            backbone = load_backbone(str(local) if looks_local else model, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise StudyInputError(f"could not load model {model!r}: {exc}") from exc
+    limit = backbone.max_samples
+    if limit is not None and config.window * SAMPLE_RATE > limit:
+        seconds = limit / SAMPLE_RATE
+        raise StudyInputError(f"--window {config.window:g} s is longer than the {seconds:g} s "
+                              f"the {backbone.family} encoder of {model} accepts; use --window "
+                              f"{seconds:g} or less")
+    if command == "evaluate":
+        layers = config.layer_indices()
+        try:
+            resolve_layers(layers, backbone.num_hidden_layers)
+        except ValueError as exc:
+            raise StudyInputError(f"--layers {config.layers}: {exc}") from None
 
 
 def _load_real(config, subject):
@@ -64,7 +149,7 @@ def _load_real(config, subject):
     try:
         return load_lebel2023(config.root, subject,
                               stories=None if config.stories is None else list(config.stories),
-                              verbose=not config.quiet)
+                              nan_policy=config.nan_policy, verbose=not config.quiet)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise StudyInputError(str(exc)) from exc
 
@@ -154,10 +239,16 @@ def run_tune(config, command_line=None):
 
     config = TuneSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    _check_inputs(config)
+    _check_inputs(config, "tune")
     started = utc_now()
     output = Path(config.output)
     checkpoints = _checkpoint_folder(output)
+    if config.overwrite and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+        print(f"--overwrite: removed the checkpoint of an unfinished run in {checkpoints}")
+    elif (checkpoints / "checkpoint.pt").exists():
+        print(f"resuming the unfinished run from its checkpoint in {checkpoints} (--overwrite "
+              "starts over)")
     with results_folder(output) as folder:  # a bad --output fails here, before any work
         try:
             checkpoints.mkdir(parents=True, exist_ok=True)
@@ -294,8 +385,9 @@ def tune_job(job):
         try:
             tuner = BrainTuner(config.model, **params).fit(X, y, groups=groups,
                                                            **fit_params)
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
+        except CheckpointError as exc:
+            raise StudyInputError(f"{exc} With sk-braintune tune, --overwrite starts "
+                                  "over.") from exc
     tuner.save_pretrained(output / "backbone")
     save_arrays(output / "selected_voxels.npy", selected)
     write_json(output / "history.json", tuner.history_)
@@ -355,8 +447,7 @@ def run_evaluate(config, command_line=None):
 
     config = EvaluateSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    _check_inputs(config)
-    config.layer_indices()  # a bad --layers fails before any loading
+    _check_inputs(config, "evaluate")  # every participant, the model and --output, up front
     started = utc_now()
     subjects = list(config.subject)
     if config.executor == "none":

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._docs import fill_doc
 from ..models.pooling import POOLINGS, pool_frames
-from ..windows import is_audio_windows
+from ..windows import check_clips, is_audio_windows
 from .cache import FeatureCache, hash_arrays, key_of
 
 __all__ = ["SpeechFeatureExtractor", "TopBlockFeatures", "forward_batches", "pooled_features",
@@ -377,17 +377,17 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
 
 
 def _audio_items(audio):
-    """Audio as a list of 1-D float32 arrays."""
-    if is_audio_windows(audio):
+    """Audio as a list of 1-D float32 arrays (each clip checked like a story's waveform)."""
+    if is_audio_windows(audio):  # checked when the windows were made
         return [np.asarray(w, dtype=np.float32) for w in audio]
-    if isinstance(audio, np.ndarray) and audio.ndim == 2:
-        return list(audio.astype(np.float32, copy=False))
     if isinstance(audio, np.ndarray) and audio.ndim == 1 and audio.dtype != object:
-        return [audio.astype(np.float32, copy=False)]
-    items = [np.asarray(a, dtype=np.float32).ravel() for a in audio]
+        audio = audio[None, :]
+    items = [np.asarray(a) for a in audio]
     if not items:
         raise ValueError("no audio given")
-    return items
+    check_clips(items, "clip")
+    return [a.astype(np.float32, copy=False).ravel() for a in items]
+
 
 
 def resolve_backbone(model, *, device="auto", dtype="float32"):
@@ -578,6 +578,10 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"All windows must have the same number of samples, got lengths "
                     f"{sorted(lengths)[:5]}; cut them with sk_braintune.make_windows.")
+        if isinstance(X, np.ndarray) or (isinstance(X, (list, tuple)) and X
+                                         and all(np.ndim(x) == 1 for x in X)):
+            check_clips(X if isinstance(X, np.ndarray) else [np.asarray(x) for x in X],
+                        "window")
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
     def _check_window_length(self, n_samples):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
                                       validate_data)
 
 from .._docs import fill_doc
-from ..windows import is_audio_windows
+from ..windows import check_clips, is_audio_windows
 from . import _distributed, _loop, _training
 from .callbacks import check_callbacks
 from ._network import HeadOutputs
@@ -347,6 +348,10 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                     f"X has {X.shape[1]} features (samples per window), but BrainTuner is "
                     f"expecting {self.n_features_in_} features as input.")
             return X, y
+        if isinstance(X, np.ndarray) or (isinstance(X, (list, tuple)) and X
+                                         and all(np.ndim(x) == 1 for x in X)):
+            check_clips(X if isinstance(X, np.ndarray) else [np.asarray(x) for x in X],
+                        "window")
         if y is not None:
             return validate_data(self, X, y, reset=reset, dtype=[np.float32, np.float64],
                                  multi_output=True, y_numeric=True)
@@ -457,6 +462,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"participants must be 1-D (one label per row), got shape "
                                  f"{participants.shape}")
             check_consistent_length(X, participants)
+            self._check_search_routing()
             self.participants_, codes = np.unique(participants, return_inverse=True)
         self.n_outputs_ = y2.shape[1]
         callbacks = check_callbacks(self.callbacks)
@@ -543,6 +549,30 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             index = torch.as_tensor(rows, device=pooled.device)
             out[rows] = self.head_[int(code)](pooled[index]).float().cpu()
         return out.numpy()
+
+    def _check_search_routing(self):
+        """Refuse a per-participant-head fit inside a search whose scores would all be NaN.
+
+        Without metadata routing (or without ``set_score_request(participants=True)``)
+        ``GridSearchCV`` and ``cross_validate`` still pass ``participants`` to ``fit`` but not to
+        ``score``, which then cannot pick the heads: scikit-learn turns that error into NaN
+        scores and the search "succeeds" with ``best_score_ = nan``. A failed fit, unlike a
+        failed score, is reported (every fit failing raises), so the check is made here.
+        """
+        if self.head != "per_participant" or not _called_by_sklearn_validation():
+            return
+        import sklearn
+
+        routed = (sklearn.get_config()["enable_metadata_routing"]
+                  and self.get_metadata_routing().score.requests.get("participants") is True)
+        if not routed:
+            raise ValueError(
+                "BrainTuner(head='per_participant') is fitted inside a scikit-learn search or "
+                "cross-validation that will not pass participants to score, so every score "
+                "would be NaN. Enable metadata routing: sklearn.set_config("
+                "enable_metadata_routing=True) (or a config_context) and "
+                "tuner.set_fit_request(groups=True, participants=True)"
+                ".set_score_request(participants=True); or use head='shared'.")
 
     @property
     def _per_participant_heads(self):
@@ -691,3 +721,14 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                     "per_participant_heads": self._per_participant_heads}, buffer)
         atomic_write_bytes(directory / "braintuner_head.pt", buffer.getvalue())
         return directory
+
+
+def _called_by_sklearn_validation():
+    """Whether scikit-learn's ``_fit_and_score`` (searches, ``cross_validate``) is on the stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "_fit_and_score"
+                and frame.f_globals.get("__name__", "").startswith("sklearn.model_selection")):
+            return True
+        frame = frame.f_back
+    return False
