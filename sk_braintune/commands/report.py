@@ -38,7 +38,9 @@ from pydantic import BaseModel
 from .._utils import atomic_write_text
 from .results import MANIFEST_NAME, check_folder
 
-__all__ = ["MANIFEST_NAME", "REPORT_NAME", "package_versions", "utc_now", "build_manifest", "write_manifest", "read_manifest", "compare_manifests", "write_report", "ReportSection", "ReportTable", "ReportFigure"]
+__all__ = ["MANIFEST_NAME", "REPORT_NAME", "package_versions", "utc_now", "build_manifest",
+           "write_manifest", "read_manifest", "compare_manifests", "write_report",
+           "ReportSection", "ReportTable", "ReportFigure"]
 
 REPORT_NAME = "report.html"
 """File name of the report page in a results folder."""

@@ -224,7 +224,7 @@ def save_arrays(path, arrays=None, /, **named):
 
 
 def write_results(results, output):
-    """Write ``results.json``, ``results.csv`` (the table) and ``voxel_scores.npz`` into ``output``.
+    """Write ``results.json``, ``results.csv`` (the table) and ``voxel_scores.npz`` to ``output``.
 
     Each file is written atomically.
 
