@@ -678,7 +678,9 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         - ``participants``: tuple of participant names; ``participant_data``: participant ->
           Bunch of its ``responses``, ``repeats``, ``noise_ceiling``, ``noise_ceiling_story``
           and ``nan_voxels``, all over the same voxels,
-        - ``description`` (str),
+        - ``description`` (str), ``space`` (None: the participant's own voxels),
+          ``column_index`` (the kept columns of the files or of the common space) and
+          ``mask_img`` (None), as the record documents (:mod:`sk_braintune.datasets.record`),
 
         and, specific to this loader: ``subject`` (the first participant), ``root``,
         ``trigger_tr``, ``n_trs_respdict`` (story -> n), ``nan_voxels`` (story -> number of
@@ -915,4 +917,6 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         subject=participants[0], root=str(root), trigger_tr=float(trigger_tr),
         n_trs_respdict=n_trs, nan_voxels=first.nan_voxels, voxel_indices=voxel_indices,
         noise_ceiling_story=ceiling_story,
+        # the hf5 columns are the participant's own cortical voxels: no space to map back to
+        space=None, column_index=np.asarray(voxel_indices, dtype=np.int64), mask_img=None,
     )
