@@ -62,7 +62,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["RECORD_KEYS", "SURFACE_SPACES", "validate_record", "is_surface_space"]
+__all__ = ["RECORD_KEYS", "SURFACE_SPACES", "validate_record", "is_surface_space",
+           "resolve_split"]
 
 RECORD_KEYS = ("stories", "sample_rate", "audio", "tr", "tr_times", "responses", "repeats",
                "noise_ceiling", "words", "phones", "split", "voxel_labels", "participants",
@@ -290,3 +291,48 @@ def validate_record(record, *, check_values=False):
                 if not np.all(np.isfinite(values)):
                     _fail(key, f"[{story!r}] holds NaN or infinite values.")
     return record
+
+
+def resolve_split(split, stories, *, repeated=()):
+    """The train/validation/test story lists of a record, checked.
+
+    Parameters
+    ----------
+    split : dict or None
+        ``{"train": [...], "validation": [...], "test": [...]}`` (missing keys are empty). None
+        puts the first story of ``repeated`` (else the last story) in test and the others in
+        train.
+    stories : list of str
+        The loaded stories.
+    repeated : sequence of str, default=()
+        Stories with repeats (the natural test stories: they give the noise ceiling).
+
+    Returns
+    -------
+    split : dict of str to list of str
+
+    Raises
+    ------
+    ValueError
+        For unknown keys, stories that were not loaded, or a story in two lists.
+    """
+    stories = list(stories)
+    if split is None:
+        test = [repeated[0]] if len(repeated) else ([stories[-1]] if len(stories) > 1 else [])
+        return {"train": [s for s in stories if s not in test], "validation": [],
+                "test": test}
+    unknown = set(split) - set(_SPLITS)
+    if unknown:
+        raise ValueError(f"split keys must be {list(_SPLITS)}; got {sorted(unknown)}.")
+    out = {key: list(split.get(key, [])) for key in _SPLITS}
+    seen = {}
+    for key, names in out.items():
+        for name in names:
+            if name not in stories:
+                raise ValueError(f"split[{key!r}] names story {name!r}, which was not loaded; "
+                                 f"loaded stories: {stories}.")
+            if name in seen:
+                raise ValueError(f"story {name!r} is in both split[{seen[name]!r}] and "
+                                 f"split[{key!r}].")
+            seen[name] = key
+    return out
