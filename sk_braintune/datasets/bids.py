@@ -1000,7 +1000,7 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
         if surface_masker is not None:
             from nilearn.maskers import SurfaceMasker
 
-            masker = SurfaceMasker(surface_masker).fit()
+            masker = SurfaceMasker(surface_masker, standardize=None).fit()
     else:
         import nibabel as nib
         from nilearn.maskers import NiftiMasker
@@ -1010,7 +1010,7 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
         grid = np.zeros(mask.size, dtype=np.uint8)
         grid[column_index] = 1
         kept_img = nib.Nifti1Image(grid.reshape(mask.shape), affine)
-        masker = NiftiMasker(mask_img=kept_img).fit()
+        masker = NiftiMasker(mask_img=kept_img, standardize=None).fit()
         labels = np.full(column_index.size, "brain")
     if voxel_labels is not None:
         labels = np.asarray(voxel_labels).astype(str)
