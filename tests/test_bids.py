@@ -340,3 +340,31 @@ def test_subject_not_found_and_bad_space(volume_root):
         load_bids(volume_root, "sub-09", space=MNI)
     with pytest.raises(FileNotFoundError, match=r"no run .*in space 'fsaverage6'; spaces found"):
         load_bids(volume_root, "01", space="fsaverage6")
+
+
+def test_story_selection_reads_only_its_runs(volume_root):
+    data = load_bids(volume_root, "01", space=MNI, stories=["beta"])
+    assert data.stories == ["beta"] and not data.repeats and data.noise_ceiling is None
+    assert [p["run"].split("_run-")[1][0] for p in data.presentations["sub-01"]] == ["2"]
+    with pytest.raises(ValueError, match=r"no run presenting the stories \['gamma'\]"):
+        load_bids(volume_root, "01", space=MNI, stories=["gamma"])
+
+
+def test_scores_back_to_images(volume, surface_root, tmp_path):
+    from sk_braintune.datasets import save_record_image
+
+    scores = np.arange(volume.column_index.size, dtype=np.float32)
+    (path,) = save_record_image(scores, volume, tmp_path / "scores")
+    assert path.name == f"scores_space-{MNI}.nii.gz"
+    image = nib.load(path).get_fdata()
+    np.testing.assert_array_equal(image.ravel()[volume.column_index], scores)
+    assert np.isnan(np.delete(image.ravel(), volume.column_index)).all()
+    np.testing.assert_allclose(np.ravel(volume.masker.transform(nib.load(path))), scores)
+    surface = load_bids(surface_root, "01", space="fsaverage5")
+    values = np.stack([np.arange(22.0), -np.arange(22.0)])
+    left, right = save_record_image(values, surface, tmp_path / "surf")
+    assert right.name == "surf_space-fsaverage5_hemi-R.func.gii"
+    both = np.concatenate([np.stack([d.data for d in nib.load(p).darrays]) for p in (left, right)],
+                          axis=1)
+    np.testing.assert_array_equal(both[:, surface.column_index], values)
+    assert np.isnan(both[:, [0, 1, 14, 15]]).all() and len(nib.load(left).darrays) == 2

@@ -470,6 +470,14 @@ def _collect_runs(root, label, task, files, *, space, surface, desc, entities, t
     return runs, skipped
 
 
+def _row_story_names(run):
+    """The story names a run's selected rows give (without reading the run)."""
+    names = set()
+    for stim_file, rows in run.selected.groupby("stim_file", sort=False):
+        names.update(_story_names(stim_file, len(rows), run.story_names))
+    return names
+
+
 def _presentations(run, stimuli, n_volumes, trim, story_volumes=None):
     """(story, stim_file, audio_onset, start, stop) of each selected row of one run."""
     out = []
@@ -767,6 +775,13 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
         aux_files[name] = (files, _derivative_files(list(set(deriv_roots) | set(pipelines)),
                                                     label))
         excluded[name] = skipped
+    if stories is not None:
+        # runs that present none of the stories asked for are not read
+        wanted = {stories} if isinstance(stories, str) else set(stories)
+        for name in participants:
+            per_runs[name] = [r for r in per_runs[name] if _row_story_names(r) & wanted]
+            if not per_runs[name]:
+                raise ValueError(f"{name} has no run presenting the stories {sorted(wanted)}.")
     all_runs = [r for name in participants for r in per_runs[name]]
     trs = sorted({r.tr for r in all_runs})
     if max(trs) - min(trs) > 1e-3:

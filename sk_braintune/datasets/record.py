@@ -63,7 +63,7 @@ import numbers
 import numpy as np
 
 __all__ = ["RECORD_KEYS", "SURFACE_SPACES", "validate_record", "is_surface_space",
-           "resolve_split"]
+           "resolve_split", "record_image", "save_record_image"]
 
 RECORD_KEYS = ("stories", "sample_rate", "audio", "tr", "tr_times", "responses", "repeats",
                "noise_ceiling", "words", "phones", "split", "voxel_labels", "participants",
@@ -336,3 +336,95 @@ def resolve_split(split, stories, *, repeated=()):
                                  f"split[{key!r}].")
             seen[name] = key
     return out
+
+
+def record_image(values, record, *, fill=np.nan):
+    """Column values of a record (e.g. per-voxel scores) as an image in the record's space.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_voxels,) or (n_maps, n_voxels)
+        One value per column of ``record.responses`` (several maps become volumes / data
+        arrays).
+    record : sklearn.utils.Bunch
+        The dataset record: its ``space``, ``column_index``, and ``mask_img`` (volumes) or
+        ``n_vertices`` (surfaces, ``(n_left, n_right)``).
+    fill : float, default=nan
+        Value of the voxels or vertices without a column (outside the mask, medial wall).
+
+    Returns
+    -------
+    image : nibabel.Nifti1Image or tuple of two nibabel.gifti.GiftiImage
+        A 3-D (or 4-D for several maps) NIfTI on ``mask_img``'s grid, or the left and right
+        hemispheres with one data array per map.
+
+    Raises
+    ------
+    ValueError
+        When the record has no space to map back to (``space=None``), or ``values`` does not
+        have one value per column.
+    """
+    import nibabel as nib
+
+    values = np.asarray(values, dtype=np.float32)
+    maps = values[None] if values.ndim == 1 else values
+    index = np.asarray(record["column_index"])
+    if maps.ndim != 2 or maps.shape[1] != index.size:
+        raise ValueError(f"values must have shape ({index.size},) or (n_maps, {index.size}): "
+                         f"one value per column of the record; got {values.shape}.")
+    space = record["space"]
+    if space is None:
+        raise ValueError("the record's space is None (its columns are not on a template or "
+                         "surface), so its values cannot be written as an image.")
+    if is_surface_space(space):
+        n_left, n_right = (int(n) for n in record["n_vertices"])
+        full = np.full((maps.shape[0], n_left + n_right), fill, dtype=np.float32)
+        full[:, index] = maps
+        return tuple(nib.GiftiImage(darrays=[nib.gifti.GiftiDataArray(
+            np.ascontiguousarray(row[part]), intent="NIFTI_INTENT_NONE",
+            datatype="NIFTI_TYPE_FLOAT32") for row in full])
+            for part in (slice(0, n_left), slice(n_left, None)))
+    mask_img = record["mask_img"]
+    shape = tuple(mask_img.shape[:3])
+    full = np.full((maps.shape[0], int(np.prod(shape))), fill, dtype=np.float32)
+    full[:, index] = maps
+    data = full.reshape(maps.shape[0], *shape)
+    data = data[0] if values.ndim == 1 else np.moveaxis(data, 0, -1)
+    return nib.Nifti1Image(data, mask_img.affine)
+
+
+def save_record_image(values, record, path, *, fill=np.nan):
+    """Write column values as a NIfTI file, or a GIfTI pair on surfaces.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_voxels,) or (n_maps, n_voxels)
+    record : sklearn.utils.Bunch
+    path : str or path-like
+        File stem, e.g. ``"scores_layer07"``: ``<stem>.nii.gz`` in a volume space,
+        ``<stem>_hemi-L.func.gii`` and ``<stem>_hemi-R.func.gii`` on a surface (the space is
+        added as ``_space-<space>`` before the hemisphere).
+    fill : float, default=nan
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        The files written.
+    """
+    from pathlib import Path
+
+    import nibabel as nib
+
+    stem = Path(path)
+    stem = stem.with_name(stem.name.split(".")[0])
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    image = record_image(values, record, fill=fill)
+    if isinstance(image, tuple):
+        paths = [stem.with_name(f"{stem.name}_space-{record['space']}_hemi-{h}.func.gii")
+                 for h in "LR"]
+    else:
+        image, paths = (image,), [stem.with_name(f"{stem.name}_space-{record['space']}"
+                                                 ".nii.gz")]
+    for img, target in zip(image, paths):
+        nib.save(img, target)
+    return paths
