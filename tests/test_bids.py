@@ -6,7 +6,6 @@ nilearn maskers, the sidecar TR, the metrics' noise ceiling formula).
 
 import json
 import shutil
-import warnings
 
 import nibabel as nib
 import numpy as np

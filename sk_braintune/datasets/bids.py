@@ -41,7 +41,6 @@ needs the whole run); GIfTI files (XML, which nibabel parses whole) one at a tim
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -730,7 +729,7 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
     """
     from sklearn.utils import Bunch
 
-    from .audio import TARGET_SAMPLE_RATE, load_audio
+    from .audio import TARGET_SAMPLE_RATE
     from .record import is_surface_space, resolve_split, validate_record
 
     root = Path(root).expanduser()
@@ -798,62 +797,10 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
             all_runs, [f for n in participants for f in aux_files[n][1]], mask_img, space)
 
     # -- read every run once; presentations; valid columns ---------------------------------
-    keep = None
-    n_vertices = None
-    presentations = {}
-    for name in participants:
-        presentations[name] = []
-        for run in per_runs[name]:
-            if surface:
-                left, right = (_gifti_volumes(p) for p in run.data)
-                if left.shape[0] != right.shape[0]:
-                    raise ValueError(f"{run.data[0].name} has {left.shape[0]} volumes but "
-                                     f"{run.data[1].name} {right.shape[0]}; the hemispheres of "
-                                     "a run must have the same volumes.")
-                sizes = (left.shape[1], right.shape[1])
-                if n_vertices is None:
-                    n_vertices = sizes
-                elif sizes != n_vertices:
-                    raise ValueError(f"{run.data[0].name}: hemispheres of {sizes} vertices, "
-                                     f"other runs {n_vertices}; runs must be in one space.")
-                run.n_volumes = left.shape[0]
-                run.values = np.concatenate([left, right], axis=1)
-                del left, right
-                run.offset = 0
-            run.items = _presentations(run, stimuli, run.n_volumes, trim, story_volumes)
-            if not surface:
-                span = ((0, run.n_volumes) if confounds is not None or clean_args
-                        else (min(p["start"] for p in run.items),
-                              max(p["stop"] for p in run.items)) if run.items else (0, 0))
-                run.values = _read_volume_run(run, mask, span)
-                run.offset = span[0]
-            values = run.values
-            finite_all = np.isfinite(values)
-            finite = finite_all.all(axis=0)
-            valid = np.ones(values.shape[1], dtype=bool)
-            partial = ~finite
-            if surface and surface_masker is None:
-                # the medial wall: constant (zeros), or NaN throughout, in fMRIPrep/AFNI output
-                all_nan = ~finite_all.any(axis=0)
-                valid = ~(values.min(axis=0) == values.max(axis=0)) & ~all_nan
-                partial = ~finite & ~all_nan
-            del finite_all
-            if partial.any():
-                source = run.data if not surface else f"{run.data[0].name} / {run.data[1].name}"
-                if nan_policy == "raise":
-                    raise ValueError(
-                        f"{source}: {int(partial.sum())} column(s) of run {run.bold.name} hold "
-                        "NaN or infinite values; fix the preprocessing, or pass "
-                        "nan_policy='drop' to leave those columns out.")
-                warnings.warn(f"{source}: {int(partial.sum())} column(s) with NaN or infinite "
-                              "values dropped (nan_policy='drop').", UserWarning, stacklevel=2)
-            valid &= finite
-            keep = valid if keep is None else keep & valid
-            presentations[name].extend(dict(p, run=run) for p in run.items)
-    if surface_masker is not None:
-        keep = _surface_mask_columns(surface_masker, n_vertices) & keep
-    if not keep.any():
-        raise ValueError("no column is valid in every run (all constant, NaN or masked).")
+    keep, n_vertices, presentations = _read_runs(
+        participants, per_runs, surface=surface, mask=mask, surface_masker=surface_masker,
+        confounds=confounds, clean_args=clean_args, trim=trim, story_volumes=story_volumes,
+        nan_policy=nan_policy, stimuli=stimuli)
 
     # -- stories ------------------------------------------------------------------------
     order = []
@@ -877,124 +824,15 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
                              f"{participants}; stories available: {common}.")
 
     # -- stimuli and alignments (one read per file) ---------------------------------------
-    waves, aligned, clock = {}, {}, {}
-    audio, words, phones, not_found, story_files = {}, {}, {}, {}, {}
-    for name in participants:
-        for p in presentations[name]:
-            if p["story"] in order:
-                story_files.setdefault(p["story"], (p, name))
-    for story in order:
-        p, _ = story_files[story]
-        stim_file, run = p["stim_file"], p["run"]
-        path = stimuli / stim_file
-        if stim_file not in waves:
-            if not path.is_file():
-                raise FileNotFoundError(f"stimulus {path} (stim_file of {run.events}) is "
-                                        "missing; put the audio under stimuli/ or fix the "
-                                        "events' stim_file column.")
-            waves[stim_file] = load_audio(path)
-        wave = waves[stim_file]
-        duration = wave.size / TARGET_SAMPLE_RATE
-        story_end = p["row_onset"] + p["row_duration"] - p["audio_onset"]
-        if story_end > duration + tr_value:
-            raise ValueError(f"{path} lasts {duration:.1f} s but the {story!r} row of "
-                             f"{run.events} ends {story_end:.1f} s after the file starts "
-                             f"(at {p['audio_onset']} s in the run): the audio is shorter than"
-                             " the story it should cover (truncated, or another file?).")
-        if stim_file not in aligned:
-            alignment = _alignment_file(stimuli, stim_file, alignments)
-            if alignment is None:
-                warnings.warn(f"no word alignment for {path} (looked for <stem>.TextGrid, "
-                              "<stem>_align.json, gentle/<stem>/align.json); words and phones "
-                              "are empty.", UserWarning, stacklevel=2)
-                aligned[stim_file] = None
-            else:
-                w, ph, missing = read_alignment(alignment)
-                end = max(w["offset"].max() if len(w) else 0.0,
-                          ph["offset"].max() if len(ph) else 0.0)
-                if end > duration + 0.5:
-                    raise ValueError(f"the words file {alignment} ends at {end:.2f} s but "
-                                     f"{path} lasts {duration:.2f} s: the alignment is of "
-                                     "another recording or on another clock; realign it to "
-                                     "this audio file.")
-                aligned[stim_file] = (w, ph, missing)
-        audio[story] = wave
-        scan_seconds = run.n_volumes * run.tr
-        if p["audio_onset"] + duration > scan_seconds + tr_value:
-            warnings.warn(f"{path} plays until {p['audio_onset'] + duration:.1f} s of "
-                          f"{run.bold.name} but the scan ends at {scan_seconds:.1f} s: the "
-                          "end of the audio was not scanned.", UserWarning, stacklevel=2)
-        span = (p["row_onset"] - p["audio_onset"], story_end)
-        clock[story] = {"audio_seconds": duration, "audio_onset_in_run": p["audio_onset"],
-                        "story_in_audio": span, "scan_seconds": scan_seconds}
-        if aligned[stim_file] is None:
-            words[story] = phones[story] = _empty_table()
-            not_found[story] = 0
-        else:
-            w, ph, missing = aligned[stim_file]
-            words[story] = _within(w, span)
-            phones[story] = _within(ph, span)
-            not_found[story] = int(missing)
-        if len(words[story]):
-            clock[story]["words"] = (float(words[story]["onset"].min()),
-                                     float(words[story]["offset"].max()))
+    audio, words, phones, not_found, clock = _stimuli(
+        order, participants, presentations, stimuli=stimuli, alignments=alignments,
+        tr_value=tr_value)
 
     # -- responses per participant: cleaned runs, presentations, repeats ------------------
-    from .lebel2023 import _chunked_noise_ceiling
-
-    per_data = {}
-    tr_times = {}
-    columns = np.flatnonzero(keep)
-    for name in participants:
-        blocks = {}
-        for run in per_runs[name]:
-            values = run.values[:, columns] if not keep.all() else run.values
-            run.values = None
-            if confounds is not None or clean_args:
-                values = _clean(values, run, aux_files[name][1], confounds, clean_args,
-                                tr_value)
-            for p in presentations[name]:
-                if p["run"] is run and p["story"] in order:
-                    rows = values[p["start"] - run.offset:p["stop"] - run.offset]
-                    times = (np.arange(p["start"], p["stop"], dtype=np.float64) + 0.5) \
-                        * run.tr - p["audio_onset"]
-                    blocks.setdefault(p["story"], []).append((np.array(rows), times, p))
-            del values
-        responses, repeats = {}, {}
-        for story in order:
-            found = blocks[story]
-            n = min(len(b[0]) for b in found)
-            if len({len(b[0]) for b in found}) > 1:
-                warnings.warn(f"{name}, story {story!r}: presentations of different lengths "
-                              f"{[len(b[0]) for b in found]} volumes; cut to {n}.",
-                              UserWarning, stacklevel=2)
-            times = found[0][1][:n]
-            for _, other, p in found[1:]:
-                if np.max(np.abs(other[:n] - times)) > tr_value / 2:
-                    raise ValueError(f"{name}, story {story!r}: its presentations are on "
-                                     f"different clocks ({p['run'].events} starts the audio "
-                                     "at another phase of the volumes); they cannot be "
-                                     "averaged.")
-            if story in tr_times and (len(tr_times[story]) != n or np.max(
-                    np.abs(tr_times[story] - times)) > tr_value / 2):
-                raise ValueError(f"story {story!r}: the subjects' volumes do not match "
-                                 f"({len(tr_times[story])} and {n} volumes); load them "
-                                 "separately.")
-            tr_times.setdefault(story, times)
-            if len(found) == 1:
-                responses[story] = found[0][0]
-            else:
-                stack = np.stack([b[0][:n] for b in found]).astype(np.float32, copy=False)
-                repeats[story] = stack
-                responses[story] = stack.mean(axis=0, dtype=np.float64).astype(np.float32)
-        per_data[name] = Bunch(responses=responses, repeats=repeats, subject=name,
-                               presentations=[{k: (str(v.data) if k == "run" else v)
-                                               for k, v in p.items()}
-                                              for p in presentations[name]
-                                              if p["story"] in order])
-    for name in participants:
-        for run in per_runs[name]:
-            run.values = None
+    per_data, tr_times = _responses(order, participants, per_runs, presentations, keep,
+                                    aux_files, confounds=confounds, clean_args=clean_args,
+                                    tr_value=tr_value)
+    from .lebel2023 import _chunked_noise_ceiling  # the noise ceiling in voxel chunks
 
     split = resolve_split(split, order, repeated=[s for s in order
                                                   if s in per_data[participants[0]].repeats])
@@ -1005,6 +843,7 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
         own.noise_ceiling = (None if ceiling_story is None
                              else _chunked_noise_ceiling(own.repeats[ceiling_story]))
         own.noise_ceiling_story = ceiling_story
+    columns = np.flatnonzero(keep)
 
     # -- columns back to images ------------------------------------------------------------
     masker = None
@@ -1092,3 +931,199 @@ def _within(table, span):
     start, stop = span
     inside = (table["onset"] >= start - 1e-6) & (table["onset"] < stop)
     return table.loc[inside].reset_index(drop=True)
+
+
+def _read_runs(participants, per_runs, *, surface, mask, surface_masker, confounds,
+               clean_args, trim, story_volumes, nan_policy, stimuli):
+    """Read every run once; its presentations; the columns valid in every run.
+
+    Returns ``keep`` (bool per column), ``n_vertices`` (surfaces) and ``presentations``
+    (participant -> list of dicts, each with its ``run``); each run keeps its ``values``.
+    """
+    keep = None
+    n_vertices = None
+    presentations = {}
+    for name in participants:
+        presentations[name] = []
+        for run in per_runs[name]:
+            if surface:
+                left, right = (_gifti_volumes(p) for p in run.data)
+                if left.shape[0] != right.shape[0]:
+                    raise ValueError(f"{run.data[0].name} has {left.shape[0]} volumes but "
+                                     f"{run.data[1].name} {right.shape[0]}; the hemispheres of "
+                                     "a run must have the same volumes.")
+                sizes = (left.shape[1], right.shape[1])
+                if n_vertices is None:
+                    n_vertices = sizes
+                elif sizes != n_vertices:
+                    raise ValueError(f"{run.data[0].name}: hemispheres of {sizes} vertices, "
+                                     f"other runs {n_vertices}; runs must be in one space.")
+                run.n_volumes = left.shape[0]
+                run.values = np.concatenate([left, right], axis=1)
+                del left, right
+                run.offset = 0
+            run.items = _presentations(run, stimuli, run.n_volumes, trim, story_volumes)
+            if not surface:
+                span = ((0, run.n_volumes) if confounds is not None or clean_args
+                        else (min(p["start"] for p in run.items),
+                              max(p["stop"] for p in run.items)) if run.items else (0, 0))
+                run.values = _read_volume_run(run, mask, span)
+                run.offset = span[0]
+            values = run.values
+            finite_all = np.isfinite(values)
+            finite = finite_all.all(axis=0)
+            valid = np.ones(values.shape[1], dtype=bool)
+            partial = ~finite
+            if surface and surface_masker is None:
+                # the medial wall: constant (zeros), or NaN throughout, in fMRIPrep/AFNI output
+                all_nan = ~finite_all.any(axis=0)
+                valid = ~(values.min(axis=0) == values.max(axis=0)) & ~all_nan
+                partial = ~finite & ~all_nan
+            del finite_all
+            if partial.any():
+                source = run.data if not surface else f"{run.data[0].name} / {run.data[1].name}"
+                if nan_policy == "raise":
+                    raise ValueError(
+                        f"{source}: {int(partial.sum())} column(s) of run {run.bold.name} hold "
+                        "NaN or infinite values; fix the preprocessing, or pass "
+                        "nan_policy='drop' to leave those columns out.")
+                warnings.warn(f"{source}: {int(partial.sum())} column(s) with NaN or infinite "
+                              "values dropped (nan_policy='drop').", UserWarning, stacklevel=2)
+            valid &= finite
+            keep = valid if keep is None else keep & valid
+            presentations[name].extend(dict(p, run=run) for p in run.items)
+    if surface_masker is not None:
+        keep = _surface_mask_columns(surface_masker, n_vertices) & keep
+    if not keep.any():
+        raise ValueError("no column is valid in every run (all constant, NaN or masked).")
+    return keep, n_vertices, presentations
+
+
+def _stimuli(order, participants, presentations, *, stimuli, alignments, tr_value):
+    """Audio, words, phones, words not found and clock figures of each story (files read once)."""
+    from .audio import TARGET_SAMPLE_RATE, load_audio
+
+    waves, aligned, clock = {}, {}, {}
+    audio, words, phones, not_found, story_files = {}, {}, {}, {}, {}
+    for name in participants:
+        for p in presentations[name]:
+            if p["story"] in order:
+                story_files.setdefault(p["story"], (p, name))
+    for story in order:
+        p, _ = story_files[story]
+        stim_file, run = p["stim_file"], p["run"]
+        path = stimuli / stim_file
+        if stim_file not in waves:
+            if not path.is_file():
+                raise FileNotFoundError(f"stimulus {path} (stim_file of {run.events}) is "
+                                        "missing; put the audio under stimuli/ or fix the "
+                                        "events' stim_file column.")
+            waves[stim_file] = load_audio(path)
+        wave = waves[stim_file]
+        duration = wave.size / TARGET_SAMPLE_RATE
+        story_end = p["row_onset"] + p["row_duration"] - p["audio_onset"]
+        if story_end > duration + tr_value:
+            raise ValueError(f"{path} lasts {duration:.1f} s but the {story!r} row of "
+                             f"{run.events} ends {story_end:.1f} s after the file starts "
+                             f"(at {p['audio_onset']} s in the run): the audio is shorter than"
+                             " the story it should cover (truncated, or another file?).")
+        if stim_file not in aligned:
+            alignment = _alignment_file(stimuli, stim_file, alignments)
+            if alignment is None:
+                warnings.warn(f"no word alignment for {path} (looked for <stem>.TextGrid, "
+                              "<stem>_align.json, gentle/<stem>/align.json); words and phones "
+                              "are empty.", UserWarning, stacklevel=2)
+                aligned[stim_file] = None
+            else:
+                w, ph, missing = read_alignment(alignment)
+                end = max(w["offset"].max() if len(w) else 0.0,
+                          ph["offset"].max() if len(ph) else 0.0)
+                if end > duration + 0.5:
+                    raise ValueError(f"the words file {alignment} ends at {end:.2f} s but "
+                                     f"{path} lasts {duration:.2f} s: the alignment is of "
+                                     "another recording or on another clock; realign it to "
+                                     "this audio file.")
+                aligned[stim_file] = (w, ph, missing)
+        audio[story] = wave
+        scan_seconds = run.n_volumes * run.tr
+        if p["audio_onset"] + duration > scan_seconds + tr_value:
+            warnings.warn(f"{path} plays until {p['audio_onset'] + duration:.1f} s of "
+                          f"{run.bold.name} but the scan ends at {scan_seconds:.1f} s: the "
+                          "end of the audio was not scanned.", UserWarning, stacklevel=2)
+        span = (p["row_onset"] - p["audio_onset"], story_end)
+        clock[story] = {"audio_seconds": duration, "audio_onset_in_run": p["audio_onset"],
+                        "story_in_audio": span, "scan_seconds": scan_seconds}
+        if aligned[stim_file] is None:
+            words[story] = phones[story] = _empty_table()
+            not_found[story] = 0
+        else:
+            w, ph, missing = aligned[stim_file]
+            words[story] = _within(w, span)
+            phones[story] = _within(ph, span)
+            not_found[story] = int(missing)
+        if len(words[story]):
+            clock[story]["words"] = (float(words[story]["onset"].min()),
+                                     float(words[story]["offset"].max()))
+    return audio, words, phones, not_found, clock
+
+
+def _responses(order, participants, per_runs, presentations, keep, aux_files, *, confounds,
+               clean_args, tr_value):
+    """Per participant: responses and repeats of each story; the stories' TR times."""
+    from sklearn.utils import Bunch
+
+    per_data = {}
+    tr_times = {}
+    columns = np.flatnonzero(keep)
+    for name in participants:
+        blocks = {}
+        for run in per_runs[name]:
+            values = run.values[:, columns] if not keep.all() else run.values
+            run.values = None
+            if confounds is not None or clean_args:
+                values = _clean(values, run, aux_files[name][1], confounds, clean_args,
+                                tr_value)
+            for p in presentations[name]:
+                if p["run"] is run and p["story"] in order:
+                    rows = values[p["start"] - run.offset:p["stop"] - run.offset]
+                    times = (np.arange(p["start"], p["stop"], dtype=np.float64) + 0.5) \
+                        * run.tr - p["audio_onset"]
+                    blocks.setdefault(p["story"], []).append((np.array(rows), times, p))
+            del values
+        responses, repeats = {}, {}
+        for story in order:
+            found = blocks[story]
+            n = min(len(b[0]) for b in found)
+            if len({len(b[0]) for b in found}) > 1:
+                warnings.warn(f"{name}, story {story!r}: presentations of different lengths "
+                              f"{[len(b[0]) for b in found]} volumes; cut to {n}.",
+                              UserWarning, stacklevel=2)
+            times = found[0][1][:n]
+            for _, other, p in found[1:]:
+                if np.max(np.abs(other[:n] - times)) > tr_value / 2:
+                    raise ValueError(f"{name}, story {story!r}: its presentations are on "
+                                     f"different clocks ({p['run'].events} starts the audio "
+                                     "at another phase of the volumes); they cannot be "
+                                     "averaged.")
+            if story in tr_times and (len(tr_times[story]) != n or np.max(
+                    np.abs(tr_times[story] - times)) > tr_value / 2):
+                raise ValueError(f"story {story!r}: the subjects' volumes do not match "
+                                 f"({len(tr_times[story])} and {n} volumes); load them "
+                                 "separately.")
+            tr_times.setdefault(story, times)
+            if len(found) == 1:
+                responses[story] = found[0][0]
+            else:
+                stack = np.stack([b[0][:n] for b in found]).astype(np.float32, copy=False)
+                repeats[story] = stack
+                responses[story] = stack.mean(axis=0, dtype=np.float64).astype(np.float32)
+        per_data[name] = Bunch(responses=responses, repeats=repeats, subject=name,
+                               presentations=[{k: (str(v.data) if k == "run" else v)
+                                               for k, v in p.items()}
+                                              for p in presentations[name]
+                                              if p["story"] in order])
+    for name in participants:
+        for run in per_runs[name]:
+            run.values = None
+
+    return per_data, tr_times

@@ -57,6 +57,13 @@ def _exclusions(root):
             for prefix in prefixes]
 
 
+def _excluder(prefixes):
+    def excluded(path):
+        return any(prefix in Path(path).name for prefix in prefixes)
+
+    return excluded
+
+
 def load_narratives(root, subject, stories=None, *, space="fsaverage6",
                     pipeline="afni-nosmooth", exclude=True, task=None, confounds=None,
                     clean_args=None, trim=(0, 0), split=None, nan_policy="raise"):
@@ -123,12 +130,7 @@ def load_narratives(root, subject, stories=None, *, space="fsaverage6",
     alignments = {f"{folder.name}_audio.wav": folder / "align.json"
                   for folder in sorted((root / "stimuli" / "gentle").glob("*"))
                   if (folder / "align.json").is_file()}
-    skip = None
-    if exclude:
-        prefixes = _exclusions(root)
-
-        def skip(path):
-            return any(prefix in Path(path).name for prefix in prefixes)
+    skip = _excluder(_exclusions(root)) if exclude else None
 
     desc = "clean" if pipeline.startswith("afni") else None
     return load_bids(root, subject, task, space=space, derivatives=derivatives,
