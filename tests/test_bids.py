@@ -69,7 +69,7 @@ def test_parse_bids_name():
 
 def test_volume_record_against_nibabel(volume, volume_root):
     validate_record(volume, check_values=True)
-    assert volume.stories == ["alpha", "beta"] and volume.space == MNI
+    assert volume.stories == ["alpha", "beta", "gamma"] and volume.space == MNI
     assert volume.tr == 2.0  # inherited from the top-level task-listening_bold.json
     bold, mask_path = _run(volume_root, "run-1")
     mask = nib.load(bold.with_name(mask_path.name)).get_fdata().astype(bool)
@@ -95,7 +95,9 @@ def test_volume_record_against_nibabel(volume, volume_root):
     np.testing.assert_allclose(volume.noise_ceiling,
                                noise_ceiling(np.stack([expected_run1, expected_run3])),
                                rtol=1e-5)
-    assert volume.split == {"train": ["beta"], "validation": [], "test": ["alpha"]}
+    assert volume.split == {"train": ["beta", "gamma"], "validation": [], "test": ["alpha"]}
+    # gamma: story row at 6 s for 44 s -> volumes 3..24 of 30, its audio starting at 6 s
+    np.testing.assert_allclose(volume.tr_times["gamma"], (np.arange(3, 25) + 0.5) * 2.0 - 6.0)
 
 
 def test_volume_words_from_textgrid_and_gentle(volume, volume_root):
@@ -107,7 +109,10 @@ def test_volume_words_from_textgrid_and_gentle(volume, volume_root):
     found = [w for w in gentle if w["case"] == "success"]
     assert list(volume.words["beta"]["label"]) == [w["word"] for w in found]
     np.testing.assert_allclose(volume.words["beta"]["onset"], [w["start"] for w in found])
-    assert volume.words_not_found == {"alpha": 0, "beta": 1}
+    assert volume.words_not_found == {"alpha": 0, "beta": 1, "gamma": 0}
+    gamma = json.loads((volume_root / "stimuli" / "gentle" / "gamma" / "align.json"
+                        ).read_text())["words"]
+    np.testing.assert_allclose(volume.words["gamma"]["offset"], [w["end"] for w in gamma])
     first = found[0]
     labels = [p["phone"].split("_")[0].upper() for p in first["phones"]]
     assert list(volume.phones["beta"]["label"][:len(labels)]) == labels
@@ -345,8 +350,8 @@ def test_story_selection_reads_only_its_runs(volume_root):
     data = load_bids(volume_root, "01", space=MNI, stories=["beta"])
     assert data.stories == ["beta"] and not data.repeats and data.noise_ceiling is None
     assert [p["run"].split("_run-")[1][0] for p in data.presentations["sub-01"]] == ["2"]
-    with pytest.raises(ValueError, match=r"no run presenting the stories \['gamma'\]"):
-        load_bids(volume_root, "01", space=MNI, stories=["gamma"])
+    with pytest.raises(ValueError, match=r"no run presenting the stories \['delta'\]"):
+        load_bids(volume_root, "01", space=MNI, stories=["delta"])
 
 
 def test_scores_back_to_images(volume, surface_root, tmp_path):

@@ -1,4 +1,9 @@
-"""``sk-braintune tune`` and ``evaluate``: the study on OpenNeuro ds003020 with a local model.
+"""``sk-braintune tune`` and ``evaluate``: the study on real fMRI data with a local model.
+
+``--dataset`` picks the layout: ``lebel2023`` (OpenNeuro ds003020, the default), ``narratives``
+(ds002345), ``petit-prince`` (ds003643) or ``bids`` (any BIDS dataset with preprocessed
+derivatives; ``--space`` and ``--task`` select the runs). A model tuned on one dataset can be
+evaluated on another (``--model`` a tuned ``backbone/`` folder).
 
 ``tune`` brain-tunes one model on one or several participants (several: one shared head over
 their common voxel space, the follow-up paper's recipe). ``evaluate`` scores one model on each
@@ -26,10 +31,19 @@ from ..study import show_library_messages
 __all__ = ["run_tune", "run_evaluate"]
 
 
+_DATASET_NAMES = {"lebel2023": "OpenNeuro ds003020", "narratives": "Narratives (ds002345)",
+                  "petit-prince": "Le Petit Prince (ds003643)",
+                  "bids": "the BIDS dataset (with derivatives)"}
+
+
 def _check_inputs(config):
     """The options every real-data command needs, checked before anything is loaded."""
     if config.root is None:
-        raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
+        raise StudyInputError(f"--root is required: the local copy of "
+                              f"{_DATASET_NAMES[config.dataset]}")
+    if config.dataset == "bids" and not config.space:
+        raise StudyInputError("--space is required with --dataset bids: the derivatives' "
+                              "space, e.g. MNI152NLin2009cAsym, T1w or fsaverage6")
     if not Path(config.root).is_dir():
         raise StudyInputError(f"data root {config.root} does not exist or is not a directory")
     if not config.subject:
@@ -45,13 +59,29 @@ def _check_inputs(config):
 
 
 def _load_real(config, subject):
-    """``load_lebel2023`` for one participant (a str) or several (a list), errors made clear."""
-    from ..datasets import load_lebel2023
+    """The ``--dataset`` loader for one participant (a str) or several (a list), errors made
+    clear."""
+    from .. import datasets
 
+    stories = None if config.stories is None else list(config.stories)
+    task = None if config.task is None else list(config.task)
     try:
-        return load_lebel2023(config.root, subject,
-                              stories=None if config.stories is None else list(config.stories),
-                              verbose=not config.quiet)
+        if config.dataset == "narratives":
+            return datasets.load_narratives(config.root, subject, stories,
+                                            space=config.space or "fsaverage6",
+                                            pipeline=config.pipeline, task=task)
+        if config.dataset == "petit-prince":
+            language = "EN" if not task else task[0].removeprefix("lpp")
+            sections = (None if stories is None
+                        else [int(s.removeprefix("section")) for s in stories])
+            return datasets.load_petit_prince(config.root, subject, language=language,
+                                              space=config.space or "MNIColin27",
+                                              sections=sections)
+        if config.dataset == "bids":
+            return datasets.load_bids(config.root, subject, task, space=config.space,
+                                      derivatives=config.derivatives, stories=stories)
+        return datasets.load_lebel2023(config.root, subject, stories=stories,
+                                       verbose=not config.quiet)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise StudyInputError(str(exc)) from exc
 
@@ -196,7 +226,7 @@ def tune_job(job):
     fit_params = {}
     if several:
         participants = tuple(data.get("participants", ()))
-        if participants != tuple(subjects):
+        if len(participants) != len(subjects):
             raise StudyInputError(f"the loader returned participants {participants} for "
                                   f"--subject {' '.join(subjects)}")
         # one shared voxel selection: the mean noise ceiling over the participants
@@ -207,7 +237,8 @@ def tune_job(job):
         noise_ceiling = data.noise_ceiling
     if noise_ceiling is None:
         raise StudyInputError("no loaded story has repeats, so there is no noise ceiling to "
-                              "select voxels by; load the test story (wheretheressmoke) too")
+                              "select voxels by; load a story heard several times (ds003020: "
+                              "wheretheressmoke)")
     noise_ceiling = np.asarray(noise_ceiling, float)
     selected = np.flatnonzero(noise_ceiling > config.min_ceiling)
     if selected.size == 0:
@@ -271,7 +302,9 @@ def run_evaluate(config, command_line=None):
     settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
     low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
     block-bootstrap interval of the mean normalised r), and ``voxel_scores.npz`` the per-voxel
-    ``<participant>_p_values`` and ``<participant>_q_values`` of the last layer.
+    ``<participant>_p_values`` and ``<participant>_q_values`` of the last layer. For data in a
+    template or surface space (every ``--dataset`` but ``lebel2023``), ``maps/`` holds each
+    layer's per-column normalised r as a NIfTI image or a GIfTI pair in that space.
 
     Parameters
     ----------
@@ -387,6 +420,23 @@ def _evaluation_tables(per_participant):
     return rows, summary
 
 
+def _write_layer_maps(scores, layer_indices, data, folder, participant):
+    """Each layer's per-column scores as an image in the data's space (none for space=None).
+
+    ``<participant>_layer<k>_normalized-r_space-<space>.nii.gz`` in a volume space, a
+    ``..._hemi-L.func.gii`` / ``..._hemi-R.func.gii`` pair on a surface; NaN where no column.
+    """
+    from ..datasets import save_record_image
+
+    if data.get("space") is None:
+        return []
+    paths = []
+    for k, layer in enumerate(layer_indices):
+        paths += save_record_image(scores[k], data,
+                                   folder / f"{participant}_layer{int(layer):02d}_normalized-r")
+    return paths
+
+
 def evaluate_job(job):
     """Evaluate ``config.model`` on each of ``participants`` (runs in a job or here).
 
@@ -404,7 +454,8 @@ def evaluate_job(job):
         Participant -> ``layer_indices``, ``layers`` (ROI -> normalised r per layer),
         ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``,
         ``variance_partitioning`` and ``significance`` (when on), ``voxel_significance``
-        (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
+        (``p_values``, ``q_values`` of the last layer, or empty), ``maps`` (paths of the
+        per-layer score images in the data's space, empty for ds003020), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
     from ..evaluation.alignment import (
@@ -459,6 +510,10 @@ def evaluate_job(job):
         feats, layer_indices = features_by_stories[key]
         n_layers = len(layer_indices)
         labels = np.asarray(data.voxel_labels)
+        if data.noise_ceiling is None:
+            raise StudyInputError(f"{participant}: no loaded story has repeats, so the scores "
+                                  "cannot be normalised by a noise ceiling; load a story the "
+                                  "participant heard several times")
         nc = np.asarray(data.noise_ceiling)
         # the demo's encoding model (inner CV clamped to the training stories by the
         # evaluation); --ridge-backend torch runs the ridge on the GPU
@@ -488,8 +543,12 @@ def evaluate_job(job):
                                              random_state=config.seed)
                 extra["significance"] = sig["roi"]
                 extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
-        voxel_indices = data.get("voxel_indices")
+        voxel_indices = data.get("voxel_indices", data.get("column_index"))
+        maps = _write_layer_maps(np.asarray(table["voxels"]), layer_indices, data,
+                                 Path(config.output) / "maps",
+                                 data.get("subject") or participant)
         out[participant] = {
+            "maps": [str(path) for path in maps],
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),

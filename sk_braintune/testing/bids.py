@@ -166,10 +166,11 @@ def make_miniature_bids(root, *, subjects=("01", "02"), space="MNI152NLin2009cAs
                         random_state=0, noise=0.5):
     """Write a small fMRIPrep-style BIDS study of story listening.
 
-    Each subject has three runs of task ``task`` (``ses-1`` for runs 1 and 2, ``ses-2`` for
-    run 3): run 1 plays ``alpha.wav`` (story row at 4 s), run 2 a ``music`` row then
+    Each subject has four runs of task ``task`` (``ses-1`` for runs 1 and 2, ``ses-2`` for
+    runs 3 and 4): run 1 plays ``alpha.wav`` (story row at 4 s), run 2 a ``music`` row then
     ``beta.wav`` (the file starts with the music, at 2 s), run 3 ``alpha.wav`` again (a
-    repeat). ``alpha`` has a TextGrid and ``beta`` a Gentle ``beta_align.json``.
+    repeat), run 4 ``gamma.wav`` (story row at 6 s). ``alpha`` has a TextGrid, ``beta`` a
+    Gentle ``beta_align.json`` and ``gamma`` a Gentle ``gentle/gamma/align.json``.
     ``RepetitionTime`` sits in the top-level ``task-<task>_bold.json`` (inherited).
 
     Parameters
@@ -213,13 +214,18 @@ def make_miniature_bids(root, *, subjects=("01", "02"), space="MNI152NLin2009cAs
     _write_wav(root / "stimuli" / "beta.wav", beta_words, beta_seconds)
     _write_textgrid(root / "stimuli" / "alpha.TextGrid", alpha_words, alpha_seconds)
     _write_gentle(root / "stimuli" / "beta_align.json", beta_words, not_found=("um",))
-    signals = {"alpha": _smooth_signal(rng, n_volumes, n_columns),
-               "beta": _smooth_signal(rng, n_volumes, n_columns)}
+    gamma_seconds = 44.0
+    gamma_words = _words(0.5, gamma_seconds - 0.5, rng)
+    _write_wav(root / "stimuli" / "gamma.wav", gamma_words, gamma_seconds)
+    _write_gentle(root / "stimuli" / "gentle" / "gamma" / "align.json", gamma_words)
+    signals = {story: _smooth_signal(rng, n_volumes, n_columns)
+               for story in ("alpha", "beta", "gamma")}
     runs = {  # run -> (session, events rows, [(story, first volume of the story row)])
         1: ("1", [(4.0, 40.0, "story", "alpha.wav")], [("alpha", 2)]),
         2: ("1", [(2.0, 6.0, "music", "beta.wav"), (8.0, 30.0, "story", "beta.wav")],
             [("beta", 4)]),
         3: ("2", [(4.0, 40.0, "story", "alpha.wav")], [("alpha", 2)]),
+        4: ("2", [(6.0, 44.0, "story", "gamma.wav")], [("gamma", 3)]),
     }
     fmriprep = root / "derivatives" / "fmriprep"
     for subject in subjects:
