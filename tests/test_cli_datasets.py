@@ -111,3 +111,83 @@ def test_tune_on_narratives_and_evaluate_on_bids_volumes(tmp_path, tiny_model, n
     np.testing.assert_allclose(image.get_fdata().ravel()[data.column_index], per_layer[1],
                                rtol=1e-6)
     np.testing.assert_allclose(image.affine, data.mask_img.affine)
+
+
+def test_concatenated_splits_use_one_chunk_grid():
+    from sk_braintune.encoding import ChunkedBootstrap
+    from sk_braintune.model_selection import ConcatenatedSplits
+
+    X = np.zeros((70, 1))
+    groups = np.repeat(["a", "b"], [35, 35])
+    reference = ChunkedBootstrap(n_splits=2, chunk_length=20, chunking="reference",
+                                 random_state=0)
+    plain = [test for _, test in reference.split(X)]
+    wrapped = [test for _, test in ConcatenatedSplits(reference).split(X, groups=groups)]
+    per_story = [test for _, test in reference.split(X, groups=groups)]
+    for a, b in zip(plain, wrapped):
+        np.testing.assert_array_equal(a, b)
+    # one grid over the 70 TRs: chunks start at 0, 20, 40 (the partial 60-69 never held out),
+    # so chunk [20, 40) straddles the two stories; per story they start at 0 and 35
+    grid = {0, 20, 40}
+    for test in plain:
+        assert len(test) == 20  # max(1, int(70 * 0.25 / 20)) chunks
+        assert {int(t) for t in test[::20]} <= grid
+    for test in per_story:
+        assert {int(t) for t in test[::20]} <= {0, 35}
+    assert ConcatenatedSplits(reference).get_n_splits() == 2
+
+
+def test_paper_protocol_errors(tmp_path, tiny_model, narratives, capsys):
+    lebel = make_miniature_lebel2023(tmp_path / "ds003020", n_trs=30, n_voxels=6, nan_voxels=0,
+                                     stereo=False, sample_rate=16000)
+    status = _main(["evaluate", "--root", str(lebel), "--subject", "UTS01", "--model",
+                    str(tiny_model), "--output", str(tmp_path / "out"), "--protocol", "paper",
+                    *FAST])
+    err = capsys.readouterr().err
+    assert status == 2 and "needs the paper's 24 training stories" in err and "adollshouse" in err
+    status = _main(["evaluate", "--dataset", "narratives", "--root", str(narratives),
+                    "--subject", "001", "--model", str(tiny_model), "--output",
+                    str(tmp_path / "n"), "--protocol", "paper", *FAST])
+    assert status == 2 and "does not apply to --dataset narratives" in capsys.readouterr().err
+
+
+def test_paper_protocol_pieces(tmp_path):
+    from sk_braintune.commands.realdata import _paper_protocol
+    from sk_braintune.commands.settings import EvaluateSettings
+    from sk_braintune.datasets import PAPER_TRAIN_STORIES, load_lebel2023
+
+    stories = (*PAPER_TRAIN_STORIES, "wheretheressmoke")
+    root = make_miniature_lebel2023(tmp_path / "ds", stories=stories, n_trs=10, n_voxels=4,
+                                    nan_voxels=0, stereo=False, sample_rate=16000)
+    data = load_lebel2023(root, "UTS01")
+    config = EvaluateSettings(root=root, subject=["UTS01"], model="m", protocol="paper")
+    out, train, test, encoder = _paper_protocol(data, "UTS01", config)
+    assert train == list(PAPER_TRAIN_STORIES) and test == ["wheretheressmoke"]
+    np.testing.assert_allclose(out.responses["wheretheressmoke"],
+                               np.asarray(data.repeats["wheretheressmoke"]).mean(axis=0),
+                               rtol=1e-6)
+    assert out.responses["adollshouse"] is data.responses["adollshouse"]
+    params = encoder.get_params()
+    assert params["alphas"] == "huth" and params["cv_scoring"] == "huth_rsq"
+    assert params["cv"].cv.chunking == "reference" and params["cv"].cv.chunk_length == 20
+    assert params["cv"].cv.n_splits == 3 and params["cv"].cv.test_size == 0.25
+
+
+@pytest.mark.slow
+def test_paper_protocol_end_to_end(tmp_path, tiny_model):
+    from sk_braintune.datasets import PAPER_TRAIN_STORIES
+
+    stories = (*PAPER_TRAIN_STORIES, "wheretheressmoke")
+    root = make_miniature_lebel2023(tmp_path / "ds", stories=stories, n_trs=12, n_voxels=4,
+                                    nan_voxels=0, stereo=False, sample_rate=16000)
+    out = tmp_path / "eval"
+    assert _main(["evaluate", "--root", str(root), "--subject", "UTS01", "--model",
+                  str(tiny_model), "--output", str(out), "--protocol", "paper", *FAST]) == 0
+    results = json.loads((out / "evaluation.json").read_text())
+    participant = results["participants"]["UTS01"]
+    assert participant["protocol"] == "paper"
+    assert participant["split"] == {"train": list(PAPER_TRAIN_STORIES), "validation": [],
+                                    "test": ["wheretheressmoke"]}
+    assert json.loads((out / "manifest.json").read_text())["split"]["test"] == [
+        "wheretheressmoke"]
+    assert not (out / "maps").exists()  # ds003020's columns have no template space

@@ -420,6 +420,51 @@ def _evaluation_tables(per_participant):
     return rows, summary
 
 
+def _paper_protocol(data, participant, config):
+    """The brain-tuning paper's evaluation protocol on ds003020 (``--protocol paper``).
+
+    Its 24 training stories (:data:`~sk_braintune.datasets.PAPER_TRAIN_STORIES`), the test
+    story ``wheretheressmoke`` scored against the mean of its repeats (the paper's
+    ``spe_and_cc_norm`` averages ``individual_repeats``; the release's ``data`` rows of that
+    story are another average, so the two differ slightly), and its ridge: ``alphas="huth"``,
+    ``cv_scoring="huth_rsq"`` and 3 bootstrap draws of 20-TR chunks holding out 25% on one
+    grid over the concatenated training stories (``ConcatenatedSplits(ChunkedBootstrap(...,
+    chunking="reference"))``).
+
+    Returns
+    -------
+    data : Bunch
+        A shallow copy whose test responses are the mean of the repeats.
+    train, test : list of str
+    encoder : RidgeEncoder
+    """
+    from sklearn.utils import Bunch
+
+    from ..datasets import PAPER_TRAIN_STORIES, TEST_STORY
+    from ..encoding import ChunkedBootstrap, RidgeEncoder
+    from ..model_selection import ConcatenatedSplits
+
+    if config.dataset != "lebel2023":
+        raise StudyInputError(f"--protocol paper is the paper's protocol on ds003020; it does "
+                              f"not apply to --dataset {config.dataset}")
+    missing = [s for s in (*PAPER_TRAIN_STORIES, TEST_STORY) if s not in data.stories]
+    if missing:
+        raise StudyInputError(f"{participant}: --protocol paper needs the paper's 24 training "
+                              f"stories and {TEST_STORY}; not loaded: {missing} (leave out "
+                              "--stories, or list them all)")
+    if TEST_STORY not in data.repeats:
+        raise StudyInputError(f"{participant}: {TEST_STORY} has no individual_repeats in its "
+                              "file; the paper scores against their mean")
+    out = Bunch(**data)
+    repeats = np.asarray(data.repeats[TEST_STORY], dtype=np.float32)
+    out.responses = dict(data.responses, **{TEST_STORY: repeats.mean(axis=0)})
+    cv = ConcatenatedSplits(ChunkedBootstrap(n_splits=3, chunk_length=20, test_size=0.25,
+                                             chunking="reference", random_state=config.seed))
+    encoder = RidgeEncoder(alphas="huth", cv=cv, cv_scoring="huth_rsq",
+                           backend=config.ridge_backend)
+    return out, list(PAPER_TRAIN_STORIES), [TEST_STORY], encoder
+
+
 def _write_layer_maps(scores, layer_indices, data, folder, participant):
     """Each layer's per-column scores as an image in the data's space (none for space=None).
 
@@ -479,6 +524,9 @@ def evaluate_job(job):
         stages = StageTimer()
         train = list(data.split["train"]) + list(data.split["validation"])
         test = list(data.split["test"])
+        encoder = None
+        if config.protocol == "paper":
+            data, train, test, encoder = _paper_protocol(data, participant, config)
         if not test:
             raise StudyInputError(f"{participant}: no test story among the loaded stories "
                                   "(the paper's is wheretheressmoke)")
@@ -516,8 +564,9 @@ def evaluate_job(job):
                                   "participant heard several times")
         nc = np.asarray(data.noise_ceiling)
         # the demo's encoding model (inner CV clamped to the training stories by the
-        # evaluation); --ridge-backend torch runs the ridge on the GPU
-        encoder = default_encoder(cv=5, backend=config.ridge_backend)
+        # evaluation), or the paper's; --ridge-backend torch runs the ridge on the GPU
+        if encoder is None:
+            encoder = default_encoder(cv=5, backend=config.ridge_backend)
         with stages(f"{participant}: alignment per layer"):
             table = layerwise_alignment(feats, n_layers, y, groups, train, test,
                                         noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
@@ -555,7 +604,10 @@ def evaluate_job(job):
             "low_level_impact": impact,
             **extra,
             "voxel_significance": extra_voxels,
-            "split": {k: list(v) for k, v in data.split.items()},
+            "split": ({"train": train, "validation": [], "test": test}
+                      if config.protocol == "paper"
+                      else {k: list(v) for k, v in data.split.items()}),
+            "protocol": config.protocol,
             "voxel_selection": voxel_selection(
                 np.arange(nc.size) if voxel_indices is None else voxel_indices, nc.size),
             "data": fingerprints,

@@ -181,6 +181,11 @@ class EvaluateSettings(_RealDataSettings):
     window: float = Field(16.0, gt=0, description="audio window per TR in seconds")
     batch_size: int = Field(16, ge=1, description="windows per batch")
     layers: str = Field("all", description='"all" or comma-separated hidden_states indices')
+    protocol: Literal["default", "paper"] = Field(
+        "default", description="default (the toolkit's: story-grouped CV, correlation "
+        "scoring) or paper (ds003020 only: the brain-tuning paper's 24 training stories, "
+        "alphas huth, huth_rsq scoring, its global 20-TR chunk grid, scores against the mean "
+        "of the test story's repeats)")
     ridge_backend: Literal[RIDGE_BACKENDS] = Field("numpy", description=_RIDGE_BACKEND_HELP)
     significance: bool = Field(True, description="p/q values and ROI intervals of the last "
                                "layer (block-permutation p-values, BH-FDR q-values, "

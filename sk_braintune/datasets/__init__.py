@@ -24,6 +24,7 @@ _LAZY_EXPORTS = {
     "lebel2023_paths": ".lebel2023",
     "LEBEL2023_TRIM": ".lebel2023",
     "TEST_STORY": ".lebel2023",
+    "PAPER_TRAIN_STORIES": ".lebel2023",
     "TEST_STORY_EXTRA_TRIM": ".lebel2023",
     "NaNVoxelWarning": ".lebel2023",
     "LazyStoryArray": ".lebel2023",

@@ -44,6 +44,7 @@ __all__ = [
     "TEST_STORY",
     "TEST_STORY_EXTRA_TRIM",
     "VALIDATION_STORIES",
+    "PAPER_TRAIN_STORIES",
     "NaNVoxelWarning",
     "LazyStoryArray",
     "lebel2023_tr_times",
@@ -67,6 +68,14 @@ TEST_STORY_EXTRA_TRIM = 40
 """TRs the test story drops in addition to :data:`LEBEL2023_TRIM` (at its start by default)."""
 VALIDATION_STORIES = ("stagefright", "life")
 """The paper's validation stories."""
+PAPER_TRAIN_STORIES = (
+    "adollshouse", "adventuresinsayingyes", "alternateithicatom", "avatar", "buck", "exorcism",
+    "eyespy", "fromboyhoodtofatherhood", "hangtime", "haveyoumethimyet", "howtodraw",
+    "inamoment", "itsabox", "legacy", "naked", "odetostepfather", "sloth", "souls",
+    "stagefright", "swimmingwithastronauts", "thatthingonmyarm", "theclosetthatateeverything",
+    "tildeath", "undertheinfluence")
+"""The 24 training stories of the brain-tuning paper's evaluation (its ``eval_utils``'s
+``train_stories``; ``stagefright`` trains there, although it validates the tuning)."""
 
 _LAYOUT = ("root/derivative/preprocessed_data/<subject>/<story>.hf5, root/stimuli/<story>.wav, "
            "root/derivative/TextGrids/<story>.TextGrid and root/derivative/respdict.json")
