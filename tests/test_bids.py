@@ -372,3 +372,19 @@ def test_scores_back_to_images(volume, surface_root, tmp_path):
                           axis=1)
     np.testing.assert_array_equal(both[:, surface.column_index], values)
     assert np.isnan(both[:, [0, 1, 14, 15]]).all() and len(nib.load(left).darrays) == 2
+
+
+def test_nilearn_confound_strategy_and_session(volume_root):
+    from nilearn.signal import clean
+
+    strategy = {"strategy": ("motion",), "motion": "basic"}
+    data = load_bids(volume_root, "01", space=MNI, session="2", confounds=strategy)
+    assert data.stories == ["alpha", "gamma"] and not data.repeats  # ses-2 only: runs 3, 4
+    bold, mask_path = _run(volume_root, "run-4", session="2")
+    mask = nib.load(mask_path).get_fdata()
+    run = nib.load(bold).get_fdata()[mask.astype(bool)].T
+    table = pd.read_csv(bold.parent / "sub-01_ses-2_task-listening_run-4_desc-confounds_"
+                                      "timeseries.tsv", sep="\t", na_values="n/a")
+    motion = table[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]].to_numpy()
+    expected = clean(run, confounds=motion, t_r=2.0, detrend=True, standardize=None)
+    np.testing.assert_allclose(data.responses["gamma"], expected[3:25], rtol=1e-4, atol=1e-4)
