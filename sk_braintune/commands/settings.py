@@ -27,8 +27,9 @@ from ..study.settings import (
     DemoSettings,
 )
 
-__all__ = ["DEFAULT_OUTPUT", "DATASETS", "EXECUTORS", "RIDGE_BACKENDS", "RunSettings", "DemoCommandSettings",
-           "DatasetCommandSettings", "TuneSettings", "EvaluateSettings", "COMMAND_SETTINGS"]
+__all__ = ["DEFAULT_OUTPUT", "DATASETS", "EXECUTORS", "RIDGE_BACKENDS", "RunSettings",
+           "DemoCommandSettings", "DatasetCommandSettings", "TuneSettings", "EvaluateSettings",
+           "COMMAND_SETTINGS"]
 
 DEFAULT_OUTPUT = "sk_braintune_results"
 """Folder the commands write their results to when ``--output`` is not given."""

@@ -173,11 +173,12 @@ def _repetition_time(root, bold, derivative):
             if "RepetitionTime" in content:
                 tr, source = content["RepetitionTime"], sidecar
     if tr is None:
+        sidecars = [str(p) for p in _inherited(root, bold, "bold", ".json", entities)]
+        own = bold.with_name(bold.name.split(".")[0] + ".json")
         raise ValueError(
-            f"no RepetitionTime for {bold.name}: none of its sidecars "
-            f"({[str(p) for p in _inherited(root, bold, 'bold', '.json', entities)] or 'none'})"
-            f" has it. Add \"RepetitionTime\": <seconds> to {bold.with_name(bold.name.split('.')[0] + '.json')}"
-            " (or a task-level task-<t>_bold.json), or pass tr=<seconds>.")
+            f"no RepetitionTime for {bold.name}: none of its sidecars ({sidecars or 'none'}) "
+            f"has it. Add \"RepetitionTime\": <seconds> to {own} (or a task-level "
+            "task-<t>_bold.json), or pass tr=<seconds>.")
     tr = float(tr)
     if not (np.isfinite(tr) and tr > 0):
         raise ValueError(f"RepetitionTime {tr!r} in {source} is not a positive number of "
@@ -416,6 +417,13 @@ def _collect_runs(root, label, task, files, *, space, surface, desc, entities, t
             continue
         run_entities = _run_key(ents)
         data, spaces = _find_data(run_entities, files, space, surface, desc, entities, bold)
+        if data is None and "echo" in run_entities:
+            # multi-echo raw runs share one (optimally combined) derivative without echo-
+            run_entities = {k: v for k, v in run_entities.items() if k != "echo"}
+            data, spaces = _find_data(run_entities, files, space, surface, desc, entities,
+                                      bold)
+        if data is not None and any(r.data == data for r in runs):
+            continue  # another echo of a run already found
         if data is None:
             other_spaces[bold.name] = sorted(s for s in spaces if s)
             continue
@@ -493,9 +501,10 @@ def _presentations(run, stimuli, n_volumes, trim, story_volumes=None):
                                  f" duration {duration}; both must be finite, onset >= 0 and "
                                  "duration > 0.")
             if onset >= run_seconds:
+                data_file = run.data[0] if isinstance(run.data, tuple) else run.data
                 raise ValueError(f"{run.events}: the {stim_file} row starts at {onset} s, "
                                  f"after the run ends ({n_volumes} volumes x {tr} s = "
-                                 f"{run_seconds:.1f} s in {Path(str(run.data[0] if isinstance(run.data, tuple) else run.data)).name}). "
+                                 f"{run_seconds:.1f} s in {Path(data_file).name}). "
                                  "The events belong to another run, or the run is truncated: "
                                  "fix the onsets or exclude the run.")
             start = int(round(onset / tr))

@@ -376,7 +376,8 @@ def make_miniature_petit_prince(root, *, language="EN", subjects=("EN057",), run
     9, 10, 11: sorted as text, run-10 would come before run-9), each starting
     :data:`PETIT_PRINCE_LEAD_IN` s (4 volumes) before its section's audio; derivatives
     ``derivatives/sub-<s>/func/<base>_space-MNIColin27_desc-preproc_bold.nii.gz`` with a brain
-    mask; TR 2.0 s in ``task-lpp<L>_bold.json``.
+    mask; TR 2.0 s in ``task-lpp<L>_bold.json``. The raw runs are multi-echo (``echo-1``,
+    ``echo-2``), the derivatives one combined run each, as in the English data.
 
     Parameters
     ----------
@@ -416,8 +417,9 @@ def make_miniature_petit_prince(root, *, language="EN", subjects=("EN057",), run
             n_volumes = lead + int(seconds[section] / tr) + 3
             base = f"sub-{subject}_task-{task}_run-{run}"
             data = _run_data(n_volumes, n_voxels, [(section, lead)], signals, rng, noise)
-            _write_nifti(root / f"sub-{subject}" / "func" / f"{base}_bold.nii.gz",
-                         _run_data(n_volumes, n_voxels, [], {}, rng, noise), tr)
+            for echo in (1, 2):  # multi-echo raw runs, one combined derivative
+                raw = root / f"sub-{subject}" / "func" / f"{base}_echo-{echo}_bold.nii.gz"
+                _write_nifti(raw, _run_data(n_volumes, n_voxels, [], {}, rng, noise), tr)
             out = root / "derivatives" / f"sub-{subject}" / "func"
             _write_nifti(out / f"{base}_space-MNIColin27_desc-preproc_bold.nii.gz", data, tr)
             nib.save(nib.Nifti1Image(_brain_mask().astype(np.uint8), _AFFINE),
