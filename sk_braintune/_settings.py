@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import inspect
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -227,10 +228,12 @@ def _settings_error(settings_cls, exc, data, *, source=None, prefix=""):
     -------
     error : SettingsError
     """
-    # unknown keys first (the old checks looked at the keys before the values)
+    # one error, an unknown key before a wrong value
     error = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    keys = [part for part in error["loc"] if isinstance(part, str)]
+    keys = [part for part in error["loc"] if isinstance(part, str)]  # ints: items of a list
     where = f"{source}: " if source else ""
+    if not keys:  # not about one field (no such error today)
+        return SettingsError(f"{where}{prefix}{settings_cls.__name__}: {error['msg']}")
     owner, spec = settings_cls, None
     for depth, key in enumerate(keys):
         if key not in owner.model_fields:
@@ -246,8 +249,7 @@ def _settings_error(settings_cls, exc, data, *, source=None, prefix=""):
     except (KeyError, AttributeError, TypeError):
         whole = value
     kind = error["type"]
-    if kind == "literal_error" and isinstance(value, spec.kind) and not (
-            isinstance(value, bool) and spec.kind is not bool):
+    if kind == "literal_error" and type(value) is spec.kind:  # the right type, not allowed
         allowed = ", ".join(repr(c) for c in spec.choices)
         hint = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
         return SettingsError(f"{where}unknown {keys[-1]} {value!r}: setting {name!r} must be one "
@@ -279,7 +281,9 @@ def _parameters_section(settings_cls):
             text += "."
         if not spec.command_line and not spec.is_table:
             text += " Config-file key only (no command-line flag)."
-        lines += [f"{spec.name} : {spec.type_text()}", f"    {text}"]
+        lines += [f"{spec.name} : {spec.type_text()}",
+                  *textwrap.wrap(text, width=96, initial_indent="    ",
+                                 subsequent_indent="    ", break_on_hyphens=False)]
     return "\n".join(lines)
 
 

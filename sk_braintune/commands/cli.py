@@ -116,8 +116,10 @@ def build_parser():
         "compare", help="where two results folders differ (their manifest.json files)",
         description="Compare the manifests of two results folders: versions, settings, seeds, "
                     "story split, voxel selection, data and model fingerprints (times and "
-                    "command lines left out). Exit status 0 when they agree, 1 when they "
-                    "differ.")
+                    "command lines left out). A folder whose files do not match the SHA-256 "
+                    "its manifest lists (changed, missing or extra files; a run that did not "
+                    "finish) is refused. Exit status 0 when they agree, 1 when they differ, "
+                    "2 for a missing or refused folder.")
     compare.add_argument("first", type=Path, help="results folder or manifest.json")
     compare.add_argument("second", type=Path, help="results folder or manifest.json")
     return parser
@@ -126,8 +128,9 @@ def build_parser():
 def _compare(args):
     from .report import compare_manifests, read_manifest
 
-    try:
-        first, second = read_manifest(args.first), read_manifest(args.second)
+    try:  # a folder whose files are not those of its manifest is refused, not compared
+        first = read_manifest(args.first, check=True)
+        second = read_manifest(args.second, check=True)
     except (FileNotFoundError, ValueError) as exc:
         print(f"sk-braintune compare: error: {exc}", file=sys.stderr)
         return 2
