@@ -86,6 +86,9 @@ def test_tuned_on_lebel_evaluated_on_narratives(tmp_path, tiny_model, narratives
         assert np.isnan(np.delete(values, data.column_index)).all()
     maps = results["participants"]["sub-001"]["maps"]
     assert len(maps) == 4 and all(m.endswith(".func.gii") for m in maps)
+    assert all((out / m).is_file() for m in maps)
+    listed = json.loads((out / "manifest.json").read_text())["files"]
+    assert set(maps) <= set(listed)  # in the results' file list, with their sha256
 
 
 @pytest.mark.slow

@@ -441,6 +441,9 @@ def _write_evaluation(config, per_participant, subjects, folder):
     voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
     save_arrays(folder / "normalized_r_per_layer.npy", voxels[subjects[0]])
     for participant, result in per_participant.items():
+        result["maps"] = _write_layer_maps(voxels[participant], result["layer_indices"],
+                                           result.pop("image_space", None), folder / "maps")
+    for participant, result in per_participant.items():
         for key, values in result.pop("voxel_significance", {}).items():
             voxels[f"{participant}_{key}"] = values
     results = {"layer_indices": first["layer_indices"], "layers": first["layers"],
@@ -599,21 +602,22 @@ def _paper_protocol(data, participant, config):
     return out, list(PAPER_TRAIN_STORIES), [TEST_STORY], encoder
 
 
-def _write_layer_maps(scores, layer_indices, data, folder, participant):
+def _write_layer_maps(scores, layer_indices, image_space, folder):
     """Each layer's per-column scores as an image in the data's space (none for space=None).
 
-    ``<participant>_layer<k>_normalized-r_space-<space>.nii.gz`` in a volume space, a
+    ``<subject>_layer<k>_normalized-r_space-<space>.nii.gz`` in a volume space, a
     ``..._hemi-L.func.gii`` / ``..._hemi-R.func.gii`` pair on a surface; NaN where no column.
+    Returns the paths relative to ``folder``'s parent (the results folder).
     """
     from ..datasets import save_record_image
 
-    if data.get("space") is None:
+    if image_space is None:
         return []
     paths = []
     for k, layer in enumerate(layer_indices):
-        paths += save_record_image(scores[k], data,
-                                   folder / f"{participant}_layer{int(layer):02d}_normalized-r")
-    return paths
+        stem = folder / f"{image_space['subject']}_layer{int(layer):02d}_normalized-r"
+        paths += save_record_image(scores[k], image_space, stem)
+    return [str(path.relative_to(folder.parent)) for path in paths]
 
 
 def evaluate_job(job):
@@ -633,8 +637,9 @@ def evaluate_job(job):
         Participant -> ``layer_indices``, ``layers`` (ROI -> normalised r per layer),
         ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``,
         ``variance_partitioning`` and ``significance`` (when on), ``voxel_significance``
-        (``p_values``, ``q_values`` of the last layer, or empty), ``maps`` (paths of the
-        per-layer score images in the data's space, empty for ds003020), ``split``,
+        (``p_values``, ``q_values`` of the last layer, or empty), ``image_space`` (the data's
+        ``space``, ``column_index``, ``mask_img``, ``n_vertices`` and ``subject``, for the
+        per-layer score images; None for ds003020), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
     from ..evaluation.alignment import (
@@ -727,11 +732,13 @@ def evaluate_job(job):
                 extra["significance"] = sig["roi"]
                 extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
         voxel_indices = data.get("voxel_indices", data.get("column_index"))
-        maps = _write_layer_maps(np.asarray(table["voxels"]), layer_indices, data,
-                                 Path(config.output) / "maps",
-                                 data.get("subject") or participant)
         out[participant] = {
-            "maps": [str(path) for path in maps],
+            # the way from columns back to an image, written with the results (picklable:
+            # it travels back from a job)
+            "image_space": (None if data.get("space") is None else {
+                "space": data.space, "column_index": np.asarray(data.column_index),
+                "mask_img": data.get("mask_img"), "n_vertices": data.get("n_vertices"),
+                "subject": data.get("subject") or participant}),
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),
