@@ -339,6 +339,12 @@ def test_words_file_ends_after_audio(copy):
         load_bids(copy, "01", space=MNI)
 
 
+def test_volume_mask_on_a_surface_space(surface_root, volume_root):
+    bold, mask = _run(volume_root, "run-1")
+    with pytest.raises(ValueError, match="must be a nilearn SurfaceImage"):
+        load_bids(surface_root, "01", space="fsaverage5", mask_img=str(mask))
+
+
 def test_subject_not_found_and_bad_space(volume_root):
     with pytest.raises(FileNotFoundError, match=r"subject 'sub-09' not found.*sub-01"):
         load_bids(volume_root, "sub-09", space=MNI)

@@ -756,6 +756,9 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
         if not surface:
             raise ValueError(f"mask_img is a surface image but space {space!r} is a volume.")
         surface_masker = mask_img
+    elif mask_img is not None and surface:
+        raise ValueError(f"space {space!r} is a surface: mask_img must be a nilearn "
+                         f"SurfaceImage of its mesh, not {type(mask_img).__name__}.")
     stimuli = root / "stimuli"
     deriv_roots = _derivative_roots(root, derivatives)
     pipelines = (sorted(p for p in (root / "derivatives").iterdir() if p.is_dir())
