@@ -485,7 +485,7 @@ def _row_story_names(run):
     return names
 
 
-def _presentations(run, stimuli, n_volumes, trim, story_volumes=None):
+def _presentations(run, n_volumes, trim, story_volumes=None):
     """(story, stim_file, audio_onset, start, stop) of each selected row of one run."""
     out = []
     tr = run.tr
@@ -812,10 +812,9 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
     keep, n_vertices, presentations = _read_runs(
         participants, per_runs, surface=surface, mask=mask, surface_masker=surface_masker,
         confounds=confounds, clean_args=clean_args, trim=trim, story_volumes=story_volumes,
-        nan_policy=nan_policy, stimuli=stimuli)
+        nan_policy=nan_policy)
 
     # -- stories ------------------------------------------------------------------------
-    order = []
     heard = []
     for name in participants:
         names = []
@@ -946,7 +945,7 @@ def _within(table, span):
 
 
 def _read_runs(participants, per_runs, *, surface, mask, surface_masker, confounds,
-               clean_args, trim, story_volumes, nan_policy, stimuli):
+               clean_args, trim, story_volumes, nan_policy):
     """Read every run once; its presentations; the columns valid in every run.
 
     Returns ``keep`` (bool per column), ``n_vertices`` (surfaces) and ``presentations``
@@ -974,7 +973,7 @@ def _read_runs(participants, per_runs, *, surface, mask, surface_masker, confoun
                 run.values = np.concatenate([left, right], axis=1)
                 del left, right
                 run.offset = 0
-            run.items = _presentations(run, stimuli, run.n_volumes, trim, story_volumes)
+            run.items = _presentations(run, run.n_volumes, trim, story_volumes)
             if not surface:
                 span = ((0, run.n_volumes) if confounds is not None or clean_args
                         else (min(p["start"] for p in run.items),
