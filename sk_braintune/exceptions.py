@@ -8,7 +8,7 @@ This module imports nothing heavy: it sits at the bottom of the package's layers
 from __future__ import annotations
 
 __all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning", "StoryLeakWarning",
-           "CheckpointError", "JobError"]
+           "CheckpointError", "JobError", "StaleSummaryError"]
 
 
 class StudyInputError(ValueError):
@@ -70,3 +70,9 @@ class JobError(RuntimeError):
         super().__init__(message)
         self.index = index
         self.stderr = stderr
+
+
+class StaleSummaryError(RuntimeError):
+    """A stored summary of the built-in dataset's stimulus features that this machine does not
+    reproduce bit for bit (another espeak-ng or MiniLM build): the dataset is then built from
+    every story instead of only the ones a run uses."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._hashing import digest_bytes, digest_json
 from .._utils import atomic_write_bytes, cache_dir, data_file
+from ..exceptions import StaleSummaryError
 from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import band_power_envelopes, hold_at_onsets, recent_word_contexts
@@ -399,7 +400,7 @@ def _build(texts, names, split, params, minutes, cache, verbose):
             try:
                 data, _ = _generate(speech, names, split, dict(params, cache=cache), verbose,
                                     summary=summary, keep=keep)
-            except _StaleSummary as exc:
+            except StaleSummaryError as exc:
                 logger.info("make_story_dataset: %s; building every story", exc)
             else:
                 data = _keep_training_minutes(_with_audio(data, speech), float(minutes))
@@ -476,10 +477,6 @@ def story_speech(stories="library", split="train", *, voice="en-us", rate=175, t
     out = {name: Bunch(audio=speech[name]["audio"], words=speech[name]["words"],
                        phones=speech[name]["phones"]) for name in names}
     return out, digest
-
-
-class _StaleSummary(Exception):
-    """A summary of stimulus features that this machine does not reproduce."""
 
 
 def _summary_key(texts, params):
@@ -791,7 +788,7 @@ def _generate(speech, stories, split, params, verbose, summary=None, keep=None):
     ``stories``; the fields are made for the stories of ``keep`` (all by default), whose
     ``speech`` is given. With a ``summary`` of every story's features (from an earlier build,
     :func:`_read_summary`), only the kept stories are embedded: their features must equal the
-    summary's bit for bit, or :class:`_StaleSummary` is raised.
+    summary's bit for bit, or :class:`~sk_braintune.exceptions.StaleSummaryError` is raised.
     """
     from tqdm.auto import tqdm
 
@@ -829,7 +826,7 @@ def _generate(speech, stories, split, params, verbose, summary=None, keep=None):
         for name in keep:
             if not (np.array_equal(semantic[name], summary["semantic"][name])
                     and np.array_equal(acoustic[name], summary["acoustic"][name])):
-                raise _StaleSummary(f"the stimulus features of story {name!r} differ from "
+                raise StaleSummaryError(f"the stimulus features of story {name!r} differ from "
                                     "the summary's (another espeak-ng, MiniLM or BLAS build)")
     all_semantic = {name: summary["semantic"][name] for name in stories}
     all_acoustic = {name: summary["acoustic"][name] for name in stories}
