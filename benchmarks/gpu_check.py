@@ -1035,10 +1035,16 @@ def ddp_worker(spec_path):
 def model_flops_per_window(config, n_samples, n_targets):
     """Forward + backward FLOPs of one window for a wav2vec2 model with a frozen CNN.
 
-    Matrix products only (2 FLOPs per multiply-add): the CNN forward (frozen: no backward);
-    the feature projection, positional convolution and every block forward, and twice that
-    backward; the head. Gradient checkpointing's second forward is not counted (model FLOPs,
-    as MFU counts them).
+    Matrix products and convolutions only (2 FLOPs per multiply-add): the CNN forward (frozen:
+    no backward); the feature projection, the positional convolution (an even kernel computes
+    one extra frame, dropped after), every block's projections, attention scores and weighted
+    values, and feed-forward pair, forward and twice that backward; the head. Gradient
+    checkpointing's second forward is not counted (model FLOPs, as MFU counts them).
+
+    Returns
+    -------
+    flops : dict
+        ``frames`` and the FLOPs of each part for one window; ``total``.
     """
     cnn, length, channels = 0, n_samples, 1
     for dim, kernel, stride in zip(config.conv_dim, config.conv_kernel, config.conv_stride):
@@ -1046,13 +1052,16 @@ def model_flops_per_window(config, n_samples, n_targets):
         cnn += 2 * channels * dim * kernel * length
         channels = dim
     d, f, F = config.hidden_size, config.intermediate_size, length
-    groups = config.num_conv_pos_embedding_groups
-    trainable = 2 * F * channels * d + 2 * F * d * (d // groups) * config.num_conv_pos_embeddings
-    trainable += config.num_hidden_layers * (4 * 2 * F * d * d + 2 * 2 * F * F * d
-                                             + 2 * 2 * F * d * f)
-    trainable += 2 * d * n_targets
-    return {"frames": F, "cnn_forward": cnn, "trainable_forward": trainable,
-            "total": cnn + 3 * trainable}
+    kernel, groups = config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups
+    positions = F + 1 - kernel % 2
+    front = 2 * F * channels * d + 2 * positions * d * (d // groups) * kernel
+    blocks = config.num_hidden_layers * (4 * 2 * F * d * d + 2 * 2 * F * d * f)
+    attention = config.num_hidden_layers * 2 * 2 * F * F * d
+    head = 2 * d * n_targets
+    trainable = front + blocks + attention + head
+    return {"frames": F, "cnn_forward": cnn, "projection_forward": front,
+            "blocks_forward": blocks, "attention_forward": attention, "head_forward": head,
+            "trainable_forward": trainable, "total": cnn + 3 * trainable}
 
 
 def _step_timer():
