@@ -613,11 +613,13 @@ def package_versions():
 class Run:
     """What the stages share: the bundle, the output folder, the device, the budget."""
 
-    def __init__(self, bundle, out, *, smoke, budget_s, cache):
+    def __init__(self, bundle, out, *, smoke, budget_s, cache, seeds=None):
         self.bundle = Path(bundle)
         self.out = Path(out)
         self.smoke = smoke
         self.dose = DOSES["smoke" if smoke else "paper"]
+        # the design's order; a later call may go on with the seeds an earlier one left
+        self.seeds = [s for s in self.dose["seeds"] if seeds is None or s in seeds]
         self.started = time.perf_counter()
         self.deadline = self.started + budget_s
         self.cache = Path(cache)
@@ -972,7 +974,8 @@ def ddp_step(run):
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
-            return {"equal": False, "seconds": seconds, "error": (proc.stdout + proc.stderr)[-4000:]}
+            return {"equal": False, "seconds": seconds,
+                    "error": (proc.stdout + proc.stderr)[-4000:]}
         worker = json.loads(Path(scratch, "rank0.json").read_text())
         ddp = dict(np.load(spec["out"]))
         saved = {}
@@ -1297,15 +1300,15 @@ def stage_study(run):
            "design_document": "docs/semantic_design.rst, Paper-dose study (GPU)",
            "primary_endpoint": "semantic voxels, last layer, noise-ceiling-normalised r",
            "families": {f: run.models[f] for f in FAMILIES}, "dataset_checks": {},
-           "rows": {f: [] for f in FAMILIES}, "summary": {}, "decision": {}, "skipped": [],
-           "status": "running"}
+           "seeds_requested": run.seeds, "rows": {f: [] for f in FAMILIES}, "summary": {},
+           "decision": {}, "skipped": [], "status": "running"}
     write_json(path, out)
     estimates = {}
     with minilm_blocked():
-        for seed in dose["seeds"]:
+        for seed in run.seeds:
             for family in FAMILIES:
-                # Whisper tiny.en (d=384) costs about twice the SSL model (d=256) until timed
-                prior = estimates.get(family) or 2.0 * estimates.get(FAMILIES[0], 0.0)
+                # Whisper tiny.en (width 384) costs more than the SSL model (256) until timed
+                prior = estimates.get(family) or 1.5 * estimates.get(FAMILIES[0], 0.0)
                 needed = prior * 1.1 + (
                     0.0 if str(seed) in out["dataset_checks"] else estimates.get("dataset", 0.0))
                 if run.left() < max(needed, dose["min_seconds_left"]):
@@ -1350,6 +1353,38 @@ def stage_study(run):
     return out
 
 
+def merge_studies(paths, output):
+    """Join the study rows of several runs (e.g. two calls, other seeds), with the tests.
+
+    A seed run twice keeps its first row. Writes ``output`` in the form of ``gpu_study.json``.
+    """
+    from study_braintuning import summarize
+
+    studies = [json.loads(Path(p).read_text()) for p in paths]
+    first = studies[0]
+    merged = {"design": first["design"], "design_document": first["design_document"],
+              "primary_endpoint": first["primary_endpoint"],
+              "merged_from": [str(p) for p in paths], "dataset_checks": {},
+              "rows": {f: [] for f in FAMILIES}, "summary": {}, "decision": {}, "skipped": [],
+              "status": "ok"}
+    for study in studies:
+        merged["dataset_checks"].update({k: v for k, v in study["dataset_checks"].items()
+                                         if k not in merged["dataset_checks"]})
+        merged["skipped"] += study.get("skipped", [])
+        for family, rows in study["rows"].items():
+            seen = {r["seed"] for r in merged["rows"][family]}
+            merged["rows"][family] += [r for r in rows if r["seed"] not in seen]
+    for family, rows in merged["rows"].items():
+        rows.sort(key=lambda r: r["seed"])
+        if len(rows) >= 2:
+            merged["summary"][family] = _summary(rows, summarize)
+            merged["decision"][family] = decision(merged["summary"][family], rows[0]["models"],
+                                                  len(rows))
+    merged["seeds_done"] = {f: [r["seed"] for r in merged["rows"][f]] for f in FAMILIES}
+    write_json(output, merged)
+    return merged
+
+
 def _summary(rows, summarize):
     """The pre-registered study's paired tests across seeds (its own ``summarize``)."""
     with tempfile.TemporaryDirectory(prefix="skbt_summary_") as folder:
@@ -1381,7 +1416,8 @@ STAGE_FUNCTIONS = {"environment": stage_environment, "tuner": stage_tuner,
                    "throughput": stage_throughput, "ridge": stage_ridge, "study": stage_study}
 
 
-def run_check(bundle, out, *, smoke=False, budget_s=330.0, cache=None, stages=STAGES):
+def run_check(bundle, out, *, smoke=False, budget_s=330.0, cache=None, stages=STAGES,
+              seeds=None):
     """Run the stages (see the module docstring); returns each stage's result."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1391,7 +1427,7 @@ def run_check(bundle, out, *, smoke=False, budget_s=330.0, cache=None, stages=ST
     for var, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                        ("TOKENIZERS_PARALLELISM", "false"), ("MPLBACKEND", "Agg")):
         os.environ.setdefault(var, value)
-    run = Run(bundle, out, smoke=smoke, budget_s=budget_s, cache=cache)
+    run = Run(bundle, out, smoke=smoke, budget_s=budget_s, cache=cache, seeds=seeds)
     log(f"run: bundle {bundle}, output {out}, cache {cache}, budget {budget_s:.0f} s, "
         f"stages {', '.join(stages)}")
     run.prepare()
@@ -1408,6 +1444,8 @@ def main(argv=None):
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--bundle", type=Path, metavar="DIR", help="write the bundle to DIR")
     mode.add_argument("--run", type=Path, metavar="DIR", help="run the check from bundle DIR")
+    mode.add_argument("--merge-study", type=Path, nargs="+", metavar="JSON",
+                      help="join the gpu_study.json of several runs into --out (a file)")
     mode.add_argument("--ddp-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="folder of the stages' JSON (--run)")
     parser.add_argument("--budget-s", type=float, default=330.0,
@@ -1415,19 +1453,24 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true",
                         help="every stage at tiny size on the CPU (bundle and run)")
     parser.add_argument("--seeds", type=int, nargs="+",
-                        help="--bundle: seeds whose responses get a checksum")
+                        help="--bundle: seeds whose responses get a checksum; --run: the "
+                        "study's seeds (default: all planned, in the design's order)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--cache", type=Path, help="--run: cache folder (default: a new one)")
     args = parser.parse_args(argv)
     if args.ddp_worker:
         ddp_worker(args.ddp_worker)
+    elif args.merge_study:
+        if args.out is None:
+            parser.error("--merge-study needs --out (the merged JSON file)")
+        merge_studies(args.merge_study, args.out)
     elif args.bundle:
         write_bundle(args.bundle, smoke=args.smoke, seeds=args.seeds)
     else:
         if args.out is None:
             parser.error("--run needs --out")
         run_check(args.run, args.out, smoke=args.smoke, budget_s=args.budget_s,
-                  cache=args.cache, stages=args.stages)
+                  cache=args.cache, stages=args.stages, seeds=args.seeds)
 
 
 if __name__ == "__main__":
