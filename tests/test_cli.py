@@ -2,7 +2,6 @@
 ds003020 copy, and the error messages users see."""
 
 import csv
-import dataclasses
 import json
 import math
 import warnings
@@ -136,7 +135,7 @@ def test_config_file_and_flags_merge(tmp_path):
     config.write_text('seed = 3\nwindow = 4.0\n')
     args = cli.build_parser().parse_args(["tune", "--config", str(config), "--seed", "5"])
     resolved = cli.resolve_config(args)
-    assert resolved["seed"] == 5 and resolved["window"] == 4.0
+    assert resolved.seed == 5 and resolved.window == 4.0
     assert isinstance(resolved, TuneSettings) and resolved.window == 4.0
     # what neither gives comes from the settings' defaults
     assert resolved.min_ceiling == TuneSettings().min_ceiling == 0.4
@@ -144,7 +143,7 @@ def test_config_file_and_flags_merge(tmp_path):
 
 @pytest.mark.parametrize("command", ["demo", "tune", "evaluate", "dataset"])
 def test_parser_defaults_are_the_settings_defaults(command, capsys):
-    """No flag, no file: exactly the dataclass's defaults; --help shows them."""
+    """No flag, no file: exactly the settings' defaults; --help shows them."""
     settings_cls = COMMAND_SETTINGS[command]
     resolved = cli.resolve_config(cli.build_parser().parse_args([command]))
     assert resolved == settings_cls()
@@ -152,14 +151,14 @@ def test_parser_defaults_are_the_settings_defaults(command, capsys):
         cli.main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped at "-"
     defaults = settings_cls()
-    for field in dataclasses.fields(settings_cls):
-        value = getattr(defaults, field.name)
+    for name, field in settings_cls.model_fields.items():
+        value = getattr(defaults, name)
         if (value is None or isinstance(value, bool)
-                or not field.metadata["option"].command_line):
+                or (field.json_schema_extra or {}).get("command_line") is False):
             continue
         text = (" ".join(map(str, value)) if isinstance(value, tuple)
                 else f"{value:g}" if isinstance(value, float) else str(value))
-        assert f"(default: {text})" in help_text, field.name
+        assert f"(default: {text})" in help_text, name
 
 
 def test_min_ceiling_zero_is_kept(tmp_path):

@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from .._utils import atomic_write_text
 
@@ -210,8 +211,8 @@ def utc_now():
 
 def _plain(value):
     """JSON-ready copy of settings, numpy values, paths and tuples."""
-    if hasattr(value, "to_dict") and hasattr(value, "keys"):
-        return _plain(value.to_dict())
+    if isinstance(value, BaseModel):  # settings objects
+        return value.model_dump(mode="json")
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

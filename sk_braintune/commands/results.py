@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from .._utils import atomic_write_text
 
@@ -114,8 +115,8 @@ def format_results_table(rows):
 
 
 def _json_default(value):
-    if hasattr(value, "to_dict") and hasattr(value, "keys"):  # settings objects
-        return value.to_dict()
+    if isinstance(value, BaseModel):  # settings objects
+        return value.model_dump(mode="json")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -206,8 +207,8 @@ def save_config(config, output):
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    if hasattr(config, "to_dict"):
-        config = config.to_dict()
+    if isinstance(config, BaseModel):
+        config = config.model_dump(mode="json")
     path = output / "config.toml"
     atomic_write_text(path, "\n".join(_toml_lines(config)) + "\n")
     return path

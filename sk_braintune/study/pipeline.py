@@ -28,13 +28,8 @@ from ..commands.results import (
 from .._docs import fill_doc
 from ..builtin.registry import model_label, pretrained_model_path
 from ..exceptions import StudyInputError
-from ..commands.settings import (
-    CONTROL_MODELS,
-    DEFAULT_CONTROLS,
-    DatasetCommandSettings,
-    DemoCommandSettings,
-    DemoSettings,
-)
+from ..commands.settings import DatasetCommandSettings, DemoCommandSettings
+from .settings import CONTROL_MODELS, DEFAULT_CONTROLS, DemoSettings
 
 __all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
            "run_demo", "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
@@ -56,15 +51,15 @@ def demo_settings(quick=False, epochs=None, **overrides):
     epochs : int, optional
         Override the number of tuning epochs.
     **overrides
-        Any field of :class:`~sk_braintune.commands.settings.DemoSettings`.
+        Any field of :class:`~sk_braintune.study.settings.DemoSettings`; a mapping for a
+        nested table changes only the keys it holds.
 
     Returns
     -------
     settings : DemoSettings
         ``dataset`` (keyword arguments of ``make_story_dataset``), ``window`` (s),
         ``min_ceiling`` (tuning targets), ``tuner`` (``BrainTuner`` parameters), ``probe``,
-        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``); each also readable as
-        ``settings["window"]``.
+        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``), ...
     """
     return DemoSettings.preset(quick=quick, epochs=epochs, **overrides)
 
@@ -75,18 +70,20 @@ def model_names(settings):
     Parameters
     ----------
     settings : DemoSettings or dict
-        From :func:`demo_settings`.
+        From :func:`demo_settings` (a dict is checked into a ``DemoSettings``).
 
     Returns
     -------
     names : tuple of str
         ``"pretrained"``, ``"brain-tuned"``, then one name per control (``CONTROL_MODELS``).
+
+    Raises
+    ------
+    SettingsError
+        For a control that is not a key of ``CONTROL_MODELS`` (a :class:`StudyInputError`).
     """
-    controls = settings.get("controls", DEFAULT_CONTROLS)
-    unknown = [c for c in controls if c not in CONTROL_MODELS]
-    if unknown:
-        raise StudyInputError(f"unknown controls {unknown}; choose from {list(CONTROL_MODELS)}")
-    return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in controls))
+    settings = DemoSettings.from_mapping(settings)
+    return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in settings.controls))
 
 
 def show_library_messages(verbose=True):
@@ -118,9 +115,8 @@ def show_library_messages(verbose=True):
 def _set_torch_threads(config):
     import torch
 
-    threads = config.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
 
 
 # -- dataset summary (also the first stage of the demo) ---------------------------------------
@@ -139,7 +135,7 @@ def run_dataset_summary(config, command_line=None):
 
     config = DatasetCommandSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    dataset = {k: v for k, v in DemoSettings().dataset.items() if v is not None}
+    dataset = DemoSettings().dataset.model_dump(exclude_none=True)
     data = make_story_dataset(random_state=config.seed, verbose=not config.quiet, **dataset)
     print("Built-in story dataset (the demo's: "
           + ", ".join(f"{k}={v}" for k, v in dataset.items()) + ")")
@@ -251,16 +247,16 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     results = {"settings": settings, "seed": seed, "models": list(names)}
 
     with stages("dataset: espeak-ng stories, simulated responses"):
-        data = make_story_dataset(random_state=seed, verbose=verbose, **{
-            k: v for k, v in settings["dataset"].items() if v is not None})
+        data = make_story_dataset(random_state=seed, verbose=verbose,
+                                  **settings.dataset.model_dump(exclude_none=True))
     print(dataset_summary(data), flush=True)
     train, valid, test = (list(data.split[k]) for k in ("train", "validation", "test"))
     results["train_minutes"] = sum(len(data.audio[s]) for s in train) / data.sample_rate / 60
 
-    with stages(f"pretrained model: {model_label(settings['model'])}"):
-        model_path = pretrained_model_path(settings["model"])
+    with stages(f"pretrained model: {model_label(settings.model)}"):
+        model_path = pretrained_model_path(settings.model)
 
-    window = settings["window"]
+    window = settings.window
     fit_stories = train + valid
     listeners = {p: select_participant(data, p) for p in data.participants}
     several = len(listeners) > 1
@@ -268,7 +264,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     # paper: one shared head), the targets the voxels every listener's noise ceiling passes
     X_fit, y_fit, g_fit, p_fit = participant_windows(data, fit_stories, window=window)
     ceilings = np.min([np.asarray(own.noise_ceiling) for own in listeners.values()], axis=0)
-    selected = np.flatnonzero(ceilings > settings["min_ceiling"])
+    selected = np.flatnonzero(ceilings > settings.min_ceiling)
     results["n_tuning_targets"] = int(selected.size)
     results["participants"] = list(listeners)
     validation = HeldOutStories(valid)
@@ -276,16 +272,16 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
-    tuner_params = dict(settings["tuner"], validation=validation, device=device,
+    tuner_params = dict(settings.tuner.model_dump(), validation=validation, device=device,
                         random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
     tuners = {}
     who = f"{len(listeners)} listeners' " if several else ""
     with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
-                f"with noise ceiling > {settings['min_ceiling']}"):
+                f"with noise ceiling > {settings.min_ceiling}"):
         tuners["brain-tuned"] = BrainTuner(model_path, **tuner_params).fit(
             X_fit, y_fit[:, selected], groups=g_fit, **by_listener)
     results["control"] = {}
-    for kind in settings.get("controls", DEFAULT_CONTROLS):
+    for kind in settings.controls:
         targets, details = _listener_controls(kind, y_fit[:, selected], g_fit, p_fit, seed)
         results["control"][kind] = details
         with stages(f"{CONTROL_MODELS[kind]} control: tuning on {details['description']}"):
@@ -309,9 +305,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     labels = np.asarray(data.voxel_labels)
     responses = {p: stack_responses(own, fit_stories + test) for p, own in listeners.items()}
     ceiling = {p: np.asarray(own.noise_ceiling) for p, own in listeners.items()}
-    # one encoding model for every fit: settings["ridge_backend"] = "torch" runs them on the GPU
-    encoder = default_encoder(cv=settings["ridge_cv"],
-                              backend=settings.get("ridge_backend", "numpy"))
+    # one encoding model for every fit: settings.ridge_backend = "torch" runs them on the GPU
+    encoder = default_encoder(cv=settings.ridge_cv, backend=settings.ridge_backend)
     per_listener = {p: {} for p in listeners}
     mean_over = f" (each of {len(listeners)} listeners)" if several else ""
     with stages(f"alignment: voxelwise ridge per layer, scored on the held-out story{mean_over}"):
@@ -326,8 +321,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                                              axis=0) for name in names}
     results["voxel_labels"] = labels.tolist()
 
-    if "significance" in analyses and settings.get("significance", True):
-        with stages(f"significance: {settings['n_permutations']} block permutations, BH-FDR, "
+    if "significance" in analyses and settings.significance:
+        with stages(f"significance: {settings.n_permutations} block permutations, BH-FDR, "
                     f"block-bootstrap intervals (last layer){mean_over}"):
             for p in listeners:
                 per_listener[p]["significance"] = {}
@@ -335,8 +330,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                     fit = layers[p][name]["last_layer"]
                     sig = alignment_significance(
                         fit["y_true"], fit["prediction"], labels, groups=fit["groups"],
-                        noise_ceiling=ceiling[p], n_permutations=settings["n_permutations"],
-                        n_bootstraps=settings["n_permutations"], random_state=seed)
+                        noise_ceiling=ceiling[p], n_permutations=settings.n_permutations,
+                        n_bootstraps=settings.n_permutations, random_state=seed)
                     per_listener[p]["significance"][name] = sig["roi"]
                     key = (f"{p}_" if several else "") + name.replace("-", "_")
                     results["voxel_scores"][f"{key}_p_values"] = sig["p_values"]
@@ -353,18 +348,18 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             for p, own in listeners.items():
                 per_listener[p]["low_level_impact"] = low_level_impacts(
                     own, last_layers, g_all, fit_stories, test, estimator=encoder,
-                    cv=settings["ridge_cv"], lowlevel=lowlevel, responses=responses[p])
-    if "variance_partitioning" in analyses and settings.get("variance_partitioning", True):
+                    cv=settings.ridge_cv, lowlevel=lowlevel, responses=responses[p])
+    if "variance_partitioning" in analyses and settings.variance_partitioning:
         with stages("variance partitioning: last layer vs the same low-level features "
                     f"(banded ridge){mean_over}"):
             for p, own in listeners.items():
                 per_listener[p]["variance_partitioning"] = variance_partition_summary(
                     own, last_layers, g_all, fit_stories, test, lowlevel=lowlevel,
-                    n_iter=settings["partitioning_n_iter"], cv=settings["ridge_cv"],
-                    backend=settings.get("ridge_backend", "numpy"), random_state=seed,
+                    n_iter=settings.partitioning_n_iter, cv=settings.ridge_cv,
+                    backend=settings.ridge_backend, random_state=seed,
                     responses=responses[p])["roi"]
-    if "encoding_curve" in analyses and settings["encoding_curve"]:
-        counts = ", ".join(map(str, settings["encoding_curve"]))
+    if "encoding_curve" in analyses and settings.encoding_curve:
+        counts = ", ".join(map(str, settings.encoding_curve))
         with stages(f"encoding-data curve: the ridge on {counts} and all fitting stories "
                     f"(last layer){mean_over}"):
             for p in listeners:
@@ -462,7 +457,7 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
     """Features of the pretrained and tuned models, sharing the frozen layers when possible."""
     from ..models import load_backbone
 
-    if settings["tuner"].get("trainable_layers") == 1:
+    if settings.tuner.trainable_layers == 1:
         pretrained = load_backbone(model_path)
         return shared_layer_features(pretrained, {n: t.backbone_ for n, t in tuners.items()},
                                      windows, device=device, verbose=verbose)
@@ -519,7 +514,7 @@ def _encoding_curve(last_layers, responses, groups, fit_stories, test, noise_cei
     kinds = {kind: np.flatnonzero(labels == kind) for kind in ("semantic", "auditory")
              if np.any(labels == kind)}
     curve = data_efficiency_curve(last_layers, responses, groups, fit_stories, test,
-                                  n_stories=settings["encoding_curve"],
+                                  n_stories=settings.encoding_curve,
                                   noise_ceiling=noise_ceiling, voxels=kinds, estimator=encoder)
     return {name: {roi: {str(row.n_train_stories): float(row.mean_normalized)
                          for row in part[part["voxels"] == roi].itertuples()}
@@ -531,7 +526,7 @@ def _probe_scores(sources, settings, *, seed, device, verbose):
     from ..analysis import pooled_layer_features, probe_layers
     from ..builtin import make_intent_dataset
 
-    intents = make_intent_dataset(random_state=seed, **settings["probe"]["dataset"])
+    intents = make_intent_dataset(random_state=seed, **settings.probe.dataset)
     train, test = intents.split["train"], intents.split["test"]
     y = np.asarray(intents.target)
     out = {}
