@@ -38,15 +38,19 @@ Usage::
 
     python benchmarks/gpu_check.py --bundle .gpu_bundle     # here; --seeds 0 1 2 3 4 5 by default
     echo /.gpu_bundle/ >> .git/info/exclude                  # carried to the device, not committed
-    # on the GPU machine, from the repository root, carrying .gpu_bundle:
+    # on the GPU machine, from the repository root, carrying .gpu_bundle (time limit ~420 s):
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python3 benchmarks/gpu_check.py --run .gpu_bundle \\
-        --out $OUT --budget-s 330
+        --out $OUT --budget-s 330 --cache /tmp/skbt_cache
+    # a second call on the warm machine goes on with the next seeds (same --cache):
+    ... --run .gpu_bundle --out $OUT --stages study --seeds 1 2 --budget-s 240 --cache ...
+    python benchmarks/gpu_check.py --merge-study a/gpu_study.json b/gpu_study.json \\
+        --out gpu_study.json
 
     python benchmarks/gpu_check.py --bundle /tmp/b --smoke && \\
         python benchmarks/gpu_check.py --run /tmp/b --out /tmp/o --smoke
 
-``--stages`` runs a subset (e.g. ``--stages study`` on a second try); ``--cache`` chooses the
-folder the run writes models and datasets to (a fresh temporary one by default).
+``--stages`` runs a subset; ``--seeds`` the study's seeds (in the design's order); ``--cache``
+the folder the run writes models, speech and datasets to (a fresh temporary one by default).
 """
 
 from __future__ import annotations
@@ -82,12 +86,13 @@ DEVICE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux
                     "manylinux2014_x86_64", "manylinux1_x86_64")
 # Packages the GPU machines' image already holds (the device notes' package list; those the
 # toolkit uses): no wheel is carried for them. nilearn is missing there but only the brain maps
-# import it, which the check never draws.
+# import it, which the check never draws. typing-extensions is there too, but pydantic needs a
+# recent one, so it travels with pydantic.
 DEVICE_IMAGE = {
     "numpy", "scipy", "scikit-learn", "joblib", "threadpoolctl", "torch", "transformers",
     "safetensors", "tokenizers", "huggingface-hub", "h5py", "filelock", "tqdm", "matplotlib",
     "pandas", "packaging", "pyyaml", "regex", "requests", "fsspec", "jinja2", "networkx", "sympy",
-    "pillow", "typing-extensions", "psutil", "six", "python-dateutil", "pyparsing", "contourpy",
+    "pillow", "psutil", "six", "python-dateutil", "pyparsing", "contourpy",
     "cycler", "fonttools", "kiwisolver", "nilearn"}
 DEMO_WHEELS = ("espeakng-loader",)  # the demo extra's part the study needs on the device
 SKETCH_SIZE = 4
@@ -177,17 +182,14 @@ def dose_settings(seed, model, dose):
                               controls=list(dose["controls"]), fixed_stories=False, model=model,
                               stories="library", minutes=dose["minutes"],
                               context_words=dose["context_words"])
-    settings = study_settings(args, seed)
-    settings.dataset.update(n_participants=1, max_words=dose["max_words"])
-    settings.tuner.update(**dose["tuner"])
-    settings.ridge_backend = "torch"
-    settings.ridge_cv = dose["ridge_cv"]
-    return settings
+    return study_settings(args, seed).with_overrides({
+        "dataset": {"n_participants": 1, "max_words": dose["max_words"]},
+        "tuner": dose["tuner"], "ridge_backend": "torch", "ridge_cv": dose["ridge_cv"]})
 
 
 def dataset_kwargs(settings):
     """Keyword arguments of ``make_story_dataset`` exactly as the study passes them."""
-    return {k: v for k, v in settings["dataset"].items() if v is not None}
+    return settings.dataset.model_dump(exclude_none=True)
 
 
 def build_dataset(settings, seed):

@@ -213,7 +213,7 @@ def test_paper_dose_settings_are_the_design():
         kwargs = gpu_check.dataset_kwargs(settings)
         assert kwargs == {"stories": "library", "context_words": 20, "n_participants": 1,
                           **held_out_stories(seed, stories="library")}
-        tuner = dict(settings.tuner.items())
+        tuner = settings.tuner.model_dump()
         assert tuner["trainable_layers"] is None  # the whole encoder; the CNN stays frozen
         assert (tuner["max_epochs"], tuner["batch_size"], tuner["patience"]) == (30, 128, 2)
         assert (tuner["lr_backbone"], tuner["lr_head"]) == (5e-5, 1e-4)
