@@ -973,7 +973,13 @@ def ddp_step(run):
                    "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
                    str(Path(__file__).resolve()), "--ddp-worker", str(Path(scratch, "spec.json"))]
         t0 = time.perf_counter()
-        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        try:
+            proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                                  timeout=180)
+        except subprocess.TimeoutExpired as exc:
+            return {"equal": False, "seconds": time.perf_counter() - t0,
+                    "error": f"torchrun did not finish in {exc.timeout} s: "
+                             f"{str(exc.stdout or '')[-2000:]}{str(exc.stderr or '')[-2000:]}"}
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
             return {"equal": False, "seconds": seconds,
@@ -1146,8 +1152,6 @@ def stage_throughput(run):
     import torch
     from transformers import AutoConfig
 
-    from sk_braintune.tuning import BrainTuner
-
     cuda = run.device.type == "cuda"
     with tempfile.TemporaryDirectory(prefix="skbt_w2v_") as scratch:
         if cuda:
@@ -1177,33 +1181,52 @@ def stage_throughput(run):
                "frames": flops["frames"], "targets": n_targets, "flops_per_window": flops,
                "bf16_peak_tflops_datasheet": peak, "timed": "median step after the first"}
         for precision in precisions:
-            timer = _step_timer()
+            try:
+                out[precision] = _throughput_one(run, path, X, y, batch, n_steps, precision,
+                                                 flops, peak)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: keep the other
+                out[precision] = {"error": f"{type(exc).__name__}: {exc}"}
+                log(f"  throughput {precision} failed: {out[precision]['error']}")
             if cuda:
                 torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            BrainTuner(path, precision=precision, batch_size=batch, max_epochs=1,
-                       validation=None, device=str(run.device), random_state=0,
-                       callbacks=[timer]).fit(X, y)
-            tuner_step = float(np.median(np.diff(timer.times)[1:]))
-            entry = {"tuner_step_s": tuner_step, "windows_per_s": batch / tuner_step}
-            if cuda:
-                entry["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            bare = bare_steps(path, X, y, batch, n_steps, precision, run.device)
-            bare_step = float(np.median(bare[1:]))
-            entry.update(bare_step_s=bare_step, bare_windows_per_s=batch / bare_step,
-                         overhead_ratio=tuner_step / bare_step)
-            if cuda:
-                entry["bare_peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
-            achieved = flops["total"] * batch / tuner_step / 1e12
-            entry["model_tflops"] = achieved
-            if peak:
-                entry["mfu_vs_bf16_peak"] = achieved / peak
-            out[precision] = entry
-            log(f"  throughput {precision}: {entry['windows_per_s']:.1f} windows/s "
-                f"(bare {entry['bare_windows_per_s']:.1f}), {achieved:.1f} TFLOP/s")
+    if any("error" in out[p] for p in precisions):
+        out["status"] = "failed checks"
     return out
+
+
+def _throughput_one(run, path, X, y, batch, n_steps, precision, flops, peak):
+    """One precision of :func:`stage_throughput`: the tuner's steps, then the bare ones."""
+    import torch
+
+    from sk_braintune.tuning import BrainTuner
+
+    cuda = run.device.type == "cuda"
+    timer = _step_timer()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    BrainTuner(path, precision=precision, batch_size=batch, max_epochs=1,
+               validation=None, device=str(run.device), random_state=0,
+               callbacks=[timer]).fit(X, y)
+    tuner_step = float(np.median(np.diff(timer.times)[1:]))
+    entry = {"tuner_step_s": tuner_step, "windows_per_s": batch / tuner_step}
+    if cuda:
+        entry["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    bare = bare_steps(path, X, y, batch, n_steps, precision, run.device)
+    bare_step = float(np.median(bare[1:]))
+    entry.update(bare_step_s=bare_step, bare_windows_per_s=batch / bare_step,
+                 overhead_ratio=tuner_step / bare_step)
+    if cuda:
+        entry["bare_peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    achieved = flops["total"] * batch / tuner_step / 1e12
+    entry["model_tflops"] = achieved
+    if peak:
+        entry["mfu_vs_bf16_peak"] = achieved / peak
+    log(f"  throughput {precision}: {entry['windows_per_s']:.1f} windows/s "
+        f"(bare {entry['bare_windows_per_s']:.1f}), {achieved:.1f} TFLOP/s")
+    return entry
 
 
 # ------------------------------------------------------------------------------------------

@@ -341,3 +341,27 @@ def test_a_spent_budget_skips_the_study_units_and_says_why(smoke):
         (seed, family) for seed in (0, 1) for family in gpu_check.FAMILIES}
     assert all(s["reason"].startswith("budget") for s in study["skipped"])
     assert study["rows"] == {f: [] for f in gpu_check.FAMILIES}
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+def test_merging_two_calls_gives_the_tests_of_all_their_seeds(smoke, tmp_path):
+    _, stages, _ = smoke
+    study = stages["study"]
+    halves = []
+    for seed in (0, 1):  # as if each seed had run in its own call
+        half = json.loads(json.dumps(study))
+        half["rows"] = {f: [r for r in rows if r["seed"] == seed]
+                        for f, rows in study["rows"].items()}
+        half["dataset_checks"] = {str(seed): study["dataset_checks"][str(seed)]}
+        halves.append(tmp_path / f"call{seed}.json")
+        halves[-1].write_text(json.dumps(half))
+    merged = gpu_check.merge_studies(halves[::-1] + halves[:1], tmp_path / "merged.json")
+    assert json.loads((tmp_path / "merged.json").read_text())["seeds_done"] == merged["seeds_done"]
+    for family in gpu_check.FAMILIES:
+        assert merged["seeds_done"][family] == [0, 1]  # sorted, the repeated seed kept once
+        for key, entry in study["summary"][family].items():
+            np.testing.assert_allclose(merged["summary"][family][key]["differences"],
+                                       entry["differences"])
+        assert merged["decision"][family] == study["decision"][family]
+    assert set(merged["dataset_checks"]) == {"0", "1"}
