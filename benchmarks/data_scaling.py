@@ -123,7 +123,7 @@ def run_one(args, minutes, seed):
 
     settings = settings_for(args, minutes, seed)
     t0 = time.perf_counter()
-    results = study.run_braintuning_study(settings, seed=seed, verbose=False, figures=False,
+    results = study.run_braintuning_study(settings, seed=seed, verbose=False,
                                           analyses=("alignment", "encoding_curve"))
     row = row_from_results(results, args, minutes, seed, time.perf_counter() - t0)
     print(json.dumps({k: v for k, v in row.items() if "ridge_on" not in k}), flush=True)

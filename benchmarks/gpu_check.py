@@ -276,8 +276,9 @@ def context_cache_name(contexts):
     The simulator's own key (``sk_braintune.builtin.story``); the run blocks MiniLM, so a
     change of that key stops the run with a clear error instead of going unnoticed.
     """
-    key = hashlib.sha256("\n".join(contexts).encode()).hexdigest()[:24]
-    return f"contexts_{key}.npy"
+    from sk_braintune._hashing import digest_bytes
+
+    return f"contexts_{digest_bytes(chr(10).join(contexts), length=24)}.npy"
 
 
 def semantic_inputs(data, context_words):
@@ -1352,7 +1353,7 @@ def stage_study(run):
                 log(f"  study: seed {seed}, {family} ({run.left():.0f} s left)")
                 t0 = time.perf_counter()
                 results = study.run_braintuning_study(
-                    settings, seed=seed, device=str(run.device), verbose=False, figures=False,
+                    settings, seed=seed, device=str(run.device), verbose=False,
                     analyses=("alignment",))
                 seconds = time.perf_counter() - t0
                 estimates[family] = seconds

@@ -126,7 +126,7 @@ def run_seeds(args):
         settings = study_settings(args, seed)
         t0 = time.perf_counter()
         results = study.run_braintuning_study(settings, seed=seed, verbose=False,
-                                              figures=False, analyses=analyses)
+                                              analyses=analyses)
         row = seed_row(results, settings, seed, time.perf_counter() - t0)
         print(json.dumps(row), flush=True)
         results["settings"] = settings.model_dump(mode="json")

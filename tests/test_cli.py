@@ -4,15 +4,18 @@ ds003020 copy, and the error messages users see."""
 import csv
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sk_braintune import provenance
 from sk_braintune.commands import cli, report
 from sk_braintune import study
 from sk_braintune.builtin import registry
+from sk_braintune.commands.results import check_folder, results_folder
 from sk_braintune.commands.settings import COMMAND_SETTINGS, TuneSettings
 from sk_braintune.testing.browser import check_report, find_chromium
 from sk_braintune.testing.lebel import make_miniature_lebel2023
@@ -73,6 +76,35 @@ def test_model_path_that_does_not_exist(miniature, tmp_path, capsys):
                        "--model", str(missing), "--output", str(tmp_path / "out")])
     assert status == 2
     assert "no_such_model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "tune"])
+def test_bad_output_fails_before_any_work(command, miniature, tiny_model, tmp_path, capsys,
+                                          monkeypatch):
+    """A --output that cannot be written is one line and exit 2, before any data is loaded
+    (``evaluate`` used to create its folder after all the work); a folder that is not a
+    results folder is never replaced."""
+    from sk_braintune.commands import realdata
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the output folder was checked")
+
+    monkeypatch.setattr(realdata, "_load_real", no_loading)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "notes.txt").write_text("keep")
+    for output, words in ((afile / "out", "cannot write results next to"),
+                          (afile, "exists and is not a folder"),
+                          (others, "not a results folder")):
+        status = cli.main([command, "--root", str(miniature), "--subject", "UTS01",
+                           "--model", str(tiny_model), "--output", str(output), "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"sk-braintune {command}: error: ") and words in err, err
+    assert (others / "notes.txt").read_text() == "keep" and sorted(os.listdir(tmp_path)) == [
+        "afile", "others"]
 
 
 def test_bad_layers_option(miniature, tiny_model, capsys):
@@ -238,7 +270,7 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
     _check_manifest(out, "tune", data, model=tiny_model)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["voxels"]["tuning_targets"]["count"] == int(np.sum(nc > 0))
-    assert manifest["models"]["tuned"] == report.fingerprint_model(out / "backbone")
+    assert manifest["models"]["tuned"] == provenance.fingerprint_model(out / "backbone")
     assert manifest["settings"]["min_ceiling"] == 0.0
     assert manifest["command_line"][:2] == ["sk-braintune", "tune"]
 
@@ -296,13 +328,20 @@ def _check_manifest(folder, command, data, model=None):
     assert manifest["started"] <= manifest["finished"]
     assert manifest["split"]["test"] == list(data.split["test"])
     fingerprints = (manifest["data"] if command == "tune" else manifest["data"]["UTS01"])
-    assert fingerprints["responses"] == report.fingerprint_arrays(
+    assert fingerprints["responses"] == provenance.fingerprint_arrays(
         {s: data.responses[s] for s in _fingerprinted_stories(command, data)})
     if model is not None:
-        assert manifest["models"]["pretrained"] == report.fingerprint_model(model)
+        assert manifest["models"]["pretrained"] == provenance.fingerprint_model(model)
     assert (folder / "report.html").stat().st_size > 0
+    check_folder(folder)
+    assert not list(folder.parent.glob(f".{folder.name}.partial-*"))
     if find_chromium() is not None:
-        check_report(folder)
+        rendered = check_report(folder)
+        assert rendered["summary"] and all(image["caption"] for image in rendered["images"])
+        if command == "evaluate":
+            assert {"results", "table-roi-summary-across-participants",
+                    "table-last-layer-variance-partitioning-and-significance"} <= set(
+                rendered["tables"])
 
 
 def _fingerprinted_stories(command, data):
@@ -368,9 +407,19 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # every stage timed, per family
     assert all(k.startswith(tuple(f"{label}: " for label in labels))
                for k in results["stage_seconds"])
+    check_folder(out)  # sealed: every file listed in the manifest with its hash
+    assert (out / "significance.csv").read_text().startswith("family,model,")
     if find_chromium() is not None:
         rendered = check_report(out)
         assert len(rendered["images"]) == len(results["figures"])
+        # the page is grouped by model family: a heading each, its figures captioned with it
+        assert [s["heading"] for s in rendered["sections"]] == ["Results", *labels]
+        for image in rendered["images"]:
+            assert image["section"] in labels
+            assert image["caption"].startswith(f"{image['section']}: ")
+        assert {"results", "table-second-estimate-and-significance-last-layer"} <= set(
+            rendered["tables"])  # every table the demo prints
+        assert labels[0] in rendered["summary"] and labels[1] in rendered["summary"]
 
 
 def test_compare_two_results(tmp_path, capsys):
@@ -380,8 +429,8 @@ def test_compare_two_results(tmp_path, capsys):
     second["data"]["responses"] = "blake2b:bb"
     second["finished"] = "later"  # times never count
     for name, manifest in (("a", first), ("b", second), ("c", first)):
-        (tmp_path / name).mkdir()
-        report.write_manifest(manifest, tmp_path / name)
+        with results_folder(tmp_path / name) as folder:  # sealed: its files listed
+            report.write_manifest(manifest, folder)
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 0
     assert "agree" in capsys.readouterr().out
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "manifest.json")]) == 1
@@ -507,7 +556,7 @@ def test_demo_config_with_a_study_table(tmp_path, capsys):
 def test_evaluate_torch_ridge_and_the_demos_four_low_level_kinds(miniature, tiny_model,
                                                                  tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from sk_braintune.evaluation import alignment as evaluation
+    from sk_braintune.evaluation import lowlevel as evaluation
     from sk_braintune.commands import realdata
     from sk_braintune.encoding import RidgeEncoder
     from sk_braintune.features import lowlevel

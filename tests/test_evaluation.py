@@ -240,7 +240,7 @@ def test_variance_partition_summary_is_variance_partitioning_on_the_delayed_spac
     dataset = Bunch(responses=by_story(Y), voxel_labels=np.array(["both", "low"]))
     lowlevel = [by_story(low_a), by_story(low_b)]
     out = variance_partition_summary(dataset, {"m": model}, groups, stories[:3], stories[3:],
-                                     lowlevel=lowlevel, delays=(0, 1), n_iter=4, cv=3,
+                                     low_level=lowlevel, delays=(0, 1), n_iter=4, cv=3,
                                      random_state=0)
     direct = variance_partitioning(_zscore_delay(model, groups, (0, 1)),
                                    _zscore_delay(np.hstack([low_a, low_b]), groups, (0, 1)),
@@ -256,3 +256,94 @@ def test_variance_partition_summary_is_variance_partitioning_on_the_delayed_spac
     # planted: voxel "both" has variance only the model explains, voxel "low" has none
     assert out["roi"]["m"]["both"]["unique_model"] > 0.1
     assert out["roi"]["m"]["low"]["unique_model"] < 0.05
+
+
+def _listener(seed=4, n_per=80, n_stories=4):
+    """Two models' 2-layer features, a listener's responses and two low-level spaces."""
+    rng = np.random.default_rng(seed)
+    stories = [f"s{i}" for i in range(n_stories)]
+    groups = np.repeat(stories, n_per)
+    low = rng.standard_normal((len(groups), 2))
+    semantic = rng.standard_normal((len(groups), 2))
+    last = np.hstack([low, semantic]) @ rng.standard_normal((4, 4))
+    features = {"a": np.hstack([rng.standard_normal((len(groups), 4)), last]),
+                "b": np.hstack([last, rng.standard_normal((len(groups), 4))])}
+    # the response follows its stimulus by 2 TRs (within the FIR delays 1-4), within stories
+    lagged = lambda a: np.vstack([np.vstack([np.zeros((2, a.shape[1])), a[groups == s][:-2]])  # noqa: E731
+                                  for s in stories])
+    responses = np.hstack([lagged(low) @ [[1.0], [0.5]], lagged(semantic) @ [[1.0], [1.0]],
+                           rng.standard_normal((len(groups), 1))])
+    responses += 0.5 * rng.standard_normal(responses.shape)
+    labels = np.array(["auditory", "semantic", "noise"])
+    low_level = [{s: low[groups == s, :1] for s in stories},
+                 {s: low[groups == s, 1:] for s in stories}]
+    return features, responses, groups, stories, labels, low_level
+
+
+def test_evaluate_listener_is_the_paper_sequence_of_the_building_blocks():
+    from sk_braintune.evaluation import (
+        alignment_significance,
+        evaluate_listener,
+        low_level_impacts,
+        variance_partition_summary,
+    )
+
+    features, Y, groups, stories, labels, low_level = _listener()
+    nc = np.array([0.8, 0.9, 0.5])
+    train, test = stories[:3], stories[3:]
+    seen = []
+
+    class Stages:
+        def __call__(self, name):
+            seen.append(name)
+            return __import__("contextlib").nullcontext()
+
+    result = evaluate_listener(features, 2, Y, groups, train_stories=train, test_stories=test,
+                               noise_ceiling=nc, voxel_labels=labels, low_level=low_level,
+                               cv=3, n_permutations=50, partitioning_n_iter=3, random_state=0,
+                               stages=Stages())
+    assert [name.split(":")[0] for name in seen] == [
+        "alignment", "significance", "low-level impact", "variance partitioning"]
+    encoder = default_encoder(cv=3)
+    last_layers = {name: split_layers(f, 2)[:, -1] for name, f in features.items()}
+    for name, feats in features.items():
+        table = layerwise_alignment(feats, 2, Y, groups, train, test, noise_ceiling=nc,
+                                    voxel_labels=labels, estimator=encoder)
+        np.testing.assert_array_equal(result.alignment[name]["voxels"], table["voxels"])
+        np.testing.assert_array_equal(result.voxel_scores[name], table["voxels"][-1])
+        assert result.voxel_scores[name].shape == (3,)
+        fit = table["last_layer"]
+        sig = alignment_significance(fit["y_true"], fit["prediction"], labels,
+                                     groups=fit["groups"], noise_ceiling=nc,
+                                     n_permutations=50, n_bootstraps=50, random_state=0)
+        np.testing.assert_array_equal(result.voxel_q[name], sig["q_values"])
+        np.testing.assert_equal(result.significance[name]["roi"], sig["roi"])
+        # the impact's A is the alignment of the same last layer (z-scored in float64 there)
+        for roi, entry in result.low_level_impact[name].items():
+            np.testing.assert_allclose(entry["A"], result.voxel_scores[name][labels == roi][0],
+                                       rtol=1e-3, atol=1e-4)
+    np.testing.assert_equal(result.low_level_impact, low_level_impacts(
+        None, last_layers, groups, train, test, estimator=encoder, cv=3, low_level=low_level,
+        responses=Y, noise_ceiling=nc, voxel_labels=labels))
+    partitions = variance_partition_summary(
+        None, last_layers, groups, train, test, low_level=low_level, n_iter=3, cv=3,
+        random_state=0, responses=Y, voxel_labels=labels)
+    np.testing.assert_equal(result.variance_partitioning, partitions["roi"])
+    # the low-level features explain the auditory voxel of model "a", not its semantic one
+    assert result.low_level_impact["a"]["auditory"]["impact_percent"] > 50
+    assert result.low_level_impact["a"]["semantic"]["impact_percent"] < 20
+
+
+def test_evaluate_listener_runs_only_what_is_asked():
+    from sk_braintune.evaluation import evaluate_listener
+
+    features, Y, groups, stories, labels, _ = _listener()
+    kwargs = dict(train_stories=stories[:3], test_stories=stories[3:], noise_ceiling=np.ones(3),
+                  voxel_labels=labels, cv=3)
+    result = evaluate_listener(features, 2, Y, groups, analyses=("alignment", "probe"),
+                               **kwargs)
+    assert result.significance is None and result.voxel_q == {}
+    assert result.low_level_impact is None and result.variance_partitioning is None
+    assert result.models == ["a", "b"] and set(result.alignment["a"]["roi"]) == set(labels)
+    with pytest.raises(ValueError, match="low_level_feature_spaces"):
+        evaluate_listener(features, 2, Y, groups, analyses=("low_level_impact",), **kwargs)

@@ -165,23 +165,23 @@ def test_low_level_impacts_and_partitioning_use_the_stacked_responses_as_given()
     lowlevel = [{s: rng.standard_normal((n, 2)) for s, n in zip(stories, n_per)}]
     encoder = RidgeEncoder(alphas=[1.0, 10.0], cv=2)
     read = low_level_impacts(data, model, groups, stories[:3], stories[3:], estimator=encoder,
-                             cv=2, lowlevel=lowlevel)
+                             cv=2, low_level=lowlevel)
     given = low_level_impacts(data, model, groups, stories[:3], stories[3:],
-                              estimator=encoder, cv=2, lowlevel=lowlevel, responses=y)
+                              estimator=encoder, cv=2, low_level=lowlevel, responses=y)
     assert given == read
     # the stacked responses reach the encoding fits as views (never restacked)
     _SpyRegressor.seen = []
     low_level_impacts(data, model, groups, stories[:3], stories[3:],
-                      estimator=_SpyRegressor(), cv=2, lowlevel=lowlevel, responses=y)
+                      estimator=_SpyRegressor(), cv=2, low_level=lowlevel, responses=y)
     assert len(_SpyRegressor.seen) == 2
     assert all(np.shares_memory(seen, y) for seen in _SpyRegressor.seen)
     with pytest.raises(ValueError, match="one row per TR"):
         low_level_impacts(data, model, groups, stories[:3], stories[3:], estimator=encoder,
-                          cv=2, lowlevel=lowlevel, responses=y[:-1])
+                          cv=2, low_level=lowlevel, responses=y[:-1])
     part_read = variance_partition_summary(data, model, groups, stories[:3], stories[3:],
-                                           lowlevel=lowlevel, n_iter=2, cv=2, delays=(0, 1))
+                                           low_level=lowlevel, n_iter=2, cv=2, delays=(0, 1))
     part_given = variance_partition_summary(data, model, groups, stories[:3], stories[3:],
-                                            lowlevel=lowlevel, n_iter=2, cv=2, delays=(0, 1),
+                                            low_level=lowlevel, n_iter=2, cv=2, delays=(0, 1),
                                             responses=y)
     for key, values in part_read["voxels"]["m"].items():
         np.testing.assert_array_equal(part_given["voxels"]["m"][key], values)

@@ -19,7 +19,7 @@ def test_removes_planted_low_level_component_and_keeps_the_orthogonal_one():
     rng = np.random.default_rng(0)
     W = rng.standard_normal((3, 5))
     L, Z, M = _planted(400, rng, W)
-    res = Residualizer(lowlevel=3, alphas=[1e-8]).fit(np.hstack([M, L]))
+    res = Residualizer(low_level=3, alphas=[1e-8]).fit(np.hstack([M, L]))
     out = res.transform(np.hstack([M, L]))
     assert out.shape == (400, 5)
     np.testing.assert_allclose(out, Z, atol=1e-6)  # the constant goes to the intercept
@@ -35,7 +35,7 @@ def test_one_penalty_per_model_column_with_story_groups():
     L = rng.standard_normal((300, 4))
     M = np.column_stack([L @ rng.standard_normal(4), rng.standard_normal(300)])  # predictable, noise
     groups = np.repeat(["s1", "s2", "s3"], 100)
-    res = Residualizer(lowlevel=[2, 3, 4, 5], alphas=np.logspace(-3, 6, 10), cv=3)
+    res = Residualizer(low_level=[2, 3, 4, 5], alphas=np.logspace(-3, 6, 10), cv=3)
     res.fit(np.hstack([M, L]), groups=groups)
     assert res.ridge_.best_alphas_.shape == (2,)
     assert res.ridge_.best_alphas_[0] < res.ridge_.best_alphas_[1]  # noise column shrinks hard
@@ -46,10 +46,10 @@ def test_one_penalty_per_model_column_with_story_groups():
 
 def test_bad_lowlevel_is_a_clear_error():
     X = np.random.default_rng(0).standard_normal((20, 3))
-    with pytest.raises(ValueError, match="needs `lowlevel`"):
+    with pytest.raises(ValueError, match="needs `low_level`"):
         Residualizer().fit(X)
     with pytest.raises(ValueError, match="between 1 and"):
-        Residualizer(lowlevel=3).fit(X)
+        Residualizer(low_level=3).fit(X)
 
 
 def test_low_level_impact_formula_and_roi_table():

@@ -106,6 +106,28 @@ def test_fdr_bh_matches_definition():
         fdr_bh(np.ones((2, 2)))
 
 
+def test_fdr_bh_equals_the_step_up_formula_with_ties_and_nans():
+    """q_(i) = min over j >= i of p_(j) m / j, clipped at 1, over the m non-NaN p-values."""
+    p = np.array([0.01, np.nan, 0.04, 0.01, 0.03, 0.5, 0.04, 1.0, 0.002, np.nan])
+    valid = ~np.isnan(p)
+    m = int(valid.sum())
+    q_direct = np.full(p.size, np.nan)
+    for i in np.flatnonzero(valid):
+        # p_i's rank among the valid p-values; ties take the largest rank's (smaller) value
+        ranks = np.arange(1, m + 1)
+        ordered = np.sort(p[valid])
+        k = np.searchsorted(ordered, p[i], side="left")
+        q_direct[i] = min(1.0, np.min(ordered[k:] * m / ranks[k:]))
+    rejected, q = fdr_bh(p, alpha=0.05)
+    np.testing.assert_allclose(q, q_direct, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(np.isnan(q), ~valid)
+    np.testing.assert_array_equal(rejected, valid & (q_direct <= 0.05))
+    # by hand, m = 8: 0.002 -> 0.002 * 8 / 1; the two 0.01 -> 0.01 * 8 / 3 (the tie's larger
+    # rank); 0.03 and the two 0.04 -> 0.04 * 8 / 6; 1.0 -> 1
+    assert q[8] == pytest.approx(0.016) and q[0] == q[3] == pytest.approx(0.08 / 3)
+    assert q[4] == q[2] == q[6] == pytest.approx(0.32 / 6) and q[7] == 1.0
+
+
 def test_roi_intervals_cover_the_true_mean():
     rng = np.random.default_rng(3)
     n_trs, n_voxels = 300, 20

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..evaluation.alignment import fit_score_encoding
+
 __all__ = ["DEFAULT_FRACTIONS", "data_efficiency_curve", "plot_data_efficiency"]
 
 DEFAULT_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
@@ -89,8 +91,6 @@ def data_efficiency_curve(features, responses, groups, train_stories, test_stori
         voxel set, ``relative_to_reference`` within each set).
     """
     import pandas as pd
-
-    from ..evaluation.alignment import fit_score_encoding
 
     if not isinstance(features, Mapping) or not features:
         raise TypeError("features must be a non-empty dict model name -> (n_trs, n_features) "

@@ -10,13 +10,12 @@ few seconds, and are cached on disk.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import re
 
 import numpy as np
 
+from .._hashing import digest_json
 from .._utils import data_file
 
 __all__ = ["INTENT_TEMPLATES", "make_intent_dataset", "make_phone_presence_dataset"]
@@ -89,7 +88,7 @@ DEFAULT_RATES = (150, 200)
 
 
 def _key(payload):
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return digest_json(payload, length=16)
 
 
 def _load_cached(path):

@@ -16,7 +16,6 @@ The weights are never stored in this repository: they are converted at run time 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._hashing import digest_file
 from .._utils import atomic_replace_dir, atomic_write_bytes, require
 from .._utils import cache_dir as _cache_root
 from .ctranslate2_reader import read_ctranslate2_model
@@ -55,11 +55,7 @@ def _source_directory():
 
 
 def _sha256(path, block_size=1 << 22):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
+    return digest_file(path, "sha256", block_size=block_size)
 
 
 def _source_fingerprint(model_bin, previous=None):

@@ -8,26 +8,47 @@ or as jobs through :func:`sk_braintune.executors.run_jobs` (``local``: submitit'
 executor; ``slurm``: a Slurm cluster, one job per participant for ``evaluate``).
 
 Every results folder gets ``results.csv``, ``config.toml``, ``manifest.json`` and
-``report.html`` (see :mod:`sk_braintune.commands.report`).
+``report.html`` (see :mod:`sk_braintune.commands.report`). It is written as a transaction
+(:func:`~sk_braintune.commands.results.results_folder`): into a temporary folder beside
+``--output``, checked writable before any work, moved into place when complete; a run that
+fails or is killed leaves the previous results as they were.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .results import StageTimer, save_config, write_json
-from ..exceptions import StudyInputError
+from .._stages import prefixed
+from .results import (
+    StageTimer,
+    results_folder,
+    save_arrays,
+    save_config,
+    save_figure,
+    write_csv,
+    write_json,
+)
+from ..exceptions import CheckpointError, StudyInputError
 from .settings import EvaluateSettings, TuneSettings
-from ..study import show_library_messages
+from .terminal import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
 
-def _check_inputs(config):
-    """The options every real-data command needs, checked before anything is loaded."""
+def _check_inputs(config, command):
+    """Everything a real-data command needs, checked before any heavy work.
+
+    Options, the data (every participant's files, headers only), the stories each command
+    needs, the device and the model (loaded once on the CPU, with the window length and the
+    layers checked against it); ``--output`` is checked next, when the results folder is
+    prepared (:func:`~sk_braintune.commands.results.results_folder`). Every problem is a
+    :class:`StudyInputError` (one line, exit status 2).
+    """
     if config.root is None:
         raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
     if not Path(config.root).is_dir():
@@ -35,13 +56,90 @@ def _check_inputs(config):
     if not config.subject:
         raise StudyInputError("--subject is required, e.g. --subject UTS03 (several: "
                               "--subject UTS01 UTS02 UTS03)")
-    model = config.model
-    if not model:
+    if not config.model:
         raise StudyInputError("--model is required: a Hugging Face model name or local path")
-    # "org/name" is a hub id; anything else with a path separator is a local directory
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_local and not Path(model).expanduser().exists():
+    if command == "evaluate":
+        config.layer_indices()  # a malformed --layers fails first
+    _check_data(config, command)
+    _check_device(config)
+    _check_model(config, command)
+
+
+def _check_data(config, command):
+    """Every participant's files (headers only) and the stories the command needs."""
+    from ..datasets import check_lebel2023
+
+    stories = None if config.stories is None else list(config.stories)
+    summaries = []
+    for subject in config.subject:
+        try:
+            summaries.append(check_lebel2023(config.root, subject, stories))
+        except (FileNotFoundError, ValueError) as exc:
+            raise StudyInputError(str(exc)) from exc
+    split = summaries[0].split
+    given = ("--stories " + " ".join(stories)) if stories else "the stories found"
+    if not split["train"] and (command == "evaluate" or not split["validation"]):
+        raise StudyInputError(
+            f"{given}: no training story among them (the test story wheretheressmoke and the "
+            "validation stories stagefright and life are not trained on); add training "
+            "stories")
+    if not split["test"]:
+        use = ("which the evaluation scores" if command == "evaluate"
+               else "whose repeats give the noise ceiling that selects the voxels")
+        raise StudyInputError(f"{given}: the test story wheretheressmoke is missing, {use}; "
+                              "add it")
+
+
+def _check_device(config):
+    """``--device`` names a device this machine has (on a cluster: a valid name only)."""
+    import torch
+
+    from .._utils import resolve_device
+
+    if config.executor != "none":  # the jobs run elsewhere: only the name can be checked
+        try:
+            torch.device("cpu" if config.device == "auto" else config.device)
+        except (RuntimeError, TypeError):
+            raise StudyInputError(f"--device: device {config.device!r} is not a torch device; "
+                                  "use auto, cpu, cuda or cuda:N") from None
+        return
+    try:
+        resolve_device(config.device)
+    except ValueError as exc:
+        raise StudyInputError(f"--device: {exc}") from None
+
+
+def _check_model(config, command):
+    """Load the model once on the CPU: it exists, is a speech encoder, its weights are intact,
+    and it takes the window length and the layers asked for."""
+    from ..features.extractor import resolve_layers
+    from ..models.backbone import load_backbone, quiet_transformers
+    from ..windows import DEFAULT_SAMPLE_RATE as SAMPLE_RATE
+
+    model = config.model
+    # a path-like name or an existing relative path is a local directory, never a hub name
+    local = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or local.exists()
+    if looks_local and not local.exists():
         raise StudyInputError(f"model path {model} does not exist")
+    try:
+        with warnings.catch_warnings(), quiet_transformers():
+            warnings.simplefilter("ignore")  # said again when the model is loaded for the work
+            backbone = load_backbone(str(local) if looks_local else model, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise StudyInputError(f"could not load model {model!r}: {exc}") from exc
+    limit = backbone.max_samples
+    if limit is not None and config.window * SAMPLE_RATE > limit:
+        seconds = limit / SAMPLE_RATE
+        raise StudyInputError(f"--window {config.window:g} s is longer than the {seconds:g} s "
+                              f"the {backbone.family} encoder of {model} accepts; use --window "
+                              f"{seconds:g} or less")
+    if command == "evaluate":
+        layers = config.layer_indices()
+        try:
+            resolve_layers(layers, backbone.num_hidden_layers)
+        except ValueError as exc:
+            raise StudyInputError(f"--layers {config.layers}: {exc}") from None
 
 
 def _load_real(config, subject):
@@ -51,20 +149,23 @@ def _load_real(config, subject):
     try:
         return load_lebel2023(config.root, subject,
                               stories=None if config.stories is None else list(config.stories),
-                              verbose=not config.quiet)
+                              nan_policy=config.nan_policy, verbose=not config.quiet)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise StudyInputError(str(exc)) from exc
 
 
-def _run(function, jobs, config, kind):
-    """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``."""
+def _run(function, jobs, config, kind, folder):
+    """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``.
+
+    The jobs' logs go to ``folder/jobs/<kind>`` (``folder``: the results being written).
+    """
     if config.executor == "none":
         return [function(job) for job in jobs]
     from ..executors import JobError, run_jobs
 
-    folder = Path(config.output) / "jobs" / kind
     try:
-        return list(run_jobs(function, jobs, executor=config.executor, folder=folder,
+        return list(run_jobs(function, jobs, executor=config.executor,
+                             folder=Path(folder) / "jobs" / kind,
                              name=f"sk_braintune_{kind}", verbose=not config.quiet,
                              **config.slurm_options()))
     except JobError as exc:
@@ -85,17 +186,8 @@ def _flat_rows(history):
     return rows
 
 
-def _write_csv(rows, path):
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def _finish(command, config, output, *, started, command_line, title, summary=None,
-            figures=None, **manifest_parts):
+            sections=None, **manifest_parts):
     """config.toml, manifest.json and report.html of a results folder."""
     from .report import build_manifest, write_manifest, write_report
 
@@ -103,8 +195,18 @@ def _finish(command, config, output, *, started, command_line, title, summary=No
     manifest = build_manifest(command, config, started=started, command_line=command_line,
                               **manifest_parts)
     write_manifest(manifest, output)
-    write_report(output, title=title, figures=figures, manifest=manifest, summary=summary)
+    write_report(output, title=title, summary=summary, sections=sections, manifest=manifest)
     return manifest
+
+
+def _checkpoint_folder(output):
+    """Where ``tune`` keeps its per-epoch checkpoints: a hidden folder beside ``output``.
+
+    Not part of the results (the tuned backbone is): it outlives a run that is killed, so that
+    the same command resumes it, and is deleted once the results are in place.
+    """
+    output = Path(output).expanduser().absolute()
+    return output.parent / f".{output.name}.checkpoints"
 
 
 # -- tune -------------------------------------------------------------------------------------
@@ -114,7 +216,10 @@ def run_tune(config, command_line=None):
 
     Writes the tuned backbone (``backbone/``, ``save_pretrained``), ``selected_voxels.npy``,
     ``history.json``, ``results.csv`` (the history per epoch), ``training_curves.png``,
-    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output``.
+    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output`` (all at once,
+    when the run is complete). Per-epoch checkpoints are kept in the hidden folder
+    ``.<output name>.checkpoints`` beside it while the run lasts: the same command resumes a
+    run that was killed; they are deleted once the results are in place.
 
     Parameters
     ----------
@@ -134,17 +239,61 @@ def run_tune(config, command_line=None):
 
     config = TuneSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    _check_inputs(config)
+    _check_inputs(config, "tune")
     started = utc_now()
-    (summary,) = _run(tune_job, [{"config": config}], config, "tune")
     output = Path(config.output)
-    _finish("tune", config, output, started=started, command_line=command_line,
-            title=f"sk-braintune tune: {config.model} on {', '.join(config.subject)}",
-            summary="Brain-tuning history per epoch (training loss, validation loss and r).",
-            **summary.pop("manifest"))
+    checkpoints = _checkpoint_folder(output)
+    if config.overwrite and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+        print(f"--overwrite: removed the checkpoint of an unfinished run in {checkpoints}")
+    elif (checkpoints / "checkpoint.pt").exists():
+        print(f"resuming the unfinished run from its checkpoint in {checkpoints} (--overwrite "
+              "starts over)")
+    with results_folder(output) as folder:  # a bad --output fails here, before any work
+        try:
+            checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyInputError(f"cannot write checkpoints to {checkpoints}: "
+                                  f"{exc.strerror or exc}; choose another --output") from None
+        try:
+            (summary,) = _run(tune_job, [{"config": config, "folder": str(folder),
+                                          "checkpoint_dir": str(checkpoints)}],
+                              config, "tune", folder)
+        except BaseException:
+            with contextlib.suppress(OSError):  # kept only when it holds a run to resume
+                checkpoints.rmdir()
+            raise
+        parts = summary.pop("manifest")
+        _finish("tune", config, folder, started=started, command_line=command_line,
+                title=f"sk-braintune tune: {config.model} on {', '.join(config.subject)}",
+                summary=_tune_summary(config, summary), sections=_tune_sections(), **parts)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing to resume
+    summary["output"] = str(output)
     print(f"tuned backbone in {output / 'backbone'}; best epoch {summary['best_epoch']}; "
           f"history, training curves, manifest and report in {output}")
     return summary
+
+
+def _tune_summary(config, summary):
+    return [f"Brain-tuned {config.model} on ds003020 participant(s) "
+            f"{', '.join(summary['participants'])}: {summary['n_voxels']} voxels with a noise "
+            f"ceiling above {config.min_ceiling:g} as targets, up to {config.epochs} epoch(s), "
+            f"seed {config.seed}.",
+            f"The epoch kept (best on the validation stories) was epoch "
+            f"{summary['best_epoch']} (0-based); its weights are the tuned backbone in "
+            "backbone/ (save_pretrained)."]
+
+
+def _tune_sections():
+    from .report import ReportFigure, ReportSection, ReportTable
+
+    return [ReportSection("Training", tables=[ReportTable(
+        "History per epoch", "results.csv",
+        note="Training loss, validation loss and validation r (mean over target voxels) per "
+             "epoch; per-participant values as key/participant.")],
+        figures=[ReportFigure("training_curves.png",
+                              "Training and validation loss and validation r per epoch of "
+                              "brain-tuning.")])]
 
 
 def _selected_voxels(data, columns, stories):
@@ -172,7 +321,9 @@ def tune_job(job):
     Parameters
     ----------
     job : dict
-        ``{"config": TuneSettings}``.
+        ``{"config": TuneSettings, "folder": str, "checkpoint_dir": str}``: the settings, the
+        folder to write the results into (default: ``config.output``) and the checkpoints'
+        folder (default: ``<folder>/checkpoints``).
 
     Returns
     -------
@@ -181,7 +332,7 @@ def tune_job(job):
         manifest's split, voxel, data and model parts).
     """
     from ..model_selection import HeldOutStories
-    from .report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from ..provenance import dataset_fingerprints, fingerprint_model, voxel_selection
     from ..tuning import BrainTuner
     from ..windows import windows_from_dataset
 
@@ -189,7 +340,7 @@ def tune_job(job):
     subjects = list(config.subject)
     several = len(subjects) > 1
     data = _load_real(config, subjects if several else subjects[0])
-    output = Path(config.output)
+    output = Path(job.get("folder") or config.output)
     stages = StageTimer()
     train = list(data.split["train"])
     valid = list(data.split["validation"])
@@ -227,33 +378,37 @@ def tune_job(job):
               "lr_head": config.lr_head, "batch_size": config.batch_size,
               "validation": HeldOutStories(valid) if valid else 0.1,
               "device": config.device, "random_state": config.seed,
-              "verbose": not config.quiet, "checkpoint_dir": str(output / "checkpoints")}
+              "verbose": not config.quiet,
+              "checkpoint_dir": job.get("checkpoint_dir") or str(output / "checkpoints")}
     with stages(f"brain-tuning {config.model} on {len(train + valid)} stories, "
                 f"{', '.join(subjects)}, {selected.size} voxels"):
         try:
             tuner = BrainTuner(config.model, **params).fit(X, y, groups=groups,
                                                            **fit_params)
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
+        except CheckpointError as exc:
+            raise StudyInputError(f"{exc} With sk-braintune tune, --overwrite starts "
+                                  "over.") from exc
     tuner.save_pretrained(output / "backbone")
-    np.save(output / "selected_voxels.npy", selected)
+    save_arrays(output / "selected_voxels.npy", selected)
     write_json(output / "history.json", tuner.history_)
-    _write_csv(_flat_rows(tuner.history_), output / "results.csv")
+    write_csv(_flat_rows(tuner.history_), output / "results.csv")
     from ..analysis import figures as fig
 
-    fig.plot_training_curves(tuner.history_, title=", ".join(subjects)).savefig(
-        output / "training_curves.png", dpi=120, bbox_inches="tight")
+    save_figure(fig.plot_training_curves(tuner.history_, title=", ".join(subjects)),
+                output / "training_curves.png", dpi=120, bbox_inches="tight")
     manifest = {
         "seeds": {"tuning": config.seed},
         "split": {k: list(v) for k, v in data.split.items()},
         "voxels": {"tuning_targets": voxel_selection(selected, noise_ceiling.size)},
         "data": dataset_fingerprints(data, train + valid),
         "models": {"pretrained": fingerprint_model(config.model),
-                   "tuned": fingerprint_model(output / "backbone")},
+                   # named by where it will be once the results folder is in place
+                   "tuned": {**fingerprint_model(output / "backbone"),
+                             "name": str(Path(config.output) / "backbone")}},
         "extra": {"participants": subjects, "stage_seconds": stages.times,
                   "best_epoch": int(tuner.best_epoch_)},
     }
-    return {"output": str(output), "best_epoch": int(tuner.best_epoch_),
+    return {"output": str(config.output), "best_epoch": int(tuner.best_epoch_),
             "n_voxels": int(selected.size), "participants": subjects, "manifest": manifest}
 
 
@@ -266,7 +421,9 @@ def run_evaluate(config, command_line=None):
     ``low_level_impact`` are those of the first participant), ``normalized_r_per_layer.npy``
     (first participant; ``voxel_scores.npz`` holds every participant's), ``results.csv`` (one row
     per participant and ROI: normalised r per layer, best layer), ``roi_summary.csv`` (per ROI,
-    mean and s.e.m. over participants), one ``alignment_<participant>.png`` each,
+    mean and s.e.m. over participants), ``significance.csv`` (the second table: variance
+    partitioning and significance per participant and ROI, when on), one
+    ``alignment_<participant>.png`` each,
     ``config.toml``, ``manifest.json`` and ``report.html``. Unless switched off in the
     settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
     low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
@@ -285,26 +442,64 @@ def run_evaluate(config, command_line=None):
     -------
     results : dict
     """
-    from .report import fingerprint_model, utc_now
+    from ..provenance import fingerprint_model
+    from .report import utc_now
 
     config = EvaluateSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    _check_inputs(config)
-    config.layer_indices()  # a bad --layers fails before any loading
+    _check_inputs(config, "evaluate")  # every participant, the model and --output, up front
     started = utc_now()
     subjects = list(config.subject)
     if config.executor == "none":
         jobs = [{"config": config, "participants": subjects}]
     else:  # one job per participant
         jobs = [{"config": config, "participants": [p]} for p in subjects]
-    per_participant = {}
-    for result in _run(evaluate_job, jobs, config, "evaluate"):
-        per_participant.update(result)
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
+    with results_folder(output) as folder:  # a bad --output fails here, before any work
+        per_participant = {}
+        for result in _run(evaluate_job, jobs, config, "evaluate", folder):
+            per_participant.update(result)
+        results, rows, second_rows = _write_evaluation(config, per_participant, subjects,
+                                                       folder)
+        first = per_participant[subjects[0]]
+        _finish("evaluate", config, folder, started=started, command_line=command_line,
+                title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
+                summary=_evaluate_summary(config, per_participant, first),
+                sections=_evaluate_sections(config, per_participant, bool(second_rows)),
+                seeds={"seed": config.seed}, split=first["split"],
+                voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
+                data={p: r["data"] for p, r in per_participant.items()},
+                models={"evaluated": fingerprint_model(config.model)},
+                extra={"participants": subjects,
+                       "stage_seconds": {p: r["stage_seconds"]
+                                         for p, r in per_participant.items()}})
+    for row in rows:
+        layers = [v for k, v in row.items() if k.startswith("layer_")]
+        print(f"{row['participant']:<8}{row['roi']:<14}" + " ".join(f"{v:6.3f}" for v in layers))
+    if second_rows:
+        print(f"\n{SECOND_TABLE_NOTE}")
+        for row in second_rows:
+            text = f"{row['participant']:<8}{row['roi']:<14}"
+            if "unique" in row:
+                text += (f"unique {row['unique']:7.4f} shared {row['shared']:7.4f} "
+                         f"shared {row['shared_%']:5.1f}%  ")
+            if "n_significant" in row:
+                text += (f"sig {row['n_significant']}/{row['n_voxels']} "
+                         f"ci [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+            print(text)
+    print(f"results in {output}")
+    return results
+
+
+SECOND_TABLE_NOTE = ("last layer: variance partitioning vs low-level features (unique, shared "
+                     "R^2, shared %), voxels with q < 0.05, 95% CI of the mean normalised r")
+
+
+def _write_evaluation(config, per_participant, subjects, folder):
+    """The files of ``evaluate``'s results into ``folder``; returns the results and tables."""
     first = per_participant[subjects[0]]
     voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
-    np.save(output / "normalized_r_per_layer.npy", voxels[subjects[0]])
+    save_arrays(folder / "normalized_r_per_layer.npy", voxels[subjects[0]])
     for participant, result in per_participant.items():
         for key, values in result.pop("voxel_significance", {}).items():
             voxels[f"{participant}_{key}"] = values
@@ -313,52 +508,84 @@ def run_evaluate(config, command_line=None):
                **{key: first[key] for key in ("variance_partitioning", "significance")
                   if key in first},
                "stage_seconds": first["stage_seconds"], "participants": per_participant}
-    write_json(output / "evaluation.json", results)
-    np.savez_compressed(output / "voxel_scores.npz", **voxels)
+    write_json(folder / "evaluation.json", results)
+    save_arrays(folder / "voxel_scores.npz", **voxels)
     rows, summary_rows = _evaluation_tables(per_participant)
-    _write_csv(rows, output / "results.csv")
-    _write_csv(summary_rows, output / "roi_summary.csv")
+    write_csv(rows, folder / "results.csv")
+    write_csv(summary_rows, folder / "roi_summary.csv")
+    second_rows = _second_table_rows(per_participant)
+    if second_rows:
+        write_csv(second_rows, folder / "significance.csv")
     from ..analysis import figures as fig
 
-    figures = []
     for participant, result in per_participant.items():
-        path = output / f"alignment_{participant}.png"
         # one curve per ROI (label) for this model
-        fig.plot_layer_alignment(dict(result["layers"]), title=f"{config.model}, "
-                                 f"{participant}: alignment per layer").savefig(
-            path, dpi=120, bbox_inches="tight")
-        figures.append(path)
-    _finish("evaluate", config, output, started=started, command_line=command_line,
-            title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
-            summary="Noise-ceiling-normalised r of the held-out story per participant, ROI and "
-                    "layer (hidden_states index).", figures=figures,
-            seeds={"seed": config.seed}, split=first["split"],
-            voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
-            data={p: r["data"] for p, r in per_participant.items()},
-            models={"evaluated": fingerprint_model(config.model)},
-            extra={"participants": subjects,
-                   "stage_seconds": {p: r["stage_seconds"] for p, r in per_participant.items()}})
-    for row in rows:
-        layers = [v for k, v in row.items() if k.startswith("layer_")]
-        print(f"{row['participant']:<8}{row['roi']:<14}" + " ".join(f"{v:6.3f}" for v in layers))
-    second = [(participant, roi, result.get("variance_partitioning", {}).get(roi),
-               result.get("significance", {}).get(roi))
-              for participant, result in per_participant.items()
-              for roi in result["layers"]]
-    if any(parts or sig for _, _, parts, sig in second):
-        print("\nlast layer: variance partitioning vs low-level features (unique, shared R^2, "
-              "shared %), voxels with q < 0.05, 95% CI of the mean normalised r")
-        for participant, roi, parts, sig in second:
-            text = f"{participant:<8}{roi:<14}"
+        save_figure(fig.plot_layer_alignment(dict(result["layers"]), title=f"{config.model}, "
+                                             f"{participant}: alignment per layer"),
+                    folder / f"alignment_{participant}.png", dpi=120, bbox_inches="tight")
+    return results, rows, second_rows
+
+
+def _second_table_rows(per_participant):
+    """Rows of ``significance.csv``: the last layer's variance partitioning and significance."""
+    rows = []
+    for participant, result in per_participant.items():
+        for roi in result["layers"]:
+            parts = result.get("variance_partitioning", {}).get(roi)
+            sig = result.get("significance", {}).get(roi)
+            if not (parts or sig):
+                continue
+            row = {"participant": participant, "roi": roi}
             if parts:
-                text += (f"unique {parts['unique_model']:7.4f} shared {parts['shared']:7.4f} "
-                         f"shared {100 * parts['shared_fraction']:5.1f}%  ")
+                row.update(unique=parts["unique_model"], shared=parts["shared"],
+                           **{"shared_%": 100 * parts["shared_fraction"]})
             if sig:
-                text += (f"sig {sig['n_significant']}/{sig['n_voxels']} "
-                         f"ci [{sig['low']:.3f}, {sig['high']:.3f}]")
-            print(text)
-    print(f"results in {output}")
-    return results
+                row.update(n_significant=sig["n_significant"], n_voxels=sig["n_voxels"],
+                           ci_low=sig["low"], ci_high=sig["high"])
+            rows.append(row)
+    return rows
+
+
+def _evaluate_summary(config, per_participant, first):
+    split = first["split"]
+    n_train = len(split.get("train", [])) + len(split.get("validation", []))
+    text = [f"Evaluated {config.model} on ds003020 participant(s) "
+            f"{', '.join(per_participant)}: ridge encoding models of layers "
+            f"{', '.join(map(str, first['layer_indices']))} (hidden_states index) fitted on "
+            f"{n_train} stories and scored on the held-out story "
+            f"{', '.join(split.get('test', []))} (noise-ceiling-normalised r)."]
+    found = []
+    for participant, result in per_participant.items():
+        for roi, values in result["layers"].items():
+            values = np.asarray(values, float)
+            if np.isfinite(values).any():
+                best = int(np.nanargmax(values))
+                found.append(f"{participant} {roi}: best layer {result['layer_indices'][best]} "
+                             f"(r = {values[best]:.3f}), last layer {values[-1]:.3f}")
+    if found:
+        text.append("Found: " + "; ".join(found) + ".")
+    return text
+
+
+def _evaluate_sections(config, per_participant, second):
+    from .report import ReportFigure, ReportSection, ReportTable
+
+    tables = [ReportTable("Alignment per participant, ROI and layer", "results.csv",
+                          note="Noise-ceiling-normalised r of the held-out story per layer "
+                               "(layer_<hidden_states index>), the best layer and its score."),
+              ReportTable("ROI summary across participants", "roi_summary.csv",
+                          note="Mean and s.e.m. over participants of the best layer's and of "
+                               "the last layer's score.")]
+    if second:
+        tables.append(ReportTable("Last layer: variance partitioning and significance",
+                                  "significance.csv", note=SECOND_TABLE_NOTE.capitalize() +
+                                  " (block permutation test, BH-FDR)."))
+    figures = [ReportFigure(f"alignment_{p}.png",
+                            f"{p}: noise-ceiling-normalised r of {config.model} on the held-out "
+                            "story per layer, one curve per ROI.")
+               for p in per_participant]
+    return [ReportSection("Results", tables=tables),
+            ReportSection("Alignment per layer", figures=figures)]
 
 
 def _evaluation_tables(per_participant):
@@ -407,20 +634,15 @@ def evaluate_job(job):
         (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
-    from ..evaluation.alignment import (
-        alignment_significance,
-        default_encoder,
-        layerwise_alignment,
-        low_level_impacts,
-        lowlevel_feature_spaces,
-        split_layers,
-        variance_partition_summary,
-    )
+    from ..evaluation import default_encoder, evaluate_listener, low_level_feature_spaces
     from ..features import extract_layer_features
-    from .report import dataset_fingerprints, voxel_selection
+    from ..provenance import dataset_fingerprints, voxel_selection
     from ..windows import dataset_windows, stack_responses
 
     config, participants = job["config"], job["participants"]
+    analyses = ("alignment", "low_level_impact",
+                *(("variance_partitioning",) if config.variance_partitioning else ()),
+                *(("significance",) if config.significance else ()))
     out = {}
     features_by_stories = {}
     for participant in participants:
@@ -450,50 +672,39 @@ def evaluate_job(job):
                     raise StudyInputError(f"could not load model {config.model!r}: "
                                           f"{exc}") from exc
         with stages(f"{participant}: low-level features"):
-            lowlevel = lowlevel_feature_spaces(data, train, test)
+            low_level = low_level_feature_spaces(data, train, test)
         fingerprints = dataset_fingerprints(data, train + test)
         del X
         data["audio"] = {}  # nothing below reads the audio
         with stages(f"{participant}: stack responses"):
             y = stack_responses(data, train + test)
         feats, layer_indices = features_by_stories[key]
-        n_layers = len(layer_indices)
-        labels = np.asarray(data.voxel_labels)
         nc = np.asarray(data.noise_ceiling)
-        # the demo's encoding model (inner CV clamped to the training stories by the
-        # evaluation); --ridge-backend torch runs the ridge on the GPU
-        encoder = default_encoder(cv=5, backend=config.ridge_backend)
-        with stages(f"{participant}: alignment per layer"):
-            table = layerwise_alignment(feats, n_layers, y, groups, train, test,
-                                        noise_ceiling=nc, voxel_labels=labels, estimator=encoder)
-        last_layer = {"model": split_layers(feats, n_layers)[:, -1]}
-        with stages(f"{participant}: low-level impact (layer {layer_indices[-1]})"):
-            impact = low_level_impacts(data, last_layer, groups, train, test,
-                                       estimator=encoder, cv=5, lowlevel=lowlevel,
-                                       responses=y)["model"]
+        # the demo's evaluation, with the configured ridge (inner CV clamped to the training
+        # stories by the evaluation); --ridge-backend torch runs the ridge on the GPU
+        evaluation = evaluate_listener(
+            {"model": feats}, len(layer_indices), y, groups, train_stories=train,
+            test_stories=test, noise_ceiling=nc, voxel_labels=np.asarray(data.voxel_labels),
+            dataset=data, encoder=default_encoder(cv=config.ridge_cv,
+                                                  backend=config.ridge_backend),
+            analyses=analyses, low_level=low_level, cv=config.ridge_cv,
+            backend=config.ridge_backend, n_permutations=config.n_permutations,
+            partitioning_n_iter=config.partitioning_n_iter, random_state=config.seed,
+            stages=prefixed(stages, f"{participant}: "))
         extra, extra_voxels = {}, {}
-        if config.variance_partitioning:
-            with stages(f"{participant}: variance partitioning (layer {layer_indices[-1]})"):
-                extra["variance_partitioning"] = variance_partition_summary(
-                    data, last_layer, groups, train, test, lowlevel=lowlevel,
-                    n_iter=config.partitioning_n_iter, cv=5, backend=config.ridge_backend,
-                    random_state=config.seed, responses=y)["roi"]["model"]
-        if config.significance:
-            with stages(f"{participant}: significance (layer {layer_indices[-1]})"):
-                fit = table["last_layer"]
-                sig = alignment_significance(fit["y_true"], fit["prediction"], labels,
-                                             groups=fit["groups"], noise_ceiling=nc,
-                                             n_permutations=config.n_permutations,
-                                             n_bootstraps=config.n_permutations,
-                                             random_state=config.seed)
-                extra["significance"] = sig["roi"]
-                extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
+        if evaluation.variance_partitioning is not None:
+            extra["variance_partitioning"] = evaluation.variance_partitioning["model"]
+        if evaluation.significance is not None:
+            sig = evaluation.significance["model"]
+            extra["significance"] = sig["roi"]
+            extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
+        table = evaluation.alignment["model"]
         voxel_indices = data.get("voxel_indices")
         out[participant] = {
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),
-            "low_level_impact": impact,
+            "low_level_impact": evaluation.low_level_impact["model"],
             **extra,
             "voxel_significance": extra_voxels,
             "split": {k: list(v) for k, v in data.split.items()},

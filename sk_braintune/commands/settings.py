@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .._settings import Many, SettingsModel
+from ..datasets.lebel2023 import NAN_POLICIES
 from ..exceptions import SettingsError
 from ..study.settings import (
     CONTROL_MODELS,
@@ -118,6 +119,10 @@ class _RealDataSettings(RunSettings):
     model: str | None = Field(None, description="Hugging Face model name or local directory")
     stories: Many[str] | None = Field(None, min_length=1, description="stories to load "
                                       "(default: all the participants have)")
+    nan_policy: Literal[NAN_POLICIES] = Field(
+        "zero", description="voxels whose responses hold NaN or inf: zero (set to 0, with a "
+        "warning naming the stories and voxel counts), drop (remove them for every story) or "
+        "raise (stop with an error)")
     executor: Literal[EXECUTORS] = Field("none", description="where the jobs run: none (this "
                                          "process), local (submitit's local executor) or slurm")
     slurm_partition: str | None = Field(None, description="Slurm partition (--executor slurm)")
@@ -152,6 +157,8 @@ class TuneSettings(_RealDataSettings):
     lr_backbone: float = Field(5e-5, gt=0, description="backbone learning rate")
     lr_head: float = Field(1e-4, gt=0, description="head learning rate")
     min_ceiling: float = Field(0.4, description="keep voxels whose noise ceiling exceeds this")
+    overwrite: bool = Field(False, description="start over: delete the checkpoint a previous "
+                            "run left in --output instead of resuming from it")
 
 
 class EvaluateSettings(_RealDataSettings):
@@ -164,6 +171,8 @@ class EvaluateSettings(_RealDataSettings):
     batch_size: int = Field(16, ge=1, description="windows per batch")
     layers: str = Field("all", description='"all" or comma-separated hidden_states indices')
     ridge_backend: Literal[RIDGE_BACKENDS] = Field("numpy", description=_RIDGE_BACKEND_HELP)
+    ridge_cv: int = Field(5, ge=2, description="inner cross-validation folds of the ridges "
+                          "(story-grouped, at most one per training story)")
     significance: bool = Field(True, description="p/q values and ROI intervals of the last "
                                "layer (block-permutation p-values, BH-FDR q-values, "
                                "block-bootstrap intervals of the held-out r)",

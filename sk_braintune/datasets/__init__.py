@@ -20,6 +20,7 @@ from .._lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "load_lebel2023": ".lebel2023",
+    "check_lebel2023": ".lebel2023",
     "lebel2023_tr_times": ".lebel2023",
     "lebel2023_paths": ".lebel2023",
     "LEBEL2023_TRIM": ".lebel2023",

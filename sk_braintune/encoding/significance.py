@@ -148,7 +148,8 @@ def fdr_bh(p_values, alpha=0.05):
     rejected : ndarray of bool, shape (n_voxels,)
         Voxels declared significant (False where the p-value is NaN).
     q_values : ndarray of shape (n_voxels,)
-        BH-adjusted p-values, ``min over j >= rank of p_(j) * m / j`` clipped at 1 (NaN
+        BH-adjusted p-values, ``min over j >= rank of p_(j) * m / j`` clipped at 1, from
+        :func:`scipy.stats.false_discovery_control` over the ``m`` non-NaN p-values (NaN
         where the p-value is NaN); ``rejected == (q_values <= alpha)``.
     """
     p_values = np.asarray(p_values, dtype=np.float64)
@@ -160,15 +161,10 @@ def fdr_bh(p_values, alpha=0.05):
     if np.any((p_values[valid] < 0) | (p_values[valid] > 1)):
         raise ValueError("p_values must lie in [0, 1].")
     q_values = np.full(p_values.shape, np.nan)
-    tested = p_values[valid]
-    m = tested.size
-    if m:
-        order = np.argsort(tested, kind="stable")
-        scaled = tested[order] * m / np.arange(1, m + 1)
-        adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
-        result = np.empty(m)
-        result[order] = np.minimum(adjusted, 1.0)
-        q_values[valid] = result
+    if valid.any():
+        from scipy.stats import false_discovery_control
+
+        q_values[valid] = false_discovery_control(p_values[valid], method="bh")
     rejected = np.zeros(p_values.shape, dtype=bool)
     rejected[valid] = q_values[valid] <= alpha
     return rejected, q_values

@@ -19,6 +19,10 @@ from .._utils import data_file
 __all__ = ["load_roi_table", "roi_summary", "participant_roi_table", "compare_models"]
 
 _SHIPPED = {"glasser": "glasser_groups.json"}
+# The brain-tuning papers' ROI lists as HCP-MMP1 groups: primary auditory (A1), then the shipped
+# early auditory and late language groups.
+_PAPER_GROUPS = {"primary_auditory": ["A1"], "early_auditory": "glasser",
+                 "late_language": "glasser"}
 
 
 def load_roi_table(source="glasser"):
@@ -28,7 +32,10 @@ def load_roi_table(source="glasser"):
     ----------
     source : str, path or dict, default="glasser"
         ``"glasser"``: the HCP-MMP1 grouping shipped with the package (early auditory, auditory
-        association, late language). A ``.json`` file holding ``{roi: [labels]}``, or a
+        association, late language). ``"brain-tuning"``: the brain-tuning papers' ROI lists,
+        primary auditory (``A1``), early auditory and late language (the last two as in
+        ``"glasser"``), for labels from an HCP-MMP1 atlas the user supplies
+        (:func:`sk_braintune.evaluation.atlas_labels`). A ``.json`` file holding ``{roi: [labels]}``, or a
         ``.csv`` / ``.tsv`` file with columns ``roi`` and ``label`` (one row per label). A dict
         is validated and returned.
 
@@ -38,6 +45,10 @@ def load_roi_table(source="glasser"):
     """
     if isinstance(source, dict):
         table = source
+    elif isinstance(source, str) and source == "brain-tuning":
+        glasser = load_roi_table("glasser")
+        table = {roi: glasser[roi] if members == "glasser" else members
+                 for roi, members in _PAPER_GROUPS.items()}
     elif isinstance(source, str) and source in _SHIPPED:
         path = data_file(_SHIPPED[source])
         table = json.loads(path.read_text())
@@ -69,8 +80,8 @@ def _canonical(label):
 
 def _roi_masks(labels, rois):
     labels = np.asarray(labels).astype(str)
-    if rois is None:
-        return {label: labels == label for label in sorted(set(labels))}
+    if rois is None:  # the empty label marks columns left out (no atlas label)
+        return {label: labels == label for label in sorted(set(labels) - {""})}
     canonical = np.array([_canonical(x) for x in labels])
     masks = {}
     for roi, members in load_roi_table(rois).items():
@@ -147,17 +158,6 @@ def participant_roi_table(scores, labels, rois=None, participants=None):
     return pd.DataFrame(rows, index=list(participants))
 
 
-def _benjamini_hochberg(p):
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        from scipy.stats import false_discovery_control
-
-        out[ok] = false_discovery_control(p[ok], method="bh")
-    return out
-
-
 def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="two-sided",
                    correction="fdr_bh"):
     """Wilcoxon signed-rank test across participants of two models' ROI scores.
@@ -174,7 +174,8 @@ def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="t
     alternative : {"two-sided", "greater", "less"}, default="two-sided"
         ``"greater"`` tests model A > model B.
     correction : {"fdr_bh", None}, default="fdr_bh"
-        Benjamini-Hochberg correction across ROIs.
+        Benjamini-Hochberg correction across ROIs (:func:`sk_braintune.encoding.fdr_bh`;
+        ROIs without a p-value are left out of it).
 
     Returns
     -------
@@ -185,6 +186,8 @@ def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="t
     """
     import pandas as pd
     from scipy.stats import wilcoxon
+
+    from ..encoding import fdr_bh
 
     if not isinstance(scores_a, pd.DataFrame):
         if labels is None:
@@ -209,6 +212,6 @@ def compare_models(scores_a, scores_b, labels=None, rois=None, *, alternative="t
                      "n_participants": int(ok.sum()), "statistic": stat, "p_value": p}
     result = pd.DataFrame.from_dict(rows, orient="index")
     result.index.name = "roi"
-    result["p_corrected"] = (_benjamini_hochberg(result["p_value"]) if correction == "fdr_bh"
-                             else result["p_value"])
+    result["p_corrected"] = (fdr_bh(result["p_value"].to_numpy(float))[1]
+                             if correction == "fdr_bh" else result["p_value"])
     return result

@@ -20,7 +20,6 @@ neither lose each other's additions nor compute the same features twice.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import warnings
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._hashing import digest_arrays, digest_bytes, digest_json, new_hasher
 from .._utils import atomic_write_bytes
 
 __all__ = ["FeatureCache", "hash_arrays", "hash_windows", "key_of"]
@@ -37,7 +37,7 @@ _DIGEST_SIZE = 32
 
 
 def _digest(data):
-    return hashlib.blake2b(data, digest_size=_DIGEST_SIZE).digest()
+    return bytes.fromhex(digest_bytes(data, "blake2b", digest_size=_DIGEST_SIZE))
 
 
 def hash_arrays(*arrays):
@@ -52,13 +52,7 @@ def hash_arrays(*arrays):
     digest : str
         Hex digest.
     """
-    h = hashlib.blake2b(digest_size=20)
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
-    return h.hexdigest()
+    return digest_arrays(*arrays, digest_size=20, header="{dtype}{shape}")
 
 
 def hash_windows(windows):
@@ -74,7 +68,7 @@ def hash_windows(windows):
     -------
     digest : str
     """
-    h = hashlib.blake2b(digest_size=20)
+    h = new_hasher("blake2b", 20)
     h.update(f"{windows.window_samples}/{windows.sample_rate}".encode())
     for story in sorted(set(windows.stories)):
         h.update(hash_arrays(windows.waveforms[story]).encode())
@@ -95,8 +89,7 @@ def key_of(**parts):
     -------
     key : str
     """
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+    return digest_json(parts, "blake2b", digest_size=20, default=str)
 
 
 class FeatureCache:

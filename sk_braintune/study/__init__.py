@@ -2,7 +2,8 @@
 
 :func:`run_braintuning_study` runs the paper's study on a dataset for one pretrained model (brain-
 tune, tune the controls, evaluate pretrained, brain-tuned and controls on held-out stories); its
-stage functions are public so that scripts can repeat the study over seeds and sizes.
+stage functions are public so that scripts can repeat the study over seeds and sizes. The
+pipeline logs and never prints: the ``demo`` command (:mod:`sk_braintune.commands.demo`) prints.
 
 Names are imported lazily, so importing this package loads neither torch nor transformers.
 """
@@ -23,15 +24,13 @@ _LAZY_EXPORTS = {
     "demo_settings": ".pipeline",
     "model_names": ".pipeline",
     "control_targets": ".pipeline",
-    "run_demo": ".pipeline",
-    "run_dataset_summary": ".pipeline",
+    "study_dataset": ".pipeline",
     "run_braintuning_study": ".pipeline",
     "shared_layer_features": ".pipeline",
-    "show_library_messages": ".pipeline",
     "mean_of_results": ".pipeline",
+    "results_rows": ".pipeline",
     "MODEL_NAMES": ".pipeline",
     "ANALYSES": ".pipeline",
-    "MIN_ALIGNMENT_FOR_IMPACT": ".pipeline",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

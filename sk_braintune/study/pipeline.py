@@ -1,42 +1,36 @@
-"""The brain-tuning study behind ``sk-braintune demo`` and ``sk-braintune dataset``.
+"""The brain-tuning study: the library pipeline behind ``sk-braintune demo``.
 
-``run_demo`` runs the whole study on the built-in story dataset for each pretrained model (the
-self-supervised model made here and Whisper tiny.en): brain-tune its top block on the training
-stories (several simulated listeners at once, one shared head), tune a random-fMRI control the
-same way, then compare pretrained, brain-tuned and control models on the held-out story
-(layer-wise, noise-ceiling-normalised alignment per voxel kind, each listener on its own
-responses), low-level impact, a semantic probe and semantic preference. The stage functions are
-public so that scripts (``benchmarks/study_braintuning.py``, ``benchmarks/data_scaling.py``) can
-repeat the study over seeds and sizes.
+:func:`run_braintuning_study` runs the whole study on the built-in story dataset for one
+pretrained model: brain-tune its top block on the training stories (several simulated listeners
+at once, one shared head), tune the random-fMRI controls the same way, then compare pretrained,
+brain-tuned and control models on the held-out story, each listener on its own responses
+(:func:`sk_braintune.evaluation.evaluate_listener`: layer-wise, noise-ceiling-normalised
+alignment per voxel kind, significance, low-level impact, variance partitioning), plus the
+encoding-data curve, a semantic probe and semantic preference. The stage functions are public so
+that scripts (``benchmarks/study_braintuning.py``, ``benchmarks/data_scaling.py``) can repeat the
+study over seeds and sizes. The pipeline logs and shows progress bars; it never prints (the
+``demo`` command, :mod:`sk_braintune.commands.demo`, prints its stages and tables).
 """
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
+import logging
 
 import numpy as np
 
-from ..commands.results import (
-    StageTimer,
-    dataset_summary,
-    format_results_table,
-    peak_memory_mib,
-    save_config,
-    write_results,
-)
 from .._docs import fill_doc
+from .._stages import LoggedStages, prefixed
 from ..builtin.registry import model_label, pretrained_model_path
 from ..exceptions import StudyInputError
-from ..commands.settings import DatasetCommandSettings, DemoCommandSettings
 from .settings import CONTROL_MODELS, DEFAULT_CONTROLS, DemoSettings
 
 __all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
-           "run_demo", "run_dataset_summary", "run_braintuning_study", "shared_layer_features",
-           "show_library_messages", "mean_of_results"]
+           "study_dataset", "run_braintuning_study", "shared_layer_features", "mean_of_results",
+           "results_rows"]
+
+logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in DEFAULT_CONTROLS))
-MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A is below this
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -51,8 +45,7 @@ def demo_settings(quick=False, epochs=None, **overrides):
     epochs : int, optional
         Override the number of tuning epochs.
     **overrides
-        Any field of :class:`~sk_braintune.study.settings.DemoSettings`; a mapping for a
-        nested table changes only the keys it holds.
+        Any field of :class:`~sk_braintune.study.settings.DemoSettings`.
 
     Returns
     -------
@@ -86,62 +79,6 @@ def model_names(settings):
     return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in settings.controls))
 
 
-def show_library_messages(verbose=True):
-    """Send the package's INFO log messages (dataset and tuning progress) to the terminal.
-
-    Library modules log instead of printing; the commands call this so that a verbose run
-    shows those messages. Calling it again changes nothing.
-
-    Parameters
-    ----------
-    verbose : bool, default=True
-        False: leave logging as it is.
-    """
-    import logging
-    import sys
-
-    if not verbose:
-        return
-    logger = logging.getLogger("sk_braintune")
-    if not any(getattr(h, "_sk_braintune_terminal", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._sk_braintune_terminal = True
-        logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-
-
-def _set_torch_threads(config):
-    import torch
-
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-
-
-# -- dataset summary (also the first stage of the demo) ---------------------------------------
-
-def run_dataset_summary(config, command_line=None):
-    """``sk-braintune dataset``: generate (or load from the cache) and summarise the demo's dataset.
-
-    Parameters
-    ----------
-    config : DatasetCommandSettings or dict
-        Resolved command-line settings.
-    command_line : list of str, optional
-        Unused (the command writes no results folder); accepted like the other commands.
-    """
-    from ..builtin import make_story_dataset
-
-    config = DatasetCommandSettings.from_mapping(config)
-    show_library_messages(not config.quiet)
-    dataset = DemoSettings().dataset.model_dump(exclude_none=True)
-    data = make_story_dataset(random_state=config.seed, verbose=not config.quiet, **dataset)
-    print("Built-in story dataset (the demo's: "
-          + ", ".join(f"{k}={v}" for k, v in dataset.items()) + ")")
-    print(dataset_summary(data))
-
-
 # -- feature extraction helpers -------------------------------------------------------------
 
 @fill_doc
@@ -171,21 +108,21 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
         Key ``"pretrained"`` plus the keys of ``tuned``.
     """
     from .._utils import resolve_device
-    from ..features import pooled_features
+    from ..features import TopBlockFeatures, forward_batches
 
     device = resolve_device(device)
     models = [pretrained, *tuned.values()]
     for model in models:
         model.to(device)
     try:
-        features, tuned_features = pooled_features(
-            pretrained, windows, range(pretrained.num_hidden_layers + 1), "mean",
-            batch_size=batch_size, tops=tuned, progress=verbose,
-            description=f"features ({len(models)} models)")
+        reader = TopBlockFeatures(pretrained, tuned, len(windows))
+        forward_batches(pretrained, windows, reader.layers, reader, batch_size=batch_size,
+                        progress=verbose, description=f"features ({len(models)} models)",
+                        also_eval=reader.modules)
     finally:
         for model in models:
             model.to("cpu")
-    return {"pretrained": features, **tuned_features}
+    return {"pretrained": reader.features, **reader.top_features}
 
 
 # -- the study ----------------------------------------------------------------------------------
@@ -194,8 +131,32 @@ ANALYSES = ("alignment", "significance", "low_level_impact", "variance_partition
             "encoding_curve", "probe", "semantic_preference")
 
 
+def study_dataset(settings, *, seed=0, verbose=True):
+    """The built-in story dataset of a study with these settings (from the cache when made).
+
+    Parameters
+    ----------
+    settings : DemoSettings or dict
+        From :func:`demo_settings`; its ``dataset`` table holds the keyword arguments of
+        :func:`sk_braintune.builtin.make_story_dataset`.
+    seed : int, default=0
+        Seeds the dataset (the same seed as the study's).
+    verbose : bool, default=True
+        Progress messages (logged) while the dataset is made.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        The story dataset, as :func:`run_braintuning_study` takes it.
+    """
+    from ..builtin import make_story_dataset
+
+    settings = DemoSettings.from_mapping(settings)
+    return make_story_dataset(random_state=seed, verbose=verbose, **settings.dataset.model_dump(exclude_none=True))
+
+
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
-                          output=None, figures=True, analyses=ANALYSES):
+                          analyses=ANALYSES, data=None):
     """Run the whole study once and return its results.
 
     Parameters
@@ -208,48 +169,45 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     verbose : bool, default=True
         Progress bars.
     stages : callable, optional
-        Stage timer (prints stage names and times).
-    output : str or pathlib.Path, optional
-        Where figures go (none when None).
-    figures : bool, default=True
+        ``stages(name)`` returns a context manager wrapped around each stage and has a
+        ``times`` dict (stage name -> seconds), e.g. the commands' timer that prints each
+        stage; stages are logged (:class:`sk_braintune._stages.LoggedStages`) when None.
     analyses : sequence of str, default=ANALYSES
         Which analyses to run after tuning; the layer-wise alignment always runs.
+    data : sklearn.utils.Bunch, optional
+        The dataset, made by :func:`study_dataset` with the same settings and seed; made here
+        (as the stage ``dataset``) when None.
 
     Returns
     -------
     results : dict
-        JSON-serialisable: ``table`` (rows per model), ``layers`` (per model, per voxel kind,
-        per layer), ``history`` (per tuned model), ``stage_seconds``, ``settings``; with
-        ``settings.significance``, ``significance`` (per model, per voxel kind: voxels with
-        q < 0.05, 95% interval of the mean normalised r; the per-voxel p/q values go to
-        ``voxel_scores`` as ``<model>_p_values`` / ``<model>_q_values``); with
+        JSON-serialisable: ``table`` (rows per model, :func:`results_rows`), ``layers`` (per
+        model, per voxel kind, per layer), ``history`` (per tuned model), ``stage_seconds``,
+        ``settings``; with ``settings.significance``, ``significance`` (per model, per voxel
+        kind: voxels with q < 0.05, 95% interval of the mean normalised r; the per-voxel p/q
+        values go to ``voxel_scores`` as ``<model>_p_values`` / ``<model>_q_values``); with
         ``settings.variance_partitioning``, ``variance_partitioning`` (per model, per voxel
         kind: unique model / low-level, shared, shared fraction of the last layer).
     """
-    from ..builtin import make_story_dataset
     from ..datasets import participant_windows, select_participant
-    from ..evaluation.alignment import (
-        alignment_significance,
+    from ..evaluation import (
         default_encoder,
-        layerwise_alignment,
-        low_level_impacts,
-        lowlevel_feature_spaces,
+        evaluate_listener,
+        low_level_feature_spaces,
         split_layers,
-        variance_partition_summary,
     )
     from ..model_selection import HeldOutStories
     from ..tuning import BrainTuner, FrozenLayerCache
     from ..windows import dataset_windows, stack_responses
 
     settings = DemoSettings.from_mapping(settings)
-    stages = stages or StageTimer()
+    stages = stages or LoggedStages()
     names = model_names(settings)
     results = {"settings": settings, "seed": seed, "models": list(names)}
 
-    with stages("dataset: espeak-ng stories, simulated responses"):
-        data = make_story_dataset(random_state=seed, verbose=verbose,
-                                  **settings.dataset.model_dump(exclude_none=True))
-    print(dataset_summary(data), flush=True)
+    if data is None:
+        with stages("dataset: espeak-ng stories, simulated responses"):
+            data = study_dataset(settings, seed=seed, verbose=verbose)
     train, valid, test = (list(data.split[k]) for k in ("train", "validation", "test"))
     results["train_minutes"] = sum(len(data.audio[s]) for s in train) / data.sample_rate / 60
 
@@ -273,7 +231,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings.tuner.model_dump(), validation=validation, device=device,
-                        random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
+                        random_state=seed, verbose=verbose, frozen_layer_cache=FrozenLayerCache())
     tuners = {}
     who = f"{len(listeners)} listeners' " if several else ""
     with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
@@ -306,58 +264,57 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     responses = {p: stack_responses(own, fit_stories + test) for p, own in listeners.items()}
     ceiling = {p: np.asarray(own.noise_ceiling) for p, own in listeners.items()}
     # one encoding model for every fit: settings.ridge_backend = "torch" runs them on the GPU
-    encoder = default_encoder(cv=settings.ridge_cv, backend=settings.ridge_backend)
+    backend = settings.ridge_backend
+    encoder = default_encoder(cv=settings.ridge_cv, backend=backend)
+    # the per-listener evaluation (alignment always; the rest as the settings ask)
+    evaluated = {
+        "significance": "significance" in analyses and settings.significance,
+        "low_level_impact": "low_level_impact" in analyses,
+        "variance_partitioning": ("variance_partitioning" in analyses
+                                  and settings.variance_partitioning)}
+    listener_analyses = ("alignment", *(a for a, on in evaluated.items() if on))
+    low_level = None
+    if evaluated["low_level_impact"] or evaluated["variance_partitioning"]:
+        # the stimuli are every listener's: their low-level features are made once
+        with stages("low-level features: power spectrum, phonemes, diphones, articulation"):
+            low_level = low_level_feature_spaces(data, fit_stories, test)
     per_listener = {p: {} for p in listeners}
-    mean_over = f" (each of {len(listeners)} listeners)" if several else ""
-    with stages(f"alignment: voxelwise ridge per layer, scored on the held-out story{mean_over}"):
-        layers = {p: {name: layerwise_alignment(features[name], n_layers, responses[p], g_all,
-                                                fit_stories, test, noise_ceiling=ceiling[p],
-                                                voxel_labels=labels, estimator=encoder)
-                      for name in names} for p in listeners}
-    for p in listeners:
-        per_listener[p]["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
-                                     for name, t in layers[p].items()}
-    results["voxel_scores"] = {name: np.mean([layers[p][name]["voxels"] for p in listeners],
-                                             axis=0) for name in names}
+    results["voxel_scores"] = {}
+    voxel_p_q = {}
+    for p, own in listeners.items():
+        evaluation = evaluate_listener(
+            features, n_layers, responses[p], g_all, train_stories=fit_stories,
+            test_stories=test, noise_ceiling=ceiling[p], voxel_labels=labels, dataset=own,
+            encoder=encoder, analyses=listener_analyses, low_level=low_level,
+            cv=settings.ridge_cv, backend=backend, n_permutations=settings.n_permutations,
+            partitioning_n_iter=settings.partitioning_n_iter, random_state=seed,
+            stages=prefixed(stages, f"{p}: " if several else ""))
+        own_results = per_listener[p]
+        own_results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
+                                 for name, t in evaluation.alignment.items()}
+        results["voxel_scores"][p] = {name: t["voxels"]
+                                      for name, t in evaluation.alignment.items()}
+        if evaluation.significance is not None:
+            own_results["significance"] = {name: sig["roi"]
+                                           for name, sig in evaluation.significance.items()}
+            for name, sig in evaluation.significance.items():
+                key = (f"{p}_" if several else "") + name.replace("-", "_")
+                voxel_p_q[f"{key}_p_values"] = sig["p_values"]
+                voxel_p_q[f"{key}_q_values"] = sig["q_values"]
+        if evaluation.low_level_impact is not None:
+            own_results["low_level_impact"] = evaluation.low_level_impact
+        if evaluation.variance_partitioning is not None:
+            own_results["variance_partitioning"] = evaluation.variance_partitioning
+        del evaluation
+    by_model = results["voxel_scores"]
+    results["voxel_scores"] = {name: np.mean([by_model[p][name] for p in listeners], axis=0)
+                               for name in names}
+    results["voxel_scores"].update(voxel_p_q)
     results["voxel_labels"] = labels.tolist()
 
-    if "significance" in analyses and settings.significance:
-        with stages(f"significance: {settings.n_permutations} block permutations, BH-FDR, "
-                    f"block-bootstrap intervals (last layer){mean_over}"):
-            for p in listeners:
-                per_listener[p]["significance"] = {}
-                for name in names:
-                    fit = layers[p][name]["last_layer"]
-                    sig = alignment_significance(
-                        fit["y_true"], fit["prediction"], labels, groups=fit["groups"],
-                        noise_ceiling=ceiling[p], n_permutations=settings.n_permutations,
-                        n_bootstraps=settings.n_permutations, random_state=seed)
-                    per_listener[p]["significance"][name] = sig["roi"]
-                    key = (f"{p}_" if several else "") + name.replace("-", "_")
-                    results["voxel_scores"][f"{key}_p_values"] = sig["p_values"]
-                    results["voxel_scores"][f"{key}_q_values"] = sig["q_values"]
-    del layers
-
-    lowlevel = None
     last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
     del features
-    if "low_level_impact" in analyses:
-        with stages("low-level impact: power spectrum, phonemes, diphones, articulation "
-                    f"regressed out{mean_over}"):
-            lowlevel = lowlevel_feature_spaces(data, fit_stories, test)
-            for p, own in listeners.items():
-                per_listener[p]["low_level_impact"] = low_level_impacts(
-                    own, last_layers, g_all, fit_stories, test, estimator=encoder,
-                    cv=settings.ridge_cv, lowlevel=lowlevel, responses=responses[p])
-    if "variance_partitioning" in analyses and settings.variance_partitioning:
-        with stages("variance partitioning: last layer vs the same low-level features "
-                    f"(banded ridge){mean_over}"):
-            for p, own in listeners.items():
-                per_listener[p]["variance_partitioning"] = variance_partition_summary(
-                    own, last_layers, g_all, fit_stories, test, lowlevel=lowlevel,
-                    n_iter=settings.partitioning_n_iter, cv=settings.ridge_cv,
-                    backend=settings.ridge_backend, random_state=seed,
-                    responses=responses[p])["roi"]
+    mean_over = f" (each of {len(listeners)} listeners)" if several else ""
     if "encoding_curve" in analyses and settings.encoding_curve:
         counts = ", ".join(map(str, settings.encoding_curve))
         with stages(f"encoding-data curve: the ridge on {counts} and all fitting stories "
@@ -380,17 +337,14 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             results["semantic_preference"] = _preference_scores(sources, device=device,
                                                                 verbose=verbose)
 
-    results["table"] = _results_rows(results, n_layers)
-    if figures and output is not None:
-        with stages("figures"):
-            results["figures"] = _write_figures(results, tuners, Path(output))
+    results["table"] = results_rows(results, n_layers)
     results["stage_seconds"] = dict(stages.times)
     return results
 
 
 def _provenance(data, selected, model_path, tuners):
     """Split, tuning targets and fingerprints of the data and models, for the manifest."""
-    from ..commands.report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from ..provenance import dataset_fingerprints, fingerprint_model, voxel_selection
 
     return {"split": {k: list(v) for k, v in data.split.items()},
             "voxels": {"tuning_targets": voxel_selection(selected, len(data.noise_ceiling))},
@@ -556,7 +510,24 @@ def _preference_scores(sources, *, device, verbose):
     return out
 
 
-def _results_rows(results, n_layers):
+def results_rows(results, n_layers):
+    """The rows of the study's results table, one per model (the demo's ``results.csv``).
+
+    Parameters
+    ----------
+    results : dict
+        From :func:`run_braintuning_study` (``models``, ``layers`` and the analyses run).
+    n_layers : int
+        Layers per model (the probe's last layer is ``n_layers - 1``).
+
+    Returns
+    -------
+    rows : list of dict
+        ``model``, then per voxel kind the last and best layer's normalised r
+        (``sem_last``, ``sem_best``, ...), the low-level impact on the last layer
+        (``lowlevel_sem_%``, ...), the probe's last and best layer and the semantic
+        preference of the last layer, where those analyses ran.
+    """
     rows = []
     for name in results["models"]:
         layer_roi = results["layers"][name]
@@ -580,187 +551,3 @@ def _results_rows(results, n_layers):
     return rows
 
 
-def _second_table(results):
-    """Rows of the demo's second table: variance partitioning and significance per model."""
-    rows = []
-    for name in results["models"]:
-        partitions = results.get("variance_partitioning", {}).get(name, {})
-        significance = results.get("significance", {}).get(name, {})
-        if not partitions and not significance:
-            continue
-        row = {"model": name}
-        for roi in ("semantic", "auditory"):
-            if roi in partitions:
-                row[f"{roi[:3]}_unique"] = partitions[roi]["unique_model"]
-                row[f"{roi[:3]}_shared"] = partitions[roi]["shared"]
-                row[f"{roi[:3]}_shared_%"] = 100 * partitions[roi]["shared_fraction"]
-        for roi in ("semantic", "auditory"):
-            if roi in significance:
-                entry = significance[roi]
-                # a mean over listeners with several
-                row[f"{roi[:3]}_sig"] = f"{entry['n_significant']:.4g}/{entry['n_voxels']:.0f}"
-                row[f"{roi[:3]}_ci"] = f"[{entry['low']:.2f}, {entry['high']:.2f}]"
-        rows.append(row)
-    return rows
-
-
-def _write_figures(results, tuners, output):
-    from ..analysis import figures as fig
-
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(figure, name):
-        path = output / name
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        written.append(str(path))
-
-    for roi in ("semantic", "auditory"):
-        save(fig.plot_layer_alignment({m: results["layers"][m][roi]
-                                       for m in results["models"]},
-                                      title=f"{roi} voxels"), f"alignment_{roi}.png")
-    import pandas as pd
-
-    if "low_level_impact" in results:
-        # (A - A_resid) / A is noise where A is near 0 (the noise voxels): leave those out
-        impacts = {m: pd.Series({roi: v["impact_percent"] for roi, v in table.items()
-                                 if v["A"] >= MIN_ALIGNMENT_FOR_IMPACT})
-                   for m, table in results["low_level_impact"].items()}
-        save(fig.plot_low_level_impact(impacts), "low_level_impact.png")
-    if "probe" in results:
-        tables = {m: pd.DataFrame({"layer": list(results["probe"][m]),
-                                   "score": list(results["probe"][m].values())})
-                  for m in results["models"]}
-        save(fig.plot_probe_scores(tables, chance=results["probe"].get("chance"),
-                                   title="Spoken-intent probe (held-out paraphrases)"),
-             "probe_scores.png")
-    if "semantic_preference" in results:
-        tables = {m: pd.DataFrame(v) for m, v in results["semantic_preference"].items()}
-        save(fig.plot_semantic_preference(tables), "semantic_preference.png")
-    for name, tuner in tuners.items():
-        save(fig.plot_training_curves(tuner.history_, title=name),
-             f"training_{name.replace(' ', '_')}.png")
-    return written
-
-
-def run_demo(config, command_line=None):
-    """``sk-braintune demo``: the full study on the built-in story dataset, for each model.
-
-    Runs :func:`run_braintuning_study` once per pretrained model of ``config.models`` (the
-    self-supervised model made here and Whisper tiny.en by default) on the same dataset, and
-    writes ``results.json``, ``results.csv`` (one row per model family and model),
-    ``voxel_scores.npz``, ``config.toml``, ``manifest.json`` and ``report.html`` into
-    ``config.output``, each family's figures into a subfolder named after it.
-
-    Parameters
-    ----------
-    config : DemoCommandSettings or dict
-        Resolved command-line settings (``output``, ``quick``, ``seed``, ``device``, ``epochs``,
-        ``models``, ``controls``, ``quiet``, ``no_figures``, ``threads``).
-    command_line : list of str, optional
-        The command as typed, for the manifest (default: ``sys.argv``).
-
-    Returns
-    -------
-    results : dict
-        ``families`` (model -> the study's results), ``table`` (rows with ``family`` and
-        ``model``), ``stage_seconds``, ``wall_seconds``, ``peak_memory_mib``.
-    """
-    from ..commands.report import utc_now, write_manifest, write_report
-
-    config = DemoCommandSettings.from_mapping(config)
-    started = utc_now()
-    _set_torch_threads(config)
-    output = Path(config.output)
-    verbose = not config.quiet
-    show_library_messages(verbose)
-    stages = StageTimer()
-    labels = [model_label(m) for m in config.models]
-    print(f"sk_braintune demo: brain-tuning {' and '.join(labels)} on the built-in story "
-          f"dataset ({'quick' if config.quick else 'full'} run), results in {output}/",
-          flush=True)
-    settings = config.study_settings()
-    families, provenance, voxel_scores = {}, {}, {}
-    for model, label in zip(config.models, labels):
-        settings.model = model
-        stages.prefix = f"{label}: " if len(config.models) > 1 else ""
-        print(f"\n== {label}", flush=True)
-        result = run_braintuning_study(settings, seed=config.seed, device=config.device,
-                                       verbose=verbose, stages=stages,
-                                       output=output / _folder_name(label),
-                                       figures=not config.no_figures)
-        provenance[model] = result.pop("provenance", {})
-        voxel_scores.update({f"{_folder_name(label)}__{k}": v
-                             for k, v in result.pop("voxel_scores").items()})
-        families[model] = result
-    stages.prefix = ""
-    results = {"models": list(config.models), "families": families,
-               "table": [{"family": label, **row} for model, label in zip(config.models, labels)
-                         for row in families[model]["table"]],
-               "figures": [f for r in families.values() for f in r.get("figures", [])],
-               "voxel_scores": voxel_scores,
-               "stage_seconds": dict(stages.times),
-               "peak_memory_mib": peak_memory_mib(), "wall_seconds": stages.elapsed()}
-    paths = write_results(results, output)
-    save_config(config, output)
-    manifest = _demo_manifest(config, settings, provenance, results, started, command_line)
-    paths.append(str(write_manifest(manifest, output)))
-    paths.append(str(write_report(
-        output, title="sk-braintune demo: brain-tuning on the built-in story dataset",
-        figures=results["figures"], manifest=manifest, summary=DEMO_SUMMARY)))
-    _print_demo_tables(results, labels)
-    print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
-          f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"
-          + (f" and {len(results['figures'])} figures" if results["figures"] else ""))
-    return results
-
-
-DEMO_SUMMARY = ("Held-out story, mean over the simulated listeners. sem/aud/mix: "
-                "noise-ceiling-normalised r in semantic, auditory and mixed voxels (last layer / "
-                "best layer); lowlevel_*_%: low-level impact on the last layer's alignment; "
-                "probe: spoken-intent accuracy on unseen paraphrases; sem_pref: synonyms minus "
-                "near-homophones (last layer).")
-
-
-def _folder_name(label):
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in label).strip("_")
-
-
-def _demo_manifest(config, settings, provenance, results, started, command_line):
-    from ..commands.report import build_manifest
-
-    first = next(iter(provenance.values()))
-    seed = config.seed
-    return build_manifest(
-        "demo", {"command": config, "study": settings}, started=started,
-        command_line=command_line,
-        seeds={"dataset": seed, "tuning": seed, "controls": seed, "probe": seed},
-        split=first.get("split"), voxels=first.get("voxels"), data=first.get("data"),
-        models={f"{model}/{name}": fingerprint for model, p in provenance.items()
-                for name, fingerprint in p.get("models", {}).items()},
-        extra={"stage_seconds": results["stage_seconds"],
-               "peak_memory_mib": results["peak_memory_mib"]})
-
-
-def _print_demo_tables(results, labels):
-    chance = next(iter(results["families"].values())).get("probe", {}).get("chance")
-    print()
-    # the report's summary, with the probe's chance level, wrapped for the terminal
-    print(textwrap.fill(DEMO_SUMMARY.replace(
-        "unseen paraphrases;", f"unseen paraphrases (chance {chance or float('nan'):.3f});"),
-        width=99))
-    for label, family in zip(labels, results["families"].values()):
-        print(f"\n{label}")
-        print(format_results_table(family["table"]))
-    seconds = [_second_table(family) for family in results["families"].values()]
-    if any(seconds):
-        print()
-        print("Second estimate and significance (last layer). unique/shared: variance "
-              "partitioning R^2 vs low-level\nfeatures, shared_%: shared / (unique + shared); "
-              "sig: voxels with q < 0.05 (block permutation,\nBH-FDR); ci: 95% block-bootstrap "
-              "interval of the mean normalised r.")
-        for label, second in zip(labels, seconds):
-            if second:
-                print(f"\n{label}")
-                print(format_results_table(second))
-    print()

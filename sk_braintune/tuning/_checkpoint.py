@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
+from .._hashing import new_hasher, update_array, update_json
 from .._utils import atomic_write_bytes
+from ..exceptions import CheckpointError
 from ..windows import is_audio_windows
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -18,7 +18,7 @@ FORMAT_VERSION = 1
 
 def windows_fingerprint(X):
     """Hash of the windows alone (see :func:`data_fingerprint`)."""
-    h = hashlib.blake2b(digest_size=16)
+    h = new_hasher("blake2b", 16)
     _hash_windows(h, X)
     return h.hexdigest()
 
@@ -33,17 +33,19 @@ def data_fingerprint(X, y, groups, participants=None):
     -------
     digest : str
     """
-    h = hashlib.blake2b(digest_size=16)
+    h = new_hasher("blake2b", 16)
     _hash_windows(h, X)
-    y = np.ascontiguousarray(y)
-    h.update(repr((y.shape, str(y.dtype))).encode())
-    h.update(y.tobytes())
+    update_array(h, y, _ARRAY_HEADER)
     if groups is not None:
         h.update("\0".join(map(str, np.asarray(groups).tolist())).encode())
     if participants is not None:  # absent for one participant: the hash stays as it was
         h.update(b"participants")
-        h.update(np.ascontiguousarray(participants, dtype=np.int64).tobytes())
+        update_array(h, np.asarray(participants, dtype=np.int64), header=None)
     return h.hexdigest()
+
+
+# repr((shape, str(dtype))): the header these fingerprints have always had
+_ARRAY_HEADER = "({shape!r}, {dtype!r})"
 
 
 def _hash_windows(h, X):
@@ -51,20 +53,16 @@ def _hash_windows(h, X):
         h.update(repr((X.shape, X.window_samples)).encode())
         for story in sorted(X.waveforms):
             h.update(str(story).encode())
-            h.update(np.ascontiguousarray(X.waveforms[story]).tobytes())
-        h.update(np.asarray(X.ends).tobytes())
+            update_array(h, X.waveforms[story], header=None)
+        update_array(h, X.ends, header=None)
         h.update("\0".join(map(str, X.stories)).encode())
     else:
-        X = np.ascontiguousarray(X)
-        h.update(repr((X.shape, str(X.dtype))).encode())
-        h.update(X.tobytes())
+        update_array(h, X, _ARRAY_HEADER)
 
 
 def config_fingerprint(params, backbone_fingerprint):
     """Hash of the estimator's parameters that shape training, plus the initial backbone's hash."""
-    text = json.dumps({k: repr(v) for k, v in sorted(params.items())}, sort_keys=True)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(text.encode())
+    h = update_json(new_hasher("blake2b", 16), {k: repr(v) for k, v in sorted(params.items())})
     h.update(str(backbone_fingerprint).encode())
     return h.hexdigest()
 
@@ -89,8 +87,13 @@ def load_checkpoint(directory):
     if not path.exists():
         return None
     # our own file (contains numpy RNG states and history): full unpickling is needed
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} was written by an incompatible version of sk_braintune; "
-                         "delete it or use another checkpoint_dir.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
+                              f"{exc}); it is damaged. Delete it to start afresh, or use "
+                              "another checkpoint_dir.") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by an incompatible version of sk_braintune; "
+                              "delete it or use another checkpoint_dir.")
     return state
