@@ -37,7 +37,7 @@ test suite runs it (``tests/test_gpu_check.py``).
 Usage::
 
     python benchmarks/gpu_check.py --bundle .gpu_bundle     # here; --seeds 0 1 2 3 4 5 by default
-    echo /.gpu_bundle/ >> .git/info/exclude                  # carried to the device, not committed
+    # (git ignores .gpu_bundle: name it among the paths carried to the GPU machine)
     # on the GPU machine, from the repository root, carrying .gpu_bundle (time limit ~420 s):
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python3 benchmarks/gpu_check.py --run .gpu_bundle \\
         --out $OUT --budget-s 330 --cache /tmp/skbt_cache
