@@ -10,7 +10,8 @@ import numpy as np
 from ._docs import fill_doc
 from .exceptions import StoryLeakWarning
 
-__all__ = ["HeldOutStories", "clamp_cv", "check_story_splits", "StoryLeakWarning"]
+__all__ = ["HeldOutStories", "ConcatenatedSplits", "clamp_cv", "check_story_splits",
+           "StoryLeakWarning"]
 
 
 class HeldOutStories:
@@ -63,6 +64,56 @@ class HeldOutStories:
             raise ValueError(f"held-out stories {list(self.stories)} must be some but not all "
                              "of the stories")
         yield np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+class ConcatenatedSplits:
+    """A splitter applied to the concatenated samples: the ``groups`` it is given are dropped.
+
+    Story-aware code passes ``groups`` to every splitter; some protocols split the training
+    data as one run instead. The brain-tuning paper's script draws its
+    ``bootstrap_ridge`` chunks on a single grid over the concatenated training stories, so
+    chunks may straddle two stories: ``ConcatenatedSplits(ChunkedBootstrap(...,
+    chunking="reference"))`` reproduces that, where ``ChunkedBootstrap`` alone (given the
+    stories) restarts its chunks at every story.
+
+    Parameters
+    ----------
+    cv : cross-validation splitter
+        Its ``split(X, y)`` is called without groups.
+    """
+
+    def __init__(self, cv):
+        self.cv = cv
+
+    @fill_doc
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of splits of ``cv``.
+
+        Parameters
+        ----------
+        %(splitter_args)s
+
+        Returns
+        -------
+        n_splits : int
+        """
+        return self.cv.get_n_splits(X, y)
+
+    def split(self, X, y=None, groups=None):
+        """Yield ``cv``'s splits of the samples taken as one run.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        y : ignored
+        groups : ignored
+            Dropped on purpose (see the class docstring).
+
+        Yields
+        ------
+        train, test : ndarray of int
+        """
+        yield from self.cv.split(X, y)
 
 
 def clamp_cv(cv, groups):

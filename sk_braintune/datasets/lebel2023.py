@@ -47,6 +47,7 @@ __all__ = [
     "TEST_STORY_EXTRA_TRIM",
     "VALIDATION_STORIES",
     "NAN_POLICIES",
+    "PAPER_TRAIN_STORIES",
     "NaNVoxelWarning",
     "LazyStoryArray",
     "lebel2023_tr_times",
@@ -73,6 +74,14 @@ VALIDATION_STORIES = ("stagefright", "life")
 """The paper's validation stories."""
 NAN_POLICIES = ("zero", "drop", "raise")
 """Values of ``load_lebel2023(nan_policy=...)`` (NaN and inf are treated alike)."""
+PAPER_TRAIN_STORIES = (
+    "adollshouse", "adventuresinsayingyes", "alternateithicatom", "avatar", "buck", "exorcism",
+    "eyespy", "fromboyhoodtofatherhood", "hangtime", "haveyoumethimyet", "howtodraw",
+    "inamoment", "itsabox", "legacy", "naked", "odetostepfather", "sloth", "souls",
+    "stagefright", "swimmingwithastronauts", "thatthingonmyarm", "theclosetthatateeverything",
+    "tildeath", "undertheinfluence")
+"""The 24 training stories of the brain-tuning paper's evaluation (its ``eval_utils``'s
+``train_stories``; ``stagefright`` trains there, although it validates the tuning)."""
 
 _LAYOUT = ("root/derivative/preprocessed_data/<subject>/<story>.hf5, root/stimuli/<story>.wav, "
            "root/derivative/TextGrids/<story>.TextGrid and root/derivative/respdict.json")
@@ -948,6 +957,9 @@ class _Lebel2023Loading:
             subject=participants[0], root=str(self.root), trigger_tr=float(self.trigger_tr),
             n_trs_respdict=self.n_trs, nan_voxels=first.nan_voxels,
             voxel_indices=self.voxel_indices, noise_ceiling_story=ceiling_story,
+            # the hf5 columns are the participant's own cortical voxels: no space to map back to
+            space=None, column_index=np.asarray(self.voxel_indices, dtype=np.int64),
+            mask_img=None,
         )
 
 
@@ -1037,7 +1049,9 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         - ``participants``: tuple of participant names; ``participant_data``: participant ->
           Bunch of its ``responses``, ``repeats``, ``noise_ceiling``, ``noise_ceiling_story``
           and ``nan_voxels``, all over the same voxels,
-        - ``description`` (str),
+        - ``description`` (str), ``space`` (None: the participant's own voxels),
+          ``column_index`` (the kept columns of the files or of the common space) and
+          ``mask_img`` (None), as the record documents (:mod:`sk_braintune.datasets.record`),
 
         and, specific to this loader: ``subject`` (the first participant), ``root``,
         ``trigger_tr``, ``n_trs_respdict`` (story -> n), ``nan_voxels`` (story -> number of
