@@ -116,7 +116,6 @@ def study_settings(args, seed):
 
 def run_seeds(args):
     import torch
-    from scipy import stats
 
     from sk_braintune import study
 
@@ -128,37 +127,48 @@ def run_seeds(args):
         t0 = time.perf_counter()
         results = study.run_braintuning_study(settings, seed=seed, verbose=False,
                                               analyses=analyses)
-        voxels = results.pop("voxel_scores")
-        labels = np.asarray(results["voxel_labels"])
-        row = {"seed": seed, "seconds": time.perf_counter() - t0, "models": results["models"],
-               "test_story": settings.dataset.test_story or "default",
-               "best_epoch": results["best_epoch"]}
-        for name in results["models"]:
-            for roi in ROIS:
-                row[f"{name}/{roi}"] = float(results["layers"][name][roi][-1])
-            # the secondary measures: every other column of the results table
-            table = next(r for r in results["table"] if r["model"] == name)
-            for key, value in table.items():
-                if key != "model" and isinstance(value, (int, float)):
-                    row[f"{name}/{key}"] = float(value)
-            for roi, entry in results.get("variance_partitioning", {}).get(name, {}).items():
-                row[f"{name}/{roi}_unique"] = float(entry["unique_model"])
-            for roi, curve in results.get("encoding_curve", {}).get(name, {}).items():
-                for n_stories, value in curve.items():
-                    row[f"{name}/{roi}_ridge_on_{n_stories}_stories"] = value
-        # within-seed test across semantic voxels (last layer); voxels share 12 latent
-        # dimensions, so these p-values overstate independence: the across-seed tests decide
-        semantic = labels == "semantic"
-        for name in results["models"][1:]:
-            diff = voxels[name][-1][semantic] - voxels["pretrained"][-1][semantic]
-            diff = diff[np.isfinite(diff)]
-            row[f"{name}/semantic_voxel_wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
-            row[f"{name}/semantic_voxels_improved_%"] = float(np.mean(diff > 0) * 100)
+        row = seed_row(results, settings, seed, time.perf_counter() - t0)
         print(json.dumps(row), flush=True)
         results["settings"] = settings.model_dump(mode="json")
         (args.output / f"seed{seed}.json").write_text(json.dumps(results, indent=2,
                                                                  default=str))
         (args.output / f"seed{seed}_row.json").write_text(json.dumps(row, indent=2))
+
+
+def seed_row(results, settings, seed, seconds):
+    """One seed's row: every model's last-layer alignment and secondary measures.
+
+    Takes ``results["voxel_scores"]`` out of ``results`` (for the within-seed tests).
+    """
+    from scipy import stats
+
+    voxels = results.pop("voxel_scores")
+    labels = np.asarray(results["voxel_labels"])
+    row = {"seed": seed, "seconds": seconds, "models": results["models"],
+           "test_story": settings.dataset.test_story or "default",
+           "best_epoch": results["best_epoch"]}
+    for name in results["models"]:
+        for roi in ROIS:
+            row[f"{name}/{roi}"] = float(results["layers"][name][roi][-1])
+        # the secondary measures: every other column of the results table
+        table = next(r for r in results["table"] if r["model"] == name)
+        for key, value in table.items():
+            if key != "model" and isinstance(value, (int, float)):
+                row[f"{name}/{key}"] = float(value)
+        for roi, entry in results.get("variance_partitioning", {}).get(name, {}).items():
+            row[f"{name}/{roi}_unique"] = float(entry["unique_model"])
+        for roi, curve in results.get("encoding_curve", {}).get(name, {}).items():
+            for n_stories, value in curve.items():
+                row[f"{name}/{roi}_ridge_on_{n_stories}_stories"] = value
+    # within-seed test across semantic voxels (last layer); voxels share 12 latent
+    # dimensions, so these p-values overstate independence: the across-seed tests decide
+    semantic = labels == "semantic"
+    for name in results["models"][1:]:
+        diff = voxels[name][-1][semantic] - voxels["pretrained"][-1][semantic]
+        diff = diff[np.isfinite(diff)]
+        row[f"{name}/semantic_voxel_wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
+        row[f"{name}/semantic_voxels_improved_%"] = float(np.mean(diff > 0) * 100)
+    return row
 
 
 def summarize(rows, output):
