@@ -98,12 +98,11 @@ def settings_for(args, minutes, seed):
     """The pre-registered design at this size and seed, with the block-permuted control."""
     from sk_braintune import study
 
-    settings = study.demo_settings(model=args.model)
-    settings.controls = ("block-permuted",)
-    settings.dataset.update(stories="library", minutes=minutes or None,
-                            context_words=args.context_words, n_participants=1,
-                            **held_out_stories(seed, stories="library"))
-    return settings
+    return study.demo_settings(
+        model=args.model, controls=("block-permuted",),
+        dataset={"stories": "library", "minutes": minutes or None,
+                 "context_words": args.context_words, "n_participants": 1,
+                 **held_out_stories(seed, stories="library")})
 
 
 def row_from_results(results, args, minutes, seed, seconds):

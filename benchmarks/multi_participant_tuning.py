@@ -53,23 +53,23 @@ def main():
     settings = demo_settings(quick=args.quick, epochs=args.epochs)
     started = time.perf_counter()
     data = make_story_dataset(n_participants=args.participants, random_state=args.seed,
-                              **{k: v for k, v in settings["dataset"].items()
-                                 if v is not None and k != "n_participants"})
+                              **settings.dataset.model_dump(exclude_none=True,
+                                                            exclude={"n_participants"}))
     training = list(data.participants[:args.participants - args.held_out])
     held_out = list(data.participants[args.participants - args.held_out:])
     fit_stories = list(data.split["train"]) + list(data.split["validation"])
     test_stories = list(data.split["test"])
     ceilings = np.stack([data.participant_data[p].noise_ceiling for p in training])
-    voxels = np.flatnonzero(ceilings.min(axis=0) > settings["min_ceiling"])
+    voxels = np.flatnonzero(ceilings.min(axis=0) > settings.min_ceiling)
     print(f"{len(data.participants)} participants ({', '.join(training)} tune, "
           f"{', '.join(held_out)} held out), {len(voxels)} voxels with noise ceiling > "
-          f"{settings['min_ceiling']} for every training participant", flush=True)
+          f"{settings.min_ceiling} for every training participant", flush=True)
 
     model = args.model or load_whisper_tiny_en()
     cache = FrozenLayerCache()
-    tuner_params = dict(settings["tuner"], validation=0.2, random_state=args.seed,
+    tuner_params = dict(settings.tuner.model_dump(), validation=0.2, random_state=args.seed,
                         frozen_cache=cache)
-    window = settings["window"]
+    window = settings.window
     tuners = {}
     for name, who in (("single-participant", training[:1]), ("multi-participant", training)):
         X, y, groups, participants = participant_windows(data, fit_stories, window=window,
@@ -94,7 +94,7 @@ def main():
     curves = data_efficiency_curve(features, responses, g_all, fit_stories, test_stories,
                                    noise_ceiling=noise_ceilings, voxels=voxels,
                                    reference="pretrained",
-                                   estimator=default_encoder(cv=settings["ridge_cv"]))
+                                   estimator=default_encoder(cv=settings.ridge_cv))
     curves.to_csv(args.output / "curve.csv", index=False)
     plot_data_efficiency(curves, metric="mean_normalized", reference="pretrained",
                          ylabel="normalised r (tuned voxels)").savefig(

@@ -104,15 +104,14 @@ def study_settings(args, seed):
     """The demo's settings, with this run's options and the seed's held-out stories."""
     from sk_braintune import study
 
-    settings = study.demo_settings(epochs=args.epochs, model=args.model)
-    if args.window:
-        settings["window"] = args.window
-    settings["controls"] = tuple(args.controls)
-    settings["dataset"].update(stories=args.stories, minutes=args.minutes,
-                               context_words=args.context_words)
+    dataset = {"stories": args.stories, "minutes": args.minutes,
+               "context_words": args.context_words}
     if not args.fixed_stories:
-        settings["dataset"].update(held_out_stories(seed, stories=args.stories))
-    return settings
+        dataset.update(held_out_stories(seed, stories=args.stories))
+    overrides = {"controls": tuple(args.controls), "dataset": dataset}
+    if args.window:
+        overrides["window"] = args.window
+    return study.demo_settings(epochs=args.epochs, model=args.model, **overrides)
 
 
 def run_seeds(args):
@@ -156,7 +155,7 @@ def run_seeds(args):
             row[f"{name}/semantic_voxel_wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
             row[f"{name}/semantic_voxels_improved_%"] = float(np.mean(diff > 0) * 100)
         print(json.dumps(row), flush=True)
-        results["settings"] = settings.to_dict()
+        results["settings"] = settings.model_dump(mode="json")
         (args.output / f"seed{seed}.json").write_text(json.dumps(results, indent=2,
                                                                  default=str))
         (args.output / f"seed{seed}_row.json").write_text(json.dumps(row, indent=2))

@@ -75,19 +75,6 @@ docdict["splitter_args"] = """
 X, y, groups : object, default=None
     Ignored; present for scikit-learn's splitter API."""
 
-docdict["run_options"] = """
-output : pathlib.Path, default=DEFAULT_OUTPUT
-    Folder for results, figures, the manifest and the report (default:
-    :data:`sk_braintune.commands.settings.DEFAULT_OUTPUT` in the current folder).
-seed : int, default=0
-    Random seed.
-device : str, default="auto"
-    Torch device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-threads : int, optional
-    Torch/BLAS threads (default: all cores).
-quiet : bool, default=False
-    No progress bars."""
-
 _PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", flags=re.MULTILINE)
 
 

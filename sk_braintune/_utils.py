@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -90,26 +92,66 @@ def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
 
     Readers see the old file or the new one, never a partial write; the parent folder is
-    created. This is the package's one atomic file writer (text goes through
-    :func:`atomic_write_text`, folders through :func:`atomic_replace_dir`).
+    created. The temporary file comes from :func:`tempfile.mkstemp` in the target folder, so
+    two threads or processes writing the same path never share it (the last rename wins).
+    This is the package's one atomic file writer (text goes through :func:`atomic_write_text`,
+    other writers through :func:`atomic_writer`, folders through :func:`atomic_replace_dir`).
 
     Parameters
     ----------
     path : str or pathlib.Path
     data : bytes
     """
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path, mode="wb", **open_kwargs):
+    """Open a temporary file next to ``path``; on success it replaces ``path`` atomically.
+
+    For writers that want a file object (``csv``, ``numpy.save``, ``Figure.savefig``). The
+    data are flushed and fsynced before the rename; on an exception the temporary file is
+    removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+    mode : {"wb", "w"}, default="wb"
+    **open_kwargs
+        Passed to :func:`open` (``encoding``, ``newline`` for text).
+
+    Yields
+    ------
+    file : file object
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        with open(fd, mode, **open_kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a plain open would
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_umask():
+    # os.umask can only be read by setting it: done once, at import, before any thread runs
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+"""The process's umask, read at import (``tempfile`` makes private files and folders; the
+atomic writers give theirs the permissions a plain ``open`` or ``mkdir`` would)."""
 
 
 def atomic_write_text(path, text, encoding="utf-8"):
@@ -127,9 +169,12 @@ def atomic_write_text(path, text, encoding="utf-8"):
 def atomic_replace_dir(staging, target):
     """Move the finished folder ``staging`` to ``target``, replacing any old ``target``.
 
-    A rename cannot replace a non-empty folder, so an existing ``target`` is first renamed
-    into a temporary folder next to it and deleted after; ``target`` is therefore never seen
-    half written (at worst it is briefly absent).
+    On Linux the two folders are swapped in one ``renameat2(RENAME_EXCHANGE)`` call, so
+    ``target`` is always either the old folder or the new one. Elsewhere (or on a file system
+    without the call) an existing ``target`` is first renamed into a temporary folder next to
+    it, then ``staging`` takes its place: ``target`` is never seen half written, at worst it is
+    briefly absent (and the old folder is then still there, under a hidden name). The old
+    folder is deleted after the move.
 
     Parameters
     ----------
@@ -138,11 +183,35 @@ def atomic_replace_dir(staging, target):
     target : str or pathlib.Path
     """
     staging, target = Path(staging), Path(target)
+    if target.exists() and _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the old folder
+        return
+    stale = None
     if target.exists():
         stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
         os.replace(target, stale / "old")
-        shutil.rmtree(stale, ignore_errors=True)
     os.replace(staging, target)
+    if stale is not None:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _exchange(first, second):
+    """Swap two paths atomically with Linux ``renameat2``; False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    status = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second),
+                       rename_exchange)
+    return status == 0
 
 
 def data_file(*parts):

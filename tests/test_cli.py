@@ -2,9 +2,9 @@
 ds003020 copy, and the error messages users see."""
 
 import csv
-import dataclasses
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pytest
 from sk_braintune.commands import cli, report
 from sk_braintune import study
 from sk_braintune.builtin import registry
+from sk_braintune.commands.results import check_folder, results_folder
 from sk_braintune.commands.settings import COMMAND_SETTINGS, TuneSettings
 from sk_braintune.testing.browser import check_report, find_chromium
 from sk_braintune.testing.lebel import make_miniature_lebel2023
@@ -76,6 +77,35 @@ def test_model_path_that_does_not_exist(miniature, tmp_path, capsys):
     assert "no_such_model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["evaluate", "tune"])
+def test_bad_output_fails_before_any_work(command, miniature, tiny_model, tmp_path, capsys,
+                                          monkeypatch):
+    """A --output that cannot be written is one line and exit 2, before any data is loaded
+    (``evaluate`` used to create its folder after all the work); a folder that is not a
+    results folder is never replaced."""
+    from sk_braintune.commands import realdata
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the output folder was checked")
+
+    monkeypatch.setattr(realdata, "_load_real", no_loading)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "notes.txt").write_text("keep")
+    for output, words in ((afile / "out", "cannot write results next to"),
+                          (afile, "exists and is not a folder"),
+                          (others, "not a results folder")):
+        status = cli.main([command, "--root", str(miniature), "--subject", "UTS01",
+                           "--model", str(tiny_model), "--output", str(output), "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"sk-braintune {command}: error: ") and words in err, err
+    assert (others / "notes.txt").read_text() == "keep" and sorted(os.listdir(tmp_path)) == [
+        "afile", "others"]
+
+
 def test_bad_layers_option(miniature, tiny_model, capsys):
     status = cli.main(["evaluate", "--root", str(miniature), "--subject", "UTS01",
                        "--model", str(tiny_model), "--layers", "last", "--output", "unused"])
@@ -136,7 +166,7 @@ def test_config_file_and_flags_merge(tmp_path):
     config.write_text('seed = 3\nwindow = 4.0\n')
     args = cli.build_parser().parse_args(["tune", "--config", str(config), "--seed", "5"])
     resolved = cli.resolve_config(args)
-    assert resolved["seed"] == 5 and resolved["window"] == 4.0
+    assert resolved.seed == 5 and resolved.window == 4.0
     assert isinstance(resolved, TuneSettings) and resolved.window == 4.0
     # what neither gives comes from the settings' defaults
     assert resolved.min_ceiling == TuneSettings().min_ceiling == 0.4
@@ -144,7 +174,7 @@ def test_config_file_and_flags_merge(tmp_path):
 
 @pytest.mark.parametrize("command", ["demo", "tune", "evaluate", "dataset"])
 def test_parser_defaults_are_the_settings_defaults(command, capsys):
-    """No flag, no file: exactly the dataclass's defaults; --help shows them."""
+    """No flag, no file: exactly the settings' defaults; --help shows them."""
     settings_cls = COMMAND_SETTINGS[command]
     resolved = cli.resolve_config(cli.build_parser().parse_args([command]))
     assert resolved == settings_cls()
@@ -152,14 +182,14 @@ def test_parser_defaults_are_the_settings_defaults(command, capsys):
         cli.main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped at "-"
     defaults = settings_cls()
-    for field in dataclasses.fields(settings_cls):
-        value = getattr(defaults, field.name)
+    for name, field in settings_cls.model_fields.items():
+        value = getattr(defaults, name)
         if (value is None or isinstance(value, bool)
-                or not field.metadata["option"].command_line):
+                or (field.json_schema_extra or {}).get("command_line") is False):
             continue
         text = (" ".join(map(str, value)) if isinstance(value, tuple)
                 else f"{value:g}" if isinstance(value, float) else str(value))
-        assert f"(default: {text})" in help_text, field.name
+        assert f"(default: {text})" in help_text, name
 
 
 def test_min_ceiling_zero_is_kept(tmp_path):
@@ -302,8 +332,15 @@ def _check_manifest(folder, command, data, model=None):
     if model is not None:
         assert manifest["models"]["pretrained"] == report.fingerprint_model(model)
     assert (folder / "report.html").stat().st_size > 0
+    check_folder(folder)
+    assert not list(folder.parent.glob(f".{folder.name}.partial-*"))
     if find_chromium() is not None:
-        check_report(folder)
+        rendered = check_report(folder)
+        assert rendered["summary"] and all(image["caption"] for image in rendered["images"])
+        if command == "evaluate":
+            assert {"results", "table-roi-summary-across-participants",
+                    "table-last-layer-variance-partitioning-and-significance"} <= set(
+                rendered["tables"])
 
 
 def _fingerprinted_stories(command, data):
@@ -369,9 +406,19 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # every stage timed, per family
     assert all(k.startswith(tuple(f"{label}: " for label in labels))
                for k in results["stage_seconds"])
+    check_folder(out)  # sealed: every file listed in the manifest with its hash
+    assert (out / "significance.csv").read_text().startswith("family,model,")
     if find_chromium() is not None:
         rendered = check_report(out)
         assert len(rendered["images"]) == len(results["figures"])
+        # the page is grouped by model family: a heading each, its figures captioned with it
+        assert [s["heading"] for s in rendered["sections"]] == ["Results", *labels]
+        for image in rendered["images"]:
+            assert image["section"] in labels
+            assert image["caption"].startswith(f"{image['section']}: ")
+        assert {"results", "table-second-estimate-and-significance-last-layer"} <= set(
+            rendered["tables"])  # every table the demo prints
+        assert labels[0] in rendered["summary"] and labels[1] in rendered["summary"]
 
 
 def test_compare_two_results(tmp_path, capsys):
@@ -381,8 +428,8 @@ def test_compare_two_results(tmp_path, capsys):
     second["data"]["responses"] = "blake2b:bb"
     second["finished"] = "later"  # times never count
     for name, manifest in (("a", first), ("b", second), ("c", first)):
-        (tmp_path / name).mkdir()
-        report.write_manifest(manifest, tmp_path / name)
+        with results_folder(tmp_path / name) as folder:  # sealed: its files listed
+            report.write_manifest(manifest, folder)
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 0
     assert "agree" in capsys.readouterr().out
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "manifest.json")]) == 1

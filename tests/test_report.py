@@ -138,7 +138,7 @@ def test_report_is_self_contained(tmp_path):
 def test_report_renders_in_chromium(tmp_path):
     _write_folder(tmp_path, n_figures=3)
     report.write_manifest(report.build_manifest("demo", {"seed": 1}, started="t0"), tmp_path)
-    page = report.write_report(tmp_path, title="demo")
+    page = report.write_report(tmp_path, title="demo", summary="Three figures and a table.")
     rendered = check_report(tmp_path, page)
     from PIL import Image
 
@@ -155,3 +155,99 @@ def test_a_broken_figure_is_caught(tmp_path):
     assert rendered["images_total"] == 2 and rendered["images_loaded"] == 1
     widths = {image["file"]: image["natural_width"] for image in rendered["images"]}
     assert widths["zz_broken.png"] == 0 and widths["figure0.png"] > 0
+
+
+def _wide_rows(n_columns=40):
+    return [{"model": name, **{f"column_{j:02d}_with_a_long_name": 0.1 * j + k
+                               for j in range(n_columns)}}
+            for k, name in enumerate(("pretrained", "brain-tuned"))]
+
+
+def _sectioned_report(folder):
+    """A page as the demo writes it: two families, each with figures; two tables."""
+    _write_folder(folder, n_figures=3)
+    from sk_braintune.commands.results import write_csv
+
+    write_csv(_wide_rows(), folder / "wide.csv")
+    (folder / "map.html").write_text("<html><body>interactive</body></html>")
+    sections = [
+        report.ReportSection("Results", tables=[
+            report.ReportTable("Alignment", "results.csv", note="Normalised r <per> layer."),
+            report.ReportTable("Wide table", "wide.csv"),
+            report.ReportTable("Significance", [{"model": "pretrained", "sem_sig": "3/40",
+                                                 "sem_ci": "[0.09, 0.27]", "p": 0.012345}])]),
+        report.ReportSection("Family A", figures=[
+            report.ReportFigure("figure0.png", "Family A: semantic voxels, r per layer"),
+            report.ReportFigure(folder / "figure1.png", "Family A: <b>training</b> curves",
+                                link="map.html")]),
+        report.ReportSection("Family B", figures=[
+            report.ReportFigure("figure2.png", "Family B: semantic voxels, r per layer")]),
+    ]
+    report.write_manifest(report.build_manifest("demo", {"seed": 1}, started="t0"), folder)
+    return report.write_report(folder, title="demo <page>", summary=[
+        "What was run.", "What it found: brain-tuned > pretrained."], sections=sections)
+
+
+def test_report_from_the_template_escapes_and_groups(tmp_path):
+    page = _sectioned_report(tmp_path).read_text()
+    # autoescaping: titles, captions and notes are text, never markup
+    assert "demo &lt;page&gt;" in page and "&lt;b&gt;training&lt;/b&gt;" in page
+    assert "<b>training</b>" not in page and "Normalised r &lt;per&gt; layer." in page
+    assert page.index("What was run.") < page.index("<h2>Results</h2>")
+    assert page.index("<h2>Family A</h2>") < page.index("Family A: semantic") < page.index(
+        "<h2>Family B</h2>") < page.index("Family B: semantic")
+    assert 'href="map.html"' in page and "https://" not in page and "http://" not in page
+    # every table inside a horizontal scroll container
+    assert page.count('<div class="table-scroll">') == page.count("<table") == 3
+    assert 'id="results" data-source="results.csv"' in page
+    for i in range(3):
+        png = (tmp_path / f"figure{i}.png").read_bytes()
+        assert base64.b64encode(png).decode() in page
+
+
+def test_report_figure_needs_a_caption_and_a_table_a_source(tmp_path):
+    _write_folder(tmp_path, n_figures=1)
+    with pytest.raises(ValueError, match="figure0.png has no caption"):
+        report.write_report(tmp_path, title="t", summary="s", sections=[
+            report.ReportSection("A", figures=[report.ReportFigure("figure0.png", " ")])])
+    with pytest.raises(ValueError, match="give csv_path or rows"):
+        report.ReportTable("no source")
+
+
+@needs_chromium
+def test_sectioned_report_renders_in_chromium(tmp_path):
+    page = _sectioned_report(tmp_path)
+    rendered = check_report(tmp_path, page)
+    assert [s["heading"] for s in rendered["sections"]] == ["Results", "Family A", "Family B"]
+    captions = {f["file"]: f["caption"] for s in rendered["sections"] for f in s["figures"]}
+    assert captions["figure0.png"] == "Family A: semantic voxels, r per layer"
+    assert captions["figure1.png"].startswith("Family A: <b>training</b> curves")
+    assert {image["section"] for image in rendered["images"]} == {"Family A", "Family B"}
+    # the 41-column table scrolls inside the page: nothing runs off the right edge
+    assert rendered["page_overflow"] is False
+    assert len(rendered["tables"]["table-wide-table"]["header"]) == 41
+    significance = rendered["tables"]["table-significance"]
+    assert significance["header"] == ["model", "sem_sig", "sem_ci", "p"]
+    assert [c["text"] for c in significance["rows"][0]] == ["pretrained", "3/40",
+                                                            "[0.09, 0.27]", "0.012"]
+    assert rendered["summary"] == "What was run. What it found: brain-tuned > pretrained."
+
+
+@needs_chromium
+def test_the_check_catches_a_table_running_off_the_page(tmp_path):
+    """The overflow check can fail: the same wide table outside its scroll container."""
+    page = _sectioned_report(tmp_path)
+    text = page.read_text().replace('<div class="table-scroll">', "<div>")
+    page.write_text(text)
+    with pytest.raises(AssertionError, match="right edge"):
+        check_report(tmp_path, page)
+
+
+@needs_chromium
+def test_the_check_catches_a_caption_that_is_a_file_name(tmp_path):
+    _write_folder(tmp_path, n_figures=1)
+    report.write_manifest(report.build_manifest("demo", {"seed": 1}, started="t0"), tmp_path)
+    page = report.write_report(tmp_path, title="t", summary="s", sections=[
+        report.ReportSection("A", figures=[report.ReportFigure("figure0.png", "figure0.png")])])
+    with pytest.raises(AssertionError, match="no caption saying what it shows"):
+        check_report(tmp_path, page)

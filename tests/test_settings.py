@@ -1,7 +1,6 @@
 """Typed settings: one set of defaults for the library, the command line and TOML files; every
 value checked with an error naming the key, the expected type and the allowed values."""
 
-import dataclasses
 import re
 import tomllib
 
@@ -14,22 +13,24 @@ from sk_braintune.exceptions import SettingsError, StudyInputError
 from sk_braintune.commands.settings import (
     DEFAULT_OUTPUT,
     DemoCommandSettings,
-    DemoSettings,
     EvaluateSettings,
+    TuneSettings,
+)
+from sk_braintune.study.settings import (
+    DemoSettings,
     ProbeSettings,
     StoryDatasetSettings,
     TunerSettings,
-    TuneSettings,
 )
 
 
-def test_demo_settings_is_the_dataclass_preset():
+def test_demo_settings_is_the_preset():
     full = study.demo_settings()
     assert isinstance(full, DemoSettings) and full == DemoSettings()
     # the values the demo has always used
     assert (full.window, full.min_ceiling, full.ridge_cv, full.controls) == (
         8.0, 0.4, 5, ("block-permuted",))
-    assert dict(full.tuner) == {"trainable_layers": 1, "max_epochs": 4, "batch_size": 32,
+    assert full.tuner.model_dump() == {"trainable_layers": 1, "max_epochs": 4, "batch_size": 32,
                                 "lr_backbone": 2e-4, "lr_head": 1e-3, "patience": 2,
                                 "pooling": "mean"}
     quick = study.demo_settings(quick=True, epochs=5)
@@ -55,25 +56,28 @@ def test_tuner_settings_are_braintuner_parameters():
     from sk_braintune import BrainTuner
 
     params = BrainTuner("unused").get_params()
-    for key, value in TunerSettings().items():
+    for key in TunerSettings.model_fields:
         assert key in params, key
-    tuner = BrainTuner("unused", **dict(TunerSettings()))
+    tuner = BrainTuner("unused", **TunerSettings().model_dump())
     assert tuner.get_params()["lr_head"] == 1e-3
 
 
-def test_mapping_access_of_dict_era_code():
+def test_attribute_access_and_plain_values():
+    """Settings are read as attributes (the dict shim is gone); ``model_dump`` gives plain
+    values, the keyword arguments the library functions take."""
     settings = DemoSettings()
-    assert settings["window"] == settings.window == settings.get("window")
-    assert settings.get("nothing", 7) == 7 and "tuner" in settings
-    assert dict(settings["tuner"], validation=0.2)["validation"] == 0.2
-    settings["dataset"].update(test_story="lost_dog")
+    assert settings.window == 8.0 and "tuner" in DemoSettings.model_fields
+    with pytest.raises(TypeError):
+        settings["window"]
+    assert dict(settings.tuner.model_dump(), validation=0.2)["validation"] == 0.2
+    settings.dataset.test_story = "lost_dog"
     assert settings.dataset.test_story == "lost_dog"
-    assert {k: v for k, v in settings["dataset"].items() if v is not None} == {
+    assert settings.dataset.model_dump(exclude_none=True) == {
         "test_story": "lost_dog", "stories": "library", "minutes": 15.0, "context_words": 20,
         "n_participants": 3}
-    assert settings["probe"]["dataset"]["voices"] == ("en-us", "en-gb-x-rp")
-    with pytest.raises(KeyError):
-        settings["nothing"]
+    assert settings.probe.dataset["voices"] == ("en-us", "en-gb-x-rp")
+    with pytest.raises(AttributeError):
+        settings.nothing
 
 
 @pytest.mark.parametrize("make, message", [
@@ -131,8 +135,8 @@ def test_saved_config_round_trips_through_the_command_line(settings, tmp_path):
     """``--config <output>/config.toml`` repeats the run with the same settings."""
     path = save_config(settings, tmp_path)
     with open(path, "rb") as f:
-        assert type(settings).from_mapping(tomllib.load(f)).to_dict() == (
-            settings.to_dict() | {"output": str(settings.output)})
+        assert type(settings).from_mapping(tomllib.load(f)).model_dump(mode="json") == (
+            settings.model_dump(mode="json") | {"output": str(settings.output)})
     command = {TuneSettings: "tune", EvaluateSettings: "evaluate",
                DemoCommandSettings: "demo"}[type(settings)]
     resolved = cli.resolve_config(cli.build_parser().parse_args([command, "--config",
@@ -140,11 +144,11 @@ def test_saved_config_round_trips_through_the_command_line(settings, tmp_path):
     assert resolved == settings
 
 
-def test_to_dict_round_trips():
+def test_model_dump_round_trips():
     settings = study.demo_settings(quick=True)
-    again = DemoSettings.from_mapping(settings.to_dict())
+    again = DemoSettings.from_mapping(settings.model_dump(mode="json"))
     assert again == settings
-    assert dataclasses.asdict(again) == dataclasses.asdict(settings)
+    assert again.model_dump() == settings.model_dump()
 
 
 def test_study_table_changes_only_its_keys():
@@ -197,3 +201,41 @@ def test_error_and_warning_classes_live_in_one_module():
             if (isinstance(obj, type) and issubclass(obj, BaseException)
                     and obj.__module__ == module.__name__):
                 assert module is exceptions, f"{info.name}.{name} belongs in exceptions"
+
+
+def test_each_option_is_documented_once_from_its_field():
+    """The field's description is the --help line and the docstring's Parameters entry."""
+    from numpydoc.docscrape import NumpyDocString
+
+    from sk_braintune.commands.settings import COMMAND_SETTINGS
+
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for command, settings_cls in COMMAND_SETTINGS.items():
+        helps = {a.dest: a.help for a in subparsers[command]._actions}
+        documented = {p.name: " ".join(p.desc) for p in
+                      NumpyDocString(settings_cls.__doc__)["Parameters"]}
+        assert list(documented) == list(settings_cls.model_fields)
+        for name, field in settings_cls.model_fields.items():
+            assert field.description, name
+            words = field.description[1:].rstrip(".")
+            assert words in documented[name], name
+            if name in helps:  # flags: the description, then the default
+                assert helps[name].startswith(field.description), name
+    # config-file-only keys are not flags, and say so in the docs
+    assert "study" not in {a.dest for a in subparsers["demo"]._actions}
+    assert "significance" not in {a.dest for a in subparsers["evaluate"]._actions}
+    significance = next(p for p in NumpyDocString(EvaluateSettings.__doc__)["Parameters"]
+                        if p.name == "significance")
+    assert "Config-file key only" in " ".join(significance.desc)
+
+
+def test_with_overrides_is_a_checked_copy():
+    settings = study.demo_settings()
+    changed = settings.with_overrides({"tuner": {"lr_head": 0.01}, "window": 6})
+    assert (changed.tuner.lr_head, changed.window, changed.tuner.max_epochs) == (0.01, 6.0, 4)
+    assert settings == study.demo_settings()  # the original is left as it is
+    assert changed.tuner is not settings.tuner
+    with pytest.raises(SettingsError, match=re.escape("setting 'x.window' must be a number > 0, "
+                                                      "got -1.0")):
+        settings.with_overrides({"window": -1}, prefix="x.")

@@ -23,12 +23,12 @@ def _stories(lengths, n_voxels=3):
 def test_model_names_follow_the_controls():
     settings = study.demo_settings()
     assert study.model_names(settings) == study.MODEL_NAMES
-    settings["controls"] = ("other-story", "block-permuted")
+    settings.controls = ("other-story", "block-permuted")
     assert study.model_names(settings) == ("pretrained", "brain-tuned", "other-story fMRI",
                                            "random-fMRI")
     # settings objects check the value when it is set; a plain dict is checked here
     with pytest.raises(study.StudyInputError, match="unknown controls"):
-        settings["controls"] = ("shuffled",)
+        settings.controls = ("shuffled",)
     with pytest.raises(study.StudyInputError, match="unknown controls"):
         study.model_names({"controls": ("shuffled",)})
 
@@ -77,7 +77,7 @@ def test_phase_control_randomizes_each_story_and_keeps_its_spectrum():
                                    rtol=1e-9, atol=1e-9)
         assert not np.allclose(targets[rows], responses[rows])
     settings = study.demo_settings()
-    settings["controls"] = ("phase-randomized",)
+    settings.controls = ("phase-randomized",)
     assert study.model_names(settings)[-1] == "phase-randomized fMRI"
 
 

@@ -1,9 +1,9 @@
 """Command line: ``sk-braintune demo | tune | evaluate | dataset | compare``.
 
 Every option can also come from a TOML config file (``--config run.toml``; command-line flags win).
-Options, their types, allowed values and defaults come from the settings dataclasses of
-:mod:`sk_braintune.commands.settings`, the same the library uses; a wrong key or value ends the command
-with a one-line message and exit status 2. The resolved configuration is written beside the
+Options, their types, allowed values, defaults and help lines come from the pydantic settings of
+:mod:`sk_braintune.commands.settings`, the same the library uses; a wrong key or value ends the
+command with a one-line message and exit status 2. The resolved configuration is written beside the
 results so that a run can be repeated with ``--config <output>/config.toml``; ``manifest.json``
 and ``report.html`` describe the run (``sk-braintune compare A B`` lists where two runs differ).
 """
@@ -11,14 +11,14 @@ and ``report.html`` describe the run (``sk-braintune compare A B`` lists where t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import tomllib
 from pathlib import Path
 
+from .._settings import option_specs
 from ..exceptions import SettingsError, StudyInputError
-from .settings import COMMAND_SETTINGS, DEFAULT_OUTPUT, settings_from_mapping
+from .settings import COMMAND_SETTINGS, DEFAULT_OUTPUT
 
 __all__ = ["build_parser", "resolve_config", "main", "DEFAULT_OUTPUT"]
 
@@ -36,7 +36,8 @@ def _default_text(value):
 
 
 def _add_settings_options(parser, settings_cls):
-    """One long option per command-line field of ``settings_cls``, help and default from it.
+    """One long option per command-line field of ``settings_cls``, help and default from it
+    (the field's description, choices and default).
 
     argparse's own default is ``SUPPRESS``: the namespace holds only the flags given, so that
     flags win over the ``--config`` file and the file over the settings' defaults.
@@ -45,13 +46,12 @@ def _add_settings_options(parser, settings_cls):
                         help="TOML file holding any of these options (keys as the long option "
                              "names, with underscores); command-line flags win")
     defaults = settings_cls()
-    for field in dataclasses.fields(settings_cls):
-        spec = field.metadata["option"]
-        if not spec.command_line:
+    for name, spec in option_specs(settings_cls).items():
+        if not spec.command_line or spec.is_table:
             continue
-        flags = ["--" + field.name.replace("_", "-"), *spec.flags]
-        default = _default_text(getattr(defaults, field.name))
-        help_text = spec.help + (f" (default: {default})" if default else "")
+        flags = ["--" + name.replace("_", "-"), *spec.flags]
+        default = _default_text(getattr(defaults, name))
+        help_text = spec.description + (f" (default: {default})" if default else "")
         if spec.kind is bool:
             parser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS,
                                 help=help_text)
@@ -59,7 +59,7 @@ def _add_settings_options(parser, settings_cls):
         parser.add_argument(*flags, type=_CONVERTERS[spec.kind], default=argparse.SUPPRESS,
                             nargs="+" if spec.many else None,
                             choices=spec.choices, help=help_text,
-                            metavar=field.name.upper() if spec.choices is None else None)
+                            metavar=name.upper() if spec.choices is None else None)
 
 
 def build_parser():
@@ -116,8 +116,10 @@ def build_parser():
         "compare", help="where two results folders differ (their manifest.json files)",
         description="Compare the manifests of two results folders: versions, settings, seeds, "
                     "story split, voxel selection, data and model fingerprints (times and "
-                    "command lines left out). Exit status 0 when they agree, 1 when they "
-                    "differ.")
+                    "command lines left out). A folder whose files do not match the SHA-256 "
+                    "its manifest lists (changed, missing or extra files; a run that did not "
+                    "finish) is refused. Exit status 0 when they agree, 1 when they differ, "
+                    "2 for a missing or refused folder.")
     compare.add_argument("first", type=Path, help="results folder or manifest.json")
     compare.add_argument("second", type=Path, help="results folder or manifest.json")
     return parser
@@ -126,8 +128,9 @@ def build_parser():
 def _compare(args):
     from .report import compare_manifests, read_manifest
 
-    try:
-        first, second = read_manifest(args.first), read_manifest(args.second)
+    try:  # a folder whose files are not those of its manifest is refused, not compared
+        first = read_manifest(args.first, check=True)
+        second = read_manifest(args.second, check=True)
     except (FileNotFoundError, ValueError) as exc:
         print(f"sk-braintune compare: error: {exc}", file=sys.stderr)
         return 2
@@ -178,7 +181,7 @@ def resolve_config(args):
     Returns
     -------
     settings : DemoCommandSettings, DatasetCommandSettings, TuneSettings or EvaluateSettings
-        The command's settings (they also answer mapping access: ``settings["seed"]``).
+        The command's settings.
 
     Raises
     ------
@@ -192,8 +195,7 @@ def resolve_config(args):
         source = str(args.config)
         values.update(read_config_file(args.config))
     settings_cls = COMMAND_SETTINGS[args.command]
-    settings = settings_from_mapping(settings_cls, values, source=source)
-    settings.update(flags)
+    settings = settings_cls.from_mapping(values, source=source).with_overrides(flags)
     if hasattr(settings, "study_settings"):  # the demo's [study] table, checked now
         try:
             settings.study_settings()
@@ -203,10 +205,9 @@ def resolve_config(args):
 
 
 def _configure_threads(config):
-    threads = config.get("threads")
-    if threads:
+    if config.threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
+            os.environ[var] = str(config.threads)
 
 
 def main(argv=None):

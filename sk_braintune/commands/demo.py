@@ -13,15 +13,18 @@ from pathlib import Path
 
 from .. import study
 from ..builtin.registry import model_label
+from ..study.settings import DemoSettings
 from .results import (
     StageTimer,
     dataset_summary,
     format_results_table,
     peak_memory_mib,
+    results_folder,
     save_config,
+    write_csv,
     write_results,
 )
-from .settings import DatasetCommandSettings, DemoCommandSettings, DemoSettings
+from .settings import DatasetCommandSettings, DemoCommandSettings
 from .terminal import show_library_messages
 
 __all__ = ["run_demo", "run_dataset_summary", "DEMO_SUMMARY"]
@@ -32,9 +35,8 @@ MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A
 def _set_torch_threads(config):
     import torch
 
-    threads = config.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
 
 
 def run_dataset_summary(config, command_line=None):
@@ -51,7 +53,7 @@ def run_dataset_summary(config, command_line=None):
     show_library_messages(not config.quiet)
     settings = DemoSettings()
     data = study.study_dataset(settings, seed=config.seed, verbose=not config.quiet)
-    dataset = {k: v for k, v in settings["dataset"].items() if v is not None}
+    dataset = settings.dataset.model_dump(exclude_none=True)
     print("Built-in story dataset (the demo's: "
           + ", ".join(f"{k}={v}" for k, v in dataset.items()) + ")")
     print(dataset_summary(data))
@@ -80,7 +82,8 @@ def run_demo(config, command_line=None):
         ``families`` (model -> the study's results), ``table`` (rows with ``family`` and
         ``model``), ``stage_seconds``, ``wall_seconds``, ``peak_memory_mib``.
     """
-    from .report import utc_now, write_manifest, write_report
+    from .demo_report import write_demo_report
+    from .report import utc_now, write_manifest
 
     config = DemoCommandSettings.from_mapping(config)
     started = utc_now()
@@ -95,30 +98,42 @@ def run_demo(config, command_line=None):
           flush=True)
     settings = config.study_settings()
     families, provenance, voxel_scores = {}, {}, {}
-    for model, label in zip(config.models, labels):
-        settings.model = model
-        stages.prefix = f"{label}: " if len(config.models) > 1 else ""
-        print(f"\n== {label}", flush=True)
-        result = _run_family(settings, config, stages, output / _folder_name(label))
-        provenance[model] = result.pop("provenance", {})
-        voxel_scores.update({f"{_folder_name(label)}__{k}": v
-                             for k, v in result.pop("voxel_scores").items()})
-        families[model] = result
-    stages.prefix = ""
-    results = {"models": list(config.models), "families": families,
-               "table": [{"family": label, **row} for model, label in zip(config.models, labels)
-                         for row in families[model]["table"]],
-               "figures": [f for r in families.values() for f in r.get("figures", [])],
-               "voxel_scores": voxel_scores,
-               "stage_seconds": dict(stages.times),
-               "peak_memory_mib": peak_memory_mib(), "wall_seconds": stages.elapsed()}
-    paths = write_results(results, output)
-    save_config(config, output)
-    manifest = _demo_manifest(config, settings, provenance, results, started, command_line)
-    paths.append(str(write_manifest(manifest, output)))
-    paths.append(str(write_report(
-        output, title="sk-braintune demo: brain-tuning on the built-in story dataset",
-        figures=results["figures"], manifest=manifest, summary=DEMO_SUMMARY)))
+    # written as a transaction: into a temporary folder, moved to ``output`` when complete
+    with results_folder(output) as folder:
+        for model, label in zip(config.models, labels):
+            settings.model = model
+            stages.prefix = f"{label}: " if len(config.models) > 1 else ""
+            print(f"\n== {label}", flush=True)
+            result = _run_family(settings, config, stages, folder / _folder_name(label))
+            # the figures' paths once the folder is in place
+            result["figures"] = [str(output / Path(f).relative_to(folder))
+                                 for f in result.get("figures", [])]
+            provenance[model] = result.pop("provenance", {})
+            voxel_scores.update({f"{_folder_name(label)}__{k}": v
+                                 for k, v in result.pop("voxel_scores").items()})
+            families[model] = result
+        stages.prefix = ""
+        results = {"models": list(config.models), "families": families,
+                   "table": [{"family": label, **row}
+                             for model, label in zip(config.models, labels)
+                             for row in families[model]["table"]],
+                   "figures": [f for r in families.values() for f in r.get("figures", [])],
+                   "voxel_scores": voxel_scores,
+                   "stage_seconds": dict(stages.times),
+                   "peak_memory_mib": peak_memory_mib(), "wall_seconds": stages.elapsed()}
+        paths = write_results(results, folder)
+        second = [{"family": label, **row} for label, family in zip(labels, families.values())
+                  for row in _second_table(family)]
+        if second:
+            paths.append(str(write_csv(second, folder / "significance.csv")))
+        save_config(config, folder)
+        manifest = _demo_manifest(config, settings, provenance, results, started, command_line)
+        paths.append(str(write_manifest(manifest, folder)))
+        paths.append(str(write_demo_report(
+            folder, results, labels, output=output, quick=config.quick, manifest=manifest,
+            table_note=DEMO_SUMMARY, second_note=SECOND_TABLE_NOTE,
+            second_table="significance.csv" if second else None)))
+    paths = [str(output / Path(p).relative_to(folder)) for p in paths]
     _print_demo_tables(results, labels)
     print(f"wall time {results['wall_seconds']:.0f} s, peak memory "
           f"{results['peak_memory_mib']:.0f} MiB; wrote {', '.join(paths)}"
@@ -131,6 +146,12 @@ DEMO_SUMMARY = ("Held-out story, mean over the simulated listeners. sem/aud/mix:
                 "best layer); lowlevel_*_%: low-level impact on the last layer's alignment; "
                 "probe: spoken-intent accuracy on unseen paraphrases; sem_pref: synonyms minus "
                 "near-homophones (last layer).")
+
+
+SECOND_TABLE_NOTE = ("Second estimate and significance (last layer). unique/shared: variance "
+                     "partitioning R^2 vs low-level features, shared_%: shared / (unique + "
+                     "shared); sig: voxels with q < 0.05 (block permutation, BH-FDR); ci: 95% "
+                     "block-bootstrap interval of the mean normalised r.")
 
 
 def _folder_name(label):
@@ -181,15 +202,13 @@ def _print_demo_tables(results, labels):
     seconds = [_second_table(family) for family in results["families"].values()]
     if any(seconds):
         print()
-        print("Second estimate and significance (last layer). unique/shared: variance "
-              "partitioning R^2 vs low-level\nfeatures, shared_%: shared / (unique + shared); "
-              "sig: voxels with q < 0.05 (block permutation,\nBH-FDR); ci: 95% block-bootstrap "
-              "interval of the mean normalised r.")
+        print(textwrap.fill(SECOND_TABLE_NOTE, width=99))
         for label, second in zip(labels, seconds):
             if second:
                 print(f"\n{label}")
                 print(format_results_table(second))
     print()
+
 
 
 def _second_table(results):

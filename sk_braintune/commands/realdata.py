@@ -8,18 +8,30 @@ or as jobs through :func:`sk_braintune.executors.run_jobs` (``local``: submitit'
 executor; ``slurm``: a Slurm cluster, one job per participant for ``evaluate``).
 
 Every results folder gets ``results.csv``, ``config.toml``, ``manifest.json`` and
-``report.html`` (see :mod:`sk_braintune.commands.report`).
+``report.html`` (see :mod:`sk_braintune.commands.report`). It is written as a transaction
+(:func:`~sk_braintune.commands.results.results_folder`): into a temporary folder beside
+``--output``, checked writable before any work, moved into place when complete; a run that
+fails or is killed leaves the previous results as they were.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from .._stages import prefixed
-from .results import StageTimer, save_config, write_json
+from .results import (
+    StageTimer,
+    results_folder,
+    save_arrays,
+    save_config,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from ..exceptions import StudyInputError
 from .settings import EvaluateSettings, TuneSettings
 from .terminal import show_library_messages
@@ -57,15 +69,18 @@ def _load_real(config, subject):
         raise StudyInputError(str(exc)) from exc
 
 
-def _run(function, jobs, config, kind):
-    """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``."""
+def _run(function, jobs, config, kind, folder):
+    """``function(job)`` for each job: here, or as jobs of ``executors.run_jobs``.
+
+    The jobs' logs go to ``folder/jobs/<kind>`` (``folder``: the results being written).
+    """
     if config.executor == "none":
         return [function(job) for job in jobs]
     from ..executors import JobError, run_jobs
 
-    folder = Path(config.output) / "jobs" / kind
     try:
-        return list(run_jobs(function, jobs, executor=config.executor, folder=folder,
+        return list(run_jobs(function, jobs, executor=config.executor,
+                             folder=Path(folder) / "jobs" / kind,
                              name=f"sk_braintune_{kind}", verbose=not config.quiet,
                              **config.slurm_options()))
     except JobError as exc:
@@ -86,17 +101,8 @@ def _flat_rows(history):
     return rows
 
 
-def _write_csv(rows, path):
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def _finish(command, config, output, *, started, command_line, title, summary=None,
-            figures=None, **manifest_parts):
+            sections=None, **manifest_parts):
     """config.toml, manifest.json and report.html of a results folder."""
     from .report import build_manifest, write_manifest, write_report
 
@@ -104,8 +110,18 @@ def _finish(command, config, output, *, started, command_line, title, summary=No
     manifest = build_manifest(command, config, started=started, command_line=command_line,
                               **manifest_parts)
     write_manifest(manifest, output)
-    write_report(output, title=title, figures=figures, manifest=manifest, summary=summary)
+    write_report(output, title=title, summary=summary, sections=sections, manifest=manifest)
     return manifest
+
+
+def _checkpoint_folder(output):
+    """Where ``tune`` keeps its per-epoch checkpoints: a hidden folder beside ``output``.
+
+    Not part of the results (the tuned backbone is): it outlives a run that is killed, so that
+    the same command resumes it, and is deleted once the results are in place.
+    """
+    output = Path(output).expanduser().absolute()
+    return output.parent / f".{output.name}.checkpoints"
 
 
 # -- tune -------------------------------------------------------------------------------------
@@ -115,7 +131,10 @@ def run_tune(config, command_line=None):
 
     Writes the tuned backbone (``backbone/``, ``save_pretrained``), ``selected_voxels.npy``,
     ``history.json``, ``results.csv`` (the history per epoch), ``training_curves.png``,
-    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output``.
+    ``config.toml``, ``manifest.json`` and ``report.html`` into ``config.output`` (all at once,
+    when the run is complete). Per-epoch checkpoints are kept in the hidden folder
+    ``.<output name>.checkpoints`` beside it while the run lasts: the same command resumes a
+    run that was killed; they are deleted once the results are in place.
 
     Parameters
     ----------
@@ -137,15 +156,53 @@ def run_tune(config, command_line=None):
     show_library_messages(not config.quiet)
     _check_inputs(config)
     started = utc_now()
-    (summary,) = _run(tune_job, [{"config": config}], config, "tune")
     output = Path(config.output)
-    _finish("tune", config, output, started=started, command_line=command_line,
-            title=f"sk-braintune tune: {config.model} on {', '.join(config.subject)}",
-            summary="Brain-tuning history per epoch (training loss, validation loss and r).",
-            **summary.pop("manifest"))
+    checkpoints = _checkpoint_folder(output)
+    with results_folder(output) as folder:  # a bad --output fails here, before any work
+        try:
+            checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyInputError(f"cannot write checkpoints to {checkpoints}: "
+                                  f"{exc.strerror or exc}; choose another --output") from None
+        try:
+            (summary,) = _run(tune_job, [{"config": config, "folder": str(folder),
+                                          "checkpoint_dir": str(checkpoints)}],
+                              config, "tune", folder)
+        except BaseException:
+            with contextlib.suppress(OSError):  # kept only when it holds a run to resume
+                checkpoints.rmdir()
+            raise
+        parts = summary.pop("manifest")
+        _finish("tune", config, folder, started=started, command_line=command_line,
+                title=f"sk-braintune tune: {config.model} on {', '.join(config.subject)}",
+                summary=_tune_summary(config, summary), sections=_tune_sections(), **parts)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing to resume
+    summary["output"] = str(output)
     print(f"tuned backbone in {output / 'backbone'}; best epoch {summary['best_epoch']}; "
           f"history, training curves, manifest and report in {output}")
     return summary
+
+
+def _tune_summary(config, summary):
+    return [f"Brain-tuned {config.model} on ds003020 participant(s) "
+            f"{', '.join(summary['participants'])}: {summary['n_voxels']} voxels with a noise "
+            f"ceiling above {config.min_ceiling:g} as targets, up to {config.epochs} epoch(s), "
+            f"seed {config.seed}.",
+            f"The epoch kept (best on the validation stories) was epoch "
+            f"{summary['best_epoch']} (0-based); its weights are the tuned backbone in "
+            "backbone/ (save_pretrained)."]
+
+
+def _tune_sections():
+    from .report import ReportFigure, ReportSection, ReportTable
+
+    return [ReportSection("Training", tables=[ReportTable(
+        "History per epoch", "results.csv",
+        note="Training loss, validation loss and validation r (mean over target voxels) per "
+             "epoch; per-participant values as key/participant.")],
+        figures=[ReportFigure("training_curves.png",
+                              "Training and validation loss and validation r per epoch of "
+                              "brain-tuning.")])]
 
 
 def _selected_voxels(data, columns, stories):
@@ -173,7 +230,9 @@ def tune_job(job):
     Parameters
     ----------
     job : dict
-        ``{"config": TuneSettings}``.
+        ``{"config": TuneSettings, "folder": str, "checkpoint_dir": str}``: the settings, the
+        folder to write the results into (default: ``config.output``) and the checkpoints'
+        folder (default: ``<folder>/checkpoints``).
 
     Returns
     -------
@@ -190,7 +249,7 @@ def tune_job(job):
     subjects = list(config.subject)
     several = len(subjects) > 1
     data = _load_real(config, subjects if several else subjects[0])
-    output = Path(config.output)
+    output = Path(job.get("folder") or config.output)
     stages = StageTimer()
     train = list(data.split["train"])
     valid = list(data.split["validation"])
@@ -228,7 +287,8 @@ def tune_job(job):
               "lr_head": config.lr_head, "batch_size": config.batch_size,
               "validation": HeldOutStories(valid) if valid else 0.1,
               "device": config.device, "random_state": config.seed,
-              "verbose": not config.quiet, "checkpoint_dir": str(output / "checkpoints")}
+              "verbose": not config.quiet,
+              "checkpoint_dir": job.get("checkpoint_dir") or str(output / "checkpoints")}
     with stages(f"brain-tuning {config.model} on {len(train + valid)} stories, "
                 f"{', '.join(subjects)}, {selected.size} voxels"):
         try:
@@ -237,24 +297,26 @@ def tune_job(job):
         except OSError as exc:
             raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
     tuner.save_pretrained(output / "backbone")
-    np.save(output / "selected_voxels.npy", selected)
+    save_arrays(output / "selected_voxels.npy", selected)
     write_json(output / "history.json", tuner.history_)
-    _write_csv(_flat_rows(tuner.history_), output / "results.csv")
+    write_csv(_flat_rows(tuner.history_), output / "results.csv")
     from ..analysis import figures as fig
 
-    fig.plot_training_curves(tuner.history_, title=", ".join(subjects)).savefig(
-        output / "training_curves.png", dpi=120, bbox_inches="tight")
+    save_figure(fig.plot_training_curves(tuner.history_, title=", ".join(subjects)),
+                output / "training_curves.png", dpi=120, bbox_inches="tight")
     manifest = {
         "seeds": {"tuning": config.seed},
         "split": {k: list(v) for k, v in data.split.items()},
         "voxels": {"tuning_targets": voxel_selection(selected, noise_ceiling.size)},
         "data": dataset_fingerprints(data, train + valid),
         "models": {"pretrained": fingerprint_model(config.model),
-                   "tuned": fingerprint_model(output / "backbone")},
+                   # named by where it will be once the results folder is in place
+                   "tuned": {**fingerprint_model(output / "backbone"),
+                             "name": str(Path(config.output) / "backbone")}},
         "extra": {"participants": subjects, "stage_seconds": stages.times,
                   "best_epoch": int(tuner.best_epoch_)},
     }
-    return {"output": str(output), "best_epoch": int(tuner.best_epoch_),
+    return {"output": str(config.output), "best_epoch": int(tuner.best_epoch_),
             "n_voxels": int(selected.size), "participants": subjects, "manifest": manifest}
 
 
@@ -267,7 +329,9 @@ def run_evaluate(config, command_line=None):
     ``low_level_impact`` are those of the first participant), ``normalized_r_per_layer.npy``
     (first participant; ``voxel_scores.npz`` holds every participant's), ``results.csv`` (one row
     per participant and ROI: normalised r per layer, best layer), ``roi_summary.csv`` (per ROI,
-    mean and s.e.m. over participants), one ``alignment_<participant>.png`` each,
+    mean and s.e.m. over participants), ``significance.csv`` (the second table: variance
+    partitioning and significance per participant and ROI, when on), one
+    ``alignment_<participant>.png`` each,
     ``config.toml``, ``manifest.json`` and ``report.html``. Unless switched off in the
     settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
     low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
@@ -298,14 +362,52 @@ def run_evaluate(config, command_line=None):
         jobs = [{"config": config, "participants": subjects}]
     else:  # one job per participant
         jobs = [{"config": config, "participants": [p]} for p in subjects]
-    per_participant = {}
-    for result in _run(evaluate_job, jobs, config, "evaluate"):
-        per_participant.update(result)
     output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
+    with results_folder(output) as folder:  # a bad --output fails here, before any work
+        per_participant = {}
+        for result in _run(evaluate_job, jobs, config, "evaluate", folder):
+            per_participant.update(result)
+        results, rows, second_rows = _write_evaluation(config, per_participant, subjects,
+                                                       folder)
+        first = per_participant[subjects[0]]
+        _finish("evaluate", config, folder, started=started, command_line=command_line,
+                title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
+                summary=_evaluate_summary(config, per_participant, first),
+                sections=_evaluate_sections(config, per_participant, bool(second_rows)),
+                seeds={"seed": config.seed}, split=first["split"],
+                voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
+                data={p: r["data"] for p, r in per_participant.items()},
+                models={"evaluated": fingerprint_model(config.model)},
+                extra={"participants": subjects,
+                       "stage_seconds": {p: r["stage_seconds"]
+                                         for p, r in per_participant.items()}})
+    for row in rows:
+        layers = [v for k, v in row.items() if k.startswith("layer_")]
+        print(f"{row['participant']:<8}{row['roi']:<14}" + " ".join(f"{v:6.3f}" for v in layers))
+    if second_rows:
+        print(f"\n{SECOND_TABLE_NOTE}")
+        for row in second_rows:
+            text = f"{row['participant']:<8}{row['roi']:<14}"
+            if "unique" in row:
+                text += (f"unique {row['unique']:7.4f} shared {row['shared']:7.4f} "
+                         f"shared {row['shared_%']:5.1f}%  ")
+            if "n_significant" in row:
+                text += (f"sig {row['n_significant']}/{row['n_voxels']} "
+                         f"ci [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+            print(text)
+    print(f"results in {output}")
+    return results
+
+
+SECOND_TABLE_NOTE = ("last layer: variance partitioning vs low-level features (unique, shared "
+                     "R^2, shared %), voxels with q < 0.05, 95% CI of the mean normalised r")
+
+
+def _write_evaluation(config, per_participant, subjects, folder):
+    """The files of ``evaluate``'s results into ``folder``; returns the results and tables."""
     first = per_participant[subjects[0]]
     voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
-    np.save(output / "normalized_r_per_layer.npy", voxels[subjects[0]])
+    save_arrays(folder / "normalized_r_per_layer.npy", voxels[subjects[0]])
     for participant, result in per_participant.items():
         for key, values in result.pop("voxel_significance", {}).items():
             voxels[f"{participant}_{key}"] = values
@@ -314,52 +416,84 @@ def run_evaluate(config, command_line=None):
                **{key: first[key] for key in ("variance_partitioning", "significance")
                   if key in first},
                "stage_seconds": first["stage_seconds"], "participants": per_participant}
-    write_json(output / "evaluation.json", results)
-    np.savez_compressed(output / "voxel_scores.npz", **voxels)
+    write_json(folder / "evaluation.json", results)
+    save_arrays(folder / "voxel_scores.npz", **voxels)
     rows, summary_rows = _evaluation_tables(per_participant)
-    _write_csv(rows, output / "results.csv")
-    _write_csv(summary_rows, output / "roi_summary.csv")
+    write_csv(rows, folder / "results.csv")
+    write_csv(summary_rows, folder / "roi_summary.csv")
+    second_rows = _second_table_rows(per_participant)
+    if second_rows:
+        write_csv(second_rows, folder / "significance.csv")
     from ..analysis import figures as fig
 
-    figures = []
     for participant, result in per_participant.items():
-        path = output / f"alignment_{participant}.png"
         # one curve per ROI (label) for this model
-        fig.plot_layer_alignment(dict(result["layers"]), title=f"{config.model}, "
-                                 f"{participant}: alignment per layer").savefig(
-            path, dpi=120, bbox_inches="tight")
-        figures.append(path)
-    _finish("evaluate", config, output, started=started, command_line=command_line,
-            title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
-            summary="Noise-ceiling-normalised r of the held-out story per participant, ROI and "
-                    "layer (hidden_states index).", figures=figures,
-            seeds={"seed": config.seed}, split=first["split"],
-            voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
-            data={p: r["data"] for p, r in per_participant.items()},
-            models={"evaluated": fingerprint_model(config.model)},
-            extra={"participants": subjects,
-                   "stage_seconds": {p: r["stage_seconds"] for p, r in per_participant.items()}})
-    for row in rows:
-        layers = [v for k, v in row.items() if k.startswith("layer_")]
-        print(f"{row['participant']:<8}{row['roi']:<14}" + " ".join(f"{v:6.3f}" for v in layers))
-    second = [(participant, roi, result.get("variance_partitioning", {}).get(roi),
-               result.get("significance", {}).get(roi))
-              for participant, result in per_participant.items()
-              for roi in result["layers"]]
-    if any(parts or sig for _, _, parts, sig in second):
-        print("\nlast layer: variance partitioning vs low-level features (unique, shared R^2, "
-              "shared %), voxels with q < 0.05, 95% CI of the mean normalised r")
-        for participant, roi, parts, sig in second:
-            text = f"{participant:<8}{roi:<14}"
+        save_figure(fig.plot_layer_alignment(dict(result["layers"]), title=f"{config.model}, "
+                                             f"{participant}: alignment per layer"),
+                    folder / f"alignment_{participant}.png", dpi=120, bbox_inches="tight")
+    return results, rows, second_rows
+
+
+def _second_table_rows(per_participant):
+    """Rows of ``significance.csv``: the last layer's variance partitioning and significance."""
+    rows = []
+    for participant, result in per_participant.items():
+        for roi in result["layers"]:
+            parts = result.get("variance_partitioning", {}).get(roi)
+            sig = result.get("significance", {}).get(roi)
+            if not (parts or sig):
+                continue
+            row = {"participant": participant, "roi": roi}
             if parts:
-                text += (f"unique {parts['unique_model']:7.4f} shared {parts['shared']:7.4f} "
-                         f"shared {100 * parts['shared_fraction']:5.1f}%  ")
+                row.update(unique=parts["unique_model"], shared=parts["shared"],
+                           **{"shared_%": 100 * parts["shared_fraction"]})
             if sig:
-                text += (f"sig {sig['n_significant']}/{sig['n_voxels']} "
-                         f"ci [{sig['low']:.3f}, {sig['high']:.3f}]")
-            print(text)
-    print(f"results in {output}")
-    return results
+                row.update(n_significant=sig["n_significant"], n_voxels=sig["n_voxels"],
+                           ci_low=sig["low"], ci_high=sig["high"])
+            rows.append(row)
+    return rows
+
+
+def _evaluate_summary(config, per_participant, first):
+    split = first["split"]
+    n_train = len(split.get("train", [])) + len(split.get("validation", []))
+    text = [f"Evaluated {config.model} on ds003020 participant(s) "
+            f"{', '.join(per_participant)}: ridge encoding models of layers "
+            f"{', '.join(map(str, first['layer_indices']))} (hidden_states index) fitted on "
+            f"{n_train} stories and scored on the held-out story "
+            f"{', '.join(split.get('test', []))} (noise-ceiling-normalised r)."]
+    found = []
+    for participant, result in per_participant.items():
+        for roi, values in result["layers"].items():
+            values = np.asarray(values, float)
+            if np.isfinite(values).any():
+                best = int(np.nanargmax(values))
+                found.append(f"{participant} {roi}: best layer {result['layer_indices'][best]} "
+                             f"(r = {values[best]:.3f}), last layer {values[-1]:.3f}")
+    if found:
+        text.append("Found: " + "; ".join(found) + ".")
+    return text
+
+
+def _evaluate_sections(config, per_participant, second):
+    from .report import ReportFigure, ReportSection, ReportTable
+
+    tables = [ReportTable("Alignment per participant, ROI and layer", "results.csv",
+                          note="Noise-ceiling-normalised r of the held-out story per layer "
+                               "(layer_<hidden_states index>), the best layer and its score."),
+              ReportTable("ROI summary across participants", "roi_summary.csv",
+                          note="Mean and s.e.m. over participants of the best layer's and of "
+                               "the last layer's score.")]
+    if second:
+        tables.append(ReportTable("Last layer: variance partitioning and significance",
+                                  "significance.csv", note=SECOND_TABLE_NOTE.capitalize() +
+                                  " (block permutation test, BH-FDR)."))
+    figures = [ReportFigure(f"alignment_{p}.png",
+                            f"{p}: noise-ceiling-normalised r of {config.model} on the held-out "
+                            "story per layer, one curve per ROI.")
+               for p in per_participant]
+    return [ReportSection("Results", tables=tables),
+            ReportSection("Alignment per layer", figures=figures)]
 
 
 def _evaluation_tables(per_participant):

@@ -14,7 +14,13 @@ from .._lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "StudyInputError": "sk_braintune.exceptions",
-    "DemoSettings": ".pipeline",
+    "DemoSettings": ".settings",
+    "StoryDatasetSettings": ".settings",
+    "TunerSettings": ".settings",
+    "ProbeSettings": ".settings",
+    "CONTROL_MODELS": ".settings",
+    "DEFAULT_CONTROLS": ".settings",
+    "RIDGE_BACKENDS": ".settings",
     "demo_settings": ".pipeline",
     "model_names": ".pipeline",
     "control_targets": ".pipeline",

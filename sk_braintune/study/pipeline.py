@@ -22,7 +22,7 @@ from .._docs import fill_doc
 from .._stages import LoggedStages, prefixed
 from ..builtin.registry import model_label, pretrained_model_path
 from ..exceptions import StudyInputError
-from ..commands.settings import CONTROL_MODELS, DEFAULT_CONTROLS, DemoSettings
+from .settings import CONTROL_MODELS, DEFAULT_CONTROLS, DemoSettings
 
 __all__ = ["StudyInputError", "DemoSettings", "demo_settings", "model_names", "control_targets",
            "study_dataset", "run_braintuning_study", "shared_layer_features", "mean_of_results",
@@ -45,15 +45,15 @@ def demo_settings(quick=False, epochs=None, **overrides):
     epochs : int, optional
         Override the number of tuning epochs.
     **overrides
-        Any field of :class:`~sk_braintune.commands.settings.DemoSettings`.
+        Any field of :class:`~sk_braintune.study.settings.DemoSettings`; a mapping for a
+        nested table changes only the keys it holds.
 
     Returns
     -------
     settings : DemoSettings
         ``dataset`` (keyword arguments of ``make_story_dataset``), ``window`` (s),
         ``min_ceiling`` (tuning targets), ``tuner`` (``BrainTuner`` parameters), ``probe``,
-        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``); each also readable as
-        ``settings["window"]``.
+        ``ridge_cv`` and ``controls`` (keys of ``CONTROL_MODELS``), ...
     """
     return DemoSettings.preset(quick=quick, epochs=epochs, **overrides)
 
@@ -64,18 +64,20 @@ def model_names(settings):
     Parameters
     ----------
     settings : DemoSettings or dict
-        From :func:`demo_settings`.
+        From :func:`demo_settings` (a dict is checked into a ``DemoSettings``).
 
     Returns
     -------
     names : tuple of str
         ``"pretrained"``, ``"brain-tuned"``, then one name per control (``CONTROL_MODELS``).
+
+    Raises
+    ------
+    SettingsError
+        For a control that is not a key of ``CONTROL_MODELS`` (a :class:`StudyInputError`).
     """
-    controls = settings.get("controls", DEFAULT_CONTROLS)
-    unknown = [c for c in controls if c not in CONTROL_MODELS]
-    if unknown:
-        raise StudyInputError(f"unknown controls {unknown}; choose from {list(CONTROL_MODELS)}")
-    return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in controls))
+    settings = DemoSettings.from_mapping(settings)
+    return ("pretrained", "brain-tuned", *(CONTROL_MODELS[c] for c in settings.controls))
 
 
 # -- feature extraction helpers -------------------------------------------------------------
@@ -151,8 +153,8 @@ def study_dataset(settings, *, seed=0, verbose=True):
     from ..builtin import make_story_dataset
 
     settings = DemoSettings.from_mapping(settings)
-    return make_story_dataset(random_state=seed, verbose=verbose, **{
-        k: v for k, v in settings["dataset"].items() if v is not None})
+    return make_story_dataset(random_state=seed, verbose=verbose,
+                              **settings.dataset.model_dump(exclude_none=True))
 
 
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
@@ -211,10 +213,10 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     train, valid, test = (list(data.split[k]) for k in ("train", "validation", "test"))
     results["train_minutes"] = sum(len(data.audio[s]) for s in train) / data.sample_rate / 60
 
-    with stages(f"pretrained model: {model_label(settings['model'])}"):
-        model_path = pretrained_model_path(settings["model"])
+    with stages(f"pretrained model: {model_label(settings.model)}"):
+        model_path = pretrained_model_path(settings.model)
 
-    window = settings["window"]
+    window = settings.window
     fit_stories = train + valid
     listeners = {p: select_participant(data, p) for p in data.participants}
     several = len(listeners) > 1
@@ -222,7 +224,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     # paper: one shared head), the targets the voxels every listener's noise ceiling passes
     X_fit, y_fit, g_fit, p_fit = participant_windows(data, fit_stories, window=window)
     ceilings = np.min([np.asarray(own.noise_ceiling) for own in listeners.values()], axis=0)
-    selected = np.flatnonzero(ceilings > settings["min_ceiling"])
+    selected = np.flatnonzero(ceilings > settings.min_ceiling)
     results["n_tuning_targets"] = int(selected.size)
     results["participants"] = list(listeners)
     validation = HeldOutStories(valid)
@@ -230,16 +232,16 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
-    tuner_params = dict(settings["tuner"], validation=validation, device=device,
+    tuner_params = dict(settings.tuner.model_dump(), validation=validation, device=device,
                         random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
     tuners = {}
     who = f"{len(listeners)} listeners' " if several else ""
     with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
-                f"with noise ceiling > {settings['min_ceiling']}"):
+                f"with noise ceiling > {settings.min_ceiling}"):
         tuners["brain-tuned"] = BrainTuner(model_path, **tuner_params).fit(
             X_fit, y_fit[:, selected], groups=g_fit, **by_listener)
     results["control"] = {}
-    for kind in settings.get("controls", DEFAULT_CONTROLS):
+    for kind in settings.controls:
         targets, details = _listener_controls(kind, y_fit[:, selected], g_fit, p_fit, seed)
         results["control"][kind] = details
         with stages(f"{CONTROL_MODELS[kind]} control: tuning on {details['description']}"):
@@ -263,15 +265,15 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     labels = np.asarray(data.voxel_labels)
     responses = {p: stack_responses(own, fit_stories + test) for p, own in listeners.items()}
     ceiling = {p: np.asarray(own.noise_ceiling) for p, own in listeners.items()}
-    # one encoding model for every fit: settings["ridge_backend"] = "torch" runs them on the GPU
-    backend = settings.get("ridge_backend", "numpy")
-    encoder = default_encoder(cv=settings["ridge_cv"], backend=backend)
+    # one encoding model for every fit: settings.ridge_backend = "torch" runs them on the GPU
+    backend = settings.ridge_backend
+    encoder = default_encoder(cv=settings.ridge_cv, backend=backend)
     # the per-listener evaluation (alignment always; the rest as the settings ask)
     evaluated = {
-        "significance": "significance" in analyses and settings.get("significance", True),
+        "significance": "significance" in analyses and settings.significance,
         "low_level_impact": "low_level_impact" in analyses,
         "variance_partitioning": ("variance_partitioning" in analyses
-                                  and settings.get("variance_partitioning", True))}
+                                  and settings.variance_partitioning)}
     listener_analyses = ("alignment", *(a for a, on in evaluated.items() if on))
     low_level = None
     if evaluated["low_level_impact"] or evaluated["variance_partitioning"]:
@@ -286,8 +288,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             features, n_layers, responses[p], g_all, train_stories=fit_stories,
             test_stories=test, noise_ceiling=ceiling[p], voxel_labels=labels, dataset=own,
             encoder=encoder, analyses=listener_analyses, low_level=low_level,
-            cv=settings["ridge_cv"], backend=backend, n_permutations=settings["n_permutations"],
-            partitioning_n_iter=settings["partitioning_n_iter"], random_state=seed,
+            cv=settings.ridge_cv, backend=backend, n_permutations=settings.n_permutations,
+            partitioning_n_iter=settings.partitioning_n_iter, random_state=seed,
             stages=prefixed(stages, f"{p}: " if several else ""))
         own_results = per_listener[p]
         own_results["layers"] = {name: {roi: v.tolist() for roi, v in t["roi"].items()}
@@ -315,8 +317,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     last_layers = {name: split_layers(f, n_layers)[:, -1] for name, f in features.items()}
     del features
     mean_over = f" (each of {len(listeners)} listeners)" if several else ""
-    if "encoding_curve" in analyses and settings["encoding_curve"]:
-        counts = ", ".join(map(str, settings["encoding_curve"]))
+    if "encoding_curve" in analyses and settings.encoding_curve:
+        counts = ", ".join(map(str, settings.encoding_curve))
         with stages(f"encoding-data curve: the ridge on {counts} and all fitting stories "
                     f"(last layer){mean_over}"):
             for p in listeners:
@@ -411,7 +413,7 @@ def _study_features(model_path, tuners, windows, settings, *, device, verbose):
     """Features of the pretrained and tuned models, sharing the frozen layers when possible."""
     from ..models import load_backbone
 
-    if settings["tuner"].get("trainable_layers") == 1:
+    if settings.tuner.trainable_layers == 1:
         pretrained = load_backbone(model_path)
         return shared_layer_features(pretrained, {n: t.backbone_ for n, t in tuners.items()},
                                      windows, device=device, verbose=verbose)
@@ -468,7 +470,7 @@ def _encoding_curve(last_layers, responses, groups, fit_stories, test, noise_cei
     kinds = {kind: np.flatnonzero(labels == kind) for kind in ("semantic", "auditory")
              if np.any(labels == kind)}
     curve = data_efficiency_curve(last_layers, responses, groups, fit_stories, test,
-                                  n_stories=settings["encoding_curve"],
+                                  n_stories=settings.encoding_curve,
                                   noise_ceiling=noise_ceiling, voxels=kinds, estimator=encoder)
     return {name: {roi: {str(row.n_train_stories): float(row.mean_normalized)
                          for row in part[part["voxels"] == roi].itertuples()}
@@ -480,7 +482,7 @@ def _probe_scores(sources, settings, *, seed, device, verbose):
     from ..analysis import pooled_layer_features, probe_layers
     from ..builtin import make_intent_dataset
 
-    intents = make_intent_dataset(random_state=seed, **settings["probe"]["dataset"])
+    intents = make_intent_dataset(random_state=seed, **settings.probe.dataset)
     train, test = intents.split["train"], intents.split["test"]
     y = np.asarray(intents.target)
     out = {}
