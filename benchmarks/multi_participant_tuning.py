@@ -68,7 +68,7 @@ def main():
     model = args.model or load_whisper_tiny_en()
     cache = FrozenLayerCache()
     tuner_params = dict(settings.tuner.model_dump(), validation=0.2, random_state=args.seed,
-                        frozen_cache=cache)
+                        frozen_layer_cache=cache)
     window = settings.window
     tuners = {}
     for name, who in (("single-participant", training[:1]), ("multi-participant", training)):

@@ -19,6 +19,7 @@ _EXTRA_OF = {
     "submitit": "cluster",
     "dask": "cluster",
     "distributed": "cluster",
+    "cortex": "maps",
 }
 
 
@@ -56,12 +57,35 @@ def resolve_device(device="auto"):
     Returns
     -------
     device : torch.device
+
+    Raises
+    ------
+    ValueError
+        For a name torch does not know (``"tpu"``), or a CUDA device that this machine does not
+        have (no CUDA, or ``"cuda:N"`` beyond the visible GPUs): said now rather than at the
+        first tensor moved there, after the data has loaded.
     """
     import torch
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' "
+                         "or 'cuda:N'.") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asks for a GPU but CUDA is not available here "
+                             "(torch.cuda.is_available() is False); use 'cpu' or 'auto'.")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} visible GPU(s) "
+                             f"(cuda:0 to cuda:{count - 1}).")
+    elif resolved.type == "mps" and not (hasattr(torch.backends, "mps")
+                                         and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available here; use 'cpu' or 'auto'.")
+    return resolved
 
 
 def cache_dir(*parts):

@@ -7,7 +7,8 @@ This module imports nothing heavy: it sits at the bottom of the package's layers
 
 from __future__ import annotations
 
-__all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning", "JobError"]
+__all__ = ["StudyInputError", "SettingsError", "NaNVoxelWarning", "StoryLeakWarning",
+           "CheckpointError", "JobError", "StaleSummaryError"]
 
 
 class StudyInputError(ValueError):
@@ -26,7 +27,24 @@ class SettingsError(StudyInputError):
 
 
 class NaNVoxelWarning(UserWarning):
-    """Some voxels hold NaN in the responses; says how many and what the loader did."""
+    """Some voxels hold NaN or inf in the responses; says how many and what the loader did."""
+
+
+class StoryLeakWarning(UserWarning):
+    """A cross-validation split puts rows of one story on both sides (train and held out).
+
+    Neighbouring TRs of a story are correlated (autocorrelation, the HRF), so such a split
+    scores the model on data it has nearly seen: scores are inflated. Use a story-grouped
+    splitter (``GroupKFold``, ``LeaveOneGroupOut``) with ``groups``.
+    """
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed: it is damaged, or of another configuration or data.
+
+    The message names the file; delete it (``sk-braintune tune --overwrite``) or use another
+    ``checkpoint_dir`` to start afresh.
+    """
 
 
 class JobError(RuntimeError):
@@ -52,3 +70,9 @@ class JobError(RuntimeError):
         super().__init__(message)
         self.index = index
         self.stderr = stderr
+
+
+class StaleSummaryError(RuntimeError):
+    """A stored summary of the built-in dataset's stimulus features that this machine does not
+    reproduce bit for bit (another espeak-ng or MiniLM build): the dataset is then built from
+    every story instead of only the ones a run uses."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["zscore", "zscore_per_story", "split_by_story", "select_rows", "mel_filterbank"]
+__all__ = ["zscore", "zscore_per_story", "split_by_story", "select_rows", "nonfinite_columns",
+           "zero_nonfinite", "mel_filterbank"]
 
 
 def zscore(X, axis=0, *, dtype=np.float64):
@@ -110,6 +111,44 @@ def select_rows(array, mask):
     if last - first + 1 == selected.size:
         return array[first:last + 1]
     return array[mask]
+
+
+def nonfinite_columns(block, axis=0):
+    """Which columns hold a NaN or an infinite value (the package's one non-finite test).
+
+    NaN and +-inf are treated alike everywhere: an ``inf`` in a response would otherwise
+    become +-3.4e38 in float32 arithmetic (``np.nan_to_num``'s default) and dominate every
+    correlation it enters.
+
+    Parameters
+    ----------
+    block : array-like of shape (..., n_columns)
+    axis : int or tuple of int, default=0
+        Axes reduced over (all but the last for a 3-D ``(n_repeats, n_trs, n_voxels)`` block
+        with ``axis=(0, 1)``).
+
+    Returns
+    -------
+    mask : ndarray of bool
+        True where any value along ``axis`` is NaN, +inf or -inf.
+    """
+    return ~np.isfinite(np.asarray(block)).all(axis=axis)
+
+
+def zero_nonfinite(block):
+    """Replace NaN, +inf and -inf by 0, in place (the policy ``nan_policy="zero"`` applies).
+
+    Parameters
+    ----------
+    block : ndarray of float
+        Modified in place.
+
+    Returns
+    -------
+    block : ndarray
+        The same array.
+    """
+    return np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _hz_to_mel(f):

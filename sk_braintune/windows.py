@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["AudioWindows", "dataset_stories", "is_audio_windows", "make_windows",
+__all__ = ["AudioWindows", "check_audio_samples", "check_clips", "dataset_stories", "is_audio_windows",
+           "make_windows",
            "window_end_samples", "windows_from_dataset", "dataset_windows", "stack_responses"]
 
 DEFAULT_SAMPLE_RATE = 16_000
@@ -50,14 +51,9 @@ def _check_audio(audio, name, sample_rate):
             f"Audio of story {name!r} must be mono 1-D, got shape {audio.shape}; mix stereo "
             "down first (e.g. sk_braintune.datasets.to_mono_16k)."
         )
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise TypeError(
-            f"Audio of story {name!r} has integer dtype {audio.dtype}; pass float samples in "
-            "[-1, 1] (divide int16 audio by 32768)."
-        )
     if audio.size == 0:
         raise ValueError(f"Story {name!r} has no audio samples.")
-    _check_finite(audio, name)
+    check_audio_samples(audio, f"Audio of story {name!r}")
     if sample_rate != DEFAULT_SAMPLE_RATE:
         raise ValueError(
             f"Speech models expect 16 kHz audio; got sample_rate={sample_rate}. Resample first "
@@ -66,15 +62,77 @@ def _check_audio(audio, name, sample_rate):
     return audio.astype(np.float32, copy=False)
 
 
-def _check_finite(audio, name):
-    """NaN or inf in a waveform would silently poison every feature computed from it."""
+def check_audio_samples(audio, what="audio"):
+    """The package's one check of audio samples: float dtype, no NaN or inf.
+
+    Every path that takes audio (story waveforms cut into windows, windows or clips given to
+    the feature extractor, the probe or the tuner as arrays) runs it, so that int16 samples are
+    never used unscaled and a NaN never silently poisons every feature computed from it.
+
+    Parameters
+    ----------
+    audio : ndarray
+        Samples of any shape (a waveform, a batch of windows, one clip).
+    what : str, default="audio"
+        How the message names the samples, e.g. ``"Audio of story 'a'"`` or ``"clip 3"``.
+
+    Raises
+    ------
+    TypeError
+        For an integer (or other non-float) dtype.
+    ValueError
+        For NaN or infinite samples (the message gives their number and the first one).
+    """
+    audio = np.asarray(audio)
+    if not np.issubdtype(audio.dtype, np.floating):
+        kind = "integer " if np.issubdtype(audio.dtype, np.integer) else ""
+        raise TypeError(
+            f"{what} has {kind}dtype {audio.dtype}; pass float samples in [-1, 1] (divide "
+            "int16 audio by 32768).")
     finite = np.isfinite(audio)
     if not finite.all():
-        bad = np.flatnonzero(~finite)
+        bad = np.flatnonzero(~finite.ravel())
+        first = np.unravel_index(bad[0], audio.shape) if audio.ndim > 1 else bad[0]
         raise ValueError(
-            f"Audio of story {name!r} holds {bad.size} NaN or infinite sample(s) (the first at "
-            f"sample {bad[0]}); every window and feature would inherit them. Fix the recording "
-            "or replace them, e.g. np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0).")
+            f"{what} holds {bad.size} NaN or infinite sample(s) (the first at "
+            f"{'index' if audio.ndim > 1 else 'sample'} {first}); every window and feature "
+            "would inherit them. Fix the recording or replace them, e.g. "
+            "np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0).")
+
+
+def check_clips(clips, noun="clip"):
+    """Every clip (window) of audio given as an array or a list: no integer or non-finite samples.
+
+    The windows made from story waveforms are checked when they are cut; audio given directly
+    as arrays (to the extractor, the probe or the tuner) goes through this check, so that
+    integer PCM samples (int16 from a WAV file) are refused rather than used unscaled and one
+    NaN clip cannot silently turn every feature into NaN. Other dtypes (object, complex) are
+    left to the caller's ``validate_data``.
+
+    Parameters
+    ----------
+    clips : ndarray of shape (n, n_samples) or sequence of 1-D arrays
+    noun : str, default="clip"
+        How the message names one item (``"window"``, ``"clip"``).
+
+    Raises
+    ------
+    TypeError
+        For integer samples.
+    ValueError
+        For NaN or infinite samples; the message names the first bad clip.
+    """
+    if isinstance(clips, np.ndarray):
+        if clips.dtype == object:
+            return
+        if np.issubdtype(clips.dtype, np.integer) or np.issubdtype(clips.dtype, np.bool_):
+            check_audio_samples(clips, f"{noun.capitalize()}s given as an array")
+        if not np.issubdtype(clips.dtype, np.floating) or np.isfinite(clips).all():
+            return
+    for index, clip in enumerate(clips):
+        clip = np.asarray(clip)
+        if np.issubdtype(clip.dtype, np.floating) or np.issubdtype(clip.dtype, np.integer):
+            check_audio_samples(clip, f"{noun} {index}")
 
 
 def _check_tr_times(tr_times, name):
@@ -145,7 +203,7 @@ class AudioWindows:
         self.waveforms = dict(waveforms)
         if check_finite:
             for name, waveform in self.waveforms.items():
-                _check_finite(np.asarray(waveform), name)
+                check_audio_samples(waveform, f"Audio of story {name!r}")
         self.stories = np.asarray(stories, dtype=object)
         self.ends = np.asarray(ends, dtype=np.int64)
         self.tr_times = np.asarray(tr_times, dtype=np.float64)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sk_braintune import provenance
 from sk_braintune.commands import cli, report
 from sk_braintune import study
 from sk_braintune.builtin import registry
@@ -269,7 +270,7 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
     _check_manifest(out, "tune", data, model=tiny_model)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["voxels"]["tuning_targets"]["count"] == int(np.sum(nc > 0))
-    assert manifest["models"]["tuned"] == report.fingerprint_model(out / "backbone")
+    assert manifest["models"]["tuned"] == provenance.fingerprint_model(out / "backbone")
     assert manifest["settings"]["min_ceiling"] == 0.0
     assert manifest["command_line"][:2] == ["sk-braintune", "tune"]
 
@@ -327,10 +328,10 @@ def _check_manifest(folder, command, data, model=None):
     assert manifest["started"] <= manifest["finished"]
     assert manifest["split"]["test"] == list(data.split["test"])
     fingerprints = (manifest["data"] if command == "tune" else manifest["data"]["UTS01"])
-    assert fingerprints["responses"] == report.fingerprint_arrays(
+    assert fingerprints["responses"] == provenance.fingerprint_arrays(
         {s: data.responses[s] for s in _fingerprinted_stories(command, data)})
     if model is not None:
-        assert manifest["models"]["pretrained"] == report.fingerprint_model(model)
+        assert manifest["models"]["pretrained"] == provenance.fingerprint_model(model)
     assert (folder / "report.html").stat().st_size > 0
     check_folder(folder)
     assert not list(folder.parent.glob(f".{folder.name}.partial-*"))

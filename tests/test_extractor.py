@@ -242,7 +242,7 @@ def test_grid_search_over_ridge_never_re_extracts(model_dirs, windows, tmp_path)
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
 def test_pooled_features_tops_equal_running_each_model(model_dirs, windows, family):
     """The demo's shared frozen layers: one pretrained pass + each tuned model's top block."""
-    from sk_braintune.features.extractor import pooled_features
+    from sk_braintune.features.extractor import TopBlockFeatures, forward_batches, pooled_features
 
     pretrained = load_backbone(model_dirs[family])
     tuned = load_backbone(model_dirs[family])
@@ -251,8 +251,10 @@ def test_pooled_features_tops_equal_running_each_model(model_dirs, windows, fami
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     tuned.train()  # left in training mode: the loop must run it in eval mode and restore
     layers = range(pretrained.num_hidden_layers + 1)
-    shared, tops = pooled_features(pretrained, windows, layers, batch_size=3,
-                                   tops={"tuned": tuned})
+    reader = TopBlockFeatures(pretrained, {"tuned": tuned}, len(windows), layers=layers)
+    forward_batches(pretrained, windows, reader.layers, reader, batch_size=3,
+                    also_eval=reader.modules)
+    shared, tops = reader.features, reader.top_features
     assert tuned.training
     np.testing.assert_array_equal(shared, pooled_features(pretrained, windows, layers,
                                                           batch_size=3))
@@ -263,8 +265,9 @@ def test_pooled_features_tops_equal_running_each_model(model_dirs, windows, fami
 
 
 def test_pooled_features_head_and_batches_against_direct_calls(model_dirs, windows):
-    from sk_braintune.features.extractor import forward_batches, pooled_features
+    from sk_braintune.features.extractor import TopBlockFeatures, forward_batches
     from sk_braintune.models.pooling import pool_frames
+    from sk_braintune.tuning._network import HeadOutputs
 
     backbone = load_backbone(model_dirs["wav2vec2"])
     head = torch.nn.Linear(backbone.hidden_size, 3)
@@ -274,7 +277,9 @@ def test_pooled_features_head_and_batches_against_direct_calls(model_dirs, windo
         pooled = pool_frames(out.last_hidden_state, out.frame_mask)
         expected = head(pooled).numpy()
     order = [np.array([4, 0]), np.arange(1, 4), np.arange(5, len(x))]  # any partition
-    got = pooled_features(backbone, windows, "last_hidden_state", head=head, batches=order)
+    predictions = HeadOutputs(head, len(x), "mean")
+    forward_batches(backbone, windows, "last_hidden_state", predictions, batches=order)
+    got = predictions.outputs
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
     seen = []
     forward_batches(backbone, windows, [1], lambda index, hidden, mask: seen.append(
@@ -284,4 +289,6 @@ def test_pooled_features_head_and_batches_against_direct_calls(model_dirs, windo
     assert [s[0] for s in seen[1:]] == [list(range(i, min(i + 4, len(x))))
                                        for i in range(0, len(x), 4)]
     with pytest.raises(ValueError, match="last_hidden_state"):
-        pooled_features(backbone, windows, [1], head=head)
+        forward_batches(backbone, windows, [0, 1], HeadOutputs(head, len(x), "mean"))
+    with pytest.raises(ValueError, match="ending with"):
+        TopBlockFeatures(backbone, {}, len(x), layers=[0])

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from sk_braintune import provenance
 from sk_braintune._hashing import (
     digest_arrays,
     digest_bytes,
@@ -54,7 +55,6 @@ def test_bytes_json_and_file_digests(tmp_path):
 def test_cache_keys_and_fingerprints_are_the_ones_written_before():
     """Digests computed by the package before the hashing module (cache keys stay valid)."""
     from sk_braintune.builtin import intents, story
-    from sk_braintune.commands import report
     from sk_braintune.features import cache
     from sk_braintune.tuning import _checkpoint
 
@@ -63,6 +63,6 @@ def test_cache_keys_and_fingerprints_are_the_ones_written_before():
     assert cache.key_of(model="m", layers=[1, 2]) == "480bdcc2af61efa05426e79ba7bc04b099ddd07b"
     assert (_checkpoint.data_fingerprint(a, a, ["s", "s"])
             == "4d66fbbe4877d7a70bd94a4ba5d874cd")
-    assert report.fingerprint_arrays({"s": a}) == "blake2b:4e8739382c2e06927b74348260a7f8af"
+    assert provenance.fingerprint_arrays({"s": a}) == "blake2b:4e8739382c2e06927b74348260a7f8af"
     assert story._speech_key("hello", "en-us", 175) == "1acc1b1c74701c2b51e5e50a"
     assert intents._key({"v": 1}) == "9ab2253fc38981f5"

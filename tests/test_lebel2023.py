@@ -17,6 +17,7 @@ from sk_braintune.datasets import (
     lebel2023_tr_times,
     load_lebel2023,
     read_textgrid,
+    validate_record,
     windows_from_dataset,
 )
 from sk_braintune.metrics import noise_ceiling
@@ -47,6 +48,9 @@ def _respdict(root):
 
 
 def test_contract_fields_and_shapes(dataset, root):
+    assert validate_record(dataset, check_values=True) is dataset
+    assert dataset.space is None and dataset.mask_img is None
+    np.testing.assert_array_equal(dataset.column_index, dataset.voxel_indices)
     assert dataset.stories == STORIES
     assert dataset.sample_rate == 16000 and dataset.tr == 2.0045 and dataset.trigger_tr == 2.0
     assert dataset.phone_set == "arpabet" and dataset.subject == "UTS01"

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from sk_braintune.analysis.preference import (
+from sk_braintune.analysis.preference import semantic_preference
+from sk_braintune.builtin.word_pairs import (
+    load_synonym_pairs,
     near_homophone_pairs,
     phone_edit_distance,
-    semantic_preference,
 )
-from sk_braintune.builtin.word_pairs import load_synonym_pairs
 
 
 def test_phone_edit_distance():

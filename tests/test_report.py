@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+from sk_braintune import provenance
 from sk_braintune.commands import report
 from sk_braintune.testing.browser import check_report, find_chromium, parse_report, render_dom
 
@@ -31,16 +32,16 @@ def test_fingerprint_arrays_is_a_hash_of_names_dtypes_shapes_and_bytes():
     b = np.ones(4, dtype=np.int16)
     expected = _blake(b"x\0", f"{a.dtype.str}{a.shape}".encode(), a.tobytes(),
                       b"y\0", f"{b.dtype.str}{b.shape}".encode(), b.tobytes())
-    assert report.fingerprint_arrays({"y": b, "x": a}) == expected  # sorted keys
-    assert report.fingerprint_arrays({"x": a, "y": b}) == expected
+    assert provenance.fingerprint_arrays({"y": b, "x": a}) == expected  # sorted keys
+    assert provenance.fingerprint_arrays({"x": a, "y": b}) == expected
     changed = a.copy()
     changed[1, 2] = np.nextafter(changed[1, 2], np.inf)  # one ulp
-    assert report.fingerprint_arrays({"x": changed, "y": b}) != expected
+    assert provenance.fingerprint_arrays({"x": changed, "y": b}) != expected
     # same bytes, other dtype or shape: another fingerprint
-    assert report.fingerprint_arrays(a.view(np.int32)) != report.fingerprint_arrays(a)
-    assert report.fingerprint_arrays(a.reshape(3, 2)) != report.fingerprint_arrays(a)
+    assert provenance.fingerprint_arrays(a.view(np.int32)) != provenance.fingerprint_arrays(a)
+    assert provenance.fingerprint_arrays(a.reshape(3, 2)) != provenance.fingerprint_arrays(a)
     # non-contiguous input hashes like its contiguous copy
-    assert report.fingerprint_arrays(a.T) == report.fingerprint_arrays(np.ascontiguousarray(a.T))
+    assert provenance.fingerprint_arrays(a.T) == provenance.fingerprint_arrays(np.ascontiguousarray(a.T))
 
 
 def test_fingerprint_arrays_reads_lazy_arrays_in_slabs(tmp_path):
@@ -49,7 +50,7 @@ def test_fingerprint_arrays_reads_lazy_arrays_in_slabs(tmp_path):
     with h5py.File(tmp_path / "x.hf5", "w") as f:
         f["data"] = values
     with h5py.File(tmp_path / "x.hf5", "r") as f:
-        lazy = report.fingerprint_arrays({"story": f["data"]})
+        lazy = provenance.fingerprint_arrays({"story": f["data"]})
     direct = _blake(b"story\0", f"{values.dtype.str}{values.shape}".encode(), values.tobytes())
     assert lazy == direct
 
@@ -60,11 +61,11 @@ def test_fingerprint_files_and_models(tmp_path):
     (tmp_path / "m" / "config.json").write_text("{}")
     (tmp_path / "m" / "README.md").write_text("not hashed")
     expected = _blake(b"config.json\0", b"{}", b"model.safetensors\0", b"weights")
-    assert report.fingerprint_files([tmp_path / "m" / "model.safetensors",
+    assert provenance.fingerprint_files([tmp_path / "m" / "model.safetensors",
                                      tmp_path / "m" / "config.json"]) == expected
-    fp = report.fingerprint_model(tmp_path / "m")
+    fp = provenance.fingerprint_model(tmp_path / "m")
     assert fp == {"name": str(tmp_path / "m"), "source": "files", "fingerprint": expected}
-    assert report.fingerprint_model("org/some-hub-model")["fingerprint"] is None
+    assert provenance.fingerprint_model("org/some-hub-model")["fingerprint"] is None
 
 
 def test_fingerprint_of_a_state_dict():
@@ -73,21 +74,21 @@ def test_fingerprint_of_a_state_dict():
     first = torch.nn.Linear(3, 2)
     second = torch.nn.Linear(3, 2)
     second.load_state_dict(first.state_dict())
-    assert (report.fingerprint_model(first)["fingerprint"]
-            == report.fingerprint_model(second)["fingerprint"])
+    assert (provenance.fingerprint_model(first)["fingerprint"]
+            == provenance.fingerprint_model(second)["fingerprint"])
     with torch.no_grad():
         second.bias[0] += 1e-6
-    assert (report.fingerprint_model(first)["fingerprint"]
-            != report.fingerprint_model(second)["fingerprint"])
+    assert (provenance.fingerprint_model(first)["fingerprint"]
+            != provenance.fingerprint_model(second)["fingerprint"])
     # bf16 tensors are hashed by their bytes too
-    assert report.fingerprint_model(first.to(torch.bfloat16))["source"] == "state_dict"
+    assert provenance.fingerprint_model(first.to(torch.bfloat16))["source"] == "state_dict"
 
 
 def test_voxel_selection_and_manifest_comparison():
-    selection = report.voxel_selection([3, 5, 8], n_voxels=10)
+    selection = provenance.voxel_selection([3, 5, 8], n_voxels=10)
     assert selection["count"] == 3 and selection["n_voxels"] == 10
-    assert selection["fingerprint"] == report.fingerprint_arrays(np.array([3, 5, 8], np.int64))
-    assert report.voxel_selection([3, 5, 9])["fingerprint"] != selection["fingerprint"]
+    assert selection["fingerprint"] == provenance.fingerprint_arrays(np.array([3, 5, 8], np.int64))
+    assert provenance.voxel_selection([3, 5, 9])["fingerprint"] != selection["fingerprint"]
     first = report.build_manifest("tune", {"seed": 0, "window": 4.0}, started="t0",
                                   seeds={"tuning": 0}, voxels={"targets": selection})
     second = json.loads(json.dumps(first))

@@ -436,3 +436,91 @@ def test_story_speech_equals_the_dataset_audio(dataset):
     assert other != digest
     with pytest.raises(ValueError, match="split"):
         story_speech("default", "dev")
+
+
+def test_places_on_fsaverage5(three_listeners, dataset):
+    from sk_braintune.builtin.cortex import voxel_places
+
+    d = three_listeners
+    assert d.space == "fsaverage5"
+    places = [d.participant_data[p].column_index for p in d.participants]
+    np.testing.assert_array_equal(d.column_index, places[0])
+    for p, own in zip(d.participants, places):
+        np.testing.assert_array_equal(own, voxel_places(d.voxel_labels, p, SMALL["random_state"]))
+        assert own.shape == d.voxel_labels.shape and np.unique(own).size == own.size
+    assert not np.array_equal(places[0], places[1])  # each listener a little different
+    from sk_braintune.datasets import select_participant
+
+    np.testing.assert_array_equal(select_participant(d, "P02").column_index, places[1])
+    # P01's places and responses do not depend on how many listeners there are
+    np.testing.assert_array_equal(dataset.column_index, places[0])
+    test = d.split["test"][0]
+    np.testing.assert_array_equal(dataset.responses[test], d.responses[test])
+
+
+def _assert_same(a, b, path="dataset"):
+    """Recursive bit-for-bit equality of two datasets' fields (arrays, frames, dicts, lists)."""
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for key in a:
+            _assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert a.tobytes() == b.tobytes(), path
+    elif hasattr(a, "equals"):
+        assert a.equals(b), path
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_minutes_builds_only_the_kept_stories(tmp_path, monkeypatch):
+    """A dataset cut to ``minutes`` synthesises and embeds only its own stories once a summary
+    of the collection exists, and equals the whole build's cut bit for bit."""
+    import sk_braintune.builtin as builtin
+    from sk_braintune.builtin import minilm
+
+    monkeypatch.setenv("SK_BRAINTUNE_CACHE", str(tmp_path))
+    monkeypatch.setattr("sk_braintune.builtin.story.SHIPPED_SUMMARIES", tmp_path / "none")
+    texts = dict(list(story_texts("default").items())[:6])
+    small = dict(SMALL, n_train_stories=None, texts=texts, max_words=30, n_participants=2,
+                 random_state=4)
+    whole = make_story_dataset(**small)  # builds every story, caches the summary
+    seconds = [whole.audio[s].size / whole.sample_rate for s in whole.split["train"]]
+    minutes = (seconds[0] + 0.5 * seconds[1]) / 60  # the second story crosses the line
+    full_cut = make_story_dataset(**small, minutes=minutes)
+    assert full_cut.split["train"] == whole.split["train"][:2]
+    summaries = list((tmp_path / "datasets" / "summaries").glob("*.npz"))
+    assert len(summaries) == 1
+
+    def clear_all_but_the_summary():
+        for path in (tmp_path / "datasets").glob("story_*.pkl"):
+            path.unlink()
+        for kind in ("speech", "minilm"):
+            for path in (tmp_path / "datasets" / kind).glob("*"):
+                path.unlink()
+
+    spoken, embedded = [], []
+    synthesize, embed_texts = builtin.synthesize, minilm.embed_texts
+    monkeypatch.setattr(builtin, "synthesize",
+                        lambda text, **kw: spoken.append(text) or synthesize(text, **kw))
+    monkeypatch.setattr(minilm, "embed_texts",
+                        lambda contexts: embedded.append(contexts) or embed_texts(contexts))
+    clear_all_but_the_summary()
+    part = make_story_dataset(**small, minutes=minutes)
+    assert len(spoken) == len(embedded) == len(part.stories) == 4  # 2 of 4 training stories
+    _assert_same(dict(part), dict(full_cut))
+    _assert_same(dict(make_story_dataset(**small, minutes=minutes)), dict(full_cut))  # cached
+
+    # a summary this machine does not reproduce is not used: the whole collection is built
+    with np.load(summaries[0]) as f:
+        fields = dict(f)
+    fields["acoustic"] = fields["acoustic"] + np.float32(1e-3)
+    np.savez_compressed(summaries[0], **fields)
+    clear_all_but_the_summary()
+    spoken.clear()
+    _assert_same(dict(make_story_dataset(**small, minutes=minutes)), dict(full_cut))
+    assert len(spoken) == len(texts)

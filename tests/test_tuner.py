@@ -407,7 +407,7 @@ def test_resume_without_random_state_keeps_the_validation_split(models, toy, tmp
 
 def test_frozen_cache_is_reused_by_the_next_fit(models, toy, monkeypatch):
     X, y, groups = toy
-    params = dict(max_epochs=1, trainable_layers=1, frozen_cache=FrozenLayerCache(), **FAST)
+    params = dict(max_epochs=1, trainable_layers=1, frozen_layer_cache=FrozenLayerCache(), **FAST)
     fresh = BrainTuner(models["whisper"], **params).fit(X, y, groups=groups)
     calls = []
     monkeypatch.setattr(_network, "cache_hidden",

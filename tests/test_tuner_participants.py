@@ -238,7 +238,7 @@ def test_participants_errors(models, two_listeners):
     with pytest.raises(TypeError, match="list of Callback"):
         BrainTuner(models["whisper"], callbacks=Callback()).fit(d["X"], d["y"])
     with pytest.raises(TypeError, match="FrozenLayerCache"):
-        BrainTuner(models["whisper"], frozen_cache={}).fit(d["X"], d["y"])
+        BrainTuner(models["whisper"], frozen_layer_cache={}).fit(d["X"], d["y"])
 
 
 # -- losses against NumPy ---------------------------------------------------------------------
@@ -383,21 +383,21 @@ def test_frozen_cache_is_shared_by_clones_and_not_pickled(models, two_listeners)
     from sklearn.base import clone
 
     cache = FrozenLayerCache()
-    est = BrainTuner(models["whisper"], frozen_cache=cache, max_epochs=1, validation=None,
+    est = BrainTuner(models["whisper"], frozen_layer_cache=cache, max_epochs=1, validation=None,
                      **FAST)
-    assert clone(est).frozen_cache is cache and copy.deepcopy(cache) is cache
+    assert clone(est).frozen_layer_cache is cache and copy.deepcopy(cache) is cache
     d = two_listeners
     est.fit(d["X"], d["y"], groups=d["groups"], participants=d["participants"])
     assert len(cache) == 1
     (hidden, _), = cache._entries.values()
     assert hidden.shape[0] == len(d["windows"])  # distinct windows only, not rows
     restored = pickle.loads(pickle.dumps(est))
-    assert len(restored.frozen_cache) == 0
+    assert len(restored.frozen_layer_cache) == 0
     np.testing.assert_array_equal(restored.predict(d["X"][:5]), est.predict(d["X"][:5]))
     # without a cache object nothing is kept
     other = BrainTuner(models["whisper"], max_epochs=1, validation=None, **FAST)
     other.fit(d["X"], d["y"])
-    assert other.frozen_cache is None
+    assert other.frozen_layer_cache is None
 
 
 def test_resume_with_participants_equals_uninterrupted_run(models, two_listeners, tmp_path):

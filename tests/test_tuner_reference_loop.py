@@ -125,7 +125,7 @@ def test_cached_top_block_fit_equals_plain_loop(whisper):
     params = dict(batch_size=8, max_epochs=2, lr_backbone=1e-3, lr_head=3e-2)
     cache = FrozenLayerCache()
     est = BrainTuner(whisper, trainable_layers=1, validation=None, random_state=0,
-                     frozen_cache=cache, **params).fit(X, y)
+                     frozen_layer_cache=cache, **params).fit(X, y)
     hidden, mask = _cached_entry(cache)
     assert hidden.dtype == torch.float32
     seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
@@ -151,7 +151,7 @@ def test_micro_batches_float16_cache_and_validation_equal_plain_loop(whisper, mo
                   lr_head=1e-1)
     cache = FrozenLayerCache()
     est = BrainTuner(whisper, trainable_layers=1, validation=0.5, patience=10, random_state=0,
-                     frozen_cache=cache, **params).fit(X, y, groups=groups)
+                     frozen_layer_cache=cache, **params).fit(X, y, groups=groups)
     hidden, mask = _cached_entry(cache)
     assert hidden.dtype == torch.float16
     is_valid = np.isin(groups, est.validation_groups_)

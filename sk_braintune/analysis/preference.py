@@ -4,6 +4,10 @@ Per layer, the mean cosine similarity of synonym word pairs minus that of near-h
 (words that sound alike but mean different things). Word representations come from each word's
 own audio, mean-pooled over its real frames (:func:`word_representations`). A positive value
 means the layer groups words by meaning more than by sound.
+
+The analysis works on any pairs: the built-in spoken word pairs
+(:func:`sk_braintune.builtin.make_word_pairs`, whose near-homophones come from
+:func:`sk_braintune.builtin.near_homophone_pairs`) are one source of them.
 """
 
 from __future__ import annotations
@@ -11,11 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._docs import fill_doc
-# the pair builders live with the word-pair dataset (a lower layer); re-exported here
-from ..builtin.word_pairs import near_homophone_pairs, phone_edit_distance
 
-__all__ = ["phone_edit_distance", "near_homophone_pairs", "word_representations",
-           "semantic_preference"]
+__all__ = ["word_representations", "semantic_preference"]
 
 
 @fill_doc
@@ -26,7 +27,8 @@ def word_representations(source, word_pairs, *, batch_size=32, device="auto", ve
     ----------
     %(model_source)s
     word_pairs : sklearn.utils.Bunch
-        From :func:`sk_braintune.builtin.make_word_pairs` (``audio``, ``audio_word``).
+        Spoken words: ``audio`` (list of 1-D 16 kHz clips) and ``audio_word`` (the word each
+        clip says), e.g. from :func:`sk_braintune.builtin.make_word_pairs`.
     batch_size : int, default=32
         Clips per forward pass.
     %(device)s
@@ -81,7 +83,11 @@ def semantic_preference(features, synonym_pairs, homophone_pairs):
         Word representations (e.g. :func:`word_representations`), or a function mapping a list
         of words to an array of shape (n_words, n_layers, dim).
     synonym_pairs : sequence of (str, str)
+        Pairs of words that mean the same (extra items per pair are ignored).
     homophone_pairs : sequence of (str, str) or (str, str, float)
+        Pairs of words that sound alike but mean different things, e.g. from
+        :func:`sk_braintune.builtin.near_homophone_pairs` (its third item, the phone distance,
+        is ignored).
 
     Returns
     -------

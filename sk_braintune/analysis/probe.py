@@ -139,8 +139,26 @@ class SemanticProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"scoring must be one of {_SCORINGS}, got {self.scoring!r}")
         if not (self.layer == "weighted" or isinstance(self.layer, numbers.Integral)):
             raise ValueError(f"layer must be an int or 'weighted', got {self.layer!r}")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not (isinstance(self.validation_fraction, numbers.Real)
+                and 0 <= self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must be in [0, 1), got "
+                             f"{self.validation_fraction!r}")
+        # checked here (not with sklearn's private _parameter_constraints): a NaN alpha or lr
+        # would train a NaN model and max_epochs=0 an untrained one, both without an error
+        for name, low, strict in (("alpha", 0.0, False), ("lr", 0.0, True)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not np.isfinite(value) or value < low or (strict and value == low)):
+                bound = "> 0" if strict else ">= 0"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        for name, allow_none in (("max_epochs", False), ("patience", False),
+                                 ("batch_size", True), ("batch_size_extraction", False)):
+            value = getattr(self, name)
+            if value is None and allow_none:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                extra = " or None" if allow_none else ""
+                raise ValueError(f"{name} must be an integer >= 1{extra}, got {value!r}")
 
     def _validation_split(self, y_codes, groups, rng):
         """The tuner's validation split with the probe's splitter: whole groups when given,

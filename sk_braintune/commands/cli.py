@@ -122,7 +122,42 @@ def build_parser():
                     "2 for a missing or refused folder.")
     compare.add_argument("first", type=Path, help="results folder or manifest.json")
     compare.add_argument("second", type=Path, help="results folder or manifest.json")
+
+    mappers = sub.add_parser(
+        "mappers", help="build a ds003020 subject's flatmap mapper once (needs pycortex)",
+        description="Build, with pycortex (pip install 'sk-braintune[maps]'), a subject's "
+                    "sparse voxel-to-flatmap matrix and flatmap mask from the dataset's own "
+                    "pycortex database (<root>/derivative/pycortex-db/<subject>/), plus a "
+                    "voxel-to-fsaverage5 matrix when --sphere-reg is given, and save them as "
+                    "one .npz; plot_brain_map(values, space=load_mapper(path)) then draws "
+                    "flatmaps without pycortex.")
+    mappers.add_argument("--root", type=Path, required=True, help="ds003020 root folder")
+    mappers.add_argument("--subject", required=True, help="e.g. UTS03")
+    mappers.add_argument("--output", type=Path, default=None,
+                         help="the .npz to write (default: <subject>_mapper.npz)")
+    mappers.add_argument("--xfm", default=None, help="pycortex transform (<subject>_auto)")
+    mappers.add_argument("--height", type=int, default=1024, help="flatmap height in pixels")
+    mappers.add_argument("--sphere-reg", type=Path, default=None,
+                         help="FreeSurfer surf folder with lh/rh.sphere.reg (adds fsaverage5)")
     return parser
+
+
+def _mappers(args):
+    from ..plotting.mapper import build_mapper
+
+    output = args.output or Path(f"{args.subject}_mapper.npz")
+    try:
+        mapper = build_mapper(args.root / "derivative" / "pycortex-db", args.subject,
+                              xfm=args.xfm, height=args.height, sphere_reg=args.sphere_reg)
+    except (ImportError, FileNotFoundError, ValueError) as exc:
+        print(f"sk-braintune mappers: error: {exc}", file=sys.stderr)
+        return 2
+    mapper.save(output)
+    print(f"{args.subject}: {mapper.n_voxels} voxels ({mapper.mask_name} mask of {mapper.xfm}) "
+          f"-> {int(mapper.flatmap_mask.sum())} flatmap pixels"
+          f"{', fsaverage5' if mapper.voxel_to_fsaverage5 is not None else ''}; "
+          f"wrote {output}")
+    return 0
 
 
 def _compare(args):
@@ -227,6 +262,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "mappers":
+        return _mappers(args)
     try:
         config = resolve_config(args)
     except SettingsError as exc:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .. import study
 from ..builtin.registry import model_label
-from ..study.settings import DemoSettings
 from .results import (
     StageTimer,
     dataset_summary,
@@ -21,9 +20,11 @@ from .results import (
     peak_memory_mib,
     results_folder,
     save_config,
+    save_figure,
     write_csv,
     write_results,
 )
+from ..study.settings import DemoSettings
 from .settings import DatasetCommandSettings, DemoCommandSettings
 from .terminal import show_library_messages
 
@@ -35,8 +36,9 @@ MIN_ALIGNMENT_FOR_IMPACT = 0.05  # impact (A - A_resid) / A is not shown where A
 def _set_torch_threads(config):
     import torch
 
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
+    threads = config.threads
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def run_dataset_summary(config, command_line=None):
@@ -168,7 +170,7 @@ def _run_family(settings, config, stages, folder):
                                          device=config.device, verbose=verbose, stages=stages)
     if not config.no_figures:
         with stages("figures"):
-            result["figures"] = _write_figures(result, folder)
+            result["figures"] = _write_figures(result, folder, model_label(settings.model))
     result["stage_seconds"] = dict(stages.times)
     return result
 
@@ -210,7 +212,6 @@ def _print_demo_tables(results, labels):
     print()
 
 
-
 def _second_table(results):
     """Rows of the demo's second table: variance partitioning and significance per model."""
     rows = []
@@ -235,11 +236,12 @@ def _second_table(results):
     return rows
 
 
-def _write_figures(results, output):
+def _write_figures(results, output, label=""):
     """Write the study's figures into ``output``; return their paths.
 
     Alignment per layer, low-level impact, probe, semantic preference and each tuned model's
-    training curves.
+    training curves; each title opens with the model family's ``label`` (the families' figures
+    are otherwise alike).
     """
     from ..analysis import figures as fig
 
@@ -247,14 +249,13 @@ def _write_figures(results, output):
     written = []
 
     def save(figure, name):
-        path = output / name
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        written.append(str(path))
+        written.append(str(save_figure(figure, output / name, dpi=120, bbox_inches="tight")))
 
+    family = f"{label}: " if label else ""
     for roi in ("semantic", "auditory"):
         save(fig.plot_layer_alignment({m: results["layers"][m][roi]
                                        for m in results["models"]},
-                                      title=f"{roi} voxels"), f"alignment_{roi}.png")
+                                      title=f"{family}{roi} voxels"), f"alignment_{roi}.png")
     import pandas as pd
 
     if "low_level_impact" in results:
@@ -262,18 +263,22 @@ def _write_figures(results, output):
         impacts = {m: pd.Series({roi: v["impact_percent"] for roi, v in table.items()
                                  if v["A"] >= MIN_ALIGNMENT_FOR_IMPACT})
                    for m, table in results["low_level_impact"].items()}
-        save(fig.plot_low_level_impact(impacts), "low_level_impact.png")
+        save(fig.plot_low_level_impact(impacts, title=f"{family}Low-level impact on brain "
+                                       "alignment"), "low_level_impact.png")
     if "probe" in results:
         tables = {m: pd.DataFrame({"layer": list(results["probe"][m]),
                                    "score": list(results["probe"][m].values())})
                   for m in results["models"]}
         save(fig.plot_probe_scores(tables, chance=results["probe"].get("chance"),
-                                   title="Spoken-intent probe (held-out paraphrases)"),
+                                   title=f"{family}Spoken-intent probe (held-out "
+                                         "paraphrases)"),
              "probe_scores.png")
     if "semantic_preference" in results:
         tables = {m: pd.DataFrame(v) for m, v in results["semantic_preference"].items()}
-        save(fig.plot_semantic_preference(tables), "semantic_preference.png")
+        save(fig.plot_semantic_preference(tables, title=f"{family}Semantic preference "
+                                          "(synonyms - near-homophones)"),
+             "semantic_preference.png")
     for name, history in results["history"].items():
-        save(fig.plot_training_curves(history, title=name),
+        save(fig.plot_training_curves(history, title=f"{family}{name}"),
              f"training_{name.replace(' ', '_')}.png")
     return written

@@ -1,4 +1,9 @@
-"""``sk-braintune tune`` and ``evaluate``: the study on OpenNeuro ds003020 with a local model.
+"""``sk-braintune tune`` and ``evaluate``: the study on real fMRI data with a local model.
+
+``--dataset`` picks the layout: ``lebel2023`` (OpenNeuro ds003020, the default), ``narratives``
+(ds002345), ``petit-prince`` (ds003643) or ``bids`` (any BIDS dataset with preprocessed
+derivatives; ``--space`` and ``--task`` select the runs). A model tuned on one dataset can be
+evaluated on another (``--model`` a tuned ``backbone/`` folder).
 
 ``tune`` brain-tunes one model on one or several participants (several: one shared head over
 their common voxel space, the follow-up paper's recipe). ``evaluate`` scores one model on each
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,39 +38,151 @@ from .results import (
     write_csv,
     write_json,
 )
-from ..exceptions import StudyInputError
+from ..exceptions import CheckpointError, StudyInputError
 from .settings import EvaluateSettings, TuneSettings
 from .terminal import show_library_messages
 
 __all__ = ["run_tune", "run_evaluate"]
 
 
-def _check_inputs(config):
-    """The options every real-data command needs, checked before anything is loaded."""
+_DATASET_NAMES = {"lebel2023": "OpenNeuro ds003020", "narratives": "Narratives (ds002345)",
+                  "petit-prince": "Le Petit Prince (ds003643)",
+                  "bids": "the BIDS dataset (with derivatives)"}
+
+
+def _check_inputs(config, command):
+    """Everything a real-data command needs, checked before any heavy work.
+
+    Options, the data (every participant's files, headers only), the stories each command
+    needs, the device and the model (loaded once on the CPU, with the window length and the
+    layers checked against it); ``--output`` is checked next, when the results folder is
+    prepared (:func:`~sk_braintune.commands.results.results_folder`). Every problem is a
+    :class:`StudyInputError` (one line, exit status 2).
+    """
     if config.root is None:
-        raise StudyInputError("--root is required: the local copy of OpenNeuro ds003020")
+        raise StudyInputError(f"--root is required: the local copy of "
+                              f"{_DATASET_NAMES[config.dataset]}")
+    if config.dataset == "bids" and not config.space:
+        raise StudyInputError("--space is required with --dataset bids: the derivatives' "
+                              "space, e.g. MNI152NLin2009cAsym, T1w or fsaverage6")
     if not Path(config.root).is_dir():
         raise StudyInputError(f"data root {config.root} does not exist or is not a directory")
     if not config.subject:
         raise StudyInputError("--subject is required, e.g. --subject UTS03 (several: "
                               "--subject UTS01 UTS02 UTS03)")
-    model = config.model
-    if not model:
+    if not config.model:
         raise StudyInputError("--model is required: a Hugging Face model name or local path")
-    # "org/name" is a hub id; anything else with a path separator is a local directory
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
-    if looks_local and not Path(model).expanduser().exists():
+    if command == "evaluate":
+        config.layer_indices()  # a malformed --layers fails first
+    _check_data(config, command)
+    _check_device(config)
+    _check_model(config, command)
+
+
+def _check_data(config, command):
+    """Every participant's files (headers only) and the stories the command needs (ds003020;
+    the other datasets' loaders check their files as they read them)."""
+    from ..datasets import check_lebel2023
+
+    if config.dataset != "lebel2023":
+        return
+    stories = None if config.stories is None else list(config.stories)
+    summaries = []
+    for subject in config.subject:
+        try:
+            summaries.append(check_lebel2023(config.root, subject, stories))
+        except (FileNotFoundError, ValueError) as exc:
+            raise StudyInputError(str(exc)) from exc
+    split = summaries[0].split
+    given = ("--stories " + " ".join(stories)) if stories else "the stories found"
+    if not split["train"] and (command == "evaluate" or not split["validation"]):
+        raise StudyInputError(
+            f"{given}: no training story among them (the test story wheretheressmoke and the "
+            "validation stories stagefright and life are not trained on); add training "
+            "stories")
+    if not split["test"]:
+        use = ("which the evaluation scores" if command == "evaluate"
+               else "whose repeats give the noise ceiling that selects the voxels")
+        raise StudyInputError(f"{given}: the test story wheretheressmoke is missing, {use}; "
+                              "add it")
+
+
+def _check_device(config):
+    """``--device`` names a device this machine has (on a cluster: a valid name only)."""
+    import torch
+
+    from .._utils import resolve_device
+
+    if config.executor != "none":  # the jobs run elsewhere: only the name can be checked
+        try:
+            torch.device("cpu" if config.device == "auto" else config.device)
+        except (RuntimeError, TypeError):
+            raise StudyInputError(f"--device: device {config.device!r} is not a torch device; "
+                                  "use auto, cpu, cuda or cuda:N") from None
+        return
+    try:
+        resolve_device(config.device)
+    except ValueError as exc:
+        raise StudyInputError(f"--device: {exc}") from None
+
+
+def _check_model(config, command):
+    """Load the model once on the CPU: it exists, is a speech encoder, its weights are intact,
+    and it takes the window length and the layers asked for."""
+    from ..features.extractor import resolve_layers
+    from ..models.backbone import load_backbone, quiet_transformers
+    from ..windows import DEFAULT_SAMPLE_RATE as SAMPLE_RATE
+
+    model = config.model
+    # a path-like name or an existing relative path is a local directory, never a hub name
+    local = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or local.exists()
+    if looks_local and not local.exists():
         raise StudyInputError(f"model path {model} does not exist")
+    try:
+        with warnings.catch_warnings(), quiet_transformers():
+            warnings.simplefilter("ignore")  # said again when the model is loaded for the work
+            backbone = load_backbone(str(local) if looks_local else model, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise StudyInputError(f"could not load model {model!r}: {exc}") from exc
+    limit = backbone.max_samples
+    if limit is not None and config.window * SAMPLE_RATE > limit:
+        seconds = limit / SAMPLE_RATE
+        raise StudyInputError(f"--window {config.window:g} s is longer than the {seconds:g} s "
+                              f"the {backbone.family} encoder of {model} accepts; use --window "
+                              f"{seconds:g} or less")
+    if command == "evaluate":
+        layers = config.layer_indices()
+        try:
+            resolve_layers(layers, backbone.num_hidden_layers)
+        except ValueError as exc:
+            raise StudyInputError(f"--layers {config.layers}: {exc}") from None
 
 
 def _load_real(config, subject):
-    """``load_lebel2023`` for one participant (a str) or several (a list), errors made clear."""
-    from ..datasets import load_lebel2023
+    """The ``--dataset`` loader for one participant (a str) or several (a list), errors made
+    clear."""
+    from .. import datasets
 
+    stories = None if config.stories is None else list(config.stories)
+    task = None if config.task is None else list(config.task)
     try:
-        return load_lebel2023(config.root, subject,
-                              stories=None if config.stories is None else list(config.stories),
-                              verbose=not config.quiet)
+        if config.dataset == "narratives":
+            return datasets.load_narratives(config.root, subject, stories,
+                                            space=config.space or "fsaverage6",
+                                            pipeline=config.pipeline, task=task)
+        if config.dataset == "petit-prince":
+            language = "EN" if not task else task[0].removeprefix("lpp")
+            sections = (None if stories is None
+                        else [int(s.removeprefix("section")) for s in stories])
+            return datasets.load_petit_prince(config.root, subject, language=language,
+                                              space=config.space or "MNIColin27",
+                                              sections=sections)
+        if config.dataset == "bids":
+            return datasets.load_bids(config.root, subject, task, space=config.space,
+                                      derivatives=config.derivatives, stories=stories)
+        return datasets.load_lebel2023(config.root, subject, stories=stories,
+                                       nan_policy=config.nan_policy, verbose=not config.quiet)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise StudyInputError(str(exc)) from exc
 
@@ -154,10 +272,16 @@ def run_tune(config, command_line=None):
 
     config = TuneSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    _check_inputs(config)
+    _check_inputs(config, "tune")
     started = utc_now()
     output = Path(config.output)
     checkpoints = _checkpoint_folder(output)
+    if config.overwrite and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+        print(f"--overwrite: removed the checkpoint of an unfinished run in {checkpoints}")
+    elif (checkpoints / "checkpoint.pt").exists():
+        print(f"resuming the unfinished run from its checkpoint in {checkpoints} (--overwrite "
+              "starts over)")
     with results_folder(output) as folder:  # a bad --output fails here, before any work
         try:
             checkpoints.mkdir(parents=True, exist_ok=True)
@@ -241,7 +365,7 @@ def tune_job(job):
         manifest's split, voxel, data and model parts).
     """
     from ..model_selection import HeldOutStories
-    from .report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from ..provenance import dataset_fingerprints, fingerprint_model, voxel_selection
     from ..tuning import BrainTuner
     from ..windows import windows_from_dataset
 
@@ -256,7 +380,7 @@ def tune_job(job):
     fit_params = {}
     if several:
         participants = tuple(data.get("participants", ()))
-        if participants != tuple(subjects):
+        if len(participants) != len(subjects):
             raise StudyInputError(f"the loader returned participants {participants} for "
                                   f"--subject {' '.join(subjects)}")
         # one shared voxel selection: the mean noise ceiling over the participants
@@ -267,7 +391,8 @@ def tune_job(job):
         noise_ceiling = data.noise_ceiling
     if noise_ceiling is None:
         raise StudyInputError("no loaded story has repeats, so there is no noise ceiling to "
-                              "select voxels by; load the test story (wheretheressmoke) too")
+                              "select voxels by; load a story heard several times (ds003020: "
+                              "wheretheressmoke)")
     noise_ceiling = np.asarray(noise_ceiling, float)
     selected = np.flatnonzero(noise_ceiling > config.min_ceiling)
     if selected.size == 0:
@@ -294,8 +419,9 @@ def tune_job(job):
         try:
             tuner = BrainTuner(config.model, **params).fit(X, y, groups=groups,
                                                            **fit_params)
-        except OSError as exc:
-            raise StudyInputError(f"could not load model {config.model!r}: {exc}") from exc
+        except CheckpointError as exc:
+            raise StudyInputError(f"{exc} With sk-braintune tune, --overwrite starts "
+                                  "over.") from exc
     tuner.save_pretrained(output / "backbone")
     save_arrays(output / "selected_voxels.npy", selected)
     write_json(output / "history.json", tuner.history_)
@@ -336,7 +462,9 @@ def run_evaluate(config, command_line=None):
     settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
     low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
     block-bootstrap interval of the mean normalised r), and ``voxel_scores.npz`` the per-voxel
-    ``<participant>_p_values`` and ``<participant>_q_values`` of the last layer.
+    ``<participant>_p_values`` and ``<participant>_q_values`` of the last layer. For data in a
+    template or surface space (every ``--dataset`` but ``lebel2023``), ``maps/`` holds each
+    layer's per-column normalised r as a NIfTI image or a GIfTI pair in that space.
 
     Parameters
     ----------
@@ -350,12 +478,12 @@ def run_evaluate(config, command_line=None):
     -------
     results : dict
     """
-    from .report import fingerprint_model, utc_now
+    from ..provenance import fingerprint_model
+    from .report import utc_now
 
     config = EvaluateSettings.from_mapping(config)
     show_library_messages(not config.quiet)
-    _check_inputs(config)
-    config.layer_indices()  # a bad --layers fails before any loading
+    _check_inputs(config, "evaluate")  # every participant, the model and --output, up front
     started = utc_now()
     subjects = list(config.subject)
     if config.executor == "none":
@@ -408,6 +536,9 @@ def _write_evaluation(config, per_participant, subjects, folder):
     first = per_participant[subjects[0]]
     voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
     save_arrays(folder / "normalized_r_per_layer.npy", voxels[subjects[0]])
+    for participant, result in per_participant.items():
+        result["maps"] = _write_layer_maps(voxels[participant], result["layer_indices"],
+                                           result.pop("image_space", None), folder / "maps")
     for participant, result in per_participant.items():
         for key, values in result.pop("voxel_significance", {}).items():
             voxels[f"{participant}_{key}"] = values
@@ -522,6 +653,69 @@ def _evaluation_tables(per_participant):
     return rows, summary
 
 
+def _paper_protocol(data, participant, config):
+    """The brain-tuning paper's evaluation protocol on ds003020 (``--protocol paper``).
+
+    Its 24 training stories (:data:`~sk_braintune.datasets.PAPER_TRAIN_STORIES`), the test
+    story ``wheretheressmoke`` scored against the mean of its repeats (the paper's
+    ``spe_and_cc_norm`` averages ``individual_repeats``; the release's ``data`` rows of that
+    story are another average, so the two differ slightly), and its ridge: ``alphas="huth"``,
+    ``cv_scoring="huth_rsq"`` and 3 bootstrap draws of 20-TR chunks holding out 25% on one
+    grid over the concatenated training stories (``ConcatenatedSplits(ChunkedBootstrap(...,
+    chunking="reference"))``).
+
+    Returns
+    -------
+    data : Bunch
+        A shallow copy whose test responses are the mean of the repeats.
+    train, test : list of str
+    encoder : RidgeEncoder
+    """
+    from sklearn.utils import Bunch
+
+    from ..datasets import PAPER_TRAIN_STORIES, TEST_STORY
+    from ..encoding import ChunkedBootstrap, RidgeEncoder
+    from ..model_selection import ConcatenatedSplits
+
+    if config.dataset != "lebel2023":
+        raise StudyInputError(f"--protocol paper is the paper's protocol on ds003020; it does "
+                              f"not apply to --dataset {config.dataset}")
+    missing = [s for s in (*PAPER_TRAIN_STORIES, TEST_STORY) if s not in data.stories]
+    if missing:
+        raise StudyInputError(f"{participant}: --protocol paper needs the paper's 24 training "
+                              f"stories and {TEST_STORY}; not loaded: {missing} (leave out "
+                              "--stories, or list them all)")
+    if TEST_STORY not in data.repeats:
+        raise StudyInputError(f"{participant}: {TEST_STORY} has no individual_repeats in its "
+                              "file; the paper scores against their mean")
+    out = Bunch(**data)
+    repeats = np.asarray(data.repeats[TEST_STORY], dtype=np.float32)
+    out.responses = dict(data.responses, **{TEST_STORY: repeats.mean(axis=0)})
+    cv = ConcatenatedSplits(ChunkedBootstrap(n_splits=3, chunk_length=20, test_size=0.25,
+                                             chunking="reference", random_state=config.seed))
+    encoder = RidgeEncoder(alphas="huth", cv=cv, cv_scoring="huth_rsq",
+                           backend=config.ridge_backend)
+    return out, list(PAPER_TRAIN_STORIES), [TEST_STORY], encoder
+
+
+def _write_layer_maps(scores, layer_indices, image_space, folder):
+    """Each layer's per-column scores as an image in the data's space (none for space=None).
+
+    ``<subject>_layer<k>_normalized-r_space-<space>.nii.gz`` in a volume space, a
+    ``..._hemi-L.func.gii`` / ``..._hemi-R.func.gii`` pair on a surface; NaN where no column.
+    Returns the paths relative to ``folder``'s parent (the results folder).
+    """
+    from ..datasets import save_record_image
+
+    if image_space is None:
+        return []
+    paths = []
+    for k, layer in enumerate(layer_indices):
+        stem = folder / f"{image_space['subject']}_layer{int(layer):02d}_normalized-r"
+        paths += save_record_image(scores[k], image_space, stem)
+    return [str(path.relative_to(folder.parent)) for path in paths]
+
+
 def evaluate_job(job):
     """Evaluate ``config.model`` on each of ``participants`` (runs in a job or here).
 
@@ -539,12 +733,14 @@ def evaluate_job(job):
         Participant -> ``layer_indices``, ``layers`` (ROI -> normalised r per layer),
         ``voxels`` (ndarray of shape (n_layers, n_voxels)), ``low_level_impact``,
         ``variance_partitioning`` and ``significance`` (when on), ``voxel_significance``
-        (``p_values``, ``q_values`` of the last layer, or empty), ``split``,
+        (``p_values``, ``q_values`` of the last layer, or empty), ``image_space`` (the data's
+        ``space``, ``column_index``, ``mask_img``, ``n_vertices`` and ``subject``, for the
+        per-layer score images; None for ds003020), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
     from ..evaluation import default_encoder, evaluate_listener, low_level_feature_spaces
     from ..features import extract_layer_features
-    from .report import dataset_fingerprints, voxel_selection
+    from ..provenance import dataset_fingerprints, voxel_selection
     from ..windows import dataset_windows, stack_responses
 
     config, participants = job["config"], job["participants"]
@@ -558,6 +754,9 @@ def evaluate_job(job):
         stages = StageTimer()
         train = list(data.split["train"]) + list(data.split["validation"])
         test = list(data.split["test"])
+        encoder = None
+        if config.protocol == "paper":
+            data, train, test, encoder = _paper_protocol(data, participant, config)
         if not test:
             raise StudyInputError(f"{participant}: no test story among the loaded stories "
                                   "(the paper's is wheretheressmoke)")
@@ -587,14 +786,20 @@ def evaluate_job(job):
         with stages(f"{participant}: stack responses"):
             y = stack_responses(data, train + test)
         feats, layer_indices = features_by_stories[key]
+        if data.noise_ceiling is None:
+            raise StudyInputError(f"{participant}: no loaded story has repeats, so the scores "
+                                  "cannot be normalised by a noise ceiling; load a story the "
+                                  "participant heard several times")
         nc = np.asarray(data.noise_ceiling)
         # the demo's evaluation, with the configured ridge (inner CV clamped to the training
-        # stories by the evaluation); --ridge-backend torch runs the ridge on the GPU
+        # stories by the evaluation), or the paper's; --ridge-backend torch runs the ridge on
+        # the GPU
+        if encoder is None:
+            encoder = default_encoder(cv=config.ridge_cv, backend=config.ridge_backend)
         evaluation = evaluate_listener(
             {"model": feats}, len(layer_indices), y, groups, train_stories=train,
             test_stories=test, noise_ceiling=nc, voxel_labels=np.asarray(data.voxel_labels),
-            dataset=data, encoder=default_encoder(cv=config.ridge_cv,
-                                                  backend=config.ridge_backend),
+            dataset=data, encoder=encoder,
             analyses=analyses, low_level=low_level, cv=config.ridge_cv,
             backend=config.ridge_backend, n_permutations=config.n_permutations,
             partitioning_n_iter=config.partitioning_n_iter, random_state=config.seed,
@@ -607,15 +812,24 @@ def evaluate_job(job):
             extra["significance"] = sig["roi"]
             extra_voxels = {"p_values": sig["p_values"], "q_values": sig["q_values"]}
         table = evaluation.alignment["model"]
-        voxel_indices = data.get("voxel_indices")
+        voxel_indices = data.get("voxel_indices", data.get("column_index"))
         out[participant] = {
+            # the way from columns back to an image, written with the results (picklable:
+            # it travels back from a job)
+            "image_space": (None if data.get("space") is None else {
+                "space": data.space, "column_index": np.asarray(data.column_index),
+                "mask_img": data.get("mask_img"), "n_vertices": data.get("n_vertices"),
+                "subject": data.get("subject") or participant}),
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),
             "low_level_impact": evaluation.low_level_impact["model"],
             **extra,
             "voxel_significance": extra_voxels,
-            "split": {k: list(v) for k, v in data.split.items()},
+            "split": ({"train": train, "validation": [], "test": test}
+                      if config.protocol == "paper"
+                      else {k: list(v) for k, v in data.split.items()}),
+            "protocol": config.protocol,
             "voxel_selection": voxel_selection(
                 np.arange(nc.size) if voxel_indices is None else voxel_indices, nc.size),
             "data": fingerprints,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from .._hashing import digest_file
 from .._utils import UMASK, atomic_replace_dir, atomic_write_text, atomic_writer
 from ..exceptions import StudyInputError
 
@@ -224,7 +224,7 @@ def save_arrays(path, arrays=None, /, **named):
 
 
 def write_results(results, output):
-    """Write ``results.json``, ``results.csv`` (the table) and ``voxel_scores.npz`` into ``output``.
+    """Write ``results.json``, ``results.csv`` (the table) and ``voxel_scores.npz`` to ``output``.
 
     Each file is written atomically.
 
@@ -446,11 +446,7 @@ def file_hashes(folder):
         name = path.relative_to(folder).as_posix()
         if name == MANIFEST_NAME:
             continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(2 ** 20), b""):
-                digest.update(block)
-        files[name] = {"sha256": digest.hexdigest(), "bytes": path.stat().st_size}
+        files[name] = {"sha256": digest_file(path, "sha256"), "bytes": path.stat().st_size}
     return files
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from .._settings import Many, SettingsModel
+from ..datasets.lebel2023 import NAN_POLICIES
 from ..exceptions import SettingsError
 from ..study.settings import (
     CONTROL_MODELS,
@@ -27,11 +28,15 @@ from ..study.settings import (
     DemoSettings,
 )
 
-__all__ = ["DEFAULT_OUTPUT", "EXECUTORS", "RIDGE_BACKENDS", "RunSettings", "DemoCommandSettings",
-           "DatasetCommandSettings", "TuneSettings", "EvaluateSettings", "COMMAND_SETTINGS"]
+__all__ = ["DEFAULT_OUTPUT", "DATASETS", "EXECUTORS", "RIDGE_BACKENDS", "RunSettings",
+           "DemoCommandSettings", "DatasetCommandSettings", "TuneSettings", "EvaluateSettings",
+           "COMMAND_SETTINGS"]
 
 DEFAULT_OUTPUT = "sk_braintune_results"
 """Folder the commands write their results to when ``--output`` is not given."""
+DATASETS = ("lebel2023", "narratives", "petit-prince", "bids")
+"""Datasets ``tune`` and ``evaluate`` read: LeBel et al. (2023, ds003020), Narratives
+(ds002345), Le Petit Prince (ds003643) or any BIDS dataset with preprocessed derivatives."""
 EXECUTORS = ("none", "local", "slurm")
 """Where ``tune`` and ``evaluate`` run their jobs: in this process, submitit's local executor,
 or Slurm through submitit."""
@@ -109,15 +114,34 @@ class DatasetCommandSettings(RunSettings):
 
 
 class _RealDataSettings(RunSettings):
-    """Options of the ds003020 commands: data, model and where the jobs run."""
+    """Options of the real-data commands: data, model and where the jobs run."""
 
-    root: _Path | None = Field(None, description="local copy of OpenNeuro ds003020 (holds "
-                               "derivative/preprocessed_data, stimuli, derivative/TextGrids)")
+    dataset: Literal[DATASETS] = Field("lebel2023", description="the dataset's layout: "
+                                       "lebel2023 (ds003020), narratives (ds002345), "
+                                       "petit-prince (ds003643) or bids (BIDS with derivatives)")
+    root: _Path | None = Field(None, description="local copy of the dataset (ds003020 holds "
+                               "derivative/preprocessed_data, stimuli, derivative/TextGrids; a "
+                               "BIDS dataset sub-*/, stimuli/, derivatives/)")
     subject: Many[str] | None = Field(None, min_length=1, description="participant(s), e.g. "
-                                      "UTS03 or UTS01 UTS02 UTS03")
+                                      "UTS03 or UTS01 UTS02 UTS03; BIDS labels with or "
+                                      "without sub- (sub-001, 001)")
+    space: str | None = Field(None, description="space of the derivatives: fsaverage6, "
+                              "MNI152NLin2009cAsym, ... (default: fsaverage6 for narratives, "
+                              "MNIColin27 for petit-prince; required for bids)")
+    task: Many[str] | None = Field(None, min_length=1, description="BIDS task(s) to load "
+                                   "(default: all; petit-prince: lppEN, lppFR or lppCN)")
+    derivatives: _Path | None = Field(None, description="folder of the preprocessed runs "
+                                      "(bids; default: every pipeline under "
+                                      "<root>/derivatives)")
+    pipeline: str = Field("afni-nosmooth", description="Narratives derivatives: "
+                          "afni-nosmooth, afni-smooth or fmriprep")
     model: str | None = Field(None, description="Hugging Face model name or local directory")
     stories: Many[str] | None = Field(None, min_length=1, description="stories to load "
                                       "(default: all the participants have)")
+    nan_policy: Literal[NAN_POLICIES] = Field(
+        "zero", description="voxels whose responses hold NaN or inf: zero (set to 0, with a "
+        "warning naming the stories and voxel counts), drop (remove them for every story) or "
+        "raise (stop with an error)")
     executor: Literal[EXECUTORS] = Field("none", description="where the jobs run: none (this "
                                          "process), local (submitit's local executor) or slurm")
     slurm_partition: str | None = Field(None, description="Slurm partition (--executor slurm)")
@@ -152,6 +176,8 @@ class TuneSettings(_RealDataSettings):
     lr_backbone: float = Field(5e-5, gt=0, description="backbone learning rate")
     lr_head: float = Field(1e-4, gt=0, description="head learning rate")
     min_ceiling: float = Field(0.4, description="keep voxels whose noise ceiling exceeds this")
+    overwrite: bool = Field(False, description="start over: delete the checkpoint a previous "
+                            "run left in --output instead of resuming from it")
 
 
 class EvaluateSettings(_RealDataSettings):
@@ -163,9 +189,14 @@ class EvaluateSettings(_RealDataSettings):
     window: float = Field(16.0, gt=0, description="audio window per TR in seconds")
     batch_size: int = Field(16, ge=1, description="windows per batch")
     layers: str = Field("all", description='"all" or comma-separated hidden_states indices')
+    protocol: Literal["default", "paper"] = Field(
+        "default", description="default (the toolkit's: story-grouped CV, correlation "
+        "scoring) or paper (ds003020 only: the brain-tuning paper's 24 training stories, "
+        "alphas huth, huth_rsq scoring, its global 20-TR chunk grid, scores against the mean "
+        "of the test story's repeats)")
     ridge_backend: Literal[RIDGE_BACKENDS] = Field("numpy", description=_RIDGE_BACKEND_HELP)
-    ridge_cv: int = Field(5, ge=2, description="cross-validation folds of the ridge encoding "
-                          "models (clamped to the number of stories)")
+    ridge_cv: int = Field(5, ge=2, description="inner cross-validation folds of the ridges "
+                          "(story-grouped, at most one per training story)")
     significance: bool = Field(True, description="p/q values and ROI intervals of the last "
                                "layer (block-permutation p-values, BH-FDR q-values, "
                                "block-bootstrap intervals of the held-out r)",

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import NaNVoxelWarning
+from ..preprocessing import nonfinite_columns, zero_nonfinite
+from .audio import TARGET_SAMPLE_RATE
 
 __all__ = [
     "ACQUISITION_TR",
@@ -44,10 +46,13 @@ __all__ = [
     "TEST_STORY",
     "TEST_STORY_EXTRA_TRIM",
     "VALIDATION_STORIES",
+    "NAN_POLICIES",
+    "PAPER_TRAIN_STORIES",
     "NaNVoxelWarning",
     "LazyStoryArray",
     "lebel2023_tr_times",
     "lebel2023_paths",
+    "check_lebel2023",
     "load_lebel2023",
 ]
 
@@ -67,6 +72,16 @@ TEST_STORY_EXTRA_TRIM = 40
 """TRs the test story drops in addition to :data:`LEBEL2023_TRIM` (at its start by default)."""
 VALIDATION_STORIES = ("stagefright", "life")
 """The paper's validation stories."""
+NAN_POLICIES = ("zero", "drop", "raise")
+"""Values of ``load_lebel2023(nan_policy=...)`` (NaN and inf are treated alike)."""
+PAPER_TRAIN_STORIES = (
+    "adollshouse", "adventuresinsayingyes", "alternateithicatom", "avatar", "buck", "exorcism",
+    "eyespy", "fromboyhoodtofatherhood", "hangtime", "haveyoumethimyet", "howtodraw",
+    "inamoment", "itsabox", "legacy", "naked", "odetostepfather", "sloth", "souls",
+    "stagefright", "swimmingwithastronauts", "thatthingonmyarm", "theclosetthatateeverything",
+    "tildeath", "undertheinfluence")
+"""The 24 training stories of the brain-tuning paper's evaluation (its ``eval_utils``'s
+``train_stories``; ``stagefright`` trains there, although it validates the tuning)."""
 
 _LAYOUT = ("root/derivative/preprocessed_data/<subject>/<story>.hf5, root/stimuli/<story>.wav, "
            "root/derivative/TextGrids/<story>.TextGrid and root/derivative/respdict.json")
@@ -177,7 +192,7 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
     cheaply to worker processes and cluster jobs. For a 2-D array, indexing by rows reads only
     those rows from the file.
 
-    Each access reads the file's rows, replaces NaN by 0, maps the file's voxels to the output
+    Each access reads the file's rows, replaces NaN and +-inf by 0, maps the file's voxels to the output
     voxel space (``mapping``) and keeps the output columns ``columns``.
 
     Parameters
@@ -271,8 +286,7 @@ class LazyStoryArray(np.lib.mixins.NDArrayOperatorsMixin):
                 block = source[selection]
             else:
                 block = source[:, selection]
-        block = np.asarray(block, dtype=np.float32)
-        np.nan_to_num(block, copy=False, nan=0.0)
+        block = zero_nonfinite(np.asarray(block, dtype=np.float32))
         if self.mapping is not None:
             if self.mapping.ndim == 1:
                 block = block[..., self.mapping]
@@ -408,11 +422,21 @@ def _concatenate(arrays, axis=0, out=None, dtype=None, **kwargs):
     return result
 
 
-def _inspect_story(path, story):
-    """Shapes of 'data' and 'individual_repeats' in one file (nothing is read)."""
+def _open_hf5(path):
+    """``h5py.File(path, "r")``; a truncated, empty or foreign file is a ValueError naming it."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        raise ValueError(f"{path} cannot be read as HDF5 ({size} bytes; h5py: {exc}); the file "
+                         "is truncated, empty or not an hf5 file. Download it again.") from None
+
+
+def _inspect_story(path, story):
+    """Shapes of 'data' and 'individual_repeats' in one file (nothing is read)."""
+    with _open_hf5(path) as f:
         if "data" not in f:
             raise ValueError(f"{path} has no dataset 'data' (found {sorted(f)}); expected the "
                              "ds003020 preprocessed responses (n_trs, n_voxels).")
@@ -429,15 +453,13 @@ def _inspect_story(path, story):
     return shape, repeats_shape
 
 
-def _nan_columns(path, rows, has_repeats, chunk_rows=64):
-    """Voxels (file columns) with a NaN in the kept rows of 'data' or 'individual_repeats'.
+def _nonfinite_voxels(path, rows, has_repeats, chunk_rows=64):
+    """Voxels (file columns) with a NaN or inf in the kept rows of 'data' or 'individual_repeats'.
 
     Read in blocks of rows so that memory stays at a few rows of the file.
     """
-    import h5py
-
     start, stop = rows
-    with h5py.File(path, "r") as f:
+    with _open_hf5(path) as f:
         mask = np.zeros(f["data"].shape[1], dtype=bool)
         blocks = [(f["data"], None)]
         if has_repeats:
@@ -446,9 +468,54 @@ def _nan_columns(path, rows, has_repeats, chunk_rows=64):
         for source, repeat in blocks:
             for first in range(start, stop, chunk_rows):
                 rows_read = slice(first, min(stop, first + chunk_rows))
-                block = source[rows_read] if repeat is None else source[repeat, rows_read]
-                mask |= np.isnan(block).any(axis=0)
+                try:
+                    block = source[rows_read] if repeat is None else source[repeat, rows_read]
+                except OSError as exc:  # the header is intact but the data are cut short
+                    raise ValueError(f"{path}: rows {rows_read.start}-{rows_read.stop} of "
+                                     f"{source.name!r} cannot be read (h5py: {exc}); the file "
+                                     "is truncated or damaged. Download it again.") from None
+                mask |= nonfinite_columns(block)
     return mask
+
+
+def _read_respdict(path):
+    """``respdict.json``: story -> number of TRs, checked (the message names the file)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; it gives each story's number of TRs "
+                                f"(expected {_LAYOUT}).")
+    try:
+        with open(path, encoding="utf-8") as f:
+            respdict = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); it should map each story to its "
+                         'number of TRs, e.g. {"alternateithicatom": 373}.') from None
+    if not isinstance(respdict, dict):
+        raise ValueError(f"{path} must hold a JSON object (story -> number of TRs); got a "
+                         f"{type(respdict).__name__}.")
+    bad = {story: n for story, n in respdict.items()
+           if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or n < 0}
+    if bad:
+        first = dict(list(bad.items())[:3])
+        raise ValueError(f"{path}: every value must be a whole number of TRs; got {first}.")
+    return {story: int(n) for story, n in respdict.items()}
+
+
+def _alignment(textgrid_path, duration, audio_path, tolerance):
+    """Words and phones of one story, their timing checked against the audio's duration."""
+    from .textgrid import read_textgrid, words_and_phones
+
+    tiers = read_textgrid(textgrid_path)
+    words, phones = words_and_phones(tiers)
+    names = list(tiers)
+    for table, tier in ((phones, names[0]), (words, names[1] if len(names) > 1 else names[0])):
+        if len(table) and table["offset"].max() > duration + tolerance:
+            late = table.loc[table["offset"] > duration + tolerance].iloc[0]
+            raise ValueError(
+                f"{textgrid_path}, tier {tier!r}: interval {late['label']!r} "
+                f"[{late['onset']:.2f}, {late['offset']:.2f}] s ends after the audio "
+                f"{audio_path} ({duration:.2f} s); the alignment belongs to another (or a "
+                "longer) recording.")
+    return words, phones
 
 
 def _row_range(story, path, n_file_rows, n_respdict, extra):
@@ -595,6 +662,307 @@ def _participant_list(subject):
     return names
 
 
+class _Lebel2023Loading:
+    """One call of :func:`load_lebel2023`, as steps (the way ``TrainingRun`` splits a fit).
+
+    Each step reads what the earlier ones left on ``self`` and adds its own part::
+
+        loading = _Lebel2023Loading(root, subject, ...)
+        loading.check_arguments()     # parameters, root, participant folders, respdict.json
+        loading.choose_stories()      # story list, every file present
+        loading.story_times()         # TR times and row counts from respdict.json
+        loading.inspect_files()       # shapes, kept rows, voxels with NaN or inf (per story)
+        loading.voxel_space()         # common-space mappings, voxel labels
+        loading.apply_nan_policy()    # zero / drop / raise, with the warning
+        loading.read_stimuli()        # audio and word/phone alignments, checked against each other
+        loading.participant_data()    # lazy responses, repeats and noise ceilings
+        return loading.bunch()
+
+    :meth:`run` calls them in that order. Nothing heavy happens before every file has been
+    found and its shape checked.
+    """
+
+    def __init__(self, root, subject, stories, *, tr, trigger_tr, extra_trim, nan_policy, split,
+                 voxel_labels, common_space, lazy, verbose):
+        self.root, self.subject, self.stories = root, subject, stories
+        self.tr, self.trigger_tr, self.extra_trim = tr, trigger_tr, extra_trim
+        self.nan_policy, self.split, self.voxel_labels = nan_policy, split, voxel_labels
+        self.common_space, self.lazy, self.verbose = common_space, lazy, verbose
+
+    def run(self):
+        """All the steps; returns the dataset Bunch."""
+        self.check_arguments()
+        self.choose_stories()
+        self.story_times()
+        self.inspect_files()
+        self.voxel_space()
+        self.apply_nan_policy()
+        self.read_stimuli()
+        self.participant_data()
+        return self.bunch()
+
+    def _progress(self, iterable, desc):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, disable=not self.verbose)
+
+    # -- steps ------------------------------------------------------------------------------
+    def check_arguments(self):
+        """Parameters, the root, one folder per participant and respdict.json."""
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be 'zero', 'drop' or 'raise'; got "
+                             f"{self.nan_policy!r}.")
+        tr, trigger_tr = self.tr, self.trigger_tr
+        if not (np.isfinite(tr) and tr > 0 and np.isfinite(trigger_tr) and trigger_tr > 0):
+            raise ValueError(f"tr and trigger_tr must be positive; got {tr!r} and "
+                             f"{trigger_tr!r}.")
+        self.root = _find_root(self.root)
+        self.participants = _participant_list(self.subject)
+        self.preprocessed = self.root / "derivative" / "preprocessed_data"
+        self.folders = {}
+        for participant in self.participants:
+            folder = self.preprocessed / participant
+            if not folder.is_dir():
+                available = sorted(p.name for p in self.preprocessed.iterdir() if p.is_dir())
+                raise FileNotFoundError(f"no responses for subject {participant!r}: {folder} "
+                                        f"is missing; available subjects: {available}.")
+            self.folders[participant] = folder
+        if self.common_space is not None:
+            missing = [p for p in self.participants if p not in self.common_space]
+            if missing:
+                raise ValueError(f"common_space has no mapping for {missing}; it needs one per "
+                                 f"loaded participant (keys {self.participants}).")
+        self.respdict_path = self.root / "derivative" / "respdict.json"
+        self.respdict = _read_respdict(self.respdict_path)
+
+    def choose_stories(self):
+        """The stories to load (all common ones by default), each with a file per participant."""
+        participants = self.participants
+        available = {p: sorted(path.stem for path in self.folders[p].glob("*.hf5"))
+                     for p in participants}
+        stories = self.stories
+        if stories is None:
+            stories = [s for s in available[participants[0]]
+                       if all(s in available[p] for p in participants[1:])]
+            if not stories:
+                raise FileNotFoundError(
+                    f"no <story>.hf5 files common to {participants} in {self.preprocessed}.")
+        elif isinstance(stories, str):
+            stories = [stories]
+        stories = list(stories)
+        if len(set(stories)) != len(stories):
+            raise ValueError(f"stories contains duplicates: {stories}.")
+        if not stories:
+            raise ValueError("stories is empty; pass None to load every story.")
+        for participant in participants:
+            for story in stories:
+                path = self.folders[participant] / f"{story}.hf5"
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"no responses of {participant} for story {story!r}: {path} is "
+                        f"missing; stories with responses: {available[participant]}.")
+        self.stories = stories
+
+    def story_times(self):
+        """TR times and respdict row counts of every story (and its extra trim)."""
+        extra_trim = ({TEST_STORY: TEST_STORY_EXTRA_TRIM} if self.extra_trim is None
+                      else self.extra_trim)
+        self.tr_times, self.n_trs, self.extras = {}, {}, {}
+        for story in self.stories:
+            if story not in self.respdict:
+                raise ValueError(f"story {story!r} is not in {self.respdict_path}; its TR times "
+                                 "cannot be computed.")
+            self.extras[story] = _pair(extra_trim.get(story, 0), f"extra_trim[{story!r}]")
+            self.tr_times[story] = lebel2023_tr_times(self.respdict[story],
+                                                      trigger_tr=self.trigger_tr,
+                                                      extra_trim=self.extras[story])
+            self.n_trs[story] = int(self.respdict[story])
+
+    def inspect_files(self, scan_values=True):
+        """Each participant's files: shapes, kept rows, voxels with NaN or inf (row blocks).
+
+        ``scan_values=False`` reads the files' headers only (no voxel is read).
+        """
+        self.files = {}  # participant -> story -> (path, rows, repeats_shape)
+        self.file_masks, self.n_file_voxels = {}, {}
+        for participant in self.participants:
+            self.files[participant], self.file_masks[participant] = {}, {}
+            voxel_counts = {}
+            for story in self._progress(self.stories, f"LeBel 2023 {participant}"):
+                path = self.folders[participant] / f"{story}.hf5"
+                shape, repeats_shape = _inspect_story(path, story)
+                rows = _row_range(story, path, shape[0], self.n_trs[story], self.extras[story])
+                self.files[participant][story] = (path, rows, repeats_shape)
+                voxel_counts[story] = shape[1]
+                if not scan_values:
+                    continue
+                mask = _nonfinite_voxels(path, rows, repeats_shape is not None)
+                if mask.all():
+                    raise ValueError(
+                        f"story {story!r} of {participant}: every one of its {mask.size} voxels "
+                        f"holds NaN or inf ({path}); zero-filling would give a story of "
+                        "silence. The file is damaged (download it again) or leave the story "
+                        "out (stories=...).")
+                self.file_masks[participant][story] = mask
+            if len(set(voxel_counts.values())) > 1:
+                raise ValueError(f"{participant}: stories have different numbers of voxels: "
+                                 f"{voxel_counts}; they must come from the same participant's "
+                                 "preprocessed data.")
+            self.n_file_voxels[participant] = next(iter(voxel_counts.values()))
+
+    def voxel_space(self):
+        """One voxel space for every participant (their own, or ``common_space``); labels."""
+        participants, n_file_voxels = self.participants, self.n_file_voxels
+        if self.common_space is None:
+            if len(set(n_file_voxels.values())) > 1:
+                raise ValueError(
+                    f"the participants have different numbers of voxels: {n_file_voxels}. Each "
+                    "participant's preprocessed responses are in their own cortical space, so "
+                    "several participants need a shared voxel set: pass common_space="
+                    "{participant: mapping}, one mapping per participant, either an index "
+                    "array of shape (n_common,) selecting its voxels or a projection matrix of "
+                    "shape (n_voxels_participant, n_common) (e.g. to a common surface), or a "
+                    ".npy/.npz file holding one.")
+            self.mappings = dict.fromkeys(participants)
+            self.n_voxels = n_file_voxels[participants[0]]
+        else:
+            self.mappings = {p: _common_space_mapping(self.common_space[p], p, n_file_voxels[p])
+                             for p in participants}
+            widths = {p: (m.shape[1] if m.ndim == 2 else len(m))
+                      for p, m in self.mappings.items()}
+            if len(set(widths.values())) > 1:
+                raise ValueError(f"common_space maps the participants to different numbers of "
+                                 f"voxels: {widths}; every mapping must end in the same common "
+                                 "voxel set.")
+            self.n_voxels = next(iter(widths.values()))
+        self.labels = _voxel_labels(self.voxel_labels, self.n_voxels)
+
+    def apply_nan_policy(self):
+        """``nan_policy`` on the voxels holding NaN or inf (counted per participant and story)."""
+        participants, stories, n_voxels = self.participants, self.stories, self.n_voxels
+        masks = {p: {s: _mapped_mask(self.file_masks[p][s], self.mappings[p]) for s in stories}
+                 for p in participants}
+        self.nan_voxels = {p: {s: int(masks[p][s].sum()) for s in stories} for p in participants}
+        with_nan = {p: {s: c for s, c in counts.items() if c}
+                    for p, counts in self.nan_voxels.items()}
+        with_nan = {p: counts for p, counts in with_nan.items() if counts}
+        keep = None
+        if with_nan:
+            described = "; ".join(f"{p}: {counts}" for p, counts in with_nan.items())
+            if self.nan_policy == "raise":
+                raise ValueError(f"voxels with NaN or inf responses ({described}; story: "
+                                 "number of voxels); pass nan_policy='zero' or 'drop'.")
+            if self.nan_policy == "zero":
+                action = "set to 0"
+            else:
+                keep = ~np.logical_or.reduce([m for p in participants
+                                              for m in masks[p].values()])
+                if not keep.any():
+                    raise ValueError("every voxel has NaN or inf in some loaded story; nothing "
+                                     "is left with nan_policy='drop' (use 'zero').")
+                action = f"dropped: {n_voxels - keep.sum()} of {n_voxels} voxels removed"
+                self.labels = self.labels[keep]
+            warnings.warn(f"voxels with NaN or inf responses ({described}; story: number of "
+                          f"voxels), {action} (nan_policy={self.nan_policy!r}).",
+                          NaNVoxelWarning, stacklevel=4)
+        self.voxel_indices = np.arange(n_voxels) if keep is None else np.flatnonzero(keep)
+        self.columns = None if keep is None else self.voxel_indices
+
+    def read_stimuli(self):
+        """Audio (mono 16 kHz) and word/phone alignments, checked against the responses."""
+        from .audio import load_audio
+
+        self.audio, self.words, self.phones = {}, {}, {}
+        paths = {story: lebel2023_paths(self.root, self.participants[0], story)
+                 for story in self.stories}
+        for story, story_paths in paths.items():
+            if not story_paths["audio"].is_file():
+                raise FileNotFoundError(f"audio of story {story!r} not found: "
+                                        f"{story_paths['audio']} (expected {_LAYOUT}).")
+            if not story_paths["textgrid"].is_file():
+                raise FileNotFoundError(f"word/phone alignment of story {story!r} not found: "
+                                        f"{story_paths['textgrid']} (expected {_LAYOUT}).")
+        for story in self._progress(self.stories, "LeBel 2023 audio"):
+            wave = load_audio(paths[story]["audio"])
+            duration = wave.size / TARGET_SAMPLE_RATE
+            times = self.tr_times[story]
+            last_volume_end = times[-1] + self.tr / 2.0
+            # The convention ends the kept volumes before the sound stops; a volume ending more
+            # than a TR after it means the audio and responses do not belong together.
+            if last_volume_end > duration + self.trigger_tr:
+                raise ValueError(
+                    f"story {story!r}: the responses ({len(times)} TRs) last until "
+                    f"{last_volume_end:.1f} s but the audio {paths[story]['audio']} lasts "
+                    f"{duration:.1f} s; the responses are longer than the audio (truncated or "
+                    "wrong audio file?).")
+            self.audio[story] = wave
+            self.words[story], self.phones[story] = _alignment(
+                paths[story]["textgrid"], duration, paths[story]["audio"], self.trigger_tr)
+
+    def participant_data(self):
+        """Per participant: lazy responses and repeats, and the noise ceiling."""
+        from sklearn.utils import Bunch
+
+        self.split = _check_split(self.split, self.stories)
+        self.by_participant = {}
+        for participant in self.participants:
+            responses, repeats = {}, {}
+            for story in self.stories:
+                path, rows, repeats_shape = self.files[participant][story]
+                common = dict(mapping=self.mappings[participant], columns=self.columns,
+                              n_file_voxels=self.n_file_voxels[participant])
+                responses[story] = LazyStoryArray(path, "data", rows, **common)
+                if repeats_shape is not None:
+                    repeats[story] = LazyStoryArray(path, "individual_repeats", rows,
+                                                    n_repeats=repeats_shape[0], **common)
+            if not self.lazy:
+                responses = {s: np.asarray(a) for s, a in responses.items()}
+                repeats = {s: np.asarray(a) for s, a in repeats.items()}
+            ceiling_story = next((s for s in self.split["test"] if s in repeats),
+                                 next((s for s in self.stories if s in repeats), None))
+            noise_ceiling = (None if ceiling_story is None
+                             else _chunked_noise_ceiling(repeats[ceiling_story]))
+            self.by_participant[participant] = Bunch(
+                responses=responses, repeats=repeats, noise_ceiling=noise_ceiling,
+                noise_ceiling_story=ceiling_story, nan_voxels=self.nan_voxels[participant],
+                subject=participant)
+
+    def bunch(self):
+        """The dataset contract's Bunch (the first participant at the top level)."""
+        from sklearn.utils import Bunch
+
+        participants = self.participants
+        first = self.by_participant[participants[0]]
+        ceiling_story = first.noise_ceiling_story
+        space = ("" if self.common_space is None
+                 else f" (common voxel space of {self.n_voxels} voxels from common_space)")
+        description = (
+            f"LeBel et al. (2023), OpenNeuro ds003020, participant"
+            f"{'s' if len(participants) > 1 else ''} {', '.join(participants)}: "
+            f"{len(self.stories)} stories, {len(self.voxel_indices)} voxels{space}, TR "
+            f"{self.tr} s. TR times follow the simulated-trigger convention (respdict - "
+            f"{RESPDICT_PAD} triggers every {self.trigger_tr} s, sound at {SOUND_START} s, "
+            f"trimmed [{LEBEL2023_TRIM[0]}:-{LEBEL2023_TRIM[1]}]). NaN policy: "
+            f"{self.nan_policy}. "
+            + (f"Noise ceiling from {ceiling_story!r}." if ceiling_story else "No repeats "
+               "loaded, so no noise ceiling.")
+        )
+        return Bunch(
+            stories=self.stories, sample_rate=TARGET_SAMPLE_RATE, audio=self.audio,
+            tr=float(self.tr), tr_times=self.tr_times, responses=first.responses,
+            repeats=first.repeats, noise_ceiling=first.noise_ceiling, words=self.words,
+            phones=self.phones, phone_set="arpabet", split=self.split,
+            voxel_labels=self.labels, description=description,
+            participants=tuple(participants), participant_data=self.by_participant,
+            subject=participants[0], root=str(self.root), trigger_tr=float(self.trigger_tr),
+            n_trs_respdict=self.n_trs, nan_voxels=first.nan_voxels,
+            voxel_indices=self.voxel_indices, noise_ceiling_story=ceiling_story,
+            # the hf5 columns are the participant's own cortical voxels: no space to map back to
+            space=None, column_index=np.asarray(self.voxel_indices, dtype=np.int64),
+            mask_img=None,
+        )
+
+
 def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr=TRIGGER_TR,
                    extra_trim=None, nan_policy="zero", split=None, voxel_labels=None,
                    common_space=None, lazy=True, verbose=False):
@@ -629,11 +997,14 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         taken as delivered trimmed; one with the untrimmed number is trimmed here (with its
         ``individual_repeats``).
     nan_policy : {"zero", "drop", "raise"}, default="zero"
-        What to do with voxels holding NaN (the release has some): ``"zero"`` replaces NaN by 0
-        (what HuthLab's loaders do); ``"drop"`` removes every voxel with a NaN in any loaded
+        What to do with voxels holding NaN or +-inf (the release has NaN in some; an inf is
+        treated alike, never as +-3.4e38): ``"zero"`` replaces them by 0 (what HuthLab's
+        loaders do for NaN); ``"drop"`` removes every voxel with a NaN or inf in any loaded
         story of any participant, the same voxels for all (``voxel_indices`` says which
         remain); ``"raise"`` raises a ValueError listing the stories. ``"zero"`` and ``"drop"``
-        issue a :class:`NaNVoxelWarning` with the counts, which are also in ``nan_voxels``.
+        issue a :class:`NaNVoxelWarning` naming each story and its number of such voxels, also
+        in ``nan_voxels``. Whatever the policy, a story whose every voxel holds NaN or inf is
+        an error (a damaged file, not a story of silence).
     split : dict, optional
         ``{"train": [...], "validation": [...], "test": [...]}`` of loaded stories. By default
         the paper's: test ``wheretheressmoke``, validation ``stagefright`` and ``life``, the
@@ -678,11 +1049,13 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
         - ``participants``: tuple of participant names; ``participant_data``: participant ->
           Bunch of its ``responses``, ``repeats``, ``noise_ceiling``, ``noise_ceiling_story``
           and ``nan_voxels``, all over the same voxels,
-        - ``description`` (str),
+        - ``description`` (str), ``space`` (None: the participant's own voxels),
+          ``column_index`` (the kept columns of the files or of the common space) and
+          ``mask_img`` (None), as the record documents (:mod:`sk_braintune.datasets.record`),
 
         and, specific to this loader: ``subject`` (the first participant), ``root``,
         ``trigger_tr``, ``n_trs_respdict`` (story -> n), ``nan_voxels`` (story -> number of
-        voxels with NaN, of the first participant), ``voxel_indices`` (ndarray of shape
+        voxels with NaN or inf, of the first participant), ``voxel_indices`` (ndarray of shape
         (n_voxels,), columns of the files, or of the common space, that are kept),
         ``noise_ceiling_story``.
 
@@ -694,7 +1067,10 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
     ValueError
         Row counts that disagree with respdict.json, empty stories, responses that outlast the
         audio, voxel counts that differ between stories or (without ``common_space``) between
-        participants, NaN with ``nan_policy="raise"``.
+        participants, NaN or inf with ``nan_policy="raise"``, a story whose every voxel is
+        NaN or inf, an hf5 file that cannot be read (truncated, empty), a malformed
+        respdict.json, a TextGrid whose intervals overlap, run backwards, or end after the
+        audio (each message names the file).
 
     Examples
     --------
@@ -705,214 +1081,54 @@ def load_lebel2023(root, subject, stories=None, *, tr=ACQUISITION_TR, trigger_tr
     ...                       common_space={"UTS01": "uts01_to_fsaverage.npz",
     ...                                     "UTS02": "uts02_to_fsaverage.npz"})  # doctest: +SKIP
     """
+    return _Lebel2023Loading(
+        root, subject, stories, tr=tr, trigger_tr=trigger_tr, extra_trim=extra_trim,
+        nan_policy=nan_policy, split=split, voxel_labels=voxel_labels,
+        common_space=common_space, lazy=lazy, verbose=verbose).run()
+
+
+def check_lebel2023(root, subject, stories=None, *, extra_trim=None, split=None):
+    """Check what :func:`load_lebel2023` would load, reading only file headers (fast).
+
+    Commands run it for every participant before any heavy work: a missing participant,
+    story, respdict entry or alignment, a truncated or empty hf5 file, or row counts that
+    disagree with ``respdict.json`` fail here with the loader's own messages. Voxel values
+    (NaN, inf) and the audio are not read.
+
+    Parameters
+    ----------
+    root, subject, stories, extra_trim, split
+        As in :func:`load_lebel2023`.
+
+    Returns
+    -------
+    summary : sklearn.utils.Bunch
+        ``participants`` (tuple of str), ``stories`` (list of str), ``split`` (dict of story
+        lists, the paper's by default), ``n_trs`` (story -> number of response rows) and
+        ``n_voxels`` (participant -> voxels in its files).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`load_lebel2023` for the same problems.
+    """
     from sklearn.utils import Bunch
-    from tqdm.auto import tqdm
 
-    from .audio import TARGET_SAMPLE_RATE, load_audio
-    from .textgrid import read_textgrid, words_and_phones
-
-    if nan_policy not in ("zero", "drop", "raise"):
-        raise ValueError(f"nan_policy must be 'zero', 'drop' or 'raise'; got {nan_policy!r}.")
-    if not (np.isfinite(tr) and tr > 0 and np.isfinite(trigger_tr) and trigger_tr > 0):
-        raise ValueError(f"tr and trigger_tr must be positive; got {tr!r} and {trigger_tr!r}.")
-    root = _find_root(root)
-    participants = _participant_list(subject)
-    preprocessed = root / "derivative" / "preprocessed_data"
-    folders = {}
-    for participant in participants:
-        folder = preprocessed / participant
-        if not folder.is_dir():
-            available = sorted(p.name for p in preprocessed.iterdir() if p.is_dir())
-            raise FileNotFoundError(f"no responses for subject {participant!r}: {folder} is "
-                                    f"missing; available subjects: {available}.")
-        folders[participant] = folder
-    if common_space is not None:
-        missing = [p for p in participants if p not in common_space]
-        if missing:
-            raise ValueError(f"common_space has no mapping for {missing}; it needs one per "
-                             f"loaded participant (keys {participants}).")
-    respdict_path = root / "derivative" / "respdict.json"
-    if not respdict_path.is_file():
-        raise FileNotFoundError(f"{respdict_path} is missing; it gives each story's number "
-                                f"of TRs (expected {_LAYOUT}).")
-    with open(respdict_path, encoding="utf-8") as f:
-        respdict = json.load(f)
-    available = {p: sorted(path.stem for path in folders[p].glob("*.hf5"))
-                 for p in participants}
-    if stories is None:
-        stories = [s for s in available[participants[0]]
-                   if all(s in available[p] for p in participants[1:])]
-        if not stories:
-            raise FileNotFoundError(
-                f"no <story>.hf5 files common to {participants} in {preprocessed}.")
-    elif isinstance(stories, str):
-        stories = [stories]
-    stories = list(stories)
-    if len(set(stories)) != len(stories):
-        raise ValueError(f"stories contains duplicates: {stories}.")
-    if not stories:
-        raise ValueError("stories is empty; pass None to load every story.")
-    extra_trim = {TEST_STORY: TEST_STORY_EXTRA_TRIM} if extra_trim is None else extra_trim
-
-    for participant in participants:
-        for story in stories:
-            path = folders[participant] / f"{story}.hf5"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"no responses of {participant} for story {story!r}: {path} is missing; "
-                    f"stories with responses: {available[participant]}.")
-
-    # -- stimuli (shared by the participants) and row ranges ------------------------------
-    audio, tr_times, words, phones, n_trs, extras = {}, {}, {}, {}, {}, {}
-    for story in tqdm(stories, desc="LeBel 2023 stimuli", disable=not verbose):
-        if story not in respdict:
-            raise ValueError(f"story {story!r} is not in {respdict_path}; its TR times cannot "
-                             "be computed.")
-        extras[story] = _pair(extra_trim.get(story, 0), f"extra_trim[{story!r}]")
-        tr_times[story] = lebel2023_tr_times(respdict[story], trigger_tr=trigger_tr,
-                                             extra_trim=extras[story])
-        n_trs[story] = int(respdict[story])
-
-    # -- each participant's files: shapes, rows, NaN voxels (read in row blocks) ----------
-    files = {}  # participant -> story -> (path, rows, has_repeats, n_repeats)
-    file_masks, n_file_voxels = {}, {}
-    for participant in participants:
-        files[participant], file_masks[participant] = {}, {}
-        voxel_counts = {}
-        for story in tqdm(stories, desc=f"LeBel 2023 {participant}", disable=not verbose):
-            path = folders[participant] / f"{story}.hf5"
-            shape, repeats_shape = _inspect_story(path, story)
-            rows = _row_range(story, path, shape[0], n_trs[story], extras[story])
-            files[participant][story] = (path, rows, repeats_shape)
-            voxel_counts[story] = shape[1]
-            file_masks[participant][story] = _nan_columns(path, rows,
-                                                          repeats_shape is not None)
-        if len(set(voxel_counts.values())) > 1:
-            raise ValueError(f"{participant}: stories have different numbers of voxels: "
-                             f"{voxel_counts}; they must come from the same participant's "
-                             "preprocessed data.")
-        n_file_voxels[participant] = next(iter(voxel_counts.values()))
-
-    if common_space is None:
-        if len(set(n_file_voxels.values())) > 1:
-            raise ValueError(
-                f"the participants have different numbers of voxels: {n_file_voxels}. Each "
-                "participant's preprocessed responses are in their own cortical space, so "
-                "several participants need a shared voxel set: pass common_space={participant:"
-                " mapping}, one mapping per participant, either an index array of shape "
-                "(n_common,) selecting its voxels or a projection matrix of shape "
-                "(n_voxels_participant, n_common) (e.g. to a common surface), or a .npy/.npz "
-                "file holding one.")
-        mappings = dict.fromkeys(participants)
-        n_voxels = n_file_voxels[participants[0]]
-    else:
-        mappings = {p: _common_space_mapping(common_space[p], p, n_file_voxels[p])
-                    for p in participants}
-        widths = {p: (m.shape[1] if m.ndim == 2 else len(m)) for p, m in mappings.items()}
-        if len(set(widths.values())) > 1:
-            raise ValueError(f"common_space maps the participants to different numbers of "
-                             f"voxels: {widths}; every mapping must end in the same common "
-                             "voxel set.")
-        n_voxels = next(iter(widths.values()))
-    labels = _voxel_labels(voxel_labels, n_voxels)
-
-    masks = {p: {s: _mapped_mask(file_masks[p][s], mappings[p]) for s in stories}
-             for p in participants}
-    nan_voxels = {p: {s: int(masks[p][s].sum()) for s in stories} for p in participants}
-    with_nan = {p: {s: c for s, c in counts.items() if c} for p, counts in nan_voxels.items()}
-    with_nan = {p: counts for p, counts in with_nan.items() if counts}
-    keep = None
-    if with_nan:
-        described = "; ".join(f"{p}: {counts}" for p, counts in with_nan.items())
-        if nan_policy == "raise":
-            raise ValueError(f"voxels with NaN responses ({described}; story: number of "
-                             "voxels); pass nan_policy='zero' or 'drop'.")
-        if nan_policy == "zero":
-            action = "set to 0"
-        else:
-            keep = ~np.logical_or.reduce([m for p in participants for m in masks[p].values()])
-            if not keep.any():
-                raise ValueError("every voxel has NaN in some loaded story; nothing is left "
-                                 "with nan_policy='drop' (use 'zero').")
-            action = f"dropped: {n_voxels - keep.sum()} of {n_voxels} voxels removed"
-            labels = labels[keep]
-        warnings.warn(f"voxels with NaN responses ({described}; story: number of voxels), "
-                      f"{action} (nan_policy={nan_policy!r}).", NaNVoxelWarning, stacklevel=2)
-    voxel_indices = np.arange(n_voxels) if keep is None else np.flatnonzero(keep)
-    columns = None if keep is None else voxel_indices
-
-    # -- stimuli files --------------------------------------------------------------------
-    for story in stories:
-        paths = lebel2023_paths(root, participants[0], story)
-        if not paths["audio"].is_file():
-            raise FileNotFoundError(f"audio of story {story!r} not found: {paths['audio']} "
-                                    f"(expected {_LAYOUT}).")
-        if not paths["textgrid"].is_file():
-            raise FileNotFoundError(f"word/phone alignment of story {story!r} not found: "
-                                    f"{paths['textgrid']} (expected {_LAYOUT}).")
-    for story in tqdm(stories, desc="LeBel 2023 audio", disable=not verbose):
-        paths = lebel2023_paths(root, participants[0], story)
-        wave = load_audio(paths["audio"])
-        duration = wave.size / TARGET_SAMPLE_RATE
-        times = tr_times[story]
-        last_volume_end = times[-1] + tr / 2.0
-        # The convention ends the kept volumes before the sound stops; a volume ending more
-        # than a TR after it means the audio and responses do not belong together.
-        if last_volume_end > duration + trigger_tr:
-            raise ValueError(
-                f"story {story!r}: the responses ({len(times)} TRs) last until "
-                f"{last_volume_end:.1f} s but the audio {paths['audio']} lasts {duration:.1f} s; "
-                "the responses are longer than the audio (truncated or wrong audio file?).")
-        audio[story] = wave
-        words[story], phones[story] = words_and_phones(read_textgrid(paths["textgrid"]))
-
-    # -- per-participant responses, repeats and noise ceilings -----------------------------
-    split = _check_split(split, stories)
-    participant_data = {}
-    for participant in participants:
-        responses, repeats = {}, {}
-        for story in stories:
-            path, rows, repeats_shape = files[participant][story]
-            common = dict(mapping=mappings[participant], columns=columns,
-                          n_file_voxels=n_file_voxels[participant])
-            responses[story] = LazyStoryArray(path, "data", rows, **common)
-            if repeats_shape is not None:
-                repeats[story] = LazyStoryArray(path, "individual_repeats", rows,
-                                                n_repeats=repeats_shape[0], **common)
-        if not lazy:
-            responses = {s: np.asarray(a) for s, a in responses.items()}
-            repeats = {s: np.asarray(a) for s, a in repeats.items()}
-        ceiling_story = next((s for s in split["test"] if s in repeats),
-                             next((s for s in stories if s in repeats), None))
-        noise_ceiling = (None if ceiling_story is None
-                         else _chunked_noise_ceiling(repeats[ceiling_story]))
-        participant_data[participant] = Bunch(
-            responses=responses, repeats=repeats, noise_ceiling=noise_ceiling,
-            noise_ceiling_story=ceiling_story, nan_voxels=nan_voxels[participant],
-            subject=participant)
-
-    first = participant_data[participants[0]]
-    n_kept = len(voxel_indices)
-    ceiling_story = first.noise_ceiling_story
-    space = ("" if common_space is None
-             else f" (common voxel space of {n_voxels} voxels from common_space)")
-    description = (
-        f"LeBel et al. (2023), OpenNeuro ds003020, participant"
-        f"{'s' if len(participants) > 1 else ''} {', '.join(participants)}: {len(stories)} "
-        f"stories, {n_kept} voxels{space}, TR {tr} s. TR times follow the simulated-trigger "
-        f"convention (respdict - {RESPDICT_PAD} triggers every {trigger_tr} s, sound at "
-        f"{SOUND_START} s, trimmed [{LEBEL2023_TRIM[0]}:-{LEBEL2023_TRIM[1]}]). NaN policy: "
-        f"{nan_policy}. "
-        + (f"Noise ceiling from {ceiling_story!r}." if ceiling_story else "No repeats loaded, "
-           "so no noise ceiling.")
-    )
-    return Bunch(
-        stories=stories, sample_rate=TARGET_SAMPLE_RATE, audio=audio, tr=float(tr),
-        tr_times=tr_times, responses=first.responses, repeats=first.repeats,
-        noise_ceiling=first.noise_ceiling, words=words, phones=phones, phone_set="arpabet",
-        split=split, voxel_labels=labels, description=description,
-        participants=tuple(participants), participant_data=participant_data,
-        subject=participants[0], root=str(root), trigger_tr=float(trigger_tr),
-        n_trs_respdict=n_trs, nan_voxels=first.nan_voxels, voxel_indices=voxel_indices,
-        noise_ceiling_story=ceiling_story,
-    )
+    loading = _Lebel2023Loading(root, subject, stories, tr=ACQUISITION_TR,
+                                trigger_tr=TRIGGER_TR, extra_trim=extra_trim, nan_policy="zero",
+                                split=split, voxel_labels=None, common_space=None, lazy=True,
+                                verbose=False)
+    loading.check_arguments()
+    loading.choose_stories()
+    loading.story_times()
+    loading.inspect_files(scan_values=False)
+    for story in loading.stories:
+        paths = lebel2023_paths(loading.root, loading.participants[0], story)
+        for kind, what in (("audio", "audio"), ("textgrid", "word/phone alignment")):
+            if not paths[kind].is_file():
+                raise FileNotFoundError(f"{what} of story {story!r} not found: {paths[kind]} "
+                                        f"(expected {_LAYOUT}).")
+    return Bunch(participants=tuple(loading.participants), stories=list(loading.stories),
+                 split=_check_split(split, loading.stories),
+                 n_trs={s: len(t) for s, t in loading.tr_times.items()},
+                 n_voxels=dict(loading.n_file_voxels))

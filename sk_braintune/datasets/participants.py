@@ -79,10 +79,12 @@ def select_participant(data, participant):
     Returns
     -------
     dataset : sklearn.utils.Bunch
-        A shallow copy of ``data`` whose top-level ``responses``, ``repeats`` and
-        ``noise_ceiling`` are that participant's (and, when it has its own ``ground_truth``,
-        the top-level ``ground_truth`` entries it holds, e.g. its voxel weights); ``participants`` is ``(participant,)`` and ``participant_data`` holds only
-        that participant. Audio, words, TR times, split and voxel labels are shared (not copied).
+        A shallow copy of ``data`` whose top-level ``responses``, ``repeats``,
+        ``noise_ceiling`` and (when it has its own) ``column_index`` are that participant's
+        (and, when it has its own ``ground_truth``, the top-level ``ground_truth`` entries it
+        holds, e.g. its voxel weights); ``participants`` is ``(participant,)`` and
+        ``participant_data`` holds only that participant. Audio, words, TR times, split and
+        voxel labels are shared (not copied).
 
     Raises
     ------
@@ -97,6 +99,8 @@ def select_participant(data, participant):
     out = Bunch(**data)
     for field in _PARTICIPANT_FIELDS:
         out[field] = own[field]
+    if own.get("column_index") is not None:  # the participant's own voxel places (brain maps)
+        out["column_index"] = own["column_index"]
     if own.get("ground_truth") is not None:
         # the participant's own weights and noise-free signal over the shared latent features
         out["ground_truth"] = {**(data.get("ground_truth") or {}), **own["ground_truth"]}

@@ -97,7 +97,9 @@ def read_textgrid(path, *, keep_text_tiers=False):
     FileNotFoundError
         When ``path`` does not exist.
     ValueError
-        When the file is not a text TextGrid or is truncated.
+        When the file is not a text TextGrid or is truncated, or when an interval tier has an
+        interval that ends before it starts, overlaps the previous one, or lies outside the
+        grid's time range (the message names the file, the tier and the interval).
 
     Examples
     --------
@@ -133,22 +135,24 @@ def read_textgrid(path, *, keep_text_tiers=False):
                              "malformed.")
         return value
 
-    take(float, "the grid's xmin")
-    take(float, "the grid's xmax")
+    grid_start = take(float, "the grid's xmin")
+    grid_end = take(float, "the grid's xmax")
     # a TextGrid without tiers has "<absent>" and no size
     n_tiers = int(take(float, "the number of tiers")) if position < len(values) else 0
     tiers = {}
     for tier_index in range(n_tiers):
         tier_class = take(str, f"the class of tier {tier_index + 1}")
         name = take(str, f"the name of tier {tier_index + 1}")
-        take(float, f"xmin of tier {name!r}")
-        take(float, f"xmax of tier {name!r}")
+        tier_start = take(float, f"xmin of tier {name!r}")
+        tier_end = take(float, f"xmax of tier {name!r}")
         n_items = int(take(float, f"the number of items of tier {name!r}"))
         if tier_class == "IntervalTier":
             rows = [(take(float, f"an interval start in tier {name!r}"),
                      take(float, f"an interval end in tier {name!r}"),
                      take(str, f"an interval label in tier {name!r}"))
                     for _ in range(n_items)]
+            _check_intervals(rows, path, name, min(grid_start, tier_start),
+                             max(grid_end, tier_end))
         elif tier_class == "TextTier":
             rows = []
             for _ in range(n_items):
@@ -166,6 +170,27 @@ def read_textgrid(path, *, keep_text_tiers=False):
             key, suffix = f"{name}_{suffix}", suffix + 1
         tiers[key] = table
     return tiers
+
+
+# Times are decimal text, rounded by some writers: 1 ms of slack when comparing them
+_TIME_TOLERANCE = 1e-3
+
+
+def _check_intervals(rows, path, tier, start, end):
+    """Intervals of a tier must run forwards, in order, without overlap, inside the grid."""
+    previous_end = None
+    for index, (onset, offset, label) in enumerate(rows, start=1):
+        where = f"{path}, tier {tier!r}, interval {index} ({label!r}, [{onset:g}, {offset:g}] s)"
+        if offset < onset - _TIME_TOLERANCE:
+            raise ValueError(f"{where} ends before it starts; the TextGrid is malformed.")
+        if previous_end is not None and onset < previous_end - _TIME_TOLERANCE:
+            raise ValueError(f"{where} starts at {onset:g} s, before the previous interval "
+                             f"ends ({previous_end:g} s): intervals overlap or are out of "
+                             "order; the TextGrid is malformed.")
+        if onset < start - _TIME_TOLERANCE or offset > end + _TIME_TOLERANCE:
+            raise ValueError(f"{where} lies outside the grid's [{start:g}, {end:g}] s; the "
+                             "TextGrid is malformed.")
+        previous_end = offset
 
 
 def drop_silences(table, silence_labels=SILENCE_LABELS):

@@ -9,6 +9,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils import check_random_state
 
 from .._docs import fill_doc
+from ..model_selection import check_story_splits
 from .delays import contiguous_runs
 
 __all__ = ["ChunkedBootstrap", "inner_cv_splits"]
@@ -182,13 +183,19 @@ def inner_cv_splits(cv, X, y, groups, random_state=None):
             raise ValueError(f"cv must be >= 2 folds; got {cv}.")
         if groups is not None:
             n_groups = len(np.unique(groups))
+            if n_groups < 2:
+                raise ValueError(
+                    f"cv={cv} story-grouped folds need at least 2 stories, but groups holds "
+                    "only one; use cv='bootstrap' (chunks held out within the story), pass "
+                    "groups=None to split the story into contiguous blocks, or add stories.")
             if n_groups < cv:
                 raise ValueError(
                     f"cv={cv} story-grouped folds need at least {cv} groups, but groups "
-                    f"has {n_groups}; use cv={n_groups} (if >= 2) or cv='bootstrap'.")
+                    f"has {n_groups}; use cv={n_groups} or cv='bootstrap'.")
             cv = GroupKFold(n_splits=cv)
         else:
             cv = KFold(n_splits=cv, shuffle=False)
+    within_stories = isinstance(cv, ChunkedBootstrap)  # holds out chunks of each story by design
     if hasattr(cv, "split"):
         splits = list(cv.split(X, y, groups))
     else:
@@ -206,4 +213,6 @@ def inner_cv_splits(cv, X, y, groups, random_state=None):
             raise ValueError(f"Each inner CV split needs >= 2 training and >= 1 held-out "
                              f"samples; got {len(train)} and {len(test)}.")
         out.append((train.astype(np.int64), test.astype(np.int64)))
+    if not within_stories:
+        check_story_splits(out, groups, what=f"the inner cv {cv!r}", stacklevel=4)
     return out

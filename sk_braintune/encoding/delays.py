@@ -8,6 +8,7 @@ boundary: the rows shifted in at the start of each story are zeros.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -173,6 +174,14 @@ class FIRDelayer(TransformerMixin, BaseEstimator):
                           reset=False)
         source, valid = self._source_rows(X.shape[0], groups)
         n_samples, n_features = X.shape
+        empty = [int(d) for d, keep in zip(self._checked_delays(), valid) if not keep.any()]
+        if empty and n_samples:
+            longest = int(np.max(np.diff(np.stack(contiguous_runs(groups, n_samples)), axis=0)))
+            warnings.warn(
+                f"FIRDelayer: delay(s) {empty} TRs are at least as long as every story (the "
+                f"longest has {longest} TRs), so their feature columns are all zeros. Use "
+                "delays shorter than the stories (the paper's are 1-4 TRs) or pass groups "
+                "that match the stories.", UserWarning, stacklevel=2)
         out = np.zeros((n_samples, len(source) * n_features), dtype=X.dtype)
         for k, (rows, keep) in enumerate(zip(source, valid)):
             block = out[:, k * n_features:(k + 1) * n_features]

@@ -157,9 +157,12 @@ class RidgeEncoder(_VoxelwiseRidge):
     cv : int, "bootstrap", cross-validation splitter or iterable, default=5
         Inner cross-validation. An int means ``GroupKFold(cv)`` over ``groups`` when given,
         else ``KFold(cv)`` without shuffling (contiguous blocks of TRs; shuffled TRs would
-        leak through autocorrelation). ``"bootstrap"`` is the reference's held-out scheme:
-        :class:`ChunkedBootstrap` with 3 draws holding out 25% of the data in 20-TR chunks
-        (within stories when ``groups`` is given), seeded by ``random_state``. A splitter's
+        leak through autocorrelation). ``"bootstrap"`` is :class:`ChunkedBootstrap` with 3
+        draws holding out 25% of the data in 20-TR chunks, with its *default* chunking (within
+        stories when ``groups`` is given), seeded by ``random_state``: the reference's numbers
+        but not its chunk rule, which is ``ConcatenatedSplits(ChunkedBootstrap(n_splits=3,
+        chunk_length=20, chunking="reference"))`` (one chunk grid over the concatenated
+        training data; :class:`~sk_braintune.model_selection.ConcatenatedSplits`). A splitter's
         ``split(X, y, groups)`` is called with the routed ``groups``.
     cv_scoring : {"correlation", "mse", "huth_rsq"}, default="correlation"
         Criterion for choosing penalties, averaged over folds: held-out Pearson r (the

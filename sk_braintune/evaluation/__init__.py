@@ -7,7 +7,8 @@
   :func:`variance_partition_summary`, on the :class:`Residualizer` (``evaluation.residualize``);
 - significance (``evaluation.significance``): :func:`alignment_significance`;
 - ROI summaries (``evaluation.roi``): :func:`roi_summary`, :func:`participant_roi_table`,
-  :func:`compare_models`, :func:`load_roi_table`;
+  :func:`compare_models`, :func:`load_roi_table`; labels from atlases (``evaluation.atlas``):
+  :func:`atlas_labels`, :func:`read_annotation`, :func:`read_label_image`;
 - the per-listener sequence (``evaluation.listener``): :func:`evaluate_listener`.
 
 Names are imported lazily, so importing this package loads neither torch nor scikit-learn.
@@ -38,6 +39,9 @@ _LAZY_EXPORTS = {
     "load_roi_table": ".roi",
     "LISTENER_ANALYSES": ".listener",
     "evaluate_listener": ".listener",
+    "atlas_labels": ".atlas",
+    "read_annotation": ".atlas",
+    "read_label_image": ".atlas",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY_EXPORTS)

@@ -1,4 +1,9 @@
-"""Layer-wise encoding evaluation of per-TR features (the paper's alignment protocol).
+"""Layer-wise encoding evaluation of per-TR features (the toolkit's alignment protocol).
+
+Its defaults (``alphas="default"``, story-grouped ``cv=5``, correlation scoring) are not the
+brain-tuning paper's protocol; ``sk-braintune evaluate --protocol paper`` selects that one (the
+paper's 24 training stories, ``alphas="huth"``, ``cv_scoring="huth_rsq"``, the reference's
+global chunk grid, and scores against the mean of the test story's repeats).
 
 Per layer: z-score the features per story, add FIR delays within each story, fit an encoding
 model (by default a voxelwise ridge with one alpha per voxel and story-grouped inner CV) on the

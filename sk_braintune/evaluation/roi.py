@@ -19,6 +19,10 @@ from .._utils import data_file
 __all__ = ["load_roi_table", "roi_summary", "participant_roi_table", "compare_models"]
 
 _SHIPPED = {"glasser": "glasser_groups.json"}
+# The brain-tuning papers' ROI lists as HCP-MMP1 groups: primary auditory (A1), then the shipped
+# early auditory and late language groups.
+_PAPER_GROUPS = {"primary_auditory": ["A1"], "early_auditory": "glasser",
+                 "late_language": "glasser"}
 
 
 def load_roi_table(source="glasser"):
@@ -28,7 +32,10 @@ def load_roi_table(source="glasser"):
     ----------
     source : str, path or dict, default="glasser"
         ``"glasser"``: the HCP-MMP1 grouping shipped with the package (early auditory, auditory
-        association, late language). A ``.json`` file holding ``{roi: [labels]}``, or a
+        association, late language). ``"brain-tuning"``: the brain-tuning papers' ROI lists,
+        primary auditory (``A1``), early auditory and late language (the last two as in
+        ``"glasser"``), for labels from an HCP-MMP1 atlas the user supplies
+        (:func:`sk_braintune.evaluation.atlas_labels`). A ``.json`` file holding ``{roi: [labels]}``, or a
         ``.csv`` / ``.tsv`` file with columns ``roi`` and ``label`` (one row per label). A dict
         is validated and returned.
 
@@ -38,6 +45,10 @@ def load_roi_table(source="glasser"):
     """
     if isinstance(source, dict):
         table = source
+    elif isinstance(source, str) and source == "brain-tuning":
+        glasser = load_roi_table("glasser")
+        table = {roi: glasser[roi] if members == "glasser" else members
+                 for roi, members in _PAPER_GROUPS.items()}
     elif isinstance(source, str) and source in _SHIPPED:
         path = data_file(_SHIPPED[source])
         table = json.loads(path.read_text())
@@ -69,8 +80,8 @@ def _canonical(label):
 
 def _roi_masks(labels, rois):
     labels = np.asarray(labels).astype(str)
-    if rois is None:
-        return {label: labels == label for label in sorted(set(labels))}
+    if rois is None:  # the empty label marks columns left out (no atlas label)
+        return {label: labels == label for label in sorted(set(labels) - {""})}
     canonical = np.array([_canonical(x) for x in labels])
     masks = {}
     for roi, members in load_roi_table(rois).items():

@@ -4,7 +4,8 @@
   causal audio window (one per TR), a scikit-learn transformer.
 - :func:`forward_batches` / :func:`pooled_features`: the one batched forward loop of the
   package and pooling on top of it; :func:`pooled_layer_features` (per-clip features of the
-  probe and the semantic preference) and :func:`extract_layer_features` (the commands') use it.
+  probe and the semantic preference) and :func:`extract_layer_features` (the commands') use it;
+  :class:`TopBlockFeatures` reads the features of top-tuned copies from one forward pass.
 - :func:`extract_story_features` / :func:`extract_stories_features`: the paper's evaluation
   protocol (16 s windows every 0.1 s, last frame, Lanczos resampling to TR times, trims,
   per-story z-scoring).
@@ -21,6 +22,7 @@ from .._lazy import lazy_exports
 
 _LAZY_EXPORTS = {
     "SpeechFeatureExtractor": "extractor",
+    "TopBlockFeatures": "extractor",
     "extract_layer_features": "extractor",
     "forward_batches": "extractor",
     "pooled_features": "extractor",

@@ -18,10 +18,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._docs import fill_doc
 from ..models.pooling import POOLINGS, pool_frames
-from ..windows import is_audio_windows
+from ..windows import check_clips, is_audio_windows
 from .cache import FeatureCache, hash_arrays, key_of
 
-__all__ = ["SpeechFeatureExtractor", "forward_batches", "pooled_features",
+__all__ = ["SpeechFeatureExtractor", "TopBlockFeatures", "forward_batches", "pooled_features",
            "pooled_layer_features", "extract_layer_features"]
 
 SAMPLE_RATE = 16_000
@@ -81,7 +81,8 @@ def forward_batches(backbone, windows, layers, on_batch, *, batch_size=16, batch
     Each batch's audio is assembled, moved to the backbone's device and run (eval mode, no
     gradients, inside ``autocast``); ``on_batch(index, hidden, frame_mask)`` then consumes the
     outputs inside the same contexts. :func:`pooled_features` (extraction, probes, preference,
-    the demo's shared layers, tuner inference) and the tuner's frozen-layer cache run on it.
+    tuner features), :class:`TopBlockFeatures` (top-tuned copies sharing the lower layers), the
+    tuner's head predictions and its frozen-layer cache are such consumers.
 
     Parameters
     ----------
@@ -158,14 +159,15 @@ def forward_batches(backbone, windows, layers, on_batch, *, batch_size=16, batch
 
 def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16, tr=2.0045,
                     progress=False, description="features", batches=None, frame_counts=None,
-                    weights_first=False, tops=None, load_batch=None, autocast=None, head=None):
+                    weights_first=False, load_batch=None, autocast=None):
     """Run ``backbone`` on windows in batches and pool the chosen layers.
 
     Pooling on top of :func:`forward_batches` (the one batched forward loop):
     :class:`SpeechFeatureExtractor`, the story-level protocol
     (:mod:`sk_braintune.features.protocol`), the per-clip features of the probe and the semantic
-    preference (:func:`pooled_layer_features`), the demo's shared frozen layers and
-    :class:`~sk_braintune.BrainTuner` inference all use it.
+    preference (:func:`pooled_layer_features`) and :class:`~sk_braintune.BrainTuner`'s
+    ``transform`` use it. Other readers of the hidden states are consumers of
+    :func:`forward_batches` (e.g. :class:`TopBlockFeatures`, or a tuner's head).
 
     Parameters
     ----------
@@ -198,53 +200,30 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
     weights_first : bool, default=False
         Mean pooling in float32 with normalised weights (see
         :func:`sk_braintune.models.pooling.pool_frames`).
-    tops : dict of str to AudioBackbone, optional
-        Models whose layers below the last equal ``backbone``'s (tuned with
-        ``trainable_layers=1``): ``backbone``'s hidden states are computed once and only the
-        last block of each of these runs on top of ``hidden_states[N - 1]``, which equals
-        running each model separately. ``layers`` must then end with ``N`` and hold ``N - 1``.
-        They are used on their own device and run in eval mode (modes restored after).
     load_batch : callable, optional
         ``load_batch(index) -> ndarray (len(index), n_samples) float32``, replacing the default
         batch assembly (e.g. a tuner's left-padding of too-short windows).
     autocast : callable, optional
         Context-manager factory wrapping each batch's forward pass and pooling (e.g. bf16
         autocast on CUDA).
-    head : callable, optional
-        With ``layers="last_hidden_state"``: a module applied to the float32 pooled features;
-        its outputs are returned instead of the features.
 
     Returns
     -------
     features : ndarray of shape (n_windows, len(layers) * hidden_size), float32
         Layer blocks in the order of ``layers`` (``hidden_size`` columns for
-        ``"last_hidden_state"``, the head's outputs with ``head``).
-    top_features : dict of str to ndarray of shape (n_windows, len(layers) * hidden_size)
-        Only with ``tops``: each model's features, the layers below the last shared with
-        ``features``.
+        ``"last_hidden_state"``).
     """
     import torch
 
     n = len(windows)
     use_last_state = isinstance(layers, str)
-    if head is not None and not use_last_state:
-        raise ValueError('a head applies to layers="last_hidden_state" only')
     if use_last_state and layers != "last_hidden_state":
         raise ValueError(f'layers must be indices or "last_hidden_state", got {layers!r}')
     layers = layers if use_last_state else [int(k) for k in layers]
-    with_tops, tops = tops is not None, dict(tops or {})
-    if tops and use_last_state:
-        raise ValueError('tops need hidden_states indices, not "last_hidden_state"')
-    n_columns = (head.out_features if head is not None else backbone.hidden_size) \
-        if use_last_state else len(layers) * backbone.hidden_size
-    out = np.empty((n, n_columns), dtype=np.float32)
-    top_out = {name: np.empty_like(out) for name in tops}
+    n_layers = 1 if use_last_state else len(layers)
+    out = np.empty((n, n_layers * backbone.hidden_size), dtype=np.float32)
     if n == 0:
-        return (out, top_out) if with_tops else out
-    last = backbone.num_hidden_layers
-    if tops and (layers[-1] != last or last - 1 not in layers):
-        raise ValueError(f"tops need layers ending with {last} and holding {last - 1}, got "
-                         f"{layers}")
+        return out
     n_tr_frames = None
     if pooling == "last_tr_mean":
         n_samples = windows.shape[1] if hasattr(windows, "shape") else len(windows[0])
@@ -255,22 +234,85 @@ def pooled_features(backbone, windows, layers, pooling="mean", *, batch_size=16,
             real = torch.as_tensor(np.asarray(frame_counts)[index], device=mask.device)
             frames = torch.arange(mask.shape[1], device=mask.device)
             mask = mask & (frames[None] < real[:, None])
-        pooled = [pool_frames(h, mask, pooling, n_tr_frames, weights_first=weights_first)
-                  for h in hidden]
-        if head is not None:
-            out[index] = head(pooled[0].float()).float().cpu().numpy()
-            return
-        out[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
-        for name, model in tops.items():
-            top = model.forward_from(hidden[layers.index(last - 1)], last - 1, mask)
-            pooled_top = pool_frames(top, mask, pooling, n_tr_frames, weights_first=weights_first)
-            top_out[name][index] = torch.cat(pooled[:-1] + [pooled_top],
-                                             dim=1).float().cpu().numpy()
+        out[index] = torch.cat([pool_frames(h, mask, pooling, n_tr_frames,
+                                            weights_first=weights_first) for h in hidden],
+                               dim=1).float().cpu().numpy()
 
     forward_batches(backbone, windows, layers, pool_batch, batch_size=batch_size,
                     batches=batches, load_batch=load_batch, autocast=autocast,
-                    progress=progress, description=description, also_eval=list(tops.values()))
-    return (out, top_out) if with_tops else out
+                    progress=progress, description=description)
+    return out
+
+
+class TopBlockFeatures:
+    """A :func:`forward_batches` consumer: pooled features of a model and of its top-tuned copies.
+
+    Models tuned with ``trainable_layers=1`` (e.g. a brain-tuned model and its controls) share
+    every layer below the last with the model they were tuned from, so one forward pass of that
+    model serves all of them: its hidden states are pooled, and only the last block of each
+    copy runs on top of ``hidden_states[N - 1]``. The result equals running each copy
+    separately (up to float rounding).
+
+    Parameters
+    ----------
+    backbone : AudioBackbone
+        The shared model, which :func:`forward_batches` runs.
+    tops : dict of str to AudioBackbone
+        Copies whose layers below the last equal ``backbone``'s; used on their own device (pass
+        :attr:`modules` as ``forward_batches``' ``also_eval`` so that they run in eval mode).
+    n_windows : int
+        Rows of the features (the windows ``forward_batches`` runs on).
+    layers : sequence of int, optional
+        ``hidden_states`` indices to pool, ending with ``N`` and holding ``N - 1``; every layer
+        (``0 .. N``) by default.
+    pooling : {"mean", "last"}, default="mean"
+        Over the frames that hold real audio.
+
+    Attributes
+    ----------
+    layers : list of int
+        What to pass as ``forward_batches``' ``layers``.
+    modules : list of AudioBackbone
+        The copies (``forward_batches``' ``also_eval``).
+    features : ndarray of shape (n_windows, len(layers) * hidden_size), float32
+        ``backbone``'s pooled features, filled batch by batch.
+    top_features : dict of str to ndarray of shape (n_windows, len(layers) * hidden_size)
+        Each copy's features: the blocks below the last shared with ``features``.
+
+    Examples
+    --------
+    >>> reader = TopBlockFeatures(pretrained, {"tuned": tuned}, len(windows))  # doctest: +SKIP
+    >>> forward_batches(pretrained, windows, reader.layers, reader,
+    ...                 also_eval=reader.modules)  # doctest: +SKIP
+    >>> reader.features, reader.top_features["tuned"]  # doctest: +SKIP
+    """
+
+    def __init__(self, backbone, tops, n_windows, *, layers=None, pooling="mean"):
+        last = backbone.num_hidden_layers
+        layers = list(range(last + 1)) if layers is None else [int(k) for k in layers]
+        if not layers or layers[-1] != last or last - 1 not in layers:
+            raise ValueError(f"tops need layers ending with {last} and holding {last - 1}, got "
+                             f"{layers}")
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.layers, self.pooling = layers, pooling
+        self.tops = dict(tops)
+        self.modules = list(self.tops.values())
+        self._below_last = layers.index(last - 1)
+        self._last = last
+        self.features = np.empty((n_windows, len(layers) * backbone.hidden_size),
+                                 dtype=np.float32)
+        self.top_features = {name: np.empty_like(self.features) for name in self.tops}
+
+    def __call__(self, index, hidden, mask):
+        import torch
+
+        pooled = [pool_frames(h, mask, self.pooling) for h in hidden]
+        self.features[index] = torch.cat(pooled, dim=1).float().cpu().numpy()
+        for name, model in self.tops.items():
+            top = model.forward_from(hidden[self._below_last], self._last - 1, mask)
+            self.top_features[name][index] = torch.cat(
+                pooled[:-1] + [pool_frames(top, mask, self.pooling)], dim=1).float().cpu().numpy()
 
 
 @fill_doc
@@ -335,17 +377,17 @@ def pooled_layer_features(source, audio, *, layers="all", batch_size=16, device=
 
 
 def _audio_items(audio):
-    """Audio as a list of 1-D float32 arrays."""
-    if is_audio_windows(audio):
+    """Audio as a list of 1-D float32 arrays (each clip checked like a story's waveform)."""
+    if is_audio_windows(audio):  # checked when the windows were made
         return [np.asarray(w, dtype=np.float32) for w in audio]
-    if isinstance(audio, np.ndarray) and audio.ndim == 2:
-        return list(audio.astype(np.float32, copy=False))
     if isinstance(audio, np.ndarray) and audio.ndim == 1 and audio.dtype != object:
-        return [audio.astype(np.float32, copy=False)]
-    items = [np.asarray(a, dtype=np.float32).ravel() for a in audio]
+        audio = audio[None, :]
+    items = [np.asarray(a) for a in audio]
     if not items:
         raise ValueError("no audio given")
-    return items
+    check_clips(items, "clip")
+    return [a.astype(np.float32, copy=False).ravel() for a in items]
+
 
 
 def resolve_backbone(model, *, device="auto", dtype="float32"):
@@ -536,6 +578,10 @@ class SpeechFeatureExtractor(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"All windows must have the same number of samples, got lengths "
                     f"{sorted(lengths)[:5]}; cut them with sk_braintune.make_windows.")
+        if isinstance(X, np.ndarray) or (isinstance(X, (list, tuple)) and X
+                                         and all(np.ndim(x) == 1 for x in X)):
+            check_clips(X if isinstance(X, np.ndarray) else [np.asarray(x) for x in X],
+                        "window")
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
     def _check_window_length(self, n_samples):

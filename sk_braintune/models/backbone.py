@@ -232,6 +232,41 @@ def _check_no_missing(info, prefix, model):
         )
 
 
+def _check_audio_input(config, model):
+    """Refuse a model whose input is text tokens (a text model is no speech encoder)."""
+    from transformers import MODEL_MAPPING
+
+    try:
+        main_input = MODEL_MAPPING[type(config)].main_input_name
+    except (KeyError, AttributeError):  # an architecture transformers' AutoModel lacks
+        return
+    if main_input not in ("input_values", "input_features"):
+        raise ValueError(
+            f"{model!r} is a {config.model_type!r} model whose input is {main_input!r} (text "
+            "tokens or images), not audio; sk_braintune needs a speech encoder (wav2vec2, "
+            "HuBERT, WavLM, Whisper or another Hugging Face audio model).")
+
+
+@contextlib.contextmanager
+def _naming_weights(model):
+    """Weights that cannot be read: an OSError naming the file (safetensors' error does not)."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        if isinstance(exc, FileNotFoundError) or not os.path.isdir(model):
+            raise
+        files = sorted(name for name in os.listdir(model)
+                       if name.endswith((".safetensors", ".bin", ".pt", ".ckpt")))
+        named = ", ".join(os.path.join(model, name) for name in files) or model
+        raise OSError(f"the weights of {model!r} cannot be read ({named}: "
+                      f"{type(exc).__name__}: {exc}); the file is damaged or incomplete: copy "
+                      "or download it again.") from exc
+
+
 def load_backbone(model, *, device="cpu", whisper_input="slice"):
     """Load a Hugging Face speech encoder as an :class:`AudioBackbone`.
 
@@ -270,7 +305,9 @@ def load_backbone(model, *, device="cpu", whisper_input="slice"):
         model = os.path.expanduser(model)
     config = _disable_training_augmentation(_load_config(model))
     family = _family_of(config)
-    with quiet_transformers():
+    if family == "generic":
+        _check_audio_input(config, model)
+    with quiet_transformers(), _naming_weights(model):
         if family == "whisper":
             from transformers import WhisperModel
 

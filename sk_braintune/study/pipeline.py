@@ -45,8 +45,7 @@ def demo_settings(quick=False, epochs=None, **overrides):
     epochs : int, optional
         Override the number of tuning epochs.
     **overrides
-        Any field of :class:`~sk_braintune.study.settings.DemoSettings`; a mapping for a
-        nested table changes only the keys it holds.
+        Any field of :class:`~sk_braintune.study.settings.DemoSettings`.
 
     Returns
     -------
@@ -109,21 +108,21 @@ def shared_layer_features(pretrained, tuned, windows, *, batch_size=16, device="
         Key ``"pretrained"`` plus the keys of ``tuned``.
     """
     from .._utils import resolve_device
-    from ..features import pooled_features
+    from ..features import TopBlockFeatures, forward_batches
 
     device = resolve_device(device)
     models = [pretrained, *tuned.values()]
     for model in models:
         model.to(device)
     try:
-        features, tuned_features = pooled_features(
-            pretrained, windows, range(pretrained.num_hidden_layers + 1), "mean",
-            batch_size=batch_size, tops=tuned, progress=verbose,
-            description=f"features ({len(models)} models)")
+        reader = TopBlockFeatures(pretrained, tuned, len(windows))
+        forward_batches(pretrained, windows, reader.layers, reader, batch_size=batch_size,
+                        progress=verbose, description=f"features ({len(models)} models)",
+                        also_eval=reader.modules)
     finally:
         for model in models:
             model.to("cpu")
-    return {"pretrained": features, **tuned_features}
+    return {"pretrained": reader.features, **reader.top_features}
 
 
 # -- the study ----------------------------------------------------------------------------------
@@ -153,8 +152,7 @@ def study_dataset(settings, *, seed=0, verbose=True):
     from ..builtin import make_story_dataset
 
     settings = DemoSettings.from_mapping(settings)
-    return make_story_dataset(random_state=seed, verbose=verbose,
-                              **settings.dataset.model_dump(exclude_none=True))
+    return make_story_dataset(random_state=seed, verbose=verbose, **settings.dataset.model_dump(exclude_none=True))
 
 
 def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stages=None,
@@ -233,7 +231,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
     # one FrozenLayerCache for the brain-tuned model and its controls: same model, windows and
     # trainable_layers, so the frozen layers run once for all of them
     tuner_params = dict(settings.tuner.model_dump(), validation=validation, device=device,
-                        random_state=seed, verbose=verbose, frozen_cache=FrozenLayerCache())
+                        random_state=seed, verbose=verbose, frozen_layer_cache=FrozenLayerCache())
     tuners = {}
     who = f"{len(listeners)} listeners' " if several else ""
     with stages(f"brain-tuning on {len(fit_stories)} stories, {who}{selected.size} voxels "
@@ -346,7 +344,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
 
 def _provenance(data, selected, model_path, tuners):
     """Split, tuning targets and fingerprints of the data and models, for the manifest."""
-    from ..commands.report import dataset_fingerprints, fingerprint_model, voxel_selection
+    from ..provenance import dataset_fingerprints, fingerprint_model, voxel_selection
 
     return {"split": {k: list(v) for k, v in data.split.items()},
             "voxels": {"tuning_targets": voxel_selection(selected, len(data.noise_ceiling))},

@@ -11,6 +11,9 @@ from .._lazy import lazy_exports
 _LAZY_EXPORTS = {
     "make_miniature_lebel2023": ".lebel",
     "make_tiny_model": ".models",
+    "make_miniature_bids": ".bids",
+    "make_miniature_narratives": ".bids",
+    "make_miniature_petit_prince": ".bids",
     "find_chromium": ".browser",
     "render_dom": ".browser",
     "parse_report": ".browser",

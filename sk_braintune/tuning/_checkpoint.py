@@ -9,6 +9,7 @@ import numpy as np
 
 from .._hashing import new_hasher, update_array, update_json
 from .._utils import atomic_write_bytes
+from ..exceptions import CheckpointError
 from ..windows import is_audio_windows
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -86,8 +87,13 @@ def load_checkpoint(directory):
     if not path.exists():
         return None
     # our own file (contains numpy RNG states and history): full unpickling is needed
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} was written by an incompatible version of sk_braintune; "
-                         "delete it or use another checkpoint_dir.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
+                              f"{exc}); it is damaged. Delete it to start afresh, or use "
+                              "another checkpoint_dir.") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by an incompatible version of sk_braintune; "
+                              "delete it or use another checkpoint_dir.")
     return state

@@ -274,7 +274,7 @@ class TrainingRun:
                                 dropout=est.lora_dropout)
         backbone_params = [p for p in backbone.parameters() if p.requires_grad]
         est.n_trainable_parameters_ = int(sum(p.numel() for p in backbone_params))
-        self.use_cache = self.start_layer is not None and est.cache_frozen
+        self.use_cache = self.start_layer is not None and est.cache_frozen_layers
         if device.type == "cuda" and hasattr(backbone.encoder, "gradient_checkpointing_enable"):
             backbone.encoder.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -364,7 +364,7 @@ class TrainingRun:
     def _fill_cache(self):
         """Hidden states entering the trainable blocks, from the shared cache when it has them."""
         est = self.estimator
-        cache = est.frozen_cache
+        cache = est.frozen_layer_cache
         key = (self.backbone_fingerprint, _checkpoint.windows_fingerprint(self.data.windows),
                self.start_layer, self.n_input, self.precision)
         entry = cache.get(key) if cache is not None else None

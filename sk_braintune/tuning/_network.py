@@ -141,6 +141,37 @@ def cache_hidden(backbone, windows_fn, n_windows, start_layer, batch_size, devic
     return store.get("hidden"), store.get("mask")
 
 
+class HeadOutputs:
+    """A :func:`~sk_braintune.features.forward_batches` consumer: head outputs per window.
+
+    Each batch's last hidden state is pooled over its real frames and passed through the head,
+    as :meth:`BrainTuner.predict <sk_braintune.BrainTuner.predict>` does.
+
+    Parameters
+    ----------
+    head : torch.nn.Module
+        Maps pooled features ``(B, hidden_size)`` to ``(B, head.out_features)``.
+    n_windows : int
+    pooling : {"mean", "last"}
+
+    Attributes
+    ----------
+    outputs : ndarray of shape (n_windows, head.out_features), float32
+        Filled batch by batch.
+    """
+
+    def __init__(self, head, n_windows, pooling):
+        self.head, self.pooling = head, pooling
+        self.outputs = np.empty((n_windows, head.out_features), dtype=np.float32)
+
+    def __call__(self, index, hidden, mask):
+        if len(hidden) != 1:
+            raise ValueError('a head reads one state: run forward_batches with layers='
+                             f'"last_hidden_state", not {len(hidden)} hidden states')
+        pooled = pool_frames(hidden[0], mask, self.pooling)
+        self.outputs[index] = self.head(pooled.float()).float().cpu().numpy()
+
+
 def apply_lora(backbone, rank, alpha, trainable_names, dropout=0.0):
     """Inject LoRA adapters (peft) into the attention projections of the trainable blocks.
 

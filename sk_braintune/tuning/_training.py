@@ -244,9 +244,14 @@ def validation_split(n_samples, groups, validation, rng, X=None, y=None):
     if validation is None or (isinstance(validation, numbers.Real) and validation == 0):
         return everything, empty
     if hasattr(validation, "split"):
+        from ..model_selection import check_story_splits
+
         X_split = np.zeros((n_samples, 1)) if X is None else X
         train, valid = next(iter(validation.split(X_split, y, groups)))
-        return np.asarray(train, dtype=np.int64), np.asarray(valid, dtype=np.int64)
+        train, valid = np.asarray(train, dtype=np.int64), np.asarray(valid, dtype=np.int64)
+        check_story_splits([(train, valid)], groups, what=f"validation={validation!r}",
+                           stacklevel=3)
+        return train, valid
     if not (isinstance(validation, numbers.Real) and 0 < validation < 1):
         raise ValueError(
             f"validation must be None, a fraction in (0, 1) of the stories, or a CV splitter "
@@ -259,12 +264,17 @@ def validation_split(n_samples, groups, validation, rng, X=None, y=None):
             held_out = stories[rng.permutation(len(stories))[:n_valid]]
             is_valid = np.isin(np.asarray(groups, dtype=object), held_out)
             return everything[~is_valid], everything[is_valid]
-        warnings.warn(
-            "validation: only one story in groups, holding out its last "
-            f"{validation:.0%} of TRs as one contiguous block instead of whole stories.",
-            UserWarning, stacklevel=3,
-        )
     n_valid = int(math.floor(validation * n_samples))
-    if n_valid < 1 or n_samples - n_valid < 1:
+    too_few = n_valid < 1 or n_samples - n_valid < 1
+    if groups is not None:  # a single story
+        if too_few:
+            what = (f"but its {n_samples} TRs are too few to hold out {validation:.0%} of "
+                    "them: training without validation (no early stopping)")
+        else:
+            what = (f"holding out its last {n_valid} of {n_samples} TRs "
+                    f"({validation:.0%}) as one contiguous block instead of whole stories")
+        warnings.warn(f"validation: only one story in groups, {what}.", UserWarning,
+                      stacklevel=3)
+    if too_few:
         return everything, empty
     return everything[:-n_valid], everything[-n_valid:]

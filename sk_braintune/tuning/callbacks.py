@@ -285,7 +285,9 @@ class Checkpoint(Callback):
             return
         if state["config"] != run.config_fingerprint or state["data"] != run.data_fingerprint:
             what = "configuration" if state["config"] != run.config_fingerprint else "data"
-            raise ValueError(
+            from ..exceptions import CheckpointError
+
+            raise CheckpointError(
                 f"checkpoint_dir={str(self.directory)!r} holds a checkpoint of another {what} "
                 "(parameters, model weights or training data differ), so it cannot be resumed. "
                 "Use another checkpoint_dir, or delete that checkpoint to start afresh."

@@ -4,8 +4,8 @@ With ``trainable_layers=k`` only the top ``k`` blocks train, so the hidden state
 are the same in every epoch, and in every fit of the same model on the same windows (a
 brain-tuned model and its controls, a grid search over learning rates). A
 :class:`FrozenLayerCache` holds those hidden states; passing the same instance to several
-tuners (``BrainTuner(..., frozen_cache=cache)``) computes them once. It is an explicit object:
-nothing is kept between fits that were not given one.
+tuners (``BrainTuner(..., frozen_layer_cache=cache)``) computes them once. It is an explicit
+object: nothing is kept between fits that were not given one.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class FrozenLayerCache:
     --------
     >>> from sk_braintune.tuning import BrainTuner, FrozenLayerCache  # doctest: +SKIP
     >>> cache = FrozenLayerCache()  # doctest: +SKIP
-    >>> params = dict(trainable_layers=1, frozen_cache=cache)  # doctest: +SKIP
+    >>> params = dict(trainable_layers=1, frozen_layer_cache=cache)  # doctest: +SKIP
     >>> tuned = BrainTuner(model, **params).fit(X, y)  # doctest: +SKIP
     >>> control = BrainTuner(model, **params).fit(X, y_permuted)  # reuses it  # doctest: +SKIP
     """

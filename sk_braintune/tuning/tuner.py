@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,15 +21,16 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
                                       validate_data)
 
 from .._docs import fill_doc
-from ..windows import is_audio_windows
+from ..windows import check_clips, is_audio_windows
 from . import _distributed, _loop, _training
 from .callbacks import check_callbacks
+from ._network import HeadOutputs
 from .frozen_cache import FrozenLayerCache
 
 __all__ = ["BrainTuner"]
 
 # parameters that do not change the result of a fit (ignored when matching a checkpoint)
-_NON_RESULT_PARAMS = ("verbose", "checkpoint_dir", "device", "callbacks", "frozen_cache")
+_NON_RESULT_PARAMS = ("verbose", "checkpoint_dir", "device", "callbacks", "frozen_layer_cache")
 
 
 class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
@@ -58,13 +60,13 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         None: the whole transformer trains (the paper). ``k``: only the top ``k`` transformer
         blocks (and what follows them, e.g. a final layer norm) train; everything that computes
         ``hidden_states[N - k]`` is frozen. ``0`` trains the head only.
-    cache_frozen : bool, default=True
+    cache_frozen_layers : bool, default=True
         With ``trainable_layers`` set, compute the frozen part once for all windows
         (``hidden_at(x, N - k)`` under ``torch.inference_mode``, kept on the CPU as float32, or
         float16 beyond 4 GiB) and train the top blocks on the cached hidden states each epoch.
         Much faster; the frozen layers run without dropout (eval mode), as they would in any
         frozen feature extractor.
-    frozen_cache : FrozenLayerCache or None, default=None
+    frozen_layer_cache : FrozenLayerCache or None, default=None
         Where the frozen layers' outputs are kept between fits: tuners given the same
         :class:`~sk_braintune.tuning.FrozenLayerCache` (e.g. a brain-tuned model and its
         controls, on the same model, windows and ``trainable_layers``) compute them once.
@@ -218,8 +220,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
     __metadata_request__score = {"participants": False}
 
     def __init__(self, model, *, pooling="mean", freeze_feature_encoder=True,
-                 trainable_layers=None, cache_frozen=True, frozen_cache=None, loss="mse",
-                 head="shared", participant_schedule="sequential", optimizer="adam",
+                 trainable_layers=None, cache_frozen_layers=True, frozen_layer_cache=None,
+                 loss="mse", head="shared", participant_schedule="sequential", optimizer="adam",
                  lr_backbone=5e-5, lr_head=1e-4, warmup_fraction=0.1, weight_decay=0.0,
                  batch_size=128, micro_batch_size=None, max_epochs=30, validation=0.1,
                  patience=5, standardize_targets=True, transform_layers="last",
@@ -230,8 +232,8 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.freeze_feature_encoder = freeze_feature_encoder
         self.trainable_layers = trainable_layers
-        self.cache_frozen = cache_frozen
-        self.frozen_cache = frozen_cache
+        self.cache_frozen_layers = cache_frozen_layers
+        self.frozen_layer_cache = frozen_layer_cache
         self.loss = loss
         self.head = head
         self.participant_schedule = participant_schedule
@@ -287,9 +289,10 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                              f"{self.optimizer!r}")
         if not (isinstance(self.lora_dropout, numbers.Real) and 0 <= self.lora_dropout < 1):
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.frozen_cache is not None and not isinstance(self.frozen_cache, FrozenLayerCache):
-            raise TypeError("frozen_cache must be None or a sk_braintune.tuning.FrozenLayerCache, "
-                            f"got {type(self.frozen_cache).__name__}")
+        cache = self.frozen_layer_cache
+        if cache is not None and not isinstance(cache, FrozenLayerCache):
+            raise TypeError("frozen_layer_cache must be None or a "
+                            f"sk_braintune.tuning.FrozenLayerCache, got {type(cache).__name__}")
         check_callbacks(self.callbacks)
         if self.transform_layers not in ("last", "all"):
             raise ValueError(f"transform_layers must be 'last' or 'all', got "
@@ -345,6 +348,10 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                     f"X has {X.shape[1]} features (samples per window), but BrainTuner is "
                     f"expecting {self.n_features_in_} features as input.")
             return X, y
+        if isinstance(X, np.ndarray) or (isinstance(X, (list, tuple)) and X
+                                         and all(np.ndim(x) == 1 for x in X)):
+            check_clips(X if isinstance(X, np.ndarray) else [np.asarray(x) for x in X],
+                        "window")
         if y is not None:
             return validate_data(self, X, y, reset=reset, dtype=[np.float32, np.float64],
                                  multi_output=True, y_numeric=True)
@@ -455,6 +462,7 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                 raise ValueError(f"participants must be 1-D (one label per row), got shape "
                                  f"{participants.shape}")
             check_consistent_length(X, participants)
+            self._check_search_routing()
             self.participants_, codes = np.unique(participants, return_inverse=True)
         self.n_outputs_ = y2.shape[1]
         callbacks = check_callbacks(self.callbacks)
@@ -508,18 +516,22 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
         """
         import torch
 
-        from ..features import pooled_features
+        from ..features import forward_batches, pooled_features
 
         n_input = getattr(self, "_n_input_samples_", X.shape[1])
+        per_participant = layers == "predict" and participant_codes is not None
+        options = dict(batch_size=self.batch_size,
+                       load_batch=lambda index: self._window_batch(X, index, n_input))
         with self._on_device() as (device, autocast):
-            per_participant = layers == "predict" and participant_codes is not None
+            if layers == "predict" and not per_participant:
+                predictions = HeadOutputs(self.head_, len(X), self.pooling)
+                forward_batches(self.backbone_, X, "last_hidden_state", predictions,
+                                autocast=autocast, **options)
+                return predictions.outputs
             out = pooled_features(
                 self.backbone_, X,
                 range(self.backbone_.num_hidden_layers + 1) if layers == "all"
-                else "last_hidden_state", self.pooling, batch_size=self.batch_size,
-                load_batch=lambda index: self._window_batch(X, index, n_input),
-                autocast=autocast,
-                head=self.head_ if layers == "predict" and not per_participant else None)
+                else "last_hidden_state", self.pooling, autocast=autocast, **options)
         if per_participant:  # each window through its participant's head (on the CPU)
             with torch.inference_mode():
                 out = self._head_predict(torch.from_numpy(out), participant_codes)
@@ -537,6 +549,30 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
             index = torch.as_tensor(rows, device=pooled.device)
             out[rows] = self.head_[int(code)](pooled[index]).float().cpu()
         return out.numpy()
+
+    def _check_search_routing(self):
+        """Refuse a per-participant-head fit inside a search whose scores would all be NaN.
+
+        Without metadata routing (or without ``set_score_request(participants=True)``)
+        ``GridSearchCV`` and ``cross_validate`` still pass ``participants`` to ``fit`` but not to
+        ``score``, which then cannot pick the heads: scikit-learn turns that error into NaN
+        scores and the search "succeeds" with ``best_score_ = nan``. A failed fit, unlike a
+        failed score, is reported (every fit failing raises), so the check is made here.
+        """
+        if self.head != "per_participant" or not _called_by_sklearn_validation():
+            return
+        import sklearn
+
+        routed = (sklearn.get_config()["enable_metadata_routing"]
+                  and self.get_metadata_routing().score.requests.get("participants") is True)
+        if not routed:
+            raise ValueError(
+                "BrainTuner(head='per_participant') is fitted inside a scikit-learn search or "
+                "cross-validation that will not pass participants to score, so every score "
+                "would be NaN. Enable metadata routing: sklearn.set_config("
+                "enable_metadata_routing=True) (or a config_context) and "
+                "tuner.set_fit_request(groups=True, participants=True)"
+                ".set_score_request(participants=True); or use head='shared'.")
 
     @property
     def _per_participant_heads(self):
@@ -685,3 +721,14 @@ class BrainTuner(RegressorMixin, TransformerMixin, BaseEstimator):
                     "per_participant_heads": self._per_participant_heads}, buffer)
         atomic_write_bytes(directory / "braintuner_head.pt", buffer.getvalue())
         return directory
+
+
+def _called_by_sklearn_validation():
+    """Whether scikit-learn's ``_fit_and_score`` (searches, ``cross_validate``) is on the stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "_fit_and_score"
+                and frame.f_globals.get("__name__", "").startswith("sklearn.model_selection")):
+            return True
+        frame = frame.f_back
+    return False
