@@ -130,3 +130,20 @@ def test_pretrained_models_by_name_or_directory(tmp_path):
     # the demo's families are a top-level option, never the study table's
     with pytest.raises(SettingsError, match="'study.model'.*'models'"):
         DemoCommandSettings(study={"model": "ssl"}).study_settings()
+
+
+def test_library_stages_are_logged_not_printed(caplog, capsys):
+    """Without a stage callable the library logs each stage and keeps its time."""
+    import logging
+
+    from sk_braintune._stages import LoggedStages, prefixed
+
+    stages = LoggedStages()
+    with caplog.at_level(logging.INFO, logger="sk_braintune.stages"):
+        with prefixed(stages, "P01: ")("alignment"):
+            pass
+    assert list(stages.times) == ["P01: alignment"] and stages.times["P01: alignment"] >= 0
+    assert [r.getMessage().split(":")[:2] for r in caplog.records] == [
+        ["P01", " alignment ..."], ["P01", " alignment"]]
+    assert capsys.readouterr().out == ""
+    assert prefixed(stages, "") is stages
