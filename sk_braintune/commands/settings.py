@@ -121,7 +121,7 @@ class _RealDataSettings(RunSettings):
                                        "petit-prince (ds003643) or bids (BIDS with derivatives)")
     root: _Path | None = Field(None, description="local copy of the dataset (ds003020 holds "
                                "derivative/preprocessed_data, stimuli, derivative/TextGrids; a "
-                               "BIDS dataset sub-*/, stimuli/, derivatives/)")
+                               "BIDS dataset sub-<label>/, stimuli/, derivatives/)")
     subject: Many[str] | None = Field(None, min_length=1, description="participant(s), e.g. "
                                       "UTS03 or UTS01 UTS02 UTS03; BIDS labels with or "
                                       "without sub- (sub-001, 001)")
