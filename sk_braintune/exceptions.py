@@ -74,5 +74,7 @@ class JobError(RuntimeError):
 
 class StaleSummaryError(RuntimeError):
     """A stored summary of the built-in dataset's stimulus features that this machine does not
-    reproduce bit for bit (another espeak-ng or MiniLM build): the dataset is then built from
-    every story instead of only the ones a run uses."""
+    reproduce bit for bit (another espeak-ng or MiniLM build).
+
+    The dataset is then built from every story instead of only the ones a run uses.
+    """

@@ -80,8 +80,11 @@ PAPER_TRAIN_STORIES = (
     "inamoment", "itsabox", "legacy", "naked", "odetostepfather", "sloth", "souls",
     "stagefright", "swimmingwithastronauts", "thatthingonmyarm", "theclosetthatateeverything",
     "tildeath", "undertheinfluence")
-"""The 24 training stories of the brain-tuning paper's evaluation (its ``eval_utils``'s
-``train_stories``; ``stagefright`` trains there, although it validates the tuning)."""
+"""The 24 training stories of the brain-tuning paper's evaluation.
+
+Its ``eval_utils``'s ``train_stories``; ``stagefright`` trains there, although it validates the
+tuning.
+"""
 
 _LAYOUT = ("root/derivative/preprocessed_data/<subject>/<story>.hf5, root/stimuli/<story>.wav, "
            "root/derivative/TextGrids/<story>.TextGrid and root/derivative/respdict.json")
