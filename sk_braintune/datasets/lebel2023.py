@@ -36,6 +36,7 @@ import numpy as np
 from ..exceptions import NaNVoxelWarning
 from ..preprocessing import nonfinite_columns, zero_nonfinite
 from .audio import TARGET_SAMPLE_RATE
+from .record import resolve_split
 
 __all__ = [
     "ACQUISITION_TR",
@@ -547,24 +548,10 @@ def _default_split(stories):
 
 
 def _check_split(split, stories):
+    """The paper's split by default, else ``split`` checked as the record does."""
     if split is None:
         return _default_split(stories)
-    unknown_keys = set(split) - {"train", "validation", "test"}
-    if unknown_keys:
-        raise ValueError(f"split keys must be 'train', 'validation' and 'test'; got "
-                         f"{sorted(unknown_keys)}.")
-    out = {key: list(split.get(key, [])) for key in ("train", "validation", "test")}
-    seen = {}
-    for key, names in out.items():
-        for name in names:
-            if name not in stories:
-                raise ValueError(f"split[{key!r}] names story {name!r}, which was not loaded; "
-                                 f"loaded stories: {stories}.")
-            if name in seen:
-                raise ValueError(f"story {name!r} is in both split[{seen[name]!r}] and "
-                                 f"split[{key!r}].")
-            seen[name] = key
-    return out
+    return resolve_split(split, stories)
 
 
 def _voxel_labels(voxel_labels, n_voxels):
