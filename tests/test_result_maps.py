@@ -145,6 +145,16 @@ def test_subject_brain_map_on_a_surface_writes_the_interactive_page(tmp_path):
     assert "sub-01: last-layer alignment" in Path(entry["interactive"]).read_text()
     assert "no significance mask" in entry["caption"] and "fsaverage5" in entry["caption"]
     assert imread(entry["figure"]).shape[0] > 50
+    # q-values that hide every voxel would leave an empty brain: drawn unmasked, and said so
+    unmasked = imread(entry["figure"])
+    entry = subject_brain_map(values, np.full(values.size, 0.5), places, tmp_path, "sub-01",
+                              model="m", html=False, **FAST)
+    assert "No voxel reaches q <= 0.05" in entry["caption"]
+    np.testing.assert_array_equal(imread(entry["figure"]), unmasked)
+    masked = subject_brain_map(values, np.where(LABELS == "semantic", 0.01, 0.5), places,
+                               tmp_path / "masked", "sub-01", model="m", html=False, **FAST)
+    assert "shown where significant" in masked["caption"]
+    assert not np.array_equal(imread(masked["figure"]), unmasked)
 
 
 def test_load_subject_mappers(tmp_path):

@@ -27,6 +27,22 @@ DEMO_INTERACTIVE_MAPS = (1,)
 that get an interactive page: brain-tuned minus pretrained, what brain-tuning changed."""
 
 
+def _significance_mask(q, alpha):
+    """``(q, note)``: the q-values to mask with, or None and why not, when none passes.
+
+    A map that hides every voxel shows nothing; when no voxel reaches ``q <= alpha`` (e.g. a
+    held-out story too short for the block-permutation test) the map is drawn unmasked and
+    its caption says so.
+    """
+    qs = [np.asarray(v, dtype=np.float64) for v in (q or {}).values() if v is not None]
+    if not qs:
+        return None, ""
+    if not any(np.any(v <= alpha) for v in qs):
+        return None, (f" No voxel reaches q <= {alpha:g} (the held-out data are too short for "
+                      "the block-permutation test to find any), so the map is not masked.")
+    return q, ""
+
+
 def _places_of(own):
     """``(space, column_index, mask_img)`` of a record, or None when it has no places."""
     space, column_index = own.get("space"), own.get("column_index")
@@ -36,7 +52,7 @@ def _places_of(own):
 
 
 def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE_MAPS,
-                     views=None, dpi=110):
+                     alpha=0.05, views=None, dpi=110):
     """Draw a study's last-layer brain maps of one listener into ``folder``.
 
     The maps of :func:`~sk_braintune.plotting.write_brain_maps`: the pretrained model's
@@ -55,6 +71,8 @@ def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE
         The listener drawn (default: the first).
     pages : bool or sequence of int, default=DEMO_INTERACTIVE_MAPS
         Which maps get an interactive page (``html`` of ``write_brain_maps``).
+    alpha : float, default=0.05
+        FDR level of the significance mask (no mask when no voxel of any model passes it).
     views : sequence of str, optional
         As :func:`~sk_braintune.plotting.plot_brain_map` (default: all of the space's).
     dpi : int, default=110
@@ -79,15 +97,16 @@ def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE
         return []
     space, column_index, mask_img = places
     models = list(result.get("models") or own["voxel_scores"])
+    voxel_q, note = _significance_mask(own.get("voxel_q"), alpha)
     written = write_brain_maps(
-        {name: own["voxel_scores"][name] for name in models}, own.get("voxel_q") or None,
+        {name: own["voxel_scores"][name] for name in models}, voxel_q, alpha=alpha,
         space=space, column_index=column_index, mask_img=mask_img, output=folder,
         pretrained=models[0], tuned=models[1], controls=models[2:], html=pages, views=views,
         dpi=dpi)
     where = space if isinstance(space, str) else "the data's space"
     return [{"figure": str(png),
-             "caption": f"{caption} Listener {participant}, last layer, its voxels at their "
-                        f"places on {where}.",
+             "caption": f"{caption}{note} Listener {participant}, last layer, its voxels at "
+                        f"their places on {where}.",
              "interactive": None if page is None else str(page)}
             for png, caption, page in written]
 
@@ -178,7 +197,7 @@ def subject_brain_map(values, q, places, folder, subject, *, model, mapper=None,
     values : ndarray of shape (n_voxels,)
         The last layer's noise-ceiling-normalised r per voxel.
     q : ndarray of shape (n_voxels,) or None
-        Its BH-FDR q-values (None: no significance mask).
+        Its BH-FDR q-values (None, or none at most ``alpha``: no significance mask).
     places : dict
         The subject's record's ``space``, ``column_index``, ``mask_img`` and
         ``voxel_indices`` (the file columns kept, for a mapper).
@@ -204,6 +223,8 @@ def subject_brain_map(values, q, places, folder, subject, *, model, mapper=None,
     from ..plotting import plot_brain_map, view_brain_map
 
     values = np.asarray(values, dtype=np.float64)
+    q, note = _significance_mask({"model": q}, alpha)
+    q = None if q is None else q["model"]
     if mapper is not None:
         space, column_index, mask_img = mapper, None, None
         values = _on_mapper(values, mapper, places.get("voxel_indices"), subject)
@@ -229,7 +250,7 @@ def subject_brain_map(values, q, places, folder, subject, *, model, mapper=None,
     mask = (f"shown where significant (q <= {alpha:g}, BH-FDR)" if q is not None
             else "every voxel shown (no significance mask)")
     caption = (f"{subject}: where the last layer of {model} predicts the held-out story: "
-               f"noise-ceiling-normalised r per voxel on {where}, {mask}.")
+               f"noise-ceiling-normalised r per voxel on {where}, {mask}.{note}")
     return {"figure": str(png), "caption": caption,
             "interactive": None if page is None else str(page)}
 
