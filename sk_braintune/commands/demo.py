@@ -124,7 +124,7 @@ def run_demo(config, command_line=None):
             voxel_scores.update({f"{_folder_name(label)}__{k}": v
                                  for k, v in result.pop("voxel_scores").items()})
             voxel_scores.update({f"{_folder_name(label)}__{k}": v
-                                 for k, v in _mapped_arrays(result.pop("voxel_maps")).items()})
+                                 for k, v in _mapped_arrays(result.pop("voxel_maps", None)).items()})
             families[model] = result
         stages.prefix = ""
         results = {"models": list(config.models), "families": families,

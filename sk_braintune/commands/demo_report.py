@@ -112,7 +112,8 @@ def demo_summary(results, labels, *, quick):
         text.append("Each family's section ends with brain maps of the last layer for the "
                     "first listener: where the pretrained model aligns, and where brain-tuning "
                     "raised (red) or lowered (blue) the alignment relative to the pretrained "
-                    "model and to each control, significance-masked.")
+                    "model and to each control, significance-masked where any voxel is "
+                    "significant (each caption says).")
     return text
 
 
