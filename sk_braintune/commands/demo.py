@@ -123,8 +123,8 @@ def run_demo(config, command_line=None):
             provenance[model] = result.pop("provenance", {})
             voxel_scores.update({f"{_folder_name(label)}__{k}": v
                                  for k, v in result.pop("voxel_scores").items()})
-            voxel_scores.update({f"{_folder_name(label)}__{k}": v
-                                 for k, v in _mapped_arrays(result.pop("voxel_maps", None)).items()})
+            mapped = _mapped_arrays(result.pop("voxel_maps", None))
+            voxel_scores.update({f"{_folder_name(label)}__{k}": v for k, v in mapped.items()})
             families[model] = result
         stages.prefix = ""
         results = {"models": list(config.models), "families": families,
