@@ -60,6 +60,24 @@ def test_study_brain_maps_draw_the_first_listener(tmp_path):
         np.testing.assert_array_equal(imread(entry["figure"]), imread(png))
         assert entry["caption"].startswith(caption)
         assert "Listener P01, last layer" in entry["caption"] and "fsaverage5" in entry["caption"]
+    # no voxel significant (the quick demo's short test story): no significance mask, the
+    # voxels with a reliable noise ceiling shown instead, and the captions say so
+    ceiling = np.where(LABELS == "noise", 0.1, 0.8)
+    for listener in result["voxel_maps"].values():
+        listener["voxel_q"] = {name: np.full(LABELS.size, 0.6) for name in MODELS}
+        listener["noise_ceiling"] = ceiling
+    fallback = study_brain_maps(result, tmp_path / "fallback", pages=False, min_ceiling=0.4,
+                                **FAST)
+    reliable = {name: np.where(ceiling > 0.4, v, np.nan)
+                for name, v in own["voxel_scores"].items()}
+    direct = write_brain_maps(reliable, None, space="fsaverage5",
+                              column_index=own["column_index"], output=tmp_path / "reliable",
+                              html=False, **FAST)
+    for entry, (png, _, _) in zip(fallback, direct):
+        np.testing.assert_array_equal(imread(entry["figure"]), imread(png))
+        assert "No voxel reaches q <= 0.05" in entry["caption"]
+        assert "noise ceiling exceeds 0.4" in entry["caption"]
+        assert "without a significance mask" in entry["caption"]
     # a dataset without places gets no maps
     result["voxel_maps"]["P01"]["space"] = None
     assert study_brain_maps(result, tmp_path / "none", **FAST) == []
@@ -143,13 +161,14 @@ def test_subject_brain_map_on_a_surface_writes_the_interactive_page(tmp_path):
     entry = subject_brain_map(values, None, places, tmp_path, "sub-01", model="m", **FAST)
     assert Path(entry["interactive"]).name == "brainmap_sub-01.html"
     assert "sub-01: last-layer alignment" in Path(entry["interactive"]).read_text()
-    assert "no significance mask" in entry["caption"] and "fsaverage5" in entry["caption"]
+    assert "without a significance mask" in entry["caption"] and "fsaverage5" in entry["caption"]
     assert imread(entry["figure"]).shape[0] > 50
     # q-values that hide every voxel would leave an empty brain: drawn unmasked, and said so
     unmasked = imread(entry["figure"])
     entry = subject_brain_map(values, np.full(values.size, 0.5), places, tmp_path, "sub-01",
                               model="m", html=False, **FAST)
     assert "No voxel reaches q <= 0.05" in entry["caption"]
+    assert "so every voxel is shown" in entry["caption"]
     np.testing.assert_array_equal(imread(entry["figure"]), unmasked)
     masked = subject_brain_map(values, np.where(LABELS == "semantic", 0.01, 0.5), places,
                                tmp_path / "masked", "sub-01", model="m", html=False, **FAST)

@@ -31,15 +31,15 @@ def _significance_mask(q, alpha):
     """``(q, note)``: the q-values to mask with, or None and why not, when none passes.
 
     A map that hides every voxel shows nothing; when no voxel reaches ``q <= alpha`` (e.g. a
-    held-out story too short for the block-permutation test) the map is drawn unmasked and
-    its caption says so.
+    held-out story too short for the block-permutation test) there is no significance mask
+    and the note says why.
     """
     qs = [np.asarray(v, dtype=np.float64) for v in (q or {}).values() if v is not None]
     if not qs:
         return None, ""
     if not any(np.any(v <= alpha) for v in qs):
         return None, (f" No voxel reaches q <= {alpha:g} (the held-out data are too short for "
-                      "the block-permutation test to find any), so the map is not masked.")
+                      "the block-permutation test to find any)")
     return q, ""
 
 
@@ -52,7 +52,7 @@ def _places_of(own):
 
 
 def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE_MAPS,
-                     alpha=0.05, views=None, dpi=110):
+                     alpha=0.05, min_ceiling=None, views=None, dpi=110):
     """Draw a study's last-layer brain maps of one listener into ``folder``.
 
     The maps of :func:`~sk_braintune.plotting.write_brain_maps`: the pretrained model's
@@ -63,7 +63,8 @@ def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE
     ----------
     result : dict
         From :func:`sk_braintune.study.run_braintuning_study`: its ``voxel_maps`` (per
-        listener: ``space``, ``column_index``, ``mask_img``, ``voxel_scores``, ``voxel_q``)
+        listener: ``space``, ``column_index``, ``mask_img``, ``noise_ceiling``,
+        ``voxel_scores``, ``voxel_q``)
         and ``models`` (``"pretrained"``, ``"brain-tuned"``, then the controls).
     folder : str or pathlib.Path
         Where the PNG (and HTML) files go.
@@ -73,6 +74,9 @@ def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE
         Which maps get an interactive page (``html`` of ``write_brain_maps``).
     alpha : float, default=0.05
         FDR level of the significance mask (no mask when no voxel of any model passes it).
+    min_ceiling : float, optional
+        Without a significance mask, show only the voxels whose noise ceiling (the listener's
+        ``noise_ceiling``) exceeds this (the study's ``min_ceiling``); every voxel when None.
     views : sequence of str, optional
         As :func:`~sk_braintune.plotting.plot_brain_map` (default: all of the space's).
     dpi : int, default=110
@@ -98,8 +102,19 @@ def study_brain_maps(result, folder, *, participant=None, pages=DEMO_INTERACTIVE
     space, column_index, mask_img = places
     models = list(result.get("models") or own["voxel_scores"])
     voxel_q, note = _significance_mask(own.get("voxel_q"), alpha)
+    scores = {name: np.asarray(own["voxel_scores"][name], dtype=np.float64) for name in models}
+    ceiling = own.get("noise_ceiling")
+    if note and min_ceiling is not None and ceiling is not None:
+        # normalised r (r / noise ceiling) is unbounded where the ceiling is low: without a
+        # significance mask, show the voxels whose ceiling the tuning targets' threshold passes
+        unreliable = ~(np.asarray(ceiling, dtype=np.float64) > min_ceiling)
+        scores = {name: np.where(unreliable, np.nan, v) for name, v in scores.items()}
+        note += (f", so the map shows the voxels whose noise ceiling exceeds {min_ceiling:g} "
+                 "(the study's tuning targets' threshold) instead.")
+    elif note:
+        note += ", so every voxel is shown."
     written = write_brain_maps(
-        {name: own["voxel_scores"][name] for name in models}, voxel_q, alpha=alpha,
+        scores, voxel_q, alpha=alpha,
         space=space, column_index=column_index, mask_img=mask_img, output=folder,
         pretrained=models[0], tuned=models[1], controls=models[2:], html=pages, views=views,
         dpi=dpi)
@@ -223,8 +238,10 @@ def subject_brain_map(values, q, places, folder, subject, *, model, mapper=None,
     from ..plotting import plot_brain_map, view_brain_map
 
     values = np.asarray(values, dtype=np.float64)
-    q, note = _significance_mask({"model": q}, alpha)
-    q = None if q is None else q["model"]
+    masked, note = _significance_mask({"model": q}, alpha)
+    q = None if masked is None else masked["model"]
+    if note:
+        note += ", so every voxel is shown."
     if mapper is not None:
         space, column_index, mask_img = mapper, None, None
         values = _on_mapper(values, mapper, places.get("voxel_indices"), subject)
@@ -248,7 +265,7 @@ def subject_brain_map(values, q, places, folder, subject, *, model, mapper=None,
         page = folder / f"brainmap_{subject}.html"
         view_brain_map(values, space, **common).save_as_html(page)
     mask = (f"shown where significant (q <= {alpha:g}, BH-FDR)" if q is not None
-            else "every voxel shown (no significance mask)")
+            else "without a significance mask")
     caption = (f"{subject}: where the last layer of {model} predicts the held-out story: "
                f"noise-ceiling-normalised r per voxel on {where}, {mask}.{note}")
     return {"figure": str(png), "caption": caption,

@@ -184,7 +184,8 @@ def _run_family(settings, config, stages, folder):
         with stages("figures"):
             result["figures"] = _write_figures(result, folder)
         with stages("brain maps: the first listener's last layer"):
-            result["brain_maps"] = study_brain_maps(result, folder)
+            result["brain_maps"] = study_brain_maps(result, folder,
+                                                    min_ceiling=settings.min_ceiling)
             result["figures"] += [m["figure"] for m in result["brain_maps"]]
     result["stage_seconds"] = dict(stages.times)
     return result

@@ -98,7 +98,7 @@ def write_brain_maps(voxel_scores, voxel_q, *, space, column_index, output, mask
 
     def shown(q, where):  # the caption says what the mask is, or that there is none
         return (f"shown {where} ({significance})" if q is not None else
-                "every voxel shown (no significance mask)")
+                "without a significance mask")
 
     q = q_of(pretrained)
     specs = [(f"{prefix}brainmap_{_slug(pretrained)}", scores[pretrained], q,

@@ -190,6 +190,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         kind: unique model / low-level, shared, shared fraction of the last layer);
         ``voxel_maps`` (not JSON: arrays), per listener what its brain maps need: ``space``,
         ``column_index`` and ``mask_img`` (the dataset's, None where it has none),
+        ``noise_ceiling``,
         ``voxel_scores`` and ``voxel_q`` (model -> ndarray (n_voxels,): the last layer's
         normalised r and BH-FDR q-values, :func:`~sk_braintune.evaluation.evaluate_listener`;
         ``voxel_q`` empty without the significance).
@@ -303,8 +304,8 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         # what a brain map of this listener needs: its places and its last layer's scores
         results["voxel_maps"][p] = {
             "space": own.get("space"), "column_index": own.get("column_index"),
-            "mask_img": own.get("mask_img"), "voxel_scores": dict(evaluation.voxel_scores),
-            "voxel_q": dict(evaluation.voxel_q)}
+            "mask_img": own.get("mask_img"), "noise_ceiling": ceiling[p],
+            "voxel_scores": dict(evaluation.voxel_scores), "voxel_q": dict(evaluation.voxel_q)}
         if evaluation.significance is not None:
             own_results["significance"] = {name: sig["roi"]
                                            for name, sig in evaluation.significance.items()}
