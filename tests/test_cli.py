@@ -275,12 +275,17 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
     assert manifest["command_line"][:2] == ["sk-braintune", "tune"]
 
     evaluation = tmp_path / "eval"
+    mapper = _toy_mapper(len(nc), "UTS01").save(tmp_path / "UTS01_mapper.npz")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         status = cli.main(["evaluate", "--root", str(miniature), "--subject", "UTS01",
                            "--model", str(out / "backbone"), "--output", str(evaluation),
-                           "--window", "2", "--layers", "0,2", "--quiet", "--device", "cpu"])
+                           "--window", "2", "--layers", "0,2", "--quiet", "--device", "cpu",
+                           "--mapper", str(mapper)])
     assert status == 0
+    # the last layer on the subject's flatmap (the mapper given), listed in the manifest
+    assert "brainmap_UTS01.png" in json.loads((evaluation / "manifest.json").read_text())[
+        "files"]
     results = json.loads((evaluation / "evaluation.json").read_text())
     assert results["layer_indices"] == [0, 2]
     per_layer = np.load(evaluation / "normalized_r_per_layer.npy")
@@ -319,6 +324,20 @@ def test_tune_then_evaluate_on_miniature(miniature, tiny_model, tmp_path):
         assert entry["low"] <= entry["mean"] <= entry["high"]
 
 
+def _toy_mapper(n_voxels, subject):
+    """A 6 x 5 flatmap whose 24 inside pixels each see one voxel."""
+    from scipy import sparse
+
+    from sk_braintune.plotting import Mapper
+
+    mask = np.zeros((6, 5), dtype=bool)
+    mask[1:5, :] = True
+    dense = np.zeros((int(mask.sum()), n_voxels))
+    dense[np.arange(len(dense)), np.arange(len(dense)) % n_voxels] = 1.0
+    return Mapper(voxel_to_flatmap=sparse.csr_matrix(dense), flatmap_mask=mask,
+                  extents=np.array([0.0, 6.0, 0.0, 5.0]), subject=subject)
+
+
 def _check_manifest(folder, command, data, model=None):
     """manifest.json names versions, settings, split and fingerprints; report.html renders."""
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -342,6 +361,10 @@ def _check_manifest(folder, command, data, model=None):
             assert {"results", "table-roi-summary-across-participants",
                     "table-last-layer-variance-partitioning-and-significance"} <= set(
                 rendered["tables"])
+            maps = [image for image in rendered["images"]
+                    if image["section"] == "Brain maps (last layer)"]
+            assert [image["file"] for image in maps] == ["brainmap_UTS01.png"]
+            assert "UTS01's flatmap" in maps[0]["caption"]
 
 
 def _fingerprinted_stories(command, data):
@@ -409,9 +432,30 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
                for k in results["stage_seconds"])
     check_folder(out)  # sealed: every file listed in the manifest with its hash
     assert (out / "significance.csv").read_text().startswith("family,model,")
+    # each family's brain maps of the last layer (listener P01 on fsaverage5), in the folder
+    # and in the manifest's file list; one interactive page each
+    listed = set(json.loads((out / "manifest.json").read_text())["files"])
+    scores = np.load(out / "voxel_scores.npz")
+    for label, family in zip(labels, families.values()):
+        maps = family["brain_maps"]
+        assert [Path(m["figure"]).name for m in maps] == [
+            "brainmap_pretrained.png", "brainmap_brain_tuned_minus_pretrained.png",
+            "brainmap_brain_tuned_minus_random_fmri.png"]
+        assert [m["interactive"] is not None for m in maps] == [False, True, False]
+        for m in maps:
+            assert m["figure"] in family["figures"] and "Listener P01" in m["caption"]
+            for path in filter(None, (m["figure"], m["interactive"])):
+                assert Path(path).relative_to(out).as_posix() in listed
+        # the arrays the maps draw are saved: P01's last layer at P01's places
+        prefix = Path(family["figures"][0]).parent.name  # the family's folder name
+        assert scores[f"{prefix}__P01_column_index"].shape == (len(family["voxel_labels"]),)
+        for name in study.MODEL_NAMES:
+            key = f"{prefix}__P01_{name.replace('-', '_')}_last_layer"
+            assert scores[key].shape == scores[f"{prefix}__P01_column_index"].shape
     if find_chromium() is not None:
         rendered = check_report(out)
         assert len(rendered["images"]) == len(results["figures"])
+        assert sum(image["link"] is not None for image in rendered["images"]) == len(labels)
         # the page is grouped by model family: a heading each, its figures captioned with it
         assert [s["heading"] for s in rendered["sections"]] == ["Results", *labels]
         for image in rendered["images"]:

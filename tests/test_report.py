@@ -252,3 +252,14 @@ def test_the_check_catches_a_caption_that_is_a_file_name(tmp_path):
         report.ReportSection("A", figures=[report.ReportFigure("figure0.png", "figure0.png")])])
     with pytest.raises(AssertionError, match="no caption saying what it shows"):
         check_report(tmp_path, page)
+
+
+@needs_chromium
+def test_the_check_catches_a_link_to_a_missing_page(tmp_path):
+    """A figure's interactive page (e.g. a brain map's) must be in the folder."""
+    page = _sectioned_report(tmp_path)
+    rendered = check_report(tmp_path, page)
+    assert [image["link"] for image in rendered["images"]] == [None, "map.html", None]
+    (tmp_path / "map.html").unlink()
+    with pytest.raises(AssertionError, match="links map.html, which is not in"):
+        check_report(tmp_path, page)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 from .. import study
 from ..builtin.registry import model_label
+from .brainmaps import study_brain_maps
 from .results import (
     StageTimer,
     dataset_summary,
@@ -68,7 +71,9 @@ def run_demo(config, command_line=None):
     ``config.models`` (the self-supervised model made here and Whisper tiny.en by default) on
     the same dataset, printing each stage and the tables, and writes ``results.json``, ``results.csv`` (one row per model family and model),
     ``voxel_scores.npz``, ``config.toml``, ``manifest.json`` and ``report.html`` into
-    ``config.output``, each family's figures into a subfolder named after it.
+    ``config.output``, each family's figures into a subfolder named after it: the plots and
+    the first listener's brain maps of the last layer (``brainmap_*.png``; an interactive
+    ``brainmap_brain_tuned_minus_pretrained.html``), unless ``no_figures``.
 
     Parameters
     ----------
@@ -107,12 +112,20 @@ def run_demo(config, command_line=None):
             stages.prefix = f"{label}: " if len(config.models) > 1 else ""
             print(f"\n== {label}", flush=True)
             result = _run_family(settings, config, stages, folder / _folder_name(label))
-            # the figures' paths once the folder is in place
-            result["figures"] = [str(output / Path(f).relative_to(folder))
-                                 for f in result.get("figures", [])]
+
+            def moved(path):  # a file's path once the folder is in place
+                return None if path is None else str(output / Path(path).relative_to(folder))
+
+            result["figures"] = [moved(f) for f in result.get("figures", [])]
+            if "brain_maps" in result:
+                result["brain_maps"] = [dict(m, figure=moved(m["figure"]),
+                                             interactive=moved(m["interactive"]))
+                                        for m in result["brain_maps"]]
             provenance[model] = result.pop("provenance", {})
             voxel_scores.update({f"{_folder_name(label)}__{k}": v
                                  for k, v in result.pop("voxel_scores").items()})
+            mapped = _mapped_arrays(result.pop("voxel_maps", None))
+            voxel_scores.update({f"{_folder_name(label)}__{k}": v for k, v in mapped.items()})
             families[model] = result
         stages.prefix = ""
         results = {"models": list(config.models), "families": families,
@@ -171,8 +184,24 @@ def _run_family(settings, config, stages, folder):
     if not config.no_figures:
         with stages("figures"):
             result["figures"] = _write_figures(result, folder, model_label(settings.model))
+        with stages("brain maps: the first listener's last layer"):
+            result["brain_maps"] = study_brain_maps(result, folder,
+                                                    min_ceiling=settings.min_ceiling)
+            result["figures"] += [m["figure"] for m in result["brain_maps"]]
     result["stage_seconds"] = dict(stages.times)
     return result
+
+
+def _mapped_arrays(voxel_maps):
+    """The arrays the brain maps draw (first listener), for ``voxel_scores.npz``."""
+    if not voxel_maps:
+        return {}
+    participant, own = next(iter(voxel_maps.items()))
+    arrays = {f"{participant}_{name}_last_layer": values
+              for name, values in own["voxel_scores"].items()}
+    if own.get("column_index") is not None:
+        arrays[f"{participant}_column_index"] = np.asarray(own["column_index"])
+    return arrays
 
 
 def _demo_manifest(config, settings, provenance, results, started, command_line):

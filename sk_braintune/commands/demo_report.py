@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .brainmaps import map_figures
 from .report import ReportFigure, ReportSection, ReportTable, write_report
 
 __all__ = ["FIGURE_CAPTIONS", "figure_caption", "demo_summary", "demo_sections",
@@ -107,6 +108,12 @@ def demo_summary(results, labels, *, quick):
                          f"for {best}")
         if parts:
             text.append(f"{label}: " + "; ".join(parts) + ".")
+    if any(family.get("brain_maps") for family in families):
+        text.append("Each family's section ends with brain maps of the last layer for the "
+                    "first listener: where the pretrained model aligns, and where brain-tuning "
+                    "raised (red) or lowered (blue) the alignment relative to the pretrained "
+                    "model and to each control, significance-masked where any voxel is "
+                    "significant (each caption says).")
     return text
 
 
@@ -117,7 +124,9 @@ def demo_sections(results, labels, *, output, table_note, second_note=None,
     Parameters
     ----------
     results : dict
-        ``run_demo``'s results; each family's ``figures`` are paths below ``output``.
+        ``run_demo``'s results; each family's ``figures`` are paths below ``output``, its
+        ``brain_maps`` (when drawn) the maps among them with their captions and interactive
+        pages (:func:`~sk_braintune.commands.brainmaps.study_brain_maps`).
     labels : list of str
         The families' labels.
     output : str or pathlib.Path
@@ -141,7 +150,10 @@ def demo_sections(results, labels, *, output, table_note, second_note=None,
     sections = [ReportSection("Results", tables=tables)]
     output = Path(output)
     for label, family in zip(labels, results["families"].values()):
-        figures = [ReportFigure(_relative(path, output), figure_caption(path, label))
+        # brain maps carry their own captions and links to their interactive pages
+        maps = {m["figure"]: m for m in family.get("brain_maps", [])}
+        figures = [map_figures([maps[path]], output, prefix=f"{label}: ")[0] if path in maps
+                   else ReportFigure(_relative(path, output), figure_caption(path, label))
                    for path in family.get("figures", [])]
         if figures:
             sections.append(ReportSection(label, figures=figures))

@@ -39,6 +39,7 @@ from .results import (
     write_json,
 )
 from ..exceptions import CheckpointError, StudyInputError
+from .brainmaps import load_subject_mappers, map_figures, subject_brain_map
 from .settings import EvaluateSettings, TuneSettings
 from .terminal import show_library_messages
 
@@ -457,7 +458,10 @@ def run_evaluate(config, command_line=None):
     per participant and ROI: normalised r per layer, best layer), ``roi_summary.csv`` (per ROI,
     mean and s.e.m. over participants), ``significance.csv`` (the second table: variance
     partitioning and significance per participant and ROI, when on), one
-    ``alignment_<participant>.png`` each,
+    ``alignment_<participant>.png`` each, and, where the data have places (a ``space`` and
+    ``column_index``) or ``config.mapper`` gives a subject's flatmap mapper, one
+    ``brainmap_<participant>.png`` (and interactive ``.html``) each: the last layer's
+    normalised r on the brain, significance-masked,
     ``config.toml``, ``manifest.json`` and ``report.html``. Unless switched off in the
     settings, ``evaluation.json`` also holds ``variance_partitioning`` (last layer vs the
     low-level features, per ROI) and ``significance`` (per ROI: voxels with q < 0.05, 95%
@@ -486,6 +490,7 @@ def run_evaluate(config, command_line=None):
     _check_inputs(config, "evaluate")  # every participant, the model and --output, up front
     started = utc_now()
     subjects = list(config.subject)
+    mappers = load_subject_mappers(config.mapper, subjects)  # a bad --mapper fails here too
     if config.executor == "none":
         jobs = [{"config": config, "participants": subjects}]
     else:  # one job per participant
@@ -495,13 +500,14 @@ def run_evaluate(config, command_line=None):
         per_participant = {}
         for result in _run(evaluate_job, jobs, config, "evaluate", folder):
             per_participant.update(result)
-        results, rows, second_rows = _write_evaluation(config, per_participant, subjects,
-                                                       folder)
+        results, rows, second_rows, maps = _write_evaluation(config, per_participant,
+                                                             subjects, folder, mappers)
         first = per_participant[subjects[0]]
         _finish("evaluate", config, folder, started=started, command_line=command_line,
                 title=f"sk-braintune evaluate: {config.model} on {', '.join(subjects)}",
                 summary=_evaluate_summary(config, per_participant, first),
-                sections=_evaluate_sections(config, per_participant, bool(second_rows)),
+                sections=_evaluate_sections(config, per_participant, bool(second_rows),
+                                            maps, folder),
                 seeds={"seed": config.seed}, split=first["split"],
                 voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
                 data={p: r["data"] for p, r in per_participant.items()},
@@ -531,10 +537,11 @@ SECOND_TABLE_NOTE = ("last layer: variance partitioning vs low-level features (u
                      "R^2, shared %), voxels with q < 0.05, 95% CI of the mean normalised r")
 
 
-def _write_evaluation(config, per_participant, subjects, folder):
-    """The files of ``evaluate``'s results into ``folder``; returns the results and tables."""
+def _write_evaluation(config, per_participant, subjects, folder, mappers=None):
+    """The files of ``evaluate``'s results into ``folder``; returns the results, tables, maps."""
     first = per_participant[subjects[0]]
     voxels = {p: r.pop("voxels") for p, r in per_participant.items()}
+    places = {p: r.pop("places", {}) for p, r in per_participant.items()}
     save_arrays(folder / "normalized_r_per_layer.npy", voxels[subjects[0]])
     for participant, result in per_participant.items():
         result["maps"] = _write_layer_maps(voxels[participant], result["layer_indices"],
@@ -562,7 +569,15 @@ def _write_evaluation(config, per_participant, subjects, folder):
         save_figure(fig.plot_layer_alignment(dict(result["layers"]), title=f"{config.model}, "
                                              f"{participant}: alignment per layer"),
                     folder / f"alignment_{participant}.png", dpi=120, bbox_inches="tight")
-    return results, rows, second_rows
+    maps = []
+    for participant in per_participant:
+        # the last layer on the brain, where the data have places (or a mapper is given)
+        drawn = subject_brain_map(voxels[participant][-1], voxels.get(f"{participant}_q_values"),
+                                  places[participant], folder, participant, model=config.model,
+                                  mapper=(mappers or {}).get(participant))
+        if drawn is not None:
+            maps.append(drawn)
+    return results, rows, second_rows, maps
 
 
 def _second_table_rows(per_participant):
@@ -606,7 +621,7 @@ def _evaluate_summary(config, per_participant, first):
     return text
 
 
-def _evaluate_sections(config, per_participant, second):
+def _evaluate_sections(config, per_participant, second, maps=(), folder=None):
     from .report import ReportFigure, ReportSection, ReportTable
 
     tables = [ReportTable("Alignment per participant, ROI and layer", "results.csv",
@@ -623,8 +638,12 @@ def _evaluate_sections(config, per_participant, second):
                             f"{p}: noise-ceiling-normalised r of {config.model} on the held-out "
                             "story per layer, one curve per ROI.")
                for p in per_participant]
-    return [ReportSection("Results", tables=tables),
-            ReportSection("Alignment per layer", figures=figures)]
+    sections = [ReportSection("Results", tables=tables),
+                ReportSection("Alignment per layer", figures=figures)]
+    if maps:
+        sections.append(ReportSection("Brain maps (last layer)",
+                                      figures=map_figures(maps, folder)))
+    return sections
 
 
 def _evaluation_tables(per_participant):
@@ -735,7 +754,8 @@ def evaluate_job(job):
         ``variance_partitioning`` and ``significance`` (when on), ``voxel_significance``
         (``p_values``, ``q_values`` of the last layer, or empty), ``image_space`` (the data's
         ``space``, ``column_index``, ``mask_img``, ``n_vertices`` and ``subject``, for the
-        per-layer score images; None for ds003020), ``split``,
+        per-layer score images; None for ds003020), ``places`` (the record's ``space``,
+        ``column_index``, ``mask_img`` and ``voxel_indices``, for the brain maps), ``split``,
         ``voxel_selection``, ``data`` (fingerprints) and ``stage_seconds``.
     """
     from ..evaluation import default_encoder, evaluate_listener, low_level_feature_spaces
@@ -820,6 +840,9 @@ def evaluate_job(job):
                 "space": data.space, "column_index": np.asarray(data.column_index),
                 "mask_img": data.get("mask_img"), "n_vertices": data.get("n_vertices"),
                 "subject": data.get("subject") or participant}),
+            # where the voxels are, for the brain maps (space None: no maps without a mapper)
+            "places": {key: data.get(key) for key in ("space", "column_index", "mask_img",
+                                                      "voxel_indices")},
             "layer_indices": [int(k) for k in layer_indices],
             "layers": {roi: np.asarray(v).tolist() for roi, v in table["roi"].items()},
             "voxels": np.asarray(table["voxels"]),

@@ -208,6 +208,10 @@ class EvaluateSettings(_RealDataSettings):
                                         "layer)", json_schema_extra=_CONFIG_ONLY)
     partitioning_n_iter: int = Field(10, ge=1, description="band-weight candidates of the "
                                      "partitioning")
+    mapper: _Path | None = Field(None, description="brain maps on a subject's flatmap: a .npz "
+                                 "from sk-braintune mappers, or a folder of "
+                                 "<subject>_mapper.npz files (default: maps only where the "
+                                 "data have a space)")
 
     def layer_indices(self):
         """``"all"`` or the tuple of layer indices ``layers`` names.

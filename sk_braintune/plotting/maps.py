@@ -61,9 +61,10 @@ def write_brain_maps(voxel_scores, voxel_q, *, space, column_index, output, mask
     prefix : str, default=""
         Prepended to every file name (e.g. ``"whisper_tiny_en_"``).
     alpha : float, default=0.05
-    html : bool, default=True
-        Also write an interactive page per map (nilearn's niivue viewer; not for Mappers
-        without a voxel-to-fsaverage5 matrix).
+    html : bool or sequence of int, default=True
+        Also write an interactive page (nilearn's niivue viewer; not for Mappers without a
+        voxel-to-fsaverage5 matrix): for every map (True), none (False), or the maps at these
+        positions of the returned list (each page holds the mesh: ~3 MB on fsaverage5).
     views : sequence of str, optional
         As :func:`plot_brain_map`.
     dpi : int, default=110
@@ -94,24 +95,33 @@ def write_brain_maps(voxel_scores, voxel_q, *, space, column_index, output, mask
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     significance = f"q <= {alpha:g}, BH-FDR"
-    specs = [(f"{prefix}brainmap_{_slug(pretrained)}", scores[pretrained], q_of(pretrained),
+
+    def shown(q, where):  # the caption says what the mask is, or that there is none
+        return (f"shown {where} ({significance})" if q is not None else
+                "without a significance mask")
+
+    q = q_of(pretrained)
+    specs = [(f"{prefix}brainmap_{_slug(pretrained)}", scores[pretrained], q,
               f"{pretrained}: last-layer alignment", False,
               f"Where the {pretrained} model's last layer predicts the held-out story: "
-              f"noise-ceiling-normalised r per voxel, shown where significant ({significance})."
-              )]
+              f"noise-ceiling-normalised r per voxel, {shown(q, 'where significant')}.")]
     for other in (pretrained, *controls):
+        q = q_of(tuned, other)
         specs.append((f"{prefix}brainmap_{_slug(tuned)}_minus_{_slug(other)}",
-                      scores[tuned] - scores[other], q_of(tuned, other),
-                      f"{tuned} minus {other}", True,
+                      scores[tuned] - scores[other], q, f"{tuned} minus {other}", True,
                       f"What brain-tuning changed: {tuned} minus {other} in last-layer "
-                      "normalised r per voxel (red: brain-tuned higher, blue: lower), shown "
-                      f"where either model aligns significantly ({significance})."))
+                      "normalised r per voxel (red: brain-tuned higher, blue: lower), "
+                      f"{shown(q, 'where either model aligns significantly')}."))
     differences = [brain_map_values(values, q=q, alpha=alpha, symmetric=True)[2]
                    for _, values, q, _, diff, _ in specs if diff]
     shared_vmax = max(differences) if differences else None
 
+    if isinstance(html, (bool, np.bool_)):
+        pages = range(len(specs)) if html else ()
+    else:
+        pages = {int(i) % len(specs) for i in html}
     written = []
-    for stem, values, q, title, diff, caption in specs:
+    for position, (stem, values, q, title, diff, caption) in enumerate(specs):
         vmax = shared_vmax if diff else None
         label = "difference in normalised r" if diff else "normalised r"
         fig = plot_brain_map(values, space, column_index=column_index, mask_img=mask_img, q=q,
@@ -122,7 +132,7 @@ def write_brain_maps(voxel_scores, voxel_q, *, space, column_index, output, mask
         page = None
         can_view = not hasattr(space, "voxel_to_flatmap") or \
             space.voxel_to_fsaverage5 is not None
-        if html and can_view:
+        if position in pages and can_view:
             page = output / f"{stem}.html"
             view_brain_map(values, space, column_index=column_index, mask_img=mask_img, q=q,
                            alpha=alpha, symmetric=True if diff else None, vmax=vmax,

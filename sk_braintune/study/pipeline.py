@@ -187,7 +187,13 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
         kind: voxels with q < 0.05, 95% interval of the mean normalised r; the per-voxel p/q
         values go to ``voxel_scores`` as ``<model>_p_values`` / ``<model>_q_values``); with
         ``settings.variance_partitioning``, ``variance_partitioning`` (per model, per voxel
-        kind: unique model / low-level, shared, shared fraction of the last layer).
+        kind: unique model / low-level, shared, shared fraction of the last layer);
+        ``voxel_maps`` (not JSON: arrays), per listener what its brain maps need: ``space``,
+        ``column_index`` and ``mask_img`` (the dataset's, None where it has none),
+        ``noise_ceiling``,
+        ``voxel_scores`` and ``voxel_q`` (model -> ndarray (n_voxels,): the last layer's
+        normalised r and BH-FDR q-values, :func:`~sk_braintune.evaluation.evaluate_listener`;
+        ``voxel_q`` empty without the significance).
     """
     from ..datasets import participant_windows, select_participant
     from ..evaluation import (
@@ -280,6 +286,7 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
             low_level = low_level_feature_spaces(data, fit_stories, test)
     per_listener = {p: {} for p in listeners}
     results["voxel_scores"] = {}
+    results["voxel_maps"] = {}
     voxel_p_q = {}
     for p, own in listeners.items():
         evaluation = evaluate_listener(
@@ -294,6 +301,11 @@ def run_braintuning_study(settings, *, seed=0, device="auto", verbose=True, stag
                                  for name, t in evaluation.alignment.items()}
         results["voxel_scores"][p] = {name: t["voxels"]
                                       for name, t in evaluation.alignment.items()}
+        # what a brain map of this listener needs: its places and its last layer's scores
+        results["voxel_maps"][p] = {
+            "space": own.get("space"), "column_index": own.get("column_index"),
+            "mask_img": own.get("mask_img"), "noise_ceiling": ceiling[p],
+            "voxel_scores": dict(evaluation.voxel_scores), "voxel_q": dict(evaluation.voxel_q)}
         if evaluation.significance is not None:
             own_results["significance"] = {name: sig["roi"]
                                            for name, sig in evaluation.significance.items()}

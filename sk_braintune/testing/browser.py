@@ -98,13 +98,16 @@ class _ReportParser(HTMLParser):
         elif tag == "section" and attrs.get("id") == "summary":
             self._in_summary = True
         elif tag == "figure":
-            self._figure = {"caption": "", "file": None}
+            self._figure = {"caption": "", "file": None, "link": None}
+        elif tag == "a" and self._figure is not None and self._in_caption:
+            self._figure["link"] = attrs.get("href")
         elif tag == "figcaption" and self._figure is not None:
             self._in_caption = True
         elif tag == "img":
             image = {"file": attrs.get("data-file"),
                      "natural_width": int(attrs.get("data-natural-width") or 0),
                      "src_prefix": (attrs.get("src") or "")[:22], "caption": None,
+                     "link": None,
                      "section": self.sections[-1]["heading"] if self.sections else None}
             self.images.append(image)
             if self._figure is not None:
@@ -138,6 +141,7 @@ class _ReportParser(HTMLParser):
             caption = " ".join(self._figure["caption"].split())
             if image is not None:
                 image["caption"] = caption
+                image["link"] = self._figure["link"]
                 if self.sections:
                     self.sections[-1]["figures"].append({"file": image["file"],
                                                          "caption": caption})
@@ -171,7 +175,8 @@ def parse_report(dom):
     Returns
     -------
     report : dict
-        ``images`` (list of dict: ``file``, ``natural_width``, ``caption``, ``section``),
+        ``images`` (list of dict: ``file``, ``natural_width``, ``caption``, ``section``,
+        ``link``: the caption's link, e.g. to an interactive brain map, or None),
         ``images_loaded`` and ``images_total`` (set by the page's script on ``load``; None when
         it did not run), ``page_overflow`` (whether the page is wider than the window; None
         when the script did not run), ``header`` and ``rows`` of the ``results`` table (list
@@ -230,7 +235,8 @@ def check_report(folder, page=None):
     """Render a results folder's report and check it against the folder's files.
 
     Checks that the page's script ran, that every figure decoded (``naturalWidth > 0``) and
-    has a caption that is more than its file name, that nothing runs off the right edge of
+    has a caption that is more than its file name (and that the page its caption links, if
+    any, is in the folder), that nothing runs off the right edge of
     the window (wide tables scroll inside the page), that every section has a heading, that
     the page opens with a summary, that every table read from a CSV file of the folder (the
     ``results`` table from ``results.csv`` among them) has that file's header, rows and values
@@ -267,6 +273,9 @@ def check_report(folder, page=None):
         caption = image["caption"] or ""
         assert caption and caption != Path(image["file"] or "").name, (
             f"figure {image['file']} has no caption saying what it shows: {caption!r}")
+        link = image.get("link")
+        assert link is None or (folder / link).is_file(), (
+            f"figure {image['file']} links {link}, which is not in {folder}")
     assert rendered["page_overflow"] is False, "the page runs off the right edge of the window"
     assert all(section["heading"] for section in rendered["sections"]), "a section has no heading"
     assert rendered["summary"], "the page has no summary"
