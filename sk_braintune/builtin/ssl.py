@@ -438,7 +438,7 @@ class _PretrainingRun:
         import torch
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-        from ..models.backbone import AudioBackbone, _load_preprocessing, quiet_transformers
+        from ..models.backbone import AudioBackbone, load_preprocessing, quiet_transformers
 
         r = self.recipe
         with quiet_transformers():
@@ -459,7 +459,7 @@ class _PretrainingRun:
         config = self.encoder.config
         self.mel_maker = AudioBackbone(
             self.encoder, family="whisper", name_or_path=str(self.directory),
-            preprocessing=_load_preprocessing(str(self.directory), "whisper", config))
+            preprocessing=load_preprocessing(str(self.directory), "whisper", config))
 
     def crops(self, n, rng):
         """Log-mel of ``n`` random crops, drawn with ``rng``: (n, 80, 2 * crop_frames)."""

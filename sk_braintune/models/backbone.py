@@ -52,7 +52,7 @@ from torch import nn
 
 from .._hashing import new_hasher, update_array, update_json
 
-__all__ = ["AudioBackbone", "BackboneOutput", "load_backbone", "quiet_transformers"]
+__all__ = ["AudioBackbone", "BackboneOutput", "load_backbone", "load_preprocessing", "quiet_transformers"]
 
 SAMPLE_RATE = 16_000
 
@@ -184,8 +184,24 @@ def _default_feature_extractor(family, config):
     return Wav2Vec2FeatureExtractor(do_normalize=_DEFAULT_DO_NORMALIZE[family])
 
 
-def _load_preprocessing(model, family, config):
-    """Read the checkpoint's feature-extractor settings into a plain (picklable) dict."""
+def load_preprocessing(model, family, config):
+    """Read the checkpoint's feature-extractor settings into a plain (picklable) dict.
+
+    Parameters
+    ----------
+    model : str
+        Model directory (or a name the Hugging Face cache holds).
+    family : str
+        The backbone family (``"whisper"``, ``"wav2vec2"``, ...): its defaults are used, with a
+        warning, where the directory has no ``preprocessor_config.json``.
+    config : transformers.PretrainedConfig
+        The model's configuration.
+
+    Returns
+    -------
+    preprocessing : dict
+        What the backbone needs to turn waveforms into model inputs.
+    """
     from transformers import AutoFeatureExtractor
 
     source = "preprocessor_config.json"
@@ -325,7 +341,7 @@ def load_backbone(model, *, device="cpu", whisper_input="slice"):
                                                       output_loading_info=True)
             if family != "generic":
                 _check_no_missing(info, "", model)
-    prep = _load_preprocessing(model, family, config)
+    prep = load_preprocessing(model, family, config)
     backbone = AudioBackbone(encoder, family=family, name_or_path=model, preprocessing=prep,
                              whisper_input=whisper_input)
     return backbone.to(resolve_device(device)).eval()
