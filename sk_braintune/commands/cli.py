@@ -93,8 +93,10 @@ def build_parser():
     _add_settings_options(demo, COMMAND_SETTINGS["demo"])
 
     tune = sub.add_parser(
-        "tune", help="brain-tune a model on one or several ds003020 participants",
-        description="Fine-tune a speech model on ds003020 responses with the paper's defaults; "
+        "tune", help="brain-tune a model on one or several participants of a real dataset",
+        description="Fine-tune a speech model on fMRI responses (--dataset: ds003020, the "
+                    "default, Narratives, Le Petit Prince or any BIDS dataset) with the paper's "
+                    "defaults; "
                     "several --subject values tune one model on all of them (one shared head "
                     "over the common voxel space). Writes the tuned backbone "
                     "(save_pretrained), history, training curves, manifest and report to "
@@ -102,7 +104,7 @@ def build_parser():
     _add_settings_options(tune, COMMAND_SETTINGS["tune"])
 
     evaluate = sub.add_parser(
-        "evaluate", help="layer-wise alignment and low-level impact of a model on ds003020",
+        "evaluate", help="layer-wise alignment and low-level impact of a model on a real dataset",
         description="Extract per-layer features, fit voxelwise ridge encoding models on the "
                     "training stories and score the test story (noise-ceiling-normalised r per "
                     "layer and ROI) for each --subject; also the low-level impact. Writes a "
