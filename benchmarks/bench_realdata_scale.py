@@ -157,6 +157,17 @@ def run_command(argv, log_path):
             "peak_rss_gib": round(usage.ru_maxrss * 1024 / GIB, 2), "stages": stages}
 
 
+def print_measured(what, measured, estimate, log):
+    """A command's exit status, time and peak against its estimate, then each stage's."""
+    print(f"{what}: exit {measured['returncode']}, {measured['seconds']} s, peak "
+          f"{measured['peak_rss_gib']} GiB (estimated {estimate['peak_gib']:.1f})", flush=True)
+    for stage in measured["stages"]:
+        print(f"  {stage['stage']:<70} {stage['seconds']:>8.1f} s "
+              f"{stage['peak_rss_gib']:>6.2f} GiB", flush=True)
+    if measured["returncode"]:
+        print(f"  failed: see {log}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path,
@@ -270,14 +281,7 @@ def main():
             run["log"] = str(log.relative_to(REPO)) if log.is_relative_to(REPO) else str(log)
             results["runs"].append(run)
             save()
-            print(f"{command} on {n_stories} stories: exit {measured['returncode']}, "
-                  f"{measured['seconds']} s, peak {measured['peak_rss_gib']} GiB (estimated "
-                  f"{est['peak_gib']:.1f})", flush=True)
-            for stage in measured["stages"]:
-                print(f"  {stage['stage']:<60} {stage['seconds']:>8.1f} s "
-                      f"{stage['peak_rss_gib']:>6.2f} GiB", flush=True)
-            if measured["returncode"]:
-                print(f"  failed: see {log}", flush=True)
+            print_measured(f"{command} on {n_stories} stories", measured, est, log)
     if not args.keep:
         shutil.rmtree(args.root.parent, ignore_errors=True)
     print(f"\nresults in {args.output}")

@@ -255,12 +255,17 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                     n_repeats=10, n_layers=3, hidden_size=32, n_delays=4, n_alphas=None,
                     selected_fraction=1.0, longest_story_seconds=800.0,
                     working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
-                    training_gib=2.7, select_before_stacking=False):
-    """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune`` on ds003020 data.
+                    training_gib=2.7, select_before_stacking=False, run_volumes=None,
+                    run_columns=None, surface_runs=False):
+    """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune``.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
     listed in ``terms``). Responses read lazily (:func:`~sk_braintune.datasets.load_lebel2023`)
     cost nothing until the commands stack them into one ``(n_trs, n_voxels)`` float32 matrix.
+    The loaders of volumes and surfaces (:func:`~sk_braintune.datasets.load_bids` and those
+    built on it) read each run once, whole, into memory: give their runs' sizes
+    (``run_volumes``, ``run_columns``) and the record they hold (the stories' responses and
+    repeats) is counted from the load until ``evaluate`` has stacked the responses.
 
     Parameters
     ----------
@@ -300,6 +305,17 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         ``tune`` only: the responses are stacked for the selected voxels only (what
         :meth:`~sk_braintune.datasets.LazyStoryArray.take_columns` allows) instead of for
         all voxels and then indexed.
+    run_volumes : list of int, optional
+        Volumes of each run the loader reads (volume data: the selected stories' span of each
+        run); None for ds003020, whose responses are read lazily.
+    run_columns : int, optional
+        Columns read per run before the constant, NaN or masked ones are dropped (both
+        hemispheres' vertices, or the brain mask's voxels); default ``n_voxels``.
+    surface_runs : bool, default=False
+        The runs are GIfTI files: nibabel parses a file whole, so reading the largest run holds
+        2.6 times its values at once (measured with ``benchmarks/bench_bids_scale.py``), where
+        NIfTI runs are read in blocks and the largest is held twice only while its stories are
+        copied out.
 
     Returns
     -------
@@ -339,15 +355,29 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         "training": training_gib,
     }
     base = terms["runtime"] + terms["audio"]
-    stages = {"load": base + max(terms["audio_decode"], terms["repeats"]),
-              "windows": base + terms["window_audio"]}
+    record = 0.0  # responses a loader holds in memory (none when read lazily)
+    if run_volumes is None:
+        load = base + max(terms["audio_decode"], terms["repeats"])
+    else:
+        volumes = [int(v) for v in run_volumes]
+        columns = int(run_columns or n_voxels)
+        terms["runs"] = sum(volumes) * columns * f32 / _GIB
+        terms["largest_run"] = max(volumes) * columns * f32 / _GIB
+        terms["record"] = terms["responses"] + terms["repeats"]
+        record = terms["record"]
+        # every run is held until the stories are copied out of it; the largest one's
+        # transient comes on top (a GIfTI parse, or its stories' copies)
+        load = base + terms["runs"] + (1.6 if surface_runs else 1.0) * terms["largest_run"]
+    stages = {"load": load, "windows": base + terms["window_audio"] + record}
     if command == "evaluate":
         # the audio is dropped once the features and the low-level features are made; then
-        # the responses are stacked once (training stories first, the test story last) and
-        # every fit reads views of them: no stage copies them
-        stages["features"] = base + terms["features"]
-        stages["lowlevel_features"] = base + terms["features"] + terms["lowlevel"]
+        # the responses are stacked once (training stories first, the test story last), the
+        # record's copy (if any) is dropped, and every fit reads views of them: no stage
+        # copies them
+        stages["features"] = base + terms["features"] + record
+        stages["lowlevel_features"] = base + terms["features"] + terms["lowlevel"] + record
         held = terms["runtime"] + terms["features"] + terms["lowlevel"] + terms["responses"]
+        stages["stack"] = held + record
         stages["alignment"] = held + terms["ridge"]
         stages["low_level"] = held + terms["ridge"]
         stages["partitioning"] = held + terms["ridge"] + terms["test_float64"]
@@ -356,5 +386,6 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         stacked = (terms["selected_responses"] if select_before_stacking
                    else terms["responses"] + terms["selected_responses"])
         # the tuner keeps float32 targets as given and one standardised copy
-        stages["tune"] = base + stacked + terms["training"] + terms["selected_responses"]
+        stages["tune"] = (base + stacked + terms["training"] + terms["selected_responses"]
+                          + record)
     return {"stages": stages, "peak_gib": max(stages.values()), "terms": terms}

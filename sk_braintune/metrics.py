@@ -136,7 +136,7 @@ def noise_ceiling(repeats):
     cc_max : ndarray of shape (n_voxels,)
         float64; may slightly exceed 1 by chance for near-noiseless voxels.
     """
-    repeats = np.asarray(repeats, dtype=np.float64)
+    repeats = np.asarray(repeats)
     if repeats.ndim != 3:
         hint = (" (a 2-D array is ambiguous: for one voxel use repeats[:, :, None], for one "
                 "repeat there is no ceiling to estimate)" if repeats.ndim == 2 else "")
@@ -146,14 +146,23 @@ def noise_ceiling(repeats):
     if n_repeats < 2 or n_trs < 2:
         raise ValueError(f"noise_ceiling needs at least 2 repeats of at least 2 TRs; got "
                          f"{n_repeats} repeats of {n_trs} TRs.")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zscored = (repeats - repeats.mean(axis=1, keepdims=True)) / repeats.std(axis=1,
-                                                                                 keepdims=True)
-        mean_response = zscored.mean(axis=0)
-        signal_power = ((n_repeats * mean_response.var(axis=0, ddof=1) - 1.0)
-                        / (n_repeats - 1.0))
-        cc_max = 1.0 / np.sqrt(1.0 + (1.0 / signal_power - 1.0) / n_repeats)
+    # in voxel chunks (the metric is per voxel): the float64 temporaries of 90,000 voxels'
+    # repeats would be several times the repeats themselves
+    cc_max = np.empty(repeats.shape[2])
+    for first in range(0, repeats.shape[2], _CEILING_CHUNK_VOXELS):
+        part = np.asarray(repeats[:, :, first:first + _CEILING_CHUNK_VOXELS], dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zscored = (part - part.mean(axis=1, keepdims=True)) / part.std(axis=1,
+                                                                           keepdims=True)
+            mean_response = zscored.mean(axis=0)
+            signal_power = ((n_repeats * mean_response.var(axis=0, ddof=1) - 1.0)
+                            / (n_repeats - 1.0))
+            cc_max[first:first + _CEILING_CHUNK_VOXELS] = 1.0 / np.sqrt(
+                1.0 + (1.0 / signal_power - 1.0) / n_repeats)
     return np.nan_to_num(cc_max, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+_CEILING_CHUNK_VOXELS = 8192
 
 
 def normalized_correlation(r, cc_max, min_ceiling=0.05):

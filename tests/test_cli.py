@@ -89,7 +89,7 @@ def test_bad_output_fails_before_any_work(command, miniature, tiny_model, tmp_pa
     def no_loading(*args, **kwargs):
         raise AssertionError("data loaded before the output folder was checked")
 
-    monkeypatch.setattr(realdata, "_load_real", no_loading)
+    monkeypatch.setattr(realdata, "load_dataset", no_loading)
     afile = tmp_path / "afile"
     afile.write_text("x")
     others = tmp_path / "others"
@@ -601,7 +601,7 @@ def test_evaluate_torch_ridge_and_the_demos_four_low_level_kinds(miniature, tiny
                                                                  tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from sk_braintune.evaluation import lowlevel as evaluation
-    from sk_braintune.commands import realdata
+    from sk_braintune.commands import evaluate
     from sk_braintune.encoding import RidgeEncoder
     from sk_braintune.features import lowlevel
 
@@ -620,7 +620,7 @@ def test_evaluate_torch_ridge_and_the_demos_four_low_level_kinds(miniature, tiny
     monkeypatch.setattr(lowlevel, "lowlevel_features", spy_features)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = realdata.run_evaluate({
+        results = evaluate.run_evaluate({
             "root": str(miniature), "subject": "UTS01", "model": str(tiny_model), "window": 2.0,
             "layers": "0,2", "output": str(tmp_path / "eval"), "quiet": True, "device": "cpu",
             "ridge_backend": "torch"})

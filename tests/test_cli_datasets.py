@@ -155,7 +155,7 @@ def test_paper_protocol_errors(tmp_path, tiny_model, narratives, capsys):
 
 
 def test_paper_protocol_pieces(tmp_path):
-    from sk_braintune.commands.realdata import _paper_protocol
+    from sk_braintune.commands.evaluate import _paper_protocol
     from sk_braintune.commands.settings import EvaluateSettings
     from sk_braintune.datasets import PAPER_TRAIN_STORIES, load_lebel2023
 

@@ -108,3 +108,29 @@ def test_memory_estimate_adds_up_the_arrays_held():
     assert bigger["terms"]["responses"] == pytest.approx(3 * est["terms"]["responses"])
     with pytest.raises(ValueError, match="command"):
         estimate_memory(n_trs, n_voxels, audio_seconds=seconds, command="fit")
+
+
+def test_memory_estimate_of_runs_read_into_memory():
+    # Narratives' 21styear at fsaverage6: one 2,226-volume run (the story 2,211 of them) and
+    # two 300-volume presentations of the test story; 81,924 vertices read, 77,924 kept
+    gib = 2.0 ** 30
+    lazy = estimate_memory(2211 + 300, 77_924, audio_seconds=3800, n_test_trs=300,
+                           n_repeats=2)
+    est = estimate_memory(2211 + 300, 77_924, audio_seconds=3800, n_test_trs=300,
+                          n_repeats=2, run_volumes=[2226, 300, 300], run_columns=81_924,
+                          surface_runs=True)
+    terms, stages = est["terms"], est["stages"]
+    assert terms["runs"] == pytest.approx(2826 * 81_924 * 4 / gib)
+    assert terms["largest_run"] == pytest.approx(2226 * 81_924 * 4 / gib)
+    assert terms["record"] == pytest.approx((2511 + 2 * 300) * 77_924 * 4 / gib)
+    # reading: every run, plus the GIfTI parse of the largest (2.6 times its values at once)
+    assert stages["load"] == pytest.approx(
+        terms["runtime"] + terms["audio"] + terms["runs"] + 1.6 * terms["largest_run"])
+    volume = estimate_memory(2211 + 300, 77_924, audio_seconds=3800, n_test_trs=300,
+                             n_repeats=2, run_volumes=[2226, 300, 300], run_columns=81_924)
+    assert stages["load"] - volume["stages"]["load"] == pytest.approx(
+        0.6 * terms["largest_run"])
+    # the record is held until the responses are stacked, then dropped
+    assert stages["stack"] - lazy["stages"]["stack"] == pytest.approx(terms["record"])
+    assert stages["features"] - lazy["stages"]["features"] == pytest.approx(terms["record"])
+    assert stages["alignment"] == pytest.approx(lazy["stages"]["alignment"])

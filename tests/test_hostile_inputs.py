@@ -392,7 +392,7 @@ def no_work(monkeypatch):
     def reached(*args, **kwargs):
         raise AssertionError("the command reached the heavy work")
 
-    monkeypatch.setattr(realdata, "_load_real", reached)
+    monkeypatch.setattr(realdata, "load_dataset", reached)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n" + b"\0" * 40])

@@ -165,3 +165,16 @@ def test_constant_nonzero_voxels_score_zero_not_one():
 def test_noise_ceiling_rejects_two_dimensional_input():
     with pytest.raises(ValueError, match="2-D array is ambiguous"):
         noise_ceiling(np.ones((3, 20)))
+
+
+def test_noise_ceiling_in_voxel_chunks_equals_one_pass(monkeypatch):
+    # the ceiling is computed a chunk of voxels at a time (bounded float64 temporaries at
+    # 90,000 voxels); chunk edges must not change any voxel's value
+    from sk_braintune import metrics
+
+    rng = np.random.default_rng(7)
+    repeats = (rng.standard_normal((1, 40, 10)) + rng.standard_normal((3, 40, 10))).astype(
+        np.float32)
+    whole = metrics.noise_ceiling(repeats)
+    monkeypatch.setattr(metrics, "_CEILING_CHUNK_VOXELS", 3)
+    np.testing.assert_array_equal(metrics.noise_ceiling(repeats), whole)

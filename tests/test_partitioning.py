@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
-from sk_braintune.encoding import correct_partitions, partition_roi_summary, variance_partitioning
+from sk_braintune.encoding import (RidgeEncoder, correct_partitions, partition_roi_summary,
+                                   variance_partitioning)
 from sk_braintune.encoding.partitioning import r2_voxels
 
 # (shared, model-only, low-level-only) amplitudes of each voxel kind; noise sd 0.5
@@ -118,8 +119,14 @@ def test_roi_summary_and_input_errors():
         variance_partitioning(X_model, X_low, y, groups, train=[0, 1, 2], test=[2])
     with pytest.raises(ValueError, match="not in groups"):
         variance_partitioning(X_model, X_low, y, groups, train=[0, 1, 9], test=[3])
-    with pytest.raises(ValueError, match="at least 2 training stories"):
-        variance_partitioning(X_model, X_low, y, groups, train=[0], test=[3])
+    # one training story: contiguous blocks of it choose the penalties, as a RidgeEncoder
+    # fitted without groups does
+    single = variance_partitioning(X_model, X_low, y, groups, train=[0], test=[3],
+                                   alphas=[0.1, 10, 1000], n_iter=3, cv=3, random_state=0)
+    alone = RidgeEncoder(alphas=[0.1, 10, 1000], cv=3, cv_scoring="mse").fit(
+        X_model[groups == 0], y[groups == 0])
+    expected = r2_voxels(y[groups == 3], alone.predict(X_model[groups == 3]))
+    np.testing.assert_allclose(single["r2_model"], expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="one row per TR"):
         variance_partitioning(X_model[:-1], X_low, y, groups, train=[0, 1], test=[3])
     with pytest.raises(ValueError, match="per-voxel entries"):

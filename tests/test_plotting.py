@@ -115,6 +115,11 @@ def test_brain_map_values_mask_threshold_and_limits():
     shown, vmin, vmax, _ = brain_map_values(np.abs(values), vmax=2.0)
     assert (vmin, vmax) == (0.0, 2.0)
     assert brain_map_values(np.full(3, np.nan))[2] == 1.0  # nothing shown: a usable scale
+    # a robust limit: one extreme column saturates instead of paling the others
+    spread = np.r_[np.linspace(-0.1, 0.1, 199), 5.0]
+    assert brain_map_values(spread, percentile=99)[2] == pytest.approx(
+        np.percentile(np.abs(spread), 99))
+    assert brain_map_values(spread)[2] == 5.0
 
 
 @pytest.mark.parametrize("view", ["lateral", "medial", "flat"])

@@ -155,3 +155,35 @@ def test_roi_intervals_cover_the_true_mean():
     r = correlation_score(y, prediction, "raw_values")
     assert out["mean"] == pytest.approx(np.mean(r[5:] / 0.5))
     assert out["low"] < out["mean"] < out["high"]
+
+
+def test_roi_intervals_are_percentiles_of_resampled_correlations():
+    # the definition, computed row by row: blocks drawn with replacement (the last one cut)
+    # until the sample has n_trs TRs; np.corrcoef on those rows; percentiles of ROI means
+    rng = np.random.default_rng(4)
+    n_trs, n_voxels = 53, 7
+    groups = np.repeat(["a", "b"], [30, 23])
+    y_true = _ar1(rng, (n_trs, n_voxels))
+    y_pred = 0.5 * y_true + rng.standard_normal((n_trs, n_voxels))
+    y_pred[:, 6] = 1.0  # a constant prediction scores 0
+    labels = np.array(["x", "x", "x", "y", "y", "y", "y"])
+    cc_max = np.array([0.5, 0.9, 0.01, 0.7, 0.6, 0.8, 0.5])
+    out = roi_confidence_intervals(y_true, y_pred, labels, block_length=8, n_bootstraps=40,
+                                   groups=groups, cc_max=cc_max, random_state=5)
+    blocks = time_blocks(n_trs, 8, groups)
+    draw = np.random.RandomState(5)
+    means = {"x": [], "y": []}
+    for _ in range(40):
+        rows = []
+        while len(rows) < n_trs:
+            rows.extend(blocks[draw.randint(len(blocks))])
+        rows = rows[:n_trs]
+        r = np.array([np.corrcoef(y_true[rows, v], y_pred[rows, v])[0, 1]
+                      if np.ptp(y_pred[rows, v]) > 0 else 0.0 for v in range(n_voxels)])
+        normalized = np.where(cc_max > 0.05, r / cc_max, np.nan)
+        for roi in means:
+            means[roi].append(np.nanmean(normalized[labels == roi]))
+    for roi in means:
+        low, high = np.percentile(means[roi], [2.5, 97.5])
+        assert out[roi]["low"] == pytest.approx(low, abs=1e-10)
+        assert out[roi]["high"] == pytest.approx(high, abs=1e-10)

@@ -274,10 +274,9 @@ def main(argv=None):
     command_line = ["sk-braintune", *(sys.argv[1:] if argv is None else argv)]
     _configure_threads(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from . import demo, realdata
+    from . import demo, evaluate, tune
 
-    runner = {"demo": demo.run_demo, "tune": realdata.run_tune,
-              "evaluate": realdata.run_evaluate,
+    runner = {"demo": demo.run_demo, "tune": tune.run_tune, "evaluate": evaluate.run_evaluate,
               "dataset": demo.run_dataset_summary}[args.command]
     try:
         runner(config, command_line=command_line)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import NaNVoxelWarning
+from ..metrics import noise_ceiling
 from ..preprocessing import nonfinite_columns, zero_nonfinite
 from .audio import TARGET_SAMPLE_RATE
 from .record import resolve_split
@@ -630,16 +631,6 @@ def _mapped_mask(mask, mapping):
     return np.asarray(touched).ravel() > 0
 
 
-def _chunked_noise_ceiling(repeats, chunk_voxels=8192):
-    """Schoppe cc_max of (R, n, v) repeats, in voxel chunks (the metric is per voxel)."""
-    from ..metrics import noise_ceiling
-
-    repeats = np.asarray(repeats, dtype=np.float32)
-    n_voxels = repeats.shape[-1]
-    return np.concatenate([noise_ceiling(repeats[:, :, first:first + chunk_voxels])
-                           for first in range(0, n_voxels, chunk_voxels)])
-
-
 def _participant_list(subject):
     if isinstance(subject, (str, bytes, int, np.integer, os.PathLike)):
         names = [_subject_name(subject)]
@@ -910,10 +901,10 @@ class _Lebel2023Loading:
                 repeats = {s: np.asarray(a) for s, a in repeats.items()}
             ceiling_story = next((s for s in self.split["test"] if s in repeats),
                                  next((s for s in self.stories if s in repeats), None))
-            noise_ceiling = (None if ceiling_story is None
-                             else _chunked_noise_ceiling(repeats[ceiling_story]))
+            ceiling = (None if ceiling_story is None
+                       else noise_ceiling(repeats[ceiling_story]))
             self.by_participant[participant] = Bunch(
-                responses=responses, repeats=repeats, noise_ceiling=noise_ceiling,
+                responses=responses, repeats=repeats, noise_ceiling=ceiling,
                 noise_ceiling_story=ceiling_story, nan_voxels=self.nan_voxels[participant],
                 subject=participant)
 

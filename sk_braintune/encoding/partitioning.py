@@ -170,7 +170,8 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
         Band-weight candidates of the joint model (see ``BandedRidgeEncoder``).
     cv : int, "bootstrap" or splitter, default=5
         Inner CV of every model, over the training stories (an int: ``GroupKFold``; capped
-        at the number of training stories).
+        at the number of training stories; with a single training story, ``cv`` contiguous
+        blocks of it).
     correction : {"projection", "clip", "none"}, default="projection"
         Handling of negative partition estimates (see :func:`correct_partitions`).
     backend, device, dtype : see ``RidgeEncoder``
@@ -230,12 +231,12 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
         raise ValueError("train and test stories overlap; give disjoint story lists.")
     train_groups = groups[train_mask]
     if isinstance(cv, int) and not isinstance(cv, bool):
-        n_train_stories = len(np.unique(train_groups))
-        if n_train_stories < 2:
-            raise ValueError(f"variance_partitioning chooses penalties by story-grouped CV "
-                             f"and needs at least 2 training stories; got {n_train_stories} "
-                             f"(pass cv='bootstrap' to use chunks of one story).")
-        cv = clamp_cv(cv, train_groups)
+        if len(np.unique(train_groups)) < 2:
+            # one training story (a Narratives listener's long story): contiguous blocks of
+            # it, as the alignment and the low-level impact do
+            train_groups = None
+        else:
+            cv = clamp_cv(cv, train_groups)
     common = dict(alphas=alphas, cv=cv, cv_scoring="mse", backend=backend, device=device,
                   dtype=dtype)
     joint_X = np.hstack([X_model, X_lowlevel])

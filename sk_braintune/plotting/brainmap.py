@@ -23,7 +23,8 @@ _SURFACE_VIEWS = ("lateral", "medial", "flat")
 _VOLUME_VIEWS = ("slices", "glass")
 
 
-def brain_map_values(values, *, threshold=None, q=None, alpha=0.05, symmetric=None, vmax=None):
+def brain_map_values(values, *, threshold=None, q=None, alpha=0.05, symmetric=None, vmax=None,
+                     percentile=100.0):
     """The values a map shows and its colour limits.
 
     Parameters
@@ -39,6 +40,9 @@ def brain_map_values(values, *, threshold=None, q=None, alpha=0.05, symmetric=No
         value is negative, else ``[0, vmax]``.
     vmax : float, optional
         Upper colour limit; the largest shown ``|value|`` by default (1 when nothing shows).
+    percentile : float, default=100
+        Without ``vmax``, the limit is this percentile of the shown ``|value|``: below 100, a
+        few extreme columns saturate instead of paling every other one.
 
     Returns
     -------
@@ -63,7 +67,7 @@ def brain_map_values(values, *, threshold=None, q=None, alpha=0.05, symmetric=No
     if symmetric is None:
         symmetric = bool(finite.size and finite.min() < 0)
     if vmax is None:
-        vmax = float(np.abs(finite).max()) if finite.size else 1.0
+        vmax = float(np.percentile(np.abs(finite), percentile)) if finite.size else 1.0
         vmax = vmax if vmax > 0 else 1.0
     vmin = -vmax if symmetric else (min(0.0, float(finite.min())) if finite.size else 0.0)
     return shown, float(vmin), float(vmax), bool(symmetric)

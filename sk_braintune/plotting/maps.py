@@ -11,6 +11,9 @@ from .brainmap import brain_map_values, plot_brain_map, view_brain_map
 
 __all__ = ["write_brain_maps"]
 
+DIFFERENCE_PERCENTILE = 99.0
+"""The percentile of |difference| at which the difference maps' colours saturate."""
+
 
 def _slug(name):
     return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_") or "model"
@@ -110,9 +113,13 @@ def write_brain_maps(voxel_scores, voxel_q, *, space, column_index, output, mask
         specs.append((f"{prefix}brainmap_{_slug(tuned)}_minus_{_slug(other)}",
                       scores[tuned] - scores[other], q, f"{tuned} minus {other}", True,
                       f"What brain-tuning changed: {tuned} minus {other} in last-layer "
-                      "normalised r per voxel (red: brain-tuned higher, blue: lower), "
-                      f"{shown(q, 'where either model aligns significantly')}."))
-    differences = [brain_map_values(values, q=q, alpha=alpha, symmetric=True)[2]
+                      "normalised r per voxel (red: brain-tuned higher, blue: lower; the "
+                      f"colours saturate at the {DIFFERENCE_PERCENTILE:g}th percentile of "
+                      f"|difference|), {shown(q, 'where either model aligns significantly')}."))
+    # one colour scale for every difference map, set by their robust extremes: the largest
+    # |difference| is often a handful of noisy voxels that would pale all the others
+    differences = [brain_map_values(values, q=q, alpha=alpha, symmetric=True,
+                                    percentile=DIFFERENCE_PERCENTILE)[2]
                    for _, values, q, _, diff, _ in specs if diff]
     shared_vmax = max(differences) if differences else None
 
