@@ -348,8 +348,10 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         "ridge": (working_memory_mib * 2 ** 20 + n_voxels * (hidden_size * n_delays * f32
                                                             + n_alphas * 8 + 3 * 8)
                   + 2 * n_test_trs * n_voxels * f32) / _GIB,
-        # held-out responses and predictions in float64 (partitioning, significance)
-        "test_float64": 4 * n_test_trs * n_voxels * 8 / _GIB,
+        # the variance partitioning's held-out arrays in float64: responses, their centred
+        # copy, the joint model's two band contributions, their sum, one centred band and a
+        # product
+        "test_float64": 7 * n_test_trs * n_voxels * 8 / _GIB,
         "selected_responses": selected_fraction * n_trs * n_voxels * f32 / _GIB,
         "lowlevel": lowlevel_gib,
         "training": training_gib,

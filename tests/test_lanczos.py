@@ -52,3 +52,22 @@ def test_errors():
         lanczos_resample(np.zeros((3, 2)), np.arange(4), np.arange(5))
     with pytest.raises(ValueError, match="two new times"):
         lanczos_weights(np.arange(3), np.array([1.0]))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resample_over_bands_equals_the_weight_matrix(normalize, dtype):
+    # lanczos_resample sums each row over its band only (an hour of 0.01 s frames would make
+    # a 6 GB matrix); the numbers are those of the whole weight matrix
+    rng = np.random.default_rng(0)
+    old = np.sort(rng.uniform(0, 100, 3000))
+    new = np.arange(1.0, 99.0, 2.0)
+    data = rng.standard_normal((old.size, 3)).astype(dtype)
+    weights = lanczos_weights(old, new, normalize=normalize)
+    out = lanczos_resample(data, old, new, normalize=normalize)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, weights @ data.astype(np.float64),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-4 if dtype == np.float32 else 1e-12)
+    one = lanczos_resample(data[:, 0], old, new, normalize=normalize)
+    np.testing.assert_allclose(one, out[:, 0], rtol=1e-5, atol=1e-5)

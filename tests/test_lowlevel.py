@@ -179,3 +179,17 @@ def test_one_silence_set_for_textgrids_and_phone_features():
                           "label": ["AH0", "sp1", "_", "T"]})
     assert drop_silences(table)["label"].tolist() == ["AH0", "T"]
     assert normalize_phone("AH0") == "AH" and normalize_phone("t", "espeak") == "t"
+
+
+def test_power_spectrum_in_blocks_of_frames(monkeypatch):
+    # the frames are windowed and transformed a block at a time (an hour of audio at once is
+    # 3 GB of spectra); block edges change no frame
+    from sk_braintune.features import lowlevel
+
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(16000 * 12)
+    tr_times = np.arange(1.0, 11.0, 2.0)
+    whole = lowlevel.power_spectrum_features(audio, tr_times)
+    monkeypatch.setattr(lowlevel, "_FRAMES_PER_BLOCK", 37)
+    np.testing.assert_allclose(lowlevel.power_spectrum_features(audio, tr_times), whole,
+                               rtol=1e-6)

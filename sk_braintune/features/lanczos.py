@@ -40,6 +40,21 @@ def lanczos_weights(old_times, new_times, window=3, cutoff_mult=1.0, normalize=F
     -------
     weights : ndarray of shape (n_new, n_old), float64
     """
+    old_times, new_times, cutoff = _check_times(old_times, new_times, window, cutoff_mult)
+    bands = _bands(old_times, new_times, window, cutoff, normalize)
+    if bands is not None:
+        weights = np.zeros((new_times.size, old_times.size))
+        for row, (start, stop, kernel) in enumerate(bands):
+            weights[row, start:stop] = kernel
+        return weights
+    weights = _lanczos_kernel((new_times[:, None] - old_times[None, :]) * cutoff, window)
+    if normalize:
+        sums = weights.sum(axis=1, keepdims=True)
+        weights = np.divide(weights, sums, out=np.zeros_like(weights), where=sums != 0)
+    return weights
+
+
+def _check_times(old_times, new_times, window, cutoff_mult):
     old_times = np.asarray(old_times, dtype=np.float64)
     new_times = np.asarray(new_times, dtype=np.float64)
     if old_times.ndim != 1 or new_times.ndim != 1:
@@ -48,26 +63,32 @@ def lanczos_weights(old_times, new_times, window=3, cutoff_mult=1.0, normalize=F
         raise ValueError("at least two new times are needed to set the cut-off frequency.")
     if window <= 0:
         raise ValueError(f"window must be positive, got {window}")
-    cutoff = cutoff_mult / np.mean(np.diff(new_times))
-    if old_times.size > 1 and np.all(np.diff(old_times) >= 0) and cutoff > 0:
-        # sorted old times: each row is non-zero only within +-window / cutoff seconds, so the
-        # formula is evaluated on that band alone (the whole matrix took ~1 s per story for
-        # 0.01 s power-spectrum frames); one sample of margin each side keeps every entry the
-        # dense evaluation makes non-zero, and the band's entries are the same numbers
-        half = window / cutoff
-        starts = np.maximum(np.searchsorted(old_times, new_times - half, side="left") - 1, 0)
-        stops = np.minimum(np.searchsorted(old_times, new_times + half, side="right") + 1,
-                           old_times.size)
-        weights = np.zeros((new_times.size, old_times.size))
-        for row, (start, stop) in enumerate(zip(starts, stops)):
-            weights[row, start:stop] = _lanczos_kernel(
-                (new_times[row] - old_times[start:stop]) * cutoff, window)
-    else:
-        weights = _lanczos_kernel((new_times[:, None] - old_times[None, :]) * cutoff, window)
-    if normalize:
-        sums = weights.sum(axis=1, keepdims=True)
-        weights = np.divide(weights, sums, out=np.zeros_like(weights), where=sums != 0)
-    return weights
+    return old_times, new_times, cutoff_mult / np.mean(np.diff(new_times))
+
+
+def _bands(old_times, new_times, window, cutoff, normalize):
+    """Each row's non-zero weights ``(start, stop, kernel)``, or None for unsorted old times.
+
+    With sorted old times, a row is non-zero only within +-window / cutoff seconds, so the
+    formula is evaluated on that band alone (the whole matrix took ~1 s per story for 0.01 s
+    power-spectrum frames, and 6 GB for an hour of them); one sample of margin each side keeps
+    every entry the dense evaluation makes non-zero, and the band's entries are the same
+    numbers.
+    """
+    if not (old_times.size > 1 and np.all(np.diff(old_times) >= 0) and cutoff > 0):
+        return None
+    half = window / cutoff
+    starts = np.maximum(np.searchsorted(old_times, new_times - half, side="left") - 1, 0)
+    stops = np.minimum(np.searchsorted(old_times, new_times + half, side="right") + 1,
+                       old_times.size)
+    bands = []
+    for row, (start, stop) in enumerate(zip(starts, stops)):
+        kernel = _lanczos_kernel((new_times[row] - old_times[start:stop]) * cutoff, window)
+        if normalize:
+            total = kernel.sum()
+            kernel = kernel / total if total != 0 else np.zeros_like(kernel)
+        bands.append((int(start), int(stop), kernel))
+    return bands
 
 
 def _lanczos_kernel(u, window):
@@ -122,9 +143,14 @@ def lanczos_resample(data, old_times, new_times, window=3, cutoff_mult=1.0, norm
     if data.shape[0] != np.size(old_times):
         raise ValueError(f"data has {data.shape[0]} rows but old_times has "
                          f"{np.size(old_times)} entries.")
-    weights = lanczos_weights(old_times, new_times, window, cutoff_mult, normalize)
-    if data.dtype == np.float32:
-        out = weights.astype(np.float32) @ data
-    else:
-        out = weights @ data.astype(np.float64, copy=False)
+    dtype = np.float32 if data.dtype == np.float32 else np.float64
+    data = data.astype(dtype, copy=False)
+    old, new, cutoff = _check_times(old_times, new_times, window, cutoff_mult)
+    bands = _bands(old, new, window, cutoff, normalize)
+    if bands is None:
+        out = lanczos_weights(old, new, window, cutoff_mult, normalize).astype(dtype) @ data
+    else:  # row by row over each band: no (n_new, n_old) matrix
+        out = np.empty((new.size, data.shape[1]), dtype=dtype)
+        for row, (start, stop, kernel) in enumerate(bands):
+            out[row] = kernel.astype(dtype) @ data[start:stop]
     return out[:, 0] if squeeze else out
