@@ -256,7 +256,7 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                     selected_fraction=1.0, longest_story_seconds=800.0,
                     working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
                     training_gib=2.7, select_before_stacking=False, run_volumes=None,
-                    run_columns=None, surface_runs=False):
+                    run_columns=None, surface_runs=False, lowlevel_dims=299):
     """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune``.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
@@ -305,6 +305,10 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         ``tune`` only: the responses are stacked for the selected voxels only (what
         :meth:`~sk_braintune.datasets.LazyStoryArray.take_columns` allows) instead of for
         all voxels and then indexed.
+    lowlevel_dims : int, default=299
+        Low-level features per TR before the delays (the variance partitioning's models hold
+        one coefficient per delayed feature and voxel): 32 power-spectrum bands, 40 phonemes,
+        200 diphones and 27 articulatory features on real data.
     run_volumes : list of int, optional
         Volumes of each run the loader reads (volume data: the selected stories' span of each
         run); None for ds003020, whose responses are read lazily.
@@ -352,6 +356,9 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         # copy, the joint model's two band contributions, their sum, one centred band and a
         # product
         "test_float64": 7 * n_test_trs * n_voxels * 8 / _GIB,
+        # the partitioning's joint model and the one being fitted, float32 coefficients
+        "partitioning_models": (hidden_size + 2 * lowlevel_dims) * n_delays * n_voxels * f32
+                               / _GIB,
         "selected_responses": selected_fraction * n_trs * n_voxels * f32 / _GIB,
         "lowlevel": lowlevel_gib,
         "training": training_gib,
@@ -382,7 +389,8 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
         stages["stack"] = held + record
         stages["alignment"] = held + terms["ridge"]
         stages["low_level"] = held + terms["ridge"]
-        stages["partitioning"] = held + terms["ridge"] + terms["test_float64"]
+        stages["partitioning"] = (held + terms["ridge"] + terms["test_float64"]
+                                  + terms["partitioning_models"])
     else:
         base += terms["window_audio"]
         stacked = (terms["selected_responses"] if select_before_stacking

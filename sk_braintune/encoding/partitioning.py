@@ -251,11 +251,16 @@ def variance_partitioning(X_model, X_lowlevel, y, groups, train, test, *, alphas
     y_train = select_rows(y, train_mask)
     y_test = select_rows(y, test_mask).astype(np.float64)
     r2 = {}
-    for name, model in models.items():
+    for name, model in list(models.items()):
         model.fit(select_rows(inputs[name], train_mask), y_train, groups=train_groups)
         prediction = model.predict(select_rows(inputs[name], test_mask)).reshape(len(y_test),
                                                                                   -1)
         r2[name] = r2_voxels(y_test, prediction)
+        del prediction
+        if name != "joint" and not return_models:
+            # only the joint model is used below: at 80,000 voxels each model's coefficients
+            # (one per delayed feature and voxel) are hundreds of MB
+            models[name] = None
 
     result = {"r2_joint": r2["joint"], "r2_model": r2["model"], "r2_lowlevel": r2["lowlevel"]}
     raw = correct_partitions(r2["model"], r2["lowlevel"], r2["joint"], correction="none")
