@@ -87,6 +87,11 @@ def test_memory_estimate_adds_up_the_arrays_held():
     assert stages["alignment"] == pytest.approx(
         terms["runtime"] + terms["features"] + terms["lowlevel"] + terms["responses"]
         + terms["ridge"])
+    # the partitioning adds its held-out float64 arrays and two models' coefficients (the
+    # joint one and the one being fitted: hidden + 2 x low-level features, 4 delays each)
+    assert terms["partitioning_models"] == pytest.approx((32 + 2 * 299) * 4 * n_voxels * 4 / gib)
+    assert stages["partitioning"] == pytest.approx(
+        stages["alignment"] + terms["test_float64"] + terms["partitioning_models"])
     # the audio is gone when the responses are stacked
     assert stages["features"] == pytest.approx(
         terms["runtime"] + terms["audio"] + terms["features"])
