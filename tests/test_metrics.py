@@ -178,3 +178,25 @@ def test_noise_ceiling_in_voxel_chunks_equals_one_pass(monkeypatch):
     whole = metrics.noise_ceiling(repeats)
     monkeypatch.setattr(metrics, "_CEILING_CHUNK_VOXELS", 3)
     np.testing.assert_array_equal(metrics.noise_ceiling(repeats), whole)
+
+
+def test_correlation_score_in_column_blocks_equals_one_pass(monkeypatch):
+    # Pearson r is computed a block of columns at a time (bounded float64 temporaries on the
+    # held-out story at 80,000 voxels); block edges must not change a column
+    from sk_braintune import metrics
+
+    rng = np.random.default_rng(8)
+    y_true = rng.standard_normal((30, 11)).astype(np.float32)
+    y_pred = 0.5 * y_true + rng.standard_normal((30, 11)).astype(np.float32)
+    y_pred[:, 4] = 2.0  # constant: r = 0
+    weights = rng.uniform(0.5, 1.5, 30)
+    whole = metrics.correlation_score(y_true, y_pred, multioutput="raw_values",
+                                      sample_weight=weights)
+    monkeypatch.setattr(metrics, "_CORRELATION_BLOCK", 3)
+    blocks = metrics.correlation_score(y_true, y_pred, multioutput="raw_values",
+                                       sample_weight=weights)
+    np.testing.assert_allclose(blocks, whole, rtol=1e-12, atol=1e-15)
+    assert blocks[4] == 0.0
+    expected = [np.corrcoef(y_true[:, k], y_pred[:, k])[0, 1] for k in range(11) if k != 4]
+    unweighted = metrics.correlation_score(y_true, y_pred, multioutput="raw_values")
+    np.testing.assert_allclose(np.delete(unweighted, 4), expected, rtol=1e-5)
