@@ -255,8 +255,8 @@ def estimate_memory(n_trs, n_voxels, *, audio_seconds, command="evaluate", n_tes
                     n_repeats=10, n_layers=3, hidden_size=32, n_delays=4, n_alphas=None,
                     selected_fraction=1.0, longest_story_seconds=800.0,
                     working_memory_mib=256, runtime_gib=0.6, lowlevel_gib=0.8,
-                    training_gib=2.7, select_before_stacking=False, run_volumes=None,
-                    run_columns=None, surface_runs=False, lowlevel_dims=299):
+                    training_gib=2.7, select_before_stacking=False, lowlevel_dims=299,
+                    run_volumes=None, run_columns=None, surface_runs=False):
     """Peak memory, stage by stage, of ``sk-braintune evaluate`` or ``tune``.
 
     A sum of the arrays each stage holds at once, from the sizes of the data (the terms are
