@@ -87,7 +87,7 @@ def run_evaluate(config, command_line=None):
             seeds={"seed": config.seed}, split=first["split"],
             voxels={p: r["voxel_selection"] for p, r in per_participant.items()},
             data={p: r["data"] for p, r in per_participant.items()},
-                models={"evaluated": fingerprint_model(config.model)},
+            models={"evaluated": fingerprint_model(config.model)},
             extra={"participants": subjects,
                    "stage_seconds": {p: r["stage_seconds"] for p, r in per_participant.items()}})
     for row in rows:

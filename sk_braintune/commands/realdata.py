@@ -30,8 +30,8 @@ __all__ = ["DATASET_NAMES", "check_inputs", "load_dataset", "run_here_or_as_jobs
 
 
 DATASET_NAMES = {"lebel2023": "OpenNeuro ds003020", "narratives": "Narratives (ds002345)",
-                  "petit-prince": "Le Petit Prince (ds003643)",
-                  "bids": "the BIDS dataset (with derivatives)"}
+                 "petit-prince": "Le Petit Prince (ds003643)",
+                 "bids": "the BIDS dataset (with derivatives)"}
 
 
 def check_inputs(config, command):
@@ -217,7 +217,7 @@ def run_here_or_as_jobs(function, jobs, config, kind, folder):
 
 
 def finish_results(command, config, output, *, started, command_line, title, summary=None,
-            sections=None, **manifest_parts):
+                   sections=None, **manifest_parts):
     """config.toml, manifest.json and report.html of a results folder."""
     save_config(config, output)
     manifest = build_manifest(command, config, started=started, command_line=command_line,

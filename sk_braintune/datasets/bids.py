@@ -207,14 +207,14 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
                                     f"{[str(d) for d in deriv_roots]}; pass derivatives= the "
                                     "pipeline folder holding sub-<label>/.")
         runs, skipped = collect_runs(root, label, task, files, space=space, surface=surface,
-                                      desc=desc, entities=entities, trial_types=trial_types,
-                                      story_names=story_names, tr_override=tr,
-                                      session=session, exclude=exclude,
-                                      events_hook=events)
+                                     desc=desc, entities=entities, trial_types=trial_types,
+                                     story_names=story_names, tr_override=tr,
+                                     session=session, exclude=exclude,
+                                     events_hook=events)
         participants.append(name)
         per_runs[name] = runs
         aux_files[name] = (files, derivative_files(list(set(deriv_roots) | set(pipelines)),
-                                                    label))
+                                                   label))
         excluded[name] = skipped
     if stories is not None:
         # runs that present none of the stories asked for are not read
@@ -271,8 +271,8 @@ def load_bids(root, subject, task=None, *, space, derivatives=None, stories=None
 
     # -- responses per participant: cleaned runs, presentations, repeats ------------------
     per_data, tr_times = story_responses(order, participants, per_runs, presentations, keep,
-                                    aux_files, confounds=confounds, clean_args=clean_args,
-                                    tr_value=tr_value)
+                                         aux_files, confounds=confounds, clean_args=clean_args,
+                                         tr_value=tr_value)
     from ..metrics import noise_ceiling
 
     split = resolve_split(split, order, repeated=[s for s in order

@@ -296,7 +296,7 @@ def _run_order(path):
 
 
 def collect_runs(root, label, task, files, *, space, surface, desc, entities, trial_types,
-                  story_names, tr_override, session, exclude, events_hook):
+                 story_names, tr_override, session, exclude, events_hook):
     """Raw runs of one subject with their derivative files, TR and presentations."""
     folder = root / f"sub-{label}"
     bolds = sorted((p for p in folder.rglob("*_bold.nii*")
@@ -348,7 +348,7 @@ def collect_runs(root, label, task, files, *, space, surface, desc, entities, tr
                 raise ValueError(f"{data} has shape {shape}; a run must be a 4-D image.")
             n_volumes = shape[3]
         runs.append(BidsRun(bold=bold, entities=run_entities, data=data, events=events, tr=tr,
-                         n_volumes=n_volumes))
+                            n_volumes=n_volumes))
     if other_spaces and runs:
         names = ", ".join(f"{k} (spaces {v})" for k, v in list(other_spaces.items())[:5])
         raise ValueError(f"sub-{label}: some runs have derivatives in space {space} and others "

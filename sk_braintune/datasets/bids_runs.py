@@ -119,7 +119,7 @@ def volume_mask(runs, files, mask_img, space):
     mask, sources = np.ones(shape, dtype=bool), []
     for run in runs:
         path = find_aux(run.entities, files, suffixes=("mask",), desc="brain", space=space,
-                         extension=".nii.gz")
+                        extension=".nii.gz")
         if path is None:
             # no brain mask: voxels non-zero and finite in the run's first volume
             volume = np.asarray(nib.load(str(run.data)).dataobj[..., 0], dtype=np.float32)
@@ -165,7 +165,7 @@ def _confounds(run, files_all, confounds):
     path = None
     for suffix in _CONFOUND_SUFFIXES:
         path = find_aux(run.entities, files_all, suffixes=(suffix,), desc="confounds",
-                         extension=".tsv")
+                        extension=".tsv")
         if path is not None:
             break
     if path is None:
@@ -222,7 +222,7 @@ def _clean(values, run, files, confounds, clean_args, tr):
 
 
 def read_runs(participants, per_runs, *, surface, mask, surface_masker, confounds,
-               clean_args, trim, story_volumes, nan_policy):
+              clean_args, trim, story_volumes, nan_policy):
     """Read every run once; its presentations; the columns valid in every run.
 
     Returns ``keep`` (bool per column), ``n_vertices`` (surfaces) and ``presentations``
@@ -288,7 +288,7 @@ def read_runs(participants, per_runs, *, surface, mask, surface_masker, confound
 
 
 def story_responses(order, participants, per_runs, presentations, keep, aux_files, *, confounds,
-               clean_args, tr_value):
+                    clean_args, tr_value):
     """Per participant: responses and repeats of each story; the stories' TR times."""
     from sklearn.utils import Bunch
 
