@@ -283,6 +283,7 @@ def roi_confidence_intervals(y_true, y_pred, labels, *, block_length=10, n_boots
             else:
                 cut_start[b], cut_stop[b] = block[0], block[0] + n_trs - count
             count += len(block)
+    cc_max = None if cc_max is None else np.asarray(cc_max, dtype=np.float64)
     roi_names = list(observed)
     sums = np.zeros((int(n_bootstraps), len(roi_names)))
     sizes = np.zeros((int(n_bootstraps), len(roi_names)))
@@ -292,8 +293,7 @@ def roi_confidence_intervals(y_true, y_pred, labels, *, block_length=10, n_boots
         r = _sample_correlations(y_true[:, columns], y_pred[:, columns],
                                  (blocks, counts), cut_start, cut_stop)
         if cc_max is not None:
-            r = normalized_correlation(r, np.asarray(cc_max)[columns],
-                                       min_ceiling=min_ceiling)
+            r = normalized_correlation(r, cc_max[columns], min_ceiling=min_ceiling)
         finite = ~np.isnan(r)
         for j, roi in enumerate(roi_names):
             in_roi = labels[columns] == roi

@@ -42,11 +42,16 @@ def lanczos_weights(old_times, new_times, window=3, cutoff_mult=1.0, normalize=F
     """
     old_times, new_times, cutoff = _check_times(old_times, new_times, window, cutoff_mult)
     bands = _bands(old_times, new_times, window, cutoff, normalize)
-    if bands is not None:
-        weights = np.zeros((new_times.size, old_times.size))
-        for row, (start, stop, kernel) in enumerate(bands):
-            weights[row, start:stop] = kernel
-        return weights
+    if bands is None:
+        return _dense_weights(old_times, new_times, window, cutoff, normalize)
+    weights = np.zeros((new_times.size, old_times.size))
+    for row, (start, stop, kernel) in enumerate(bands):
+        weights[row, start:stop] = kernel
+    return weights
+
+
+def _dense_weights(old_times, new_times, window, cutoff, normalize):
+    """The whole weight matrix from the formula (old times in any order)."""
     weights = _lanczos_kernel((new_times[:, None] - old_times[None, :]) * cutoff, window)
     if normalize:
         sums = weights.sum(axis=1, keepdims=True)
@@ -148,7 +153,7 @@ def lanczos_resample(data, old_times, new_times, window=3, cutoff_mult=1.0, norm
     old, new, cutoff = _check_times(old_times, new_times, window, cutoff_mult)
     bands = _bands(old, new, window, cutoff, normalize)
     if bands is None:
-        out = lanczos_weights(old, new, window, cutoff_mult, normalize).astype(dtype) @ data
+        out = _dense_weights(old, new, window, cutoff, normalize).astype(dtype) @ data
     else:  # row by row over each band: no (n_new, n_old) matrix
         out = np.empty((new.size, data.shape[1]), dtype=dtype)
         for row, (start, stop, kernel) in enumerate(bands):
